@@ -1,0 +1,204 @@
+"""The GUI's job runner: the only place in the app that knows about threads.
+
+Core jobs (``fn(config, ctx)``) run in a background ``threading.Thread`` through
+``rlhf_core.jobs.execute_job``; a :class:`QtJobContext` relays their reports to Qt signals on a
+relay object that lives in the GUI thread, so every slot runs in the GUI thread (queued
+connections). Heavy jobs run one at a time; others wait in a FIFO queue. Cancel is cooperative:
+the job sees ``ctx.cancelled`` at its next step boundary. Closing the window cancels and joins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from rlhf_core import config as cfg
+from rlhf_core.jobs import JobContext, JobSpec, execute_job, get_job
+from rlhf_core.store import Project
+
+
+class _Relay(QObject):
+    progress_changed = Signal(int, float, str)
+    metrics_logged = Signal(int, object)  # run_id, [(step, {key: value}), ...]
+    sample_emitted = Signal(int, str, object, object)  # run_id, kind, payload, step
+    log_emitted = Signal(int, str)
+    finished = Signal(int, str, str)  # run_id, status, error
+
+
+class QtJobContext(JobContext):
+    """Relays reports to signals; metrics are batched (≤ 20 emits/s), progress throttled."""
+
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, relay: _Relay, run_id: int):
+        super().__init__()
+        self.relay = relay
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._last_metric_emit = 0.0
+        self._last_progress_emit = 0.0
+        self._last_fraction = -1.0
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_progress_emit < self.BATCH_SECONDS:
+            return
+        self._last_progress_emit = now
+        self._last_fraction = fraction
+        self.relay.progress_changed.emit(self.run_id, fraction, message)
+
+    def _on_metrics(self, step: int, values: dict[str, float]) -> None:
+        with self._lock:
+            self._pending.append((step, values))
+        if time.monotonic() - self._last_metric_emit >= self.BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        self._last_metric_emit = time.monotonic()
+        if batch:
+            self.relay.metrics_logged.emit(self.run_id, batch)
+
+    def _on_sample(self, kind: str, payload: Any, step: int | None) -> None:
+        self.relay.sample_emitted.emit(self.run_id, kind, payload, step)
+
+    def _on_log(self, message: str) -> None:
+        self.relay.log_emitted.emit(self.run_id, message)
+
+
+@dataclasses.dataclass
+class _Queued:
+    run_id: int
+    spec: JobSpec
+    config: Any
+    project_path: Path
+    torch_threads: int
+
+
+class JobRunner(QObject):
+    """Queues runs and executes them one at a time off the GUI thread."""
+
+    job_queued = Signal(int)
+    job_started = Signal(int)
+    progress_changed = Signal(int, float, str)
+    metrics_logged = Signal(int, object)
+    sample_emitted = Signal(int, str, object, object)
+    log_emitted = Signal(int, str)
+    job_finished = Signal(int, str, str)  # run_id, status, error text ('' if none)
+    queue_changed = Signal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._relay = _Relay(self)
+        self._relay.progress_changed.connect(self.progress_changed)
+        self._relay.metrics_logged.connect(self.metrics_logged)
+        self._relay.sample_emitted.connect(self.sample_emitted)
+        self._relay.log_emitted.connect(self.log_emitted)
+        self._relay.finished.connect(self._on_relay_finished)
+        self._queue: deque[_Queued] = deque()
+        self._current: _Queued | None = None
+        self._ctx: QtJobContext | None = None
+        self._thread: threading.Thread | None = None
+        self._outcomes: dict[int, Any] = {}
+
+    # --- public API --------------------------------------------------------------------------
+    def submit(self, project: Project, job: str | JobSpec, config: Any, *, torch_threads: int = 1,
+               name: str = "") -> int:
+        """Validate ``config``, store a queued run in ``project`` and schedule it. Returns the run id.
+
+        Raises ``ConfigError`` (nothing stored) if the config is impossible.
+        """
+        spec = get_job(job) if isinstance(job, str) else job
+        cfg.validate(config)
+        run_id = project.create_run(spec.name, cfg.to_dict(config), name=name or spec.title, status="queued")
+        self._queue.append(_Queued(run_id, spec, config, project.folder, torch_threads))
+        self.job_queued.emit(run_id)
+        self.queue_changed.emit()
+        self._maybe_start()
+        return run_id
+
+    def cancel(self, run_id: int | None = None) -> bool:
+        """Cancel the running job (``run_id`` None or its id) or remove a queued one."""
+        if self._current is not None and (run_id is None or run_id == self._current.run_id):
+            assert self._ctx is not None
+            self._ctx.cancel()
+            return True
+        for item in list(self._queue):
+            if item.run_id == run_id:
+                self._queue.remove(item)
+                self._mark_cancelled(item)
+                self.job_finished.emit(item.run_id, "cancelled", "")
+                self.queue_changed.emit()
+                return True
+        return False
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Cancel everything and wait for the running job; True if it stopped within ``timeout``."""
+        while self._queue:
+            item = self._queue.popleft()
+            self._mark_cancelled(item)
+        if self._ctx is not None:
+            self._ctx.cancel()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current_run_id(self) -> int | None:
+        return self._current.run_id if self._current else None
+
+    @property
+    def queued_run_ids(self) -> list[int]:
+        return [q.run_id for q in self._queue]
+
+    def outcome(self, run_id: int):
+        """The ``JobOutcome`` of a finished run (this session only)."""
+        return self._outcomes.get(run_id)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _maybe_start(self) -> None:
+        if self._current is not None or not self._queue:
+            return
+        item = self._queue.popleft()
+        self.queue_changed.emit()
+        fn, _ = item.spec.load()  # import in the GUI thread: importing torch in a worker froze the GUI
+        self._current = item
+        self._ctx = QtJobContext(self._relay, item.run_id)
+        self._thread = threading.Thread(
+            target=self._work, args=(item, fn, self._ctx), name=f"job-{item.run_id}", daemon=True
+        )
+        self.job_started.emit(item.run_id)
+        self._thread.start()
+
+    def _work(self, item: _Queued, fn, ctx: QtJobContext) -> None:
+        outcome = execute_job(fn, item.config, ctx, project_path=item.project_path, run_id=item.run_id,
+                              kind=item.spec.name, torch_threads=item.torch_threads)
+        ctx.flush()
+        self._outcomes[item.run_id] = outcome
+        self._relay.finished.emit(item.run_id, outcome.status, outcome.error or "")
+
+    def _on_relay_finished(self, run_id: int, status: str, error: str) -> None:
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._current, self._ctx, self._thread = None, None, None
+        self.job_finished.emit(run_id, status, error)
+        self._maybe_start()
+
+    @staticmethod
+    def _mark_cancelled(item: _Queued) -> None:
+        with Project.open(item.project_path, check=False) as project:
+            project.finish_run(item.run_id, "cancelled", error="Cancelled before it started.")

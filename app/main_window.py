@@ -1,0 +1,373 @@
+"""The main window: composes the pages, owns the project connection and the job runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from app.jobs import JobRunner
+from app.pages.project_page import ProjectPage
+from app.pages.runs_page import RunsPage
+from app.settings import Settings
+from app.training.config_form import RunDialog
+from rlhf_core import __version__
+from rlhf_core import config as cfg
+from rlhf_core.jobs import get_job, list_jobs
+from rlhf_core.paths import demo_project_path, logs_dir
+from rlhf_core.runtime import set_torch_threads
+from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
+
+APP_TITLE = "RLHF Workbench"
+# Pages of later capabilities: listed so people see what is coming, disabled until they work.
+PLANNED_PAGES = [
+    ("Label clips", "Side-by-side clip comparison and ranking (control track) — not built yet."),
+    ("Label text", "Side-by-side response comparison, ranking and correction — not built yet."),
+    ("Reward models", "T-REX / D-REX / preference reward learning — not built yet."),
+    ("Policies", "PPO, GRPO, DPO training on learned rewards — not built yet."),
+]
+DEMO_SEED_CONFIG = {"steps": 150, "n_pairs": 1000}
+
+
+class ErrorPanel(QDockWidget):
+    """Failed runs' tracebacks; appears by itself when a job fails. Plain text only."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Errors", parent)
+        self.setObjectName("errors_dock")
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setPlaceholderText("Errors from failed runs appear here; the app keeps running.")
+        self.setWidget(self.text)
+        self.count = 0
+
+    def add_error(self, title: str, details: str) -> None:
+        self.count += 1
+        self.text.appendPlainText(f"── {title} ──\n{details.rstrip()}\n")
+        self.show()
+        self.raise_()
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.threads = QSpinBox()
+        self.threads.setRange(1, max(1, os.cpu_count() or 1))
+        self.threads.setValue(settings.torch_threads)
+        self.threads.setToolTip(
+            "Threads torch may use per job. 1 is fastest for small networks and stays stable when\n"
+            "another program is busy; 2 can be ~25 % faster for the language model on a quiet machine."
+        )
+        form = QFormLayout(self)
+        form.addRow("Torch threads", self.threads)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class MainWindow(QMainWindow):
+    project_changed = Signal(object)
+
+    def __init__(self, settings: Settings | None = None, *, interactive: bool = True):
+        super().__init__()
+        self.settings = settings or Settings()
+        self.interactive = interactive  # False in tests/smoke: errors go to the panel, not dialogs
+        self.project: Project | None = None
+        self.runner = JobRunner(self)
+        self.setWindowTitle(APP_TITLE)
+        self.resize(1280, 800)
+
+        # pages
+        self.project_page = ProjectPage()
+        self.runs_page = RunsPage()
+        self.stack = QStackedWidget()
+        self.nav = QListWidget()
+        self.nav.setFixedWidth(170)
+        self.nav.setObjectName("nav")
+        self._add_page("Project", self.project_page)
+        self._add_page("Runs && plots".replace("&&", "&"), self.runs_page)
+        for title, tip in PLANNED_PAGES:
+            item = QListWidgetItem(f"{title}  (planned)")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            item.setToolTip(tip)
+            self.nav.addItem(item)
+        self.nav.currentRowChanged.connect(self._on_nav_row_changed)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(6, 6, 6, 6)
+        row.addWidget(self.nav)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.error_panel = ErrorPanel(self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.error_panel)
+        self.error_panel.hide()
+
+        self._build_status_bar()
+        self._build_menus()
+
+        # wiring
+        self.project_page.new_project_requested.connect(self.new_project_dialog)
+        self.project_page.open_project_requested.connect(self.open_project_dialog)
+        self.project_page.demo_requested.connect(self.open_demo_project)
+        self.runs_page.new_run_requested.connect(self.new_run_dialog)
+        self.runs_page.cancel_requested.connect(self.runner.cancel)
+        self.runner.job_queued.connect(self.runs_page.on_job_queued)
+        self.runner.job_started.connect(self._on_runner_job_started)
+        self.runner.progress_changed.connect(self._on_runner_progress_changed)
+        self.runner.metrics_logged.connect(self.runs_page.on_metrics)
+        self.runner.job_finished.connect(self._on_runner_job_finished)
+        self.runner.queue_changed.connect(self._update_queue_label)
+
+        geometry = self.settings.window_geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.window_state()
+        if state is not None:
+            self.restoreState(state)
+        set_torch_threads(self.settings.torch_threads)
+        self.nav.setCurrentRow(0)
+        self._update_title()
+
+    # --- layout helpers --------------------------------------------------------------------------
+    def _add_page(self, title: str, widget: QWidget) -> None:
+        self.stack.addWidget(widget)
+        self.nav.addItem(QListWidgetItem(title))
+
+    PAGE_NAMES = ("project", "runs")
+
+    def show_page(self, name: str) -> None:
+        pages = {"project": self.project_page, "runs": self.runs_page}
+        self.nav.setCurrentRow(self.stack.indexOf(pages[name]))
+
+    def _on_nav_row_changed(self, row: int) -> None:
+        if 0 <= row < self.stack.count():
+            self.stack.setCurrentIndex(row)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.job_label = QLabel("Idle")
+        self.job_label.setMinimumWidth(320)
+        self.job_progress = QProgressBar()
+        self.job_progress.setRange(0, 1000)
+        self.job_progress.setFixedWidth(220)
+        self.job_progress.setTextVisible(True)
+        self.job_progress.hide()
+        self.queue_label = QLabel("")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Cancel the running job (Ctrl+.)")
+        self.cancel_button.clicked.connect(lambda: self.runner.cancel())
+        self.cancel_button.hide()
+        bar.addPermanentWidget(self.queue_label)
+        bar.addPermanentWidget(self.job_label)
+        bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.cancel_button)
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "&New Project…", self.new_project_dialog, QKeySequence.StandardKey.New)
+        self._action(file_menu, "&Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open &Demo Project", self.open_demo_project)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        run_menu = menu.addMenu("&Run")
+        self._action(run_menu, "&New Run…", self.new_run_dialog, QKeySequence("Ctrl+R"))
+        self.cancel_action = self._action(run_menu, "&Cancel Running Job", lambda: self.runner.cancel(),
+                                          QKeySequence("Ctrl+."))
+
+        settings_menu = menu.addMenu("&Settings")
+        self._action(settings_menu, "&Preferences…", self.preferences_dialog, QKeySequence.StandardKey.Preferences)
+
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "Open &Logs Folder", self.open_logs_folder)
+        self._action(help_menu, "&About", self.about_dialog)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    # --- projects --------------------------------------------------------------------------------
+    def open_project(self, path: str | Path, *, create: bool = False, name: str | None = None) -> bool:
+        """Open (or create) a project; on failure show the reason and keep the current one."""
+        try:
+            if create:
+                project = Project.create(path, name=name)
+            else:
+                project = Project.open(path)
+        except ProjectError as exc:
+            self.show_error("Cannot open project" if not create else "Cannot create project", str(exc))
+            return False
+        if self.runner.busy or self.runner.queued_run_ids:
+            self.runner.shutdown(timeout=5.0)
+        if self.project is not None:
+            self.project.close()
+        self.project = project
+        interrupted = project.mark_interrupted_runs()
+        if interrupted:
+            self.statusBar().showMessage(
+                f"{interrupted} run(s) did not finish last time (app closed or crashed) and are marked failed.", 10000)
+        self.settings.add_recent_project(str(project.folder))
+        self.project_page.show_project(project)
+        self.runs_page.set_project(project)
+        self._update_title()
+        self.project_changed.emit(project)
+        return True
+
+    def open_demo_project(self) -> bool:
+        """Open the built-in demo project; first time, create it and fill it by a live run."""
+        folder = demo_project_path()
+        if (folder / "project.db").exists():
+            return self.open_project(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not self.open_project(folder, create=True, name="Demo project"):
+            return False
+        assert self.project is not None
+        with Project.open(folder, check=False) as project:
+            project.ensure_labeller("you", "human")
+            project.ensure_labeller("oracle", "synthetic", {"teacher": "oracle"})
+        spec = get_job("synthetic_preferences")
+        config = cfg.from_dict(spec.config_class(), DEMO_SEED_CONFIG)
+        self.runner.submit(self.project, spec, config, torch_threads=self.settings.torch_threads)
+        self.project_page.refresh(self.project)
+        self.show_page("runs")
+        return True
+
+    def new_project_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "New project folder", str(Path.home() / f"untitled{PROJECT_SUFFIX}"))
+        if path:
+            if not path.endswith(PROJECT_SUFFIX):
+                path += PROJECT_SUFFIX
+            self.open_project(path, create=True)
+
+    def open_project_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project folder", str(Path.home()))
+        if path:
+            self.open_project(path)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.recent_projects()
+        if not recent:
+            action = self.recent_menu.addAction("(none)")
+            action.setEnabled(False)
+        for path in recent:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self.project.name} — {APP_TITLE}" if self.project else APP_TITLE)
+
+    # --- runs ------------------------------------------------------------------------------------
+    def new_run_dialog(self, job_name: str | None = None) -> None:
+        if self.project is None:
+            self.show_error("No project open", "Open or create a project first: runs are stored in it.")
+            return
+        specs = list_jobs()
+        spec = get_job(job_name) if job_name else specs[0]
+        dialog = RunDialog(spec, self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.start_run(spec.name, dialog.result_config)
+
+    def start_run(self, job_name: str, config) -> int | None:
+        if self.project is None:
+            self.show_error("No project open", "Open or create a project first: runs are stored in it.")
+            return None
+        try:
+            run_id = self.runner.submit(self.project, job_name, config, torch_threads=self.settings.torch_threads)
+        except (cfg.ConfigError, KeyError) as exc:
+            self.show_error("Cannot start run", str(exc))
+            return None
+        self.show_page("runs")
+        return run_id
+
+    def _on_runner_job_started(self, run_id: int) -> None:
+        self.job_label.setText(f"Run {run_id}: starting…")
+        self.job_progress.setValue(0)
+        self.job_progress.show()
+        self.cancel_button.show()
+        self.runs_page.refresh()
+
+    def _on_runner_progress_changed(self, run_id: int, fraction: float, message: str) -> None:
+        self.job_progress.setValue(int(fraction * 1000))
+        self.job_progress.setFormat(f"{fraction * 100:.0f} %")
+        self.job_label.setText(f"Run {run_id}: {message}" if message else f"Run {run_id}")
+
+    def _on_runner_job_finished(self, run_id: int, status: str, error: str) -> None:
+        if not self.runner.busy:
+            self.job_progress.hide()
+            self.cancel_button.hide()
+            self.job_label.setText(f"Run {run_id} {status}")
+        self.runs_page.on_job_finished(run_id, status, error)
+        if self.project is not None:
+            self.project_page.refresh(self.project)
+        if status == "failed":
+            self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
+            self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)
+        elif status == "cancelled":
+            self.statusBar().showMessage(f"Run {run_id} cancelled.", 5000)
+
+    def _update_queue_label(self) -> None:
+        n = len(self.runner.queued_run_ids)
+        self.queue_label.setText(f"{n} queued" if n else "")
+
+    # --- dialogs ---------------------------------------------------------------------------------
+    def show_error(self, title: str, message: str) -> None:
+        self.error_panel.add_error(title, message)
+        if self.interactive:
+            QMessageBox.warning(self, title, message)
+
+    def preferences_dialog(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.settings.torch_threads = dialog.threads.value()
+            set_torch_threads(self.settings.torch_threads)
+
+    def open_logs_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs_dir())))
+
+    def about_dialog(self) -> None:
+        QMessageBox.about(self, f"About {APP_TITLE}",
+                          f"{APP_TITLE} {__version__}\nTurn human judgements into reward models and better "
+                          f"policies.\n\nLogs: {logs_dir()}")
+
+    # --- closing ---------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.settings.save_window(self.saveGeometry(), self.saveState())
+        stopped = self.runner.shutdown(timeout=10.0)
+        if not stopped:
+            self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
+        if self.project is not None:
+            self.project.close()
+            self.project = None
+        event.accept()

@@ -1,0 +1,232 @@
+"""Runs: every run of the project with its status, settings, result or error, and live plots.
+
+Tick runs in the table to overlay their metrics; the plot reloads finished runs from the
+database, and the running job's metrics arrive live from the job runner.
+"""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.plots.metric_plot import MetricPlotView
+from rlhf_core.store import Project
+
+_STATUS_COLOURS = {
+    "completed": "#1b7f3b", "failed": "#b00020", "cancelled": "#8a6d00",
+    "running": "#1f5fbf", "queued": "#666666",
+}
+COLUMNS = ["Run", "Job", "Status", "Started", "Duration"]
+
+
+def _duration(run: dict) -> str:
+    from datetime import datetime
+
+    if not run.get("started_at"):
+        return ""
+    start = datetime.fromisoformat(run["started_at"])
+    end = datetime.fromisoformat(run["finished_at"]) if run.get("finished_at") else None
+    if end is None:
+        return "…"
+    return f"{(end - start).total_seconds():.1f} s"
+
+
+class RunsPage(QWidget):
+    new_run_requested = Signal()
+    cancel_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self._runs: list[dict] = []
+        self._loaded_finished: set[int] = set()
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+        self.table.itemChanged.connect(self._on_table_item_changed)
+        self.table.setToolTip("Tick runs to overlay their metrics in the plots.")
+
+        self.new_button = QPushButton("New run…")
+        self.new_button.setToolTip("Start a job (Ctrl+R)")
+        self.new_button.clicked.connect(self.new_run_requested)
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.new_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setPlaceholderText("Select a run to see its settings and result.")
+        self.error_text = QPlainTextEdit()
+        self.error_text.setReadOnly(True)
+        self.error_text.setPlaceholderText("No error.")
+        self.info_tabs = QTabWidget()
+        self.info_tabs.addTab(self.details, "Settings && result")
+        self.info_tabs.addTab(self.error_text, "Error")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.table, 3)
+        left_layout.addWidget(self.info_tabs, 2)
+
+        self.plot = MetricPlotView()
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        self.plot_title = QLabel("Metrics")
+        self.plot_title.setStyleSheet("font-weight: 600;")
+        right_layout.addWidget(self.plot_title)
+        right_layout.addWidget(self.plot, 1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # --- data --------------------------------------------------------------------------------
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self._loaded_finished.clear()
+        self.plot.clear()
+        self.refresh()
+        if project is not None and self._runs:
+            last = self._runs[-1]["id"]
+            self._set_checked(last, True)
+            self.select_run(last)
+
+    def refresh(self) -> None:
+        """Re-read the runs table (cheap); keeps ticks and selection."""
+        checked = set(self.checked_runs())
+        selected = self.selected_run_id()
+        self._runs = self.project.runs() if self.project is not None else []
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self._runs))
+        for row, run in enumerate(reversed(self._runs)):
+            id_item = QTableWidgetItem(str(run["id"]))
+            id_item.setData(Qt.ItemDataRole.UserRole, run["id"])
+            id_item.setFlags(id_item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            id_item.setCheckState(Qt.CheckState.Checked if run["id"] in checked else Qt.CheckState.Unchecked)
+            status = QTableWidgetItem(run["status"])
+            status.setForeground(QColor(_STATUS_COLOURS.get(run["status"], "#000")))
+            started = (run.get("started_at") or "")[:19].replace("T", " ")
+            cells = [id_item, QTableWidgetItem(run["name"] or run["kind"]), status,
+                     QTableWidgetItem(started), QTableWidgetItem(_duration(run))]
+            for col, cell in enumerate(cells):
+                if col:
+                    cell.setFlags(cell.flags() & ~Qt.ItemFlag.ItemIsUserCheckable)
+                self.table.setItem(row, col, cell)
+        self.table.blockSignals(False)
+        if selected is not None:
+            self.select_run(selected)
+        self._update_plot_runs()
+
+    def run_by_id(self, run_id: int) -> dict | None:
+        return next((r for r in self._runs if r["id"] == run_id), None)
+
+    def checked_runs(self) -> list[int]:
+        out = []
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.checkState() == Qt.CheckState.Checked:
+                out.append(item.data(Qt.ItemDataRole.UserRole))
+        return sorted(out)
+
+    def selected_run_id(self) -> int | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+
+    def select_run(self, run_id: int) -> None:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_id:
+                self.table.selectRow(row)
+                return
+
+    def _set_checked(self, run_id: int, checked: bool) -> None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item.data(Qt.ItemDataRole.UserRole) == run_id:
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+
+    # --- live updates from the runner -----------------------------------------------------------
+    def on_job_queued(self, run_id: int) -> None:
+        self.refresh()
+        self._set_checked(run_id, True)
+        self.select_run(run_id)
+
+    def on_metrics(self, run_id: int, batch) -> None:
+        self.plot.append(run_id, batch)
+
+    def on_job_finished(self, run_id: int, status: str, error: str) -> None:
+        self.refresh()
+        self._show_details(self.selected_run_id())
+
+    # --- slots -------------------------------------------------------------------------------
+    def _on_table_item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self._update_plot_runs()
+
+    def _on_table_selection(self) -> None:
+        self._show_details(self.selected_run_id())
+
+    def _on_cancel_clicked(self) -> None:
+        run_id = self.selected_run_id()
+        if run_id is not None:
+            self.cancel_requested.emit(run_id)
+
+    def _show_details(self, run_id: int | None) -> None:
+        run = self.run_by_id(run_id) if run_id is not None else None
+        if run is None:
+            self.details.setPlainText("")
+            self.error_text.setPlainText("")
+            self.cancel_button.setEnabled(False)
+            return
+        self.cancel_button.setEnabled(run["status"] in ("queued", "running"))
+        text = {"run": run["id"], "job": run["kind"], "status": run["status"],
+                "created_at": run["created_at"], "started_at": run["started_at"],
+                "finished_at": run["finished_at"], "settings": run["config"], "result": run["result"]}
+        self.details.setPlainText(json.dumps(text, indent=2, default=str))
+        self.error_text.setPlainText(run.get("error") or "")
+        if run["status"] == "failed":
+            self.info_tabs.setCurrentWidget(self.error_text)
+
+    def _update_plot_runs(self) -> None:
+        runs = self.checked_runs()
+        if self.project is not None:
+            for run_id in runs:
+                run = self.run_by_id(run_id)
+                if run and run["status"] not in ("queued", "running") and run_id not in self._loaded_finished:
+                    # finished runs are (re)loaded from the database: the single source of truth
+                    self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
+                    self._loaded_finished.add(run_id)
+        self.plot.set_visible_runs(runs)
+        self.plot_title.setText("Metrics — " + (", ".join(f"run {r}" for r in runs) if runs else "no run ticked"))

@@ -1,0 +1,1 @@
+"""Live metric plots (pyqtgraph)."""

@@ -1,0 +1,245 @@
+"""Live metric plots: workers only append, a timer redraws at ≤ 10 Hz.
+
+:class:`MetricSeriesStore` holds every series as growing numpy arrays (doubling capacity, so an
+append is amortised O(1)); the job runner's ``metrics_logged`` signal and the database loader both
+append to it. :class:`MetricPlotView` shows one plot per key namespace (``reward_model/…``,
+``rollout/…``) with one curve per (run, key); a ``QTimer`` redraws only the series that changed
+since the last frame, with pyqtgraph's peak downsampling and clip-to-view for long runs. Runs can
+be overlaid and toggled; everything can be reloaded from the ``metrics`` table after a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from rlhf_core.metrics import describe, namespace
+
+REDRAW_MS = 100  # at most 10 Hz
+MAX_REDRAW_MS = 1000
+# The GUI thread holds the GIL while pyqtgraph paints; a job thread then waits for it. The timer
+# backs off so that drawing takes at most this share of the GUI thread (see docs/performance.md).
+DRAW_BUDGET = 0.10
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+_RUN_STYLES = [Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine]
+
+
+class GrowingSeries:
+    """Steps and values in preallocated arrays that double when full."""
+
+    __slots__ = ("steps", "values", "n", "version")
+
+    def __init__(self, capacity: int = 256):
+        self.steps = np.empty(capacity, dtype=np.float64)
+        self.values = np.empty(capacity, dtype=np.float64)
+        self.n = 0
+        self.version = 0
+
+    def extend(self, steps: Iterable[float], values: Iterable[float]) -> None:
+        s = np.asarray(list(steps), dtype=np.float64)
+        v = np.asarray(list(values), dtype=np.float64)
+        need = self.n + len(s)
+        if need > len(self.steps):
+            cap = max(need, 2 * len(self.steps))
+            self.steps = np.resize(self.steps, cap)
+            self.values = np.resize(self.values, cap)
+        self.steps[self.n:need] = s
+        self.values[self.n:need] = v
+        self.n = need
+        self.version += 1
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.steps[: self.n], self.values[: self.n]
+
+
+class _TimedGraphics(pg.GraphicsLayoutWidget):
+    """A GraphicsLayoutWidget that remembers how long its last paint took."""
+
+    last_paint_s = 0.0
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        t0 = time.perf_counter()
+        super().paintEvent(event)
+        self.last_paint_s = time.perf_counter() - t0
+
+
+class MetricSeriesStore:
+    """All series shown by the plots, keyed by (run_id, metric key). GUI-thread only."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[int, str], GrowingSeries] = {}
+
+    def append(self, run_id: int, batch: Iterable[tuple[int, Mapping[str, float]]]) -> None:
+        per_key: dict[str, tuple[list[int], list[float]]] = {}
+        for step, values in batch:
+            for key, value in values.items():
+                s, v = per_key.setdefault(key, ([], []))
+                s.append(step)
+                v.append(value)
+        for key, (s, v) in per_key.items():
+            self.series.setdefault((run_id, key), GrowingSeries()).extend(s, v)
+
+    def load(self, run_id: int, metrics: Mapping[str, tuple[list[int], list[float]]]) -> None:
+        """Replace a run's series with what the database holds."""
+        for key in [k for k in self.series if k[0] == run_id]:
+            del self.series[key]
+        for key, (steps, values) in metrics.items():
+            series = GrowingSeries(max(16, len(steps)))
+            series.extend(steps, values)
+            self.series[(run_id, key)] = series
+
+    def keys(self, run_ids: Iterable[int] | None = None) -> list[str]:
+        wanted = None if run_ids is None else set(run_ids)
+        return sorted({k for r, k in self.series if wanted is None or r in wanted})
+
+    def data(self, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+        series = self.series.get((run_id, key))
+        if series is None:
+            return np.empty(0), np.empty(0)
+        return series.data()
+
+
+class MetricPlotView(QWidget):
+    """One pyqtgraph plot per metric namespace; curves per (visible run, key)."""
+
+    def __init__(self, store: MetricSeriesStore | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="k")
+        self.store = store or MetricSeriesStore()
+        self.visible_runs: list[int] = []
+        self.run_labels: dict[int, str] = {}
+        self._plots: dict[str, pg.PlotItem] = {}
+        self._curves: dict[tuple[int, str], tuple[pg.PlotDataItem, int]] = {}
+        self.redraw_count = 0
+
+        self.graphics = _TimedGraphics()
+        self.graphics.setMinimumHeight(200)
+        self.empty_label = QLabel("No metrics yet. Start a run, or tick runs in the list to overlay them.")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setStyleSheet("color: #666; padding: 24px;")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.graphics)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(scroll, 1)
+        self._scroll = scroll
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self.redraw)
+        self.timer.start()
+        self._layout_dirty = True
+        self._update_empty()
+
+    # --- feeding ---------------------------------------------------------------------------------
+    def append(self, run_id: int, batch) -> None:
+        """Slot for ``JobRunner.metrics_logged``: store only; the timer draws."""
+        new_keys = any((run_id, k) not in self.store.series for _, values in batch for k in values)
+        self.store.append(run_id, batch)
+        if new_keys and run_id in self.visible_runs:
+            self._layout_dirty = True
+
+    def load_run(self, run_id: int, metrics, label: str | None = None) -> None:
+        self.store.load(run_id, metrics)
+        if label:
+            self.run_labels[run_id] = label
+        self._forget_curves(run_id)
+        self._layout_dirty = True
+
+    def set_visible_runs(self, run_ids: Iterable[int]) -> None:
+        run_ids = list(dict.fromkeys(run_ids))
+        if run_ids != self.visible_runs:
+            self.visible_runs = run_ids
+            self._layout_dirty = True
+            self.redraw()
+
+    def clear(self) -> None:
+        self.store = MetricSeriesStore()
+        self.visible_runs = []
+        self._layout_dirty = True
+        self.redraw()
+
+    # --- drawing ---------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        t0 = time.perf_counter()
+        if self._layout_dirty:
+            self._rebuild_layout()
+        changed = False
+        for (run_id, key), (curve, drawn_version) in list(self._curves.items()):
+            series = self.store.series.get((run_id, key))
+            if series is None or series.version == drawn_version:
+                continue
+            x, y = series.data()
+            curve.setData(x, y)
+            self._curves[(run_id, key)] = (curve, series.version)
+            changed = True
+        self.redraw_count += 1
+        if changed:
+            # cost of this update = our work now + the paint it caused last time
+            cost = time.perf_counter() - t0 + self.graphics.last_paint_s
+            interval = int(min(MAX_REDRAW_MS, max(REDRAW_MS, 1000 * cost / DRAW_BUDGET)))
+            if interval != self.timer.interval():
+                self.timer.setInterval(interval)
+
+    def _rebuild_layout(self) -> None:
+        self._layout_dirty = False
+        self.graphics.clear()
+        self._plots.clear()
+        self._curves.clear()
+        keys = self.store.keys(self.visible_runs)
+        groups: dict[str, list[str]] = {}
+        for key in keys:
+            groups.setdefault(namespace(key), []).append(key)
+        for row, (group, group_keys) in enumerate(sorted(groups.items())):
+            plot = self.graphics.addPlot(row=row, col=0, title=group)
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+            plot.setLabel("bottom", "step")
+            legend = plot.addLegend(offset=(-10, 10))
+            legend.setLabelTextSize("8pt")
+            self._plots[group] = plot
+            for k_index, key in enumerate(group_keys):
+                for r_index, run_id in enumerate(self.visible_runs):
+                    if (run_id, key) not in self.store.series:
+                        continue
+                    pen = pg.mkPen(_PALETTE[k_index % len(_PALETTE)], width=1.5,
+                                   style=_RUN_STYLES[r_index % len(_RUN_STYLES)])
+                    short = key.split("/", 1)[-1]
+                    name = short if len(self.visible_runs) == 1 else f"{self.run_labels.get(run_id, f'run {run_id}')} · {short}"
+                    curve = plot.plot(name=name, pen=pen)
+                    curve.setToolTip(describe(key) or key)
+                    self._curves[(run_id, key)] = (curve, -1)
+        self.graphics.setMinimumHeight(max(200, 220 * len(groups)))
+        self._update_empty()
+
+    def _forget_curves(self, run_id: int) -> None:
+        for key in [k for k in self._curves if k[0] == run_id]:
+            curve, _ = self._curves[key]
+            self._curves[key] = (curve, -1)
+
+    def _update_empty(self) -> None:
+        has = bool(self._plots)
+        self.empty_label.setVisible(not has)
+        self._scroll.setVisible(has)
+
+    # --- inspection (tests, tools) ------------------------------------------------------------
+    def plotted_data(self, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """What the curve for (run, key) currently shows (empty arrays if not drawn)."""
+        entry = self._curves.get((run_id, key))
+        if entry is None:
+            return np.empty(0), np.empty(0)
+        x, y = entry[0].xData, entry[0].yData  # full data (getData() is the downsampled view)
+        if x is None:
+            return np.empty(0), np.empty(0)
+        return np.asarray(x), np.asarray(y)
+
+    def plot_groups(self) -> list[str]:
+        return sorted(self._plots)

@@ -1,0 +1,82 @@
+"""Persistent user settings (window geometry, last/recent projects, torch threads).
+
+Stored in an INI file under the per-user folder (``rlhf_core.paths.user_data_dir()``), so tests
+that point ``RLHF_WORKBENCH_HOME`` at a temporary folder never touch the real settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from rlhf_core.paths import user_data_dir
+from rlhf_core.runtime import DEFAULT_TORCH_THREADS
+
+MAX_RECENT = 8
+
+
+class Settings:
+    def __init__(self, path: str | None = None):
+        self.path = path or str(user_data_dir() / "settings.ini")
+        self.qs = QSettings(self.path, QSettings.Format.IniFormat)
+
+    # --- projects ----------------------------------------------------------------------------
+    def recent_projects(self) -> list[str]:
+        value = self.qs.value("projects/recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def add_recent_project(self, path: str) -> None:
+        path = os.path.abspath(path)
+        recent = [p for p in self.recent_projects() if p != path]
+        self.qs.setValue("projects/recent", [path, *recent][:MAX_RECENT])
+        self.qs.setValue("projects/last", path)
+        self.qs.sync()
+
+    def remove_recent_project(self, path: str) -> None:
+        self.qs.setValue("projects/recent", [p for p in self.recent_projects() if p != path])
+        self.qs.sync()
+
+    @property
+    def last_project(self) -> str | None:
+        value = self.qs.value("projects/last", None)
+        return str(value) if value else None
+
+    # --- runtime -----------------------------------------------------------------------------
+    @property
+    def torch_threads(self) -> int:
+        try:
+            n = int(self.qs.value("runtime/torch_threads", DEFAULT_TORCH_THREADS))
+        except (TypeError, ValueError):
+            n = DEFAULT_TORCH_THREADS
+        return max(1, min(n, os.cpu_count() or 1))
+
+    @torch_threads.setter
+    def torch_threads(self, n: int) -> None:
+        self.qs.setValue("runtime/torch_threads", int(n))
+        self.qs.sync()
+
+    @property
+    def labeller(self) -> str:
+        return str(self.qs.value("labelling/name", "you") or "you")
+
+    @labeller.setter
+    def labeller(self, name: str) -> None:
+        self.qs.setValue("labelling/name", name)
+        self.qs.sync()
+
+    # --- window ------------------------------------------------------------------------------
+    def save_window(self, geometry: QByteArray, state: QByteArray) -> None:
+        self.qs.setValue("window/geometry", geometry)
+        self.qs.setValue("window/state", state)
+        self.qs.sync()
+
+    def window_geometry(self) -> QByteArray | None:
+        value = self.qs.value("window/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    def window_state(self) -> QByteArray | None:
+        value = self.qs.value("window/state")
+        return value if isinstance(value, QByteArray) else None

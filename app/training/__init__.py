@@ -1,0 +1,1 @@
+"""Forms and panels for starting and watching training runs."""

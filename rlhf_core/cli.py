@@ -1,0 +1,169 @@
+"""Command line: every core job runs headless. ``python -m rlhf_core --help`` lists the commands.
+
+Long commands draw a text progress bar on stderr and print a JSON object as their LAST line on
+stdout, so scripts and benchmarks can parse it. Ctrl-C cancels a running job cleanly (the run is
+stored as cancelled); a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlhf_core import __version__
+from rlhf_core import config as cfg
+from rlhf_core.store import ProjectError
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return code
+
+
+def cmd_new_project(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+
+    with Project.create(args.path, name=args.name) as project:
+        _print_json({"project": str(project.folder), "name": project.name,
+                     "schema_version": project.schema_version})
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+
+    with Project.open(args.path) as project:
+        runs = [{k: r[k] for k in ("id", "kind", "status", "created_at", "finished_at")} for r in project.runs()]
+        _print_json({"project": str(project.folder), "name": project.name,
+                     "schema_version": project.schema_version, "counts": project.counts(), "runs": runs})
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from rlhf_core.jobs import list_jobs
+
+    for spec in list_jobs():
+        print(f"{spec.name:28s} {spec.title}")
+        print(f"{'':28s} {spec.description}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+
+    with Project.open(args.path) as project:
+        if project.get_run(args.run) is None:
+            return _fail(f"no run {args.run} in {project.folder}")
+        data = project.metrics(args.run)
+    _print_json({"run": args.run, "metrics": {k: {"steps": s, "values": v} for k, (s, v) in data.items()}})
+    return 0
+
+
+def cmd_demo_project(args: argparse.Namespace) -> int:
+    from rlhf_core.demo import ensure_demo_project
+    from rlhf_core.jobs import CliContext
+
+    folder = ensure_demo_project(args.path, ctx=CliContext(title="demo project"))
+    _print_json({"project": str(folder)})
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    from rlhf_core.jobs import CliContext, execute_job, get_job
+
+    try:
+        spec = get_job(args.job)
+    except KeyError as exc:
+        return _fail(str(exc.args[0]))
+    config_cls = spec.config_class()
+    parser = argparse.ArgumentParser(prog=f"python -m rlhf_core run {spec.name}", description=spec.description)
+    parser.add_argument("--project", type=Path, help="Project folder to record the run in (optional).")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
+    parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
+    cfg.add_arguments(parser, config_cls)
+    job_args = parser.parse_args(rest)
+    try:
+        base = json.loads(job_args.config_json.read_text()) if job_args.config_json else {}
+        flags = {f.name: getattr(job_args, f.name) for f in cfg.fields(config_cls)
+                 if getattr(job_args, f.name) is not None}
+        config = cfg.from_dict(config_cls, {**base, **flags})
+    except (cfg.ConfigError, OSError, json.JSONDecodeError) as exc:
+        return _fail(f"invalid settings:\n{exc}")
+    if job_args.project is not None:
+        from rlhf_core.store import Project
+
+        Project.open(job_args.project).close()  # clear message now if it is not a project
+
+    ctx = CliContext(title=spec.name)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C: cooperative cancel; second: abort
+        ctx.log("cancelling… (Ctrl-C again to abort)")
+        ctx.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        outcome = execute_job(spec, config, ctx, project_path=job_args.project, torch_threads=job_args.threads)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if outcome.error:
+        sys.stderr.write(outcome.error)
+    _print_json({"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,
+                 "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
+    return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rlhf_core",
+        description="RLHF Workbench core: projects, labels and training jobs, headless.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlhf-workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("new-project", help="Create an empty project folder.")
+    p.add_argument("path", type=Path)
+    p.add_argument("--name", default=None)
+    p = sub.add_parser("info", help="Show a project's counts, schema version and runs (JSON).")
+    p.add_argument("path", type=Path)
+    sub.add_parser("jobs", help="List the jobs that `run` can start.")
+    p = sub.add_parser("run", help="Run a job: `run JOB [--project P] [settings]`; `run JOB --help` lists settings.",
+                       add_help=False)
+    p.add_argument("job")
+    p = sub.add_parser("metrics", help="Print a run's metrics as JSON.")
+    p.add_argument("path", type=Path)
+    p.add_argument("--run", type=int, required=True)
+    p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
+    p.add_argument("path", type=Path, nargs="?", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if rest and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
+                "metrics": cmd_metrics, "demo-project": cmd_demo_project}
+    try:
+        if args.command == "run":
+            return cmd_run(args, rest)
+        return handlers[args.command](args)
+    except ProjectError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Config dataclasses: one per job, help text on every field, validated, stored as JSON.
+
+A job's config is a plain ``@dataclass`` whose fields are declared with :func:`param`::
+
+    @dataclass
+    class FooConfig:
+        lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+        steps: int = param(200, "Optimisation steps.", min=1)
+        loss: str = param("bt", "Loss to use.", choices=("bt", "hinge"))
+
+The same declaration drives the CLI flags (:func:`add_arguments` / :func:`from_args`), the GUI
+form and its tooltips (``app/training/config_form.py``), validation (:func:`validate`) and the JSON
+stored with every run (:func:`to_dict` / :func:`from_dict`), so any run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is impossible. ``str(error)`` lists every problem, one per line."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_inclusive: bool = True,
+    choices: Sequence[Any] | None = None,
+    label: str | None = None,
+    advanced: bool = False,
+) -> Any:
+    """Declare a config field with its help text and constraints."""
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "min_inclusive": min_inclusive,
+        "choices": tuple(choices) if choices is not None else None,
+        "label": label,
+        "advanced": advanced,
+    }
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    type: type
+    default: Any
+    help: str
+    label: str
+    min: float | None
+    max: float | None
+    min_inclusive: bool
+    choices: tuple | None
+    advanced: bool
+
+
+def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
+    """The declared fields of a config class (or instance), with their metadata."""
+    cls = config_cls_or_obj if isinstance(config_cls_or_obj, type) else type(config_cls_or_obj)
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        out.append(
+            FieldInfo(
+                name=f.name,
+                type=_base_type(hints.get(f.name, str)),
+                default=default,
+                help=meta.get("help", ""),
+                label=meta.get("label") or f.name.replace("_", " ").capitalize(),
+                min=meta.get("min"),
+                max=meta.get("max"),
+                min_inclusive=meta.get("min_inclusive", True),
+                choices=meta.get("choices"),
+                advanced=meta.get("advanced", False),
+            )
+        )
+    return out
+
+
+def _base_type(tp: Any) -> type:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if args else str
+    if origin in (list, tuple, Sequence):
+        return list
+    return tp if isinstance(tp, type) else str
+
+
+def validate(config: Any) -> None:
+    """Raise :class:`ConfigError` listing every impossible value (types, ranges, choices)."""
+    problems = []
+    for info in fields(config):
+        value = getattr(config, info.name)
+        if info.type is bool:
+            if not isinstance(value, bool):
+                problems.append(f"{info.name}: expected true/false, got {value!r}")
+            continue
+        if info.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{info.name}: expected a number, got {value!r}")
+                continue
+            if info.type is int and not float(value).is_integer():
+                problems.append(f"{info.name}: expected a whole number, got {value!r}")
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{info.name}: must be a finite number, got {value!r}")
+                continue
+            if info.min is not None:
+                if info.min_inclusive and value < info.min:
+                    problems.append(f"{info.name}: must be at least {info.min}, got {value!r}")
+                elif not info.min_inclusive and value <= info.min:
+                    problems.append(f"{info.name}: must be greater than {info.min}, got {value!r}")
+            if info.max is not None and value > info.max:
+                problems.append(f"{info.name}: must be at most {info.max}, got {value!r}")
+        if info.choices is not None and value not in info.choices:
+            opts = ", ".join(repr(c) for c in info.choices)
+            problems.append(f"{info.name}: must be one of {opts}, got {value!r}")
+    check = getattr(config, "check", None)  # cross-field rules a config may add
+    if callable(check):
+        problems.extend(check() or [])
+    if problems:
+        raise ConfigError(problems)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+def from_dict(config_cls: type[T], data: Mapping[str, Any], *, strict: bool = True) -> T:
+    """Build and validate a config from a mapping (e.g. the JSON stored with a run).
+
+    Unknown keys are an error when ``strict`` (a typo must not silently become a default).
+    Ints given for float fields are accepted; values are otherwise taken as they are.
+    """
+    infos = {f.name: f for f in fields(config_cls)}
+    unknown = sorted(set(data) - set(infos))
+    if unknown and strict:
+        raise ConfigError([f"unknown setting {k!r} for {config_cls.__name__}" for k in unknown])
+    kwargs = {}
+    for key, value in data.items():
+        if key not in infos:
+            continue
+        if infos[key].type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[key] = value
+    config = config_cls(**kwargs)
+    validate(config)
+    return config
+
+
+def replace(config: T, **changes: Any) -> T:
+    new = dataclasses.replace(config, **changes)
+    validate(new)
+    return new
+
+
+# ---------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """Add one ``--flag`` per config field, with its help text and default."""
+    group = parser.add_argument_group(f"{config_cls.__name__} settings")
+    for info in fields(config_cls):
+        flag = "--" + info.name.replace("_", "-")
+        help_text = f"{info.help} (default: {info.default!r})"
+        if info.type is bool:
+            group.add_argument(flag, dest=info.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif info.type is list:
+            group.add_argument(flag, dest=info.name, default=None, help=help_text + " Comma-separated.")
+        else:
+            group.add_argument(flag, dest=info.name, type=info.type, default=None,
+                               choices=info.choices, help=help_text)
+
+
+def from_args(config_cls: type[T], args: argparse.Namespace) -> T:
+    """The config given by parsed ``args`` (unset flags keep the dataclass defaults)."""
+    data = {}
+    for info in fields(config_cls):
+        value = getattr(args, info.name, None)
+        if value is None:
+            continue
+        if info.type is list and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        data[info.name] = value
+    return from_dict(config_cls, data)

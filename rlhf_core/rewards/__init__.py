@@ -1,0 +1,1 @@
+"""Reward learning: Bradley-Terry preference losses and reward networks (no Qt)."""

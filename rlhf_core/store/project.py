@@ -1,0 +1,682 @@
+"""A workbench project: one folder with one SQLite database plus media/checkpoint/artifact folders.
+
+    name.rlhf/
+        project.db        every label, item, run and metric (WAL mode, foreign keys on)
+        media/            rendered clips, thumbnails
+        checkpoints/      model weights written by runs
+        artifacts/        exports and anything else a run produces
+
+Paths inside the database are relative to the folder, so the folder can be zipped and opened on
+another machine. A ``Project`` wraps ONE connection and must be used from the thread that opened
+it; a worker thread opens its own with ``Project.open(path, check=False)``.
+
+Opening never writes to something that is not a valid project: the file is checked (SQLite
+header, read-only connection, required tables, schema version, ``quick_check``) before the
+read-write connection is made. A database from a newer schema is refused and left untouched;
+one from an older schema is backed up next to itself and upgraded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from rlhf_core.store.errors import (
+    CorruptProjectError,
+    NewerSchemaError,
+    NotAProjectError,
+    ProjectError,
+)
+from rlhf_core.store.migrations import KNOWN_MIGRATIONS, MIGRATION_SET, SCHEMA_VERSION, migrations
+from rlhf_core.store.ranking import expand_ranking, normalise_groups
+
+DB_NAME = "project.db"
+SUBFOLDERS = ("media", "checkpoints", "artifacts")
+PROJECT_SUFFIX = ".rlhf"
+OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
+SOURCES = ("human", "synthetic", "ai", "auto")
+RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_REQUIRED_TABLES = {"project", "runs", "items", "comparisons", "metrics"}
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string (the format of every ``*_at`` column)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def app_version() -> str:
+    from rlhf_core import __version__
+
+    return __version__
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, sort_keys=True, default=str)
+
+
+def _db_path_for(path: Path) -> Path:
+    return path / DB_NAME if path.suffix != ".db" else path
+
+
+class Project:
+    """An open project. Create with :meth:`create` or :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, folder: Path, conn: sqlite3.Connection):
+        self.folder = folder
+        self.db_path = folder / DB_NAME
+        self.conn = conn
+        self.db = Database(conn)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike, name: str | None = None) -> Project:
+        """Create a new project folder at ``path`` (which must not exist or be an empty folder)."""
+        folder = Path(path).expanduser().absolute()
+        if folder.exists():
+            if not folder.is_dir():
+                raise ProjectError(f"Cannot create a project at {folder}: a file with that name exists.")
+            if any(folder.iterdir()):
+                if (folder / DB_NAME).exists():
+                    raise ProjectError(f"A project already exists at {folder}; open it instead.")
+                raise ProjectError(
+                    f"Cannot create a project at {folder}: the folder is not empty. "
+                    "Choose a new name or an empty folder."
+                )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for sub in SUBFOLDERS:
+                (folder / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"Cannot create a project at {folder}: {exc.strerror or exc}.") from exc
+        conn = cls._connect(folder / DB_NAME)
+        project = cls(folder, conn)
+        migrations.apply(project.db)
+        project._set_user_version()
+        project.db.execute(
+            "INSERT INTO project (id, name, created_at, created_by_version) VALUES (1, ?, ?, ?)",
+            [name or folder.name.removesuffix(PROJECT_SUFFIX), utc_now(), app_version()],
+        )
+        return project
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, check: bool = True, upgrade: bool = True) -> Project:
+        """Open an existing project folder (or its ``project.db``).
+
+        ``check`` runs SQLite's ``quick_check`` first (the GUI does; worker threads that reopen a
+        project the GUI already checked pass ``False``). Raises :class:`ProjectError` subclasses
+        with a message for a person; nothing is written unless the project is valid.
+        """
+        given = Path(path).expanduser().absolute()
+        if not given.exists():
+            raise NotAProjectError(f"No project at {given}: the path does not exist.")
+        db_path = _db_path_for(given) if given.is_dir() else given
+        folder = db_path.parent
+        if not db_path.is_file():
+            raise NotAProjectError(
+                f"{given} is not a workbench project (it has no {DB_NAME}). "
+                "Use File → New Project to create one."
+            )
+        applied = cls._inspect(db_path, check=check)
+        conn = cls._connect(db_path)
+        project = cls(folder, conn)
+        if len(applied) < SCHEMA_VERSION:
+            if not upgrade:
+                conn.close()
+                raise ProjectError(f"{db_path} uses an older schema and upgrading was not allowed.")
+            project._backup(f"{DB_NAME}.schema-v{len(applied)}.bak")
+            migrations.apply(project.db)
+            project._set_user_version()
+        for sub in SUBFOLDERS:
+            (folder / sub).mkdir(exist_ok=True)
+        return project
+
+    @staticmethod
+    def _connect(db_path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    @staticmethod
+    def _inspect(db_path: Path, *, check: bool) -> list[str]:
+        """Validate a database file without writing to it (read-only connection).
+
+        A read-only connection to a WAL database may create the ``-wal``/``-shm`` side files;
+        if the file is refused, side files that were not there before are removed again.
+        """
+        sidecars = [db_path.with_name(db_path.name + s) for s in ("-wal", "-shm")]
+        existed = {p: p.exists() for p in sidecars}
+        try:
+            Project._inspect_readonly(db_path, check=check)
+            return _applied_migrations_readonly(db_path)
+        except ProjectError:
+            for p, was_there in existed.items():
+                if not was_there:
+                    p.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _inspect_readonly(db_path: Path, *, check: bool) -> None:
+        try:
+            with open(db_path, "rb") as fh:
+                header = fh.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise ProjectError(f"Cannot read {db_path}: {exc.strerror or exc}.") from exc
+        if header != _SQLITE_HEADER:
+            raise CorruptProjectError(
+                f"{db_path} is not an SQLite database (it may be damaged or a different file). "
+                "It was left untouched."
+            )
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise CorruptProjectError(f"Cannot open {db_path}: {exc}. It was left untouched.") from exc
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if check:
+                result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+                if result != ["ok"]:
+                    raise CorruptProjectError(
+                        f"{db_path} is damaged (SQLite integrity check: {'; '.join(result[:3])}). "
+                        "It was left untouched; restore it from a backup."
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise CorruptProjectError(
+                f"{db_path} is damaged or not a database ({exc}). It was left untouched."
+            ) from exc
+        finally:
+            conn.close()
+        if "_sqlite_migrations" not in tables or not _REQUIRED_TABLES <= tables:
+            raise NotAProjectError(
+                f"{db_path} is an SQLite database but not a workbench project. It was left untouched."
+            )
+
+    def _backup(self, name: str) -> Path:
+        target = self.folder / name
+        dest = sqlite3.connect(target)
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()
+        return target
+
+    def _set_user_version(self) -> None:
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def name(self) -> str:
+        return self.conn.execute("SELECT name FROM project WHERE id = 1").fetchone()[0]
+
+    @property
+    def schema_version(self) -> int:
+        return len(migrations.applied(self.db))
+
+    def relpath(self, path: str | os.PathLike) -> str:
+        """A path inside the project folder, as stored in the database (relative, POSIX)."""
+        p = Path(path)
+        if p.is_absolute():
+            p = p.relative_to(self.folder)
+        return p.as_posix()
+
+    def abspath(self, stored: str) -> Path:
+        return self.folder / stored
+
+    def counts(self) -> dict[str, int]:
+        """Row counts for the overview page (soft-deleted rows excluded)."""
+        q = {
+            "trajectories": "SELECT count(*) FROM items WHERE kind='trajectory' AND deleted_at IS NULL",
+            "clips": "SELECT count(*) FROM items WHERE kind='clip' AND deleted_at IS NULL",
+            "responses": "SELECT count(*) FROM items WHERE kind='response' AND deleted_at IS NULL",
+            "prompts": "SELECT count(*) FROM prompts WHERE deleted_at IS NULL",
+            "comparisons": "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL",
+            "rankings": "SELECT count(*) FROM rankings WHERE deleted_at IS NULL",
+            "queued_pairs": "SELECT count(*) FROM pair_queue WHERE comparison_id IS NULL",
+            "labellers": "SELECT count(*) FROM labellers",
+            "runs": "SELECT count(*) FROM runs",
+            "checkpoints": "SELECT count(*) FROM checkpoints",
+        }
+        return {k: self.conn.execute(sql).fetchone()[0] for k, sql in q.items()}
+
+    # ------------------------------------------------------------------ labellers
+    def ensure_labeller(self, name: str, kind: str = "human", params: Mapping | None = None) -> int:
+        name = name.strip()
+        if not name:
+            raise ValueError("a labeller needs a name")
+        row = self.conn.execute("SELECT id FROM labellers WHERE name = ?", [name]).fetchone()
+        if row:
+            return row[0]
+        cur = self.conn.execute(
+            "INSERT INTO labellers (name, kind, params_json, created_at) VALUES (?, ?, ?, ?)",
+            [name, kind, _dumps(params), utc_now()],
+        )
+        return cur.lastrowid
+
+    def labellers(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM labellers ORDER BY id")]
+
+    # ------------------------------------------------------------------ runs
+    def create_run(
+        self,
+        kind: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        status: str = "queued",
+        parent_run_id: int | None = None,
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO runs (kind, name, config_json, status, created_at, parent_run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [kind, name, _dumps(config), status, utc_now(), parent_run_id],
+        )
+        return cur.lastrowid
+
+    def start_run(self, run_id: int) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status='running', started_at=? WHERE id=?", [utc_now(), run_id]
+        )
+
+    def finish_run(
+        self, run_id: int, status: str, *, error: str | None = None, result: Any = None
+    ) -> None:
+        if status not in ("completed", "failed", "cancelled"):
+            raise ValueError(f"not a final run status: {status!r}")
+        self.conn.execute(
+            "UPDATE runs SET status=?, finished_at=?, error=?, result_json=? WHERE id=?",
+            [status, utc_now(), error, None if result is None else _dumps(result), run_id],
+        )
+
+    def get_run(self, run_id: int) -> dict | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE id=?", [run_id]).fetchone()
+        return _run_row(row) if row else None
+
+    def runs(self, kind: str | None = None) -> list[dict]:
+        if kind is None:
+            rows = self.conn.execute("SELECT * FROM runs ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM runs WHERE kind=? ORDER BY id", [kind])
+        return [_run_row(r) for r in rows]
+
+    def mark_interrupted_runs(self) -> int:
+        """Runs left 'queued'/'running' by a crash or kill are marked failed; returns how many."""
+        cur = self.conn.execute(
+            "UPDATE runs SET status='failed', finished_at=?, "
+            "error=COALESCE(error, 'Interrupted: the app stopped before this run finished.') "
+            "WHERE status IN ('queued', 'running')",
+            [utc_now()],
+        )
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ metrics & samples
+    def log_metrics(
+        self, run_id: int, step: int, values: Mapping[str, float], wall_time: float | None = None
+    ) -> None:
+        self.log_metric_rows(run_id, [(step, values, wall_time)])
+
+    def log_metric_rows(
+        self, run_id: int, rows: Iterable[tuple[int, Mapping[str, float], float | None]]
+    ) -> None:
+        """Write many metric rows in one transaction (what the job's metric sink flushes)."""
+        now = time.time()
+        flat = [
+            (run_id, int(step), key, None if v is None else float(v), wall if wall is not None else now)
+            for step, values, wall in rows
+            for key, v in values.items()
+        ]
+        if not flat:
+            return
+        with self.db.atomic():
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, key, value, wall_time) VALUES (?, ?, ?, ?, ?)",
+                flat,
+            )
+
+    def metric_keys(self, run_id: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT key FROM metrics WHERE run_id=? ORDER BY key", [run_id]
+        )
+        return [r[0] for r in rows]
+
+    def metrics(self, run_id: int) -> dict[str, tuple[list[int], list[float]]]:
+        """All metrics of a run: ``{key: (steps, values)}`` in step order."""
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        rows = self.conn.execute(
+            "SELECT key, step, value FROM metrics WHERE run_id=? ORDER BY key, step, id", [run_id]
+        )
+        for key, step, value in rows:
+            steps, values = out.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(float("nan") if value is None else value)
+        return out
+
+    def add_sample(self, run_id: int, kind: str, payload: Any, step: int | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO samples (run_id, step, kind, payload_json, created_at) VALUES (?, ?, ?, ?, ?)",
+            [run_id, step, kind, _dumps(payload), utc_now()],
+        )
+        return cur.lastrowid
+
+    def samples(self, run_id: int, kind: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM samples WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY id"
+        rows = self.conn.execute(sql, [run_id, kind] if kind else [run_id])
+        return [{**dict(r), "payload": json.loads(r["payload_json"])} for r in rows]
+
+    # ------------------------------------------------------------------ prompts & items
+    def add_prompt(
+        self,
+        text: str,
+        *,
+        category: str = "",
+        tags: Sequence[str] = (),
+        source: str = "user",
+        gold_answer: str | None = None,
+        meta: Mapping | None = None,
+    ) -> int:
+        if not text.strip():
+            raise ValueError("a prompt cannot be empty")
+        cur = self.conn.execute(
+            "INSERT INTO prompts (text, category, tags_json, source, gold_answer, meta_json, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [text, category, json.dumps(list(tags)), source, gold_answer, _dumps(meta), utc_now()],
+        )
+        return cur.lastrowid
+
+    def add_item(self, kind: str, **fields: Any) -> int:
+        """Insert an item (trajectory, clip or response). JSON fields accept dicts."""
+        row = dict(fields)
+        for key in ("params", "meta"):
+            if key in row:
+                row[f"{key}_json"] = _dumps(row.pop(key))
+        for key in ("data_path", "media_path"):
+            if row.get(key):
+                row[key] = self.relpath(row[key])
+        row["kind"] = kind
+        row["created_at"] = utc_now()
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            cur = self.conn.execute(f"INSERT INTO items ({cols}) VALUES ({marks})", list(row.values()))
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"invalid {kind}: {exc}") from exc
+        return cur.lastrowid
+
+    def get_item(self, item_id: int) -> dict | None:
+        row = self.conn.execute("SELECT * FROM items WHERE id=?", [item_id]).fetchone()
+        return dict(row) if row else None
+
+    def items(self, kind: str | None = None, *, include_deleted: bool = False) -> list[dict]:
+        where, args = [], []
+        if kind:
+            where.append("kind=?")
+            args.append(kind)
+        if not include_deleted:
+            where.append("deleted_at IS NULL")
+        sql = "SELECT * FROM items" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [dict(r) for r in self.conn.execute(sql, args)]
+
+    # ------------------------------------------------------------------ comparisons
+    def add_comparison(
+        self,
+        left_id: int,
+        right_id: int,
+        outcome: str,
+        *,
+        labeller_id: int | None = None,
+        source: str = "human",
+        response_ms: int | None = None,
+        ranking_id: int | None = None,
+        supersedes_id: int | None = None,
+        principle: str | None = None,
+        note: str = "",
+        meta: Mapping | None = None,
+        queue_id: int | None = None,
+    ) -> int:
+        """Record one label. It is committed before this returns (nothing is ever buffered)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+        if left_id == right_id:
+            raise ValueError("an item cannot be compared with itself")
+        with self.db.atomic():
+            try:
+                cur = self.conn.execute(
+                    "INSERT INTO comparisons (left_id, right_id, outcome, labeller_id, source, "
+                    "response_ms, ranking_id, supersedes_id, principle, note, meta_json, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [left_id, right_id, outcome, labeller_id, source,
+                     None if response_ms is None else int(response_ms), ranking_id, supersedes_id,
+                     principle, note, _dumps(meta), utc_now()],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"cannot record this comparison: {exc}") from exc
+            cid = cur.lastrowid
+            if queue_id is not None:
+                self.conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=?", [cid, queue_id])
+        return cid
+
+    def undo_comparison(self, comparison_id: int) -> None:
+        """Soft-delete a label (the row stays, with ``deleted_at`` set) and reopen its queue entry."""
+        with self.db.atomic():
+            self.conn.execute(
+                "UPDATE comparisons SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
+                [utc_now(), comparison_id],
+            )
+            self.conn.execute(
+                "UPDATE pair_queue SET comparison_id=NULL WHERE comparison_id=?", [comparison_id]
+            )
+
+    def edit_comparison(self, comparison_id: int, outcome: str, *, response_ms: int | None = None) -> int:
+        """Change a label: a new row supersedes the old one, which is soft-deleted."""
+        old = self.conn.execute("SELECT * FROM comparisons WHERE id=?", [comparison_id]).fetchone()
+        if old is None:
+            raise ValueError(f"no comparison {comparison_id}")
+        with self.db.atomic():
+            new_id = self.add_comparison(
+                old["left_id"], old["right_id"], outcome,
+                labeller_id=old["labeller_id"], source=old["source"], response_ms=response_ms,
+                ranking_id=old["ranking_id"], supersedes_id=comparison_id,
+                principle=old["principle"], note=old["note"], meta=json.loads(old["meta_json"]),
+            )
+            self.conn.execute(
+                "UPDATE comparisons SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
+                [utc_now(), comparison_id],
+            )
+            self.conn.execute(
+                "UPDATE pair_queue SET comparison_id=? WHERE comparison_id=?", [new_id, comparison_id]
+            )
+        return new_id
+
+    def comparisons(self, *, include_deleted: bool = False, source: str | None = None) -> list[dict]:
+        where, args = [], []
+        if not include_deleted:
+            where.append("deleted_at IS NULL")
+        if source:
+            where.append("source=?")
+            args.append(source)
+        sql = "SELECT * FROM comparisons" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [dict(r) for r in self.conn.execute(sql, args)]
+
+    # ------------------------------------------------------------------ rankings
+    def add_ranking(
+        self,
+        groups: Sequence[Sequence[int]],
+        *,
+        labeller_id: int | None = None,
+        source: str = "human",
+        prompt_id: int | None = None,
+        response_ms: int | None = None,
+        note: str = "",
+    ) -> int:
+        """Store a ranking (groups worst -> best, ties share a group) and its expanded pairs."""
+        groups = normalise_groups(groups)
+        with self.db.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO rankings (labeller_id, source, prompt_id, response_ms, note, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [labeller_id, source, prompt_id, response_ms, note, utc_now()],
+            )
+            rid = cur.lastrowid
+            self.conn.executemany(
+                "INSERT INTO ranking_entries (ranking_id, item_id, position) VALUES (?, ?, ?)",
+                [(rid, item, pos) for pos, group in enumerate(groups) for item in group],
+            )
+            for left, right, outcome in expand_ranking(groups):
+                self.add_comparison(
+                    left, right, outcome, labeller_id=labeller_id, source=source, ranking_id=rid
+                )
+        return rid
+
+    def ranking_groups(self, ranking_id: int) -> list[list[int]]:
+        rows = self.conn.execute(
+            "SELECT item_id, position FROM ranking_entries WHERE ranking_id=? ORDER BY position, item_id",
+            [ranking_id],
+        )
+        groups: dict[int, list[int]] = {}
+        for item, pos in rows:
+            groups.setdefault(pos, []).append(item)
+        return [groups[p] for p in sorted(groups)]
+
+    def undo_ranking(self, ranking_id: int) -> None:
+        now = utc_now()
+        with self.db.atomic():
+            self.conn.execute("UPDATE rankings SET deleted_at=? WHERE id=? AND deleted_at IS NULL", [now, ranking_id])
+            self.conn.execute(
+                "UPDATE comparisons SET deleted_at=? WHERE ranking_id=? AND deleted_at IS NULL", [now, ranking_id]
+            )
+
+    # ------------------------------------------------------------------ pair queue
+    def enqueue_pair(
+        self,
+        left_id: int,
+        right_id: int,
+        *,
+        priority: float = 0.0,
+        reason: Mapping | None = None,
+        run_id: int | None = None,
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO pair_queue (left_id, right_id, run_id, priority, reason_json, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [left_id, right_id, run_id, float(priority), _dumps(reason), utc_now()],
+        )
+        return cur.lastrowid
+
+    def pending_pairs(self, limit: int = 10) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT * FROM pair_queue WHERE comparison_id IS NULL ORDER BY priority DESC, id LIMIT ?",
+            [limit],
+        )
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ checkpoints & artifacts
+    def add_checkpoint(
+        self, run_id: int | None, kind: str, path: str | os.PathLike, *, step: int | None = None,
+        meta: Mapping | None = None,
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO checkpoints (run_id, step, kind, path, meta_json, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, step, kind, self.relpath(path), _dumps(meta), utc_now()],
+        )
+        return cur.lastrowid
+
+    def add_artifact(
+        self, run_id: int | None, kind: str, path: str | os.PathLike, *, meta: Mapping | None = None
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO artifacts (run_id, kind, path, meta_json, created_at) VALUES (?, ?, ?, ?, ?)",
+            [run_id, kind, self.relpath(path), _dumps(meta), utc_now()],
+        )
+        return cur.lastrowid
+
+    def checkpoints(self, run_id: int | None = None) -> list[dict]:
+        if run_id is None:
+            rows = self.conn.execute("SELECT * FROM checkpoints ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM checkpoints WHERE run_id=? ORDER BY id", [run_id])
+        return [dict(r) for r in rows]
+
+    def run_folder(self, run_id: int, sub: str = "checkpoints") -> Path:
+        """A folder for one run's files (created on demand)."""
+        folder = self.folder / sub / f"run-{run_id:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def _run_row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d.pop("config_json") or "{}")
+    d["result"] = json.loads(d["result_json"]) if d.get("result_json") else None
+    d.pop("result_json", None)
+    return d
+
+
+def _applied_migrations_readonly(db_path: Path) -> list[str]:
+    """Names of the applied migrations, read without writing; refuses newer schemas."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set=? ORDER BY rowid", [MIGRATION_SET]
+            )
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise CorruptProjectError(f"{db_path}: cannot read its schema version ({exc}).") from exc
+    finally:
+        conn.close()
+    unknown = [n for n in names if n not in KNOWN_MIGRATIONS]
+    if unknown:
+        raise NewerSchemaError(
+            f"{db_path} was written by a newer version of RLHF Workbench (schema steps this version "
+            f"does not know: {', '.join(unknown)}). Update the app to open it; the project was left "
+            "untouched."
+        )
+    if names != list(KNOWN_MIGRATIONS[: len(names)]):
+        raise CorruptProjectError(
+            f"{db_path} has an unexpected schema history ({', '.join(names)}). It was left untouched."
+        )
+    return names
+
+
+def open_project(path: str | os.PathLike, *, create: bool = False, name: str | None = None) -> Project:
+    """Open the project at ``path``; with ``create=True`` make it first if it does not exist."""
+    p = Path(path).expanduser()
+    if create and (not p.exists() or (p.is_dir() and not any(p.iterdir()))):
+        return Project.create(p, name=name)
+    return Project.open(p)
+
+
+def copy_project(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a whole project folder (database via SQLite's backup API so WAL content is included)."""
+    src_p, dst_p = Path(src), Path(dst)
+    with Project.open(src_p) as project:
+        shutil.copytree(src_p, dst_p, ignore=shutil.ignore_patterns(f"{DB_NAME}*"))
+        project._backup(str(dst_p.absolute() / DB_NAME))
+    return dst_p

@@ -1,0 +1,1 @@
+"""Trainers: one file per algorithm, ``<Algo>Config`` + ``train_<algo>(config, ctx)``."""

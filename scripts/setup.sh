@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Create or update the virtual environment at .venv (fast when already up to date).
+#
+#   scripts/setup.sh          # python packages (+ Debian packages when run as root)
+#
+# torch is installed FIRST and on its own, pinned, so that a CPU machine gets the CPU build
+# instead of a multi-GB CUDA build pulled in as someone else's dependency.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+TORCH_VERSION="2.13.0"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      PY=$cand; break
+    fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "setup: Python 3.11 is required (set PYTHON=/path/to/python3.11)." >&2
+  exit 1
+fi
+
+# Debian packages used by the tests and screenshots (Xvfb, ImageMagick, Qt's xcb plugin needs).
+DEB_PACKAGES="xvfb imagemagick x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3"
+if [ "${RLHF_SKIP_APT:-0}" != "1" ]; then
+  missing=""
+  for p in $DEB_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing Debian packages:$missing"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+      echo "setup: NOTE: not root, so these Debian packages were not installed:$missing" >&2
+      echo "setup:       screenshot tests under Xvfb will be skipped; install them with apt-get to run those." >&2
+    fi
+  fi
+fi
+
+STAMP="$VENV/.rlhf-setup-stamp"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip setuptools wheel
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "setup: installing torch==$TORCH_VERSION (CPU build) first"
+  $PIP install -q "torch==$TORCH_VERSION"
+fi
+echo "setup: installing the workbench and its test tools"
+$PIP install -q -e ".[test]"
+echo "$want" > "$STAMP"
+echo "setup: done"

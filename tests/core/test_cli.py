@@ -1,0 +1,47 @@
+"""The headless CLI: help, a job with a JSON last line, clear errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "rlhf_core", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_commands():
+    out = cli("--help")
+    assert out.returncode == 0
+    for command in ("new-project", "info", "jobs", "run", "metrics", "demo-project"):
+        assert command in out.stdout
+    jobs = cli("jobs")
+    assert "synthetic_preferences" in jobs.stdout
+
+
+def test_run_prints_progress_and_json_last_line(tmp_path):
+    folder = tmp_path / "c.rlhf"
+    assert cli("new-project", folder).returncode == 0
+    out = cli("run", "synthetic_preferences", "--project", folder, "--steps", 20, "--n-pairs", 200)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "completed" and result["run_id"] == 1
+    assert "[" in out.stderr and "100.0%" in out.stderr  # the text progress bar
+    info = json.loads(cli("info", folder).stdout.strip().splitlines()[-1])
+    assert info["runs"][0]["status"] == "completed"
+    metrics = json.loads(cli("metrics", folder, "--run", 1).stdout)
+    assert metrics["metrics"]["reward_model/loss"]["steps"] == list(range(20))
+
+
+def test_bad_input_gives_clear_messages(tmp_path):
+    out = cli("run", "synthetic_preferences", "--lr", "-1", "--steps", "0")
+    assert out.returncode == 2
+    assert "lr: must be greater than 0.0" in out.stderr and "steps: must be at least 1" in out.stderr
+    out = cli("run", "no_such_job")
+    assert out.returncode == 2 and "unknown job 'no_such_job'" in out.stderr
+    (tmp_path / "x").mkdir()
+    out = cli("info", tmp_path / "x")
+    assert out.returncode == 2 and "not a workbench project" in out.stderr
+    assert list((tmp_path / "x").iterdir()) == []

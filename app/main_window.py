@@ -367,6 +367,8 @@ class MainWindow(QMainWindow):
         stopped = self.runner.shutdown(timeout=10.0)
         if not stopped:
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
+        self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
+        self.runs_page.set_project(None)
         if self.project is not None:
             self.project.close()
             self.project = None

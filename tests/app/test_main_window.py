@@ -1,0 +1,182 @@
+"""The main window with real jobs: live metrics reach the plot, Cancel works, failures stay contained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rlhf_core.store import Project
+from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig
+from tests.app.conftest import wait_finished
+from tests.app.jobs_for_tests import SLEEPY, SleepyConfig
+from tests.conftest import ROOT
+
+SMALL = SyntheticPreferenceConfig(n_items=60, n_pairs=300, steps=60, eval_every=20)
+
+
+def test_job_metrics_reach_the_plot_and_the_database(qtbot, window):
+    seen_live = []
+    window.runner.metrics_logged.connect(lambda rid, batch: seen_live.extend(batch))
+    run_id = window.start_run("synthetic_preferences", SMALL)
+    status, error = wait_finished(qtbot, window, run_id)
+    assert status == "completed", error
+    assert len(seen_live) == 60  # every step arrived in the GUI thread
+    plot = window.runs_page.plot
+    qtbot.waitUntil(lambda: len(plot.plotted_data(run_id, "reward_model/loss")[0]) == 60, timeout=5000)
+    steps, values = plot.plotted_data(run_id, "reward_model/loss")
+    db_steps, db_values = window.project.metrics(run_id)["reward_model/loss"]
+    assert list(steps) == db_steps == list(range(60))
+    np.testing.assert_allclose(values, db_values)
+    assert set(plot.plot_groups()) == {"reward_model", "time"}
+    assert window.runs_page.run_by_id(run_id)["status"] == "completed"
+    assert window.project_page.count_labels["runs"].text() == "1"
+
+
+def test_plots_reload_from_database_after_restart(qtbot, window, settings, tmp_path):
+    from app.main_window import MainWindow
+
+    run_id = window.start_run("synthetic_preferences", SMALL)
+    assert wait_finished(qtbot, window, run_id)[0] == "completed"
+    folder = window.project.folder
+    window.close()
+    again = MainWindow(settings, interactive=False)
+    qtbot.addWidget(again)
+    assert again.open_project(folder)
+    again.runs_page.plot.redraw()
+    steps, _ = again.runs_page.plot.plotted_data(run_id, "reward_model/heldout_accuracy")
+    assert list(steps) == [19, 39, 59]
+    again.close()
+
+
+def test_cancel_stops_a_running_job_within_two_seconds(qtbot, window):
+    run_id = window.start_run("synthetic_preferences", SyntheticPreferenceConfig(steps=10_000_000))
+    qtbot.waitUntil(lambda: window.runs_page.plot.store.data(run_id, "reward_model/loss")[0].size > 0, timeout=30_000)
+    assert window.cancel_button.isVisible()
+    t0 = time.monotonic()
+    window.cancel_button.click()
+    status, _ = wait_finished(qtbot, window, run_id, timeout=5000)
+    assert status == "cancelled" and time.monotonic() - t0 < 2.0
+    assert window.project.get_run(run_id)["status"] == "cancelled"
+    assert not window.runner.busy and not window.cancel_button.isVisible()
+
+
+def test_failing_job_shows_error_and_app_keeps_working(qtbot, window):
+    bad = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=10, fail_at=3))
+    status, error = wait_finished(qtbot, window, bad)
+    assert status == "failed" and "deliberate failure at step 3" in error
+    assert window.error_panel.isVisible()
+    assert "deliberate failure at step 3" in window.error_panel.text.toPlainText()
+    run = window.project.get_run(bad)
+    assert run["status"] == "failed" and "ValueError" in run["error"]
+    window.runs_page.select_run(bad)
+    assert "deliberate failure" in window.runs_page.error_text.toPlainText()
+    # the app still runs jobs
+    good = window.start_run("synthetic_preferences", SMALL)
+    assert wait_finished(qtbot, window, good)[0] == "completed"
+
+
+def test_one_heavy_job_at_a_time_others_queue(qtbot, window):
+    first = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=15))
+    second = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=5))
+    assert window.runner.current_run_id == first and window.runner.queued_run_ids == [second]
+    assert window.project.get_run(second)["status"] == "queued"
+    assert window.queue_label.text() == "1 queued"
+    assert wait_finished(qtbot, window, first)[0] == "completed"
+    assert wait_finished(qtbot, window, second)[0] == "completed"
+    a, b = window.project.get_run(first), window.project.get_run(second)
+    assert a["finished_at"] <= b["started_at"]  # never overlapped
+
+
+def test_cancelling_a_queued_run(qtbot, window):
+    first = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=20))
+    second = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=20))
+    assert window.runner.cancel(second)
+    assert window.project.get_run(second)["status"] == "cancelled"
+    window.runner.cancel(first)
+    assert wait_finished(qtbot, window, first)[0] == "cancelled"
+
+
+def test_impossible_config_is_refused_without_a_run(qtbot, window):
+    assert window.start_run("synthetic_preferences", SyntheticPreferenceConfig(steps=0)) is None
+    assert "steps: must be at least 1" in window.error_panel.text.toPlainText()
+    assert window.project.runs() == []
+
+
+def test_closing_the_window_cancels_and_waits(qtbot, window):
+    run_id = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=100_000))
+    qtbot.waitUntil(lambda: window.runner.busy, timeout=5000)
+    folder = window.project.folder
+    t0 = time.monotonic()
+    window.close()
+    assert time.monotonic() - t0 < 3.0
+    with Project.open(folder) as p:
+        assert p.get_run(run_id)["status"] == "cancelled"
+
+
+def test_opening_a_bad_project_keeps_the_current_one(qtbot, window, tmp_path):
+    current = window.project.folder
+    junk = tmp_path / "junk.rlhf"
+    junk.mkdir()
+    (junk / "project.db").write_bytes(b"garbage" * 100)
+    assert not window.open_project(junk)
+    assert window.project is not None and window.project.folder == current
+    assert "not an SQLite database" in window.error_panel.text.toPlainText()
+    assert (junk / "project.db").read_bytes() == b"garbage" * 100
+
+
+def test_settings_persist(qtbot, window, settings):
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    settings.torch_threads = 2
+    window.resize(780, 520)
+    size = (window.width(), window.height())
+    assert size[1] == 520  # differs from the default 800
+    folder = str(window.project.folder)
+    window.close()
+    reread = Settings(settings.path)
+    assert reread.last_project == folder and reread.recent_projects()[0] == folder
+    assert reread.torch_threads == min(2, __import__("os").cpu_count() or 1)
+    again = MainWindow(reread, interactive=False)
+    qtbot.addWidget(again)
+    assert again.height() == size[1] == 520  # restored (default height is 800)
+    again.close()
+
+
+def test_interrupted_runs_are_marked_failed_on_open(qtbot, window, tmp_path):
+    folder = tmp_path / "crashed.rlhf"
+    with Project.create(folder) as p:
+        rid = p.create_run("synthetic_preferences", {})
+        p.start_run(rid)  # the app "crashed" here
+    assert window.open_project(folder)
+    assert window.project.get_run(rid)["status"] == "failed"
+
+
+def test_config_form_builds_from_dataclass_and_validates(qtbot):
+    from rlhf_core.config import ConfigError
+    from app.training.config_form import ConfigForm
+
+    form = ConfigForm(SyntheticPreferenceConfig)
+    qtbot.addWidget(form)
+    assert form.editors["teacher"].toolTip().startswith("Simulated labeller")
+    assert form.config() == SyntheticPreferenceConfig()
+    form.set_value("steps", 5)
+    form.set_value("teacher", "oracle")
+    assert form.config().steps == 5 and form.config().teacher == "oracle"
+    form.set_value("heldout_fraction", 0.9)
+    form.set_value("n_pairs", 2)
+    with pytest.raises(ConfigError, match="no training pairs"):
+        form.config()
+
+
+@pytest.mark.timeout(300)
+def test_smoke_test_command(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "app", "--smoke-test"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=240, env={**__import__("os").environ, "RLHF_WORKBENCH_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert '"smoke_test": "ok"' in out.stdout.strip().splitlines()[-1]
+    assert (tmp_path / "projects" / "demo.rlhf" / "project.db").exists()

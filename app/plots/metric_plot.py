@@ -115,6 +115,11 @@ class MetricPlotView(QWidget):
         self.run_labels: dict[int, str] = {}
         self._plots: dict[str, pg.PlotItem] = {}
         self._curves: dict[tuple[int, str], tuple[pg.PlotDataItem, int]] = {}
+        self._colour_of: dict[str, dict[str, str]] = {}
+        self._x_limit: dict[str, float] = {}
+        self._auto_x: dict[str, bool] = {}
+        self._setting_range = False
+        self._curves_dirty = False
         self.redraw_count = 0
 
         self.graphics = _TimedGraphics()
@@ -144,7 +149,7 @@ class MetricPlotView(QWidget):
         new_keys = any((run_id, k) not in self.store.series for _, values in batch for k in values)
         self.store.append(run_id, batch)
         if new_keys and run_id in self.visible_runs:
-            self._layout_dirty = True
+            self._curves_dirty = True
 
     def load_run(self, run_id: int, metrics, label: str | None = None) -> None:
         self.store.load(run_id, metrics)
@@ -168,9 +173,11 @@ class MetricPlotView(QWidget):
 
     # --- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
-        t0 = time.perf_counter()
         if self._layout_dirty:
             self._rebuild_layout()
+        elif self._curves_dirty:
+            self._add_missing_curves()
+        t0 = time.perf_counter()
         changed = False
         for (run_id, key), (curve, drawn_version) in list(self._curves.items()):
             series = self.store.series.get((run_id, key))
@@ -182,43 +189,90 @@ class MetricPlotView(QWidget):
             changed = True
         self.redraw_count += 1
         if changed:
-            # cost of this update = our work now + the paint it caused last time
+            self._follow_x()
+            # cost of one update = our work now + the paint it caused last time
             cost = time.perf_counter() - t0 + self.graphics.last_paint_s
             interval = int(min(MAX_REDRAW_MS, max(REDRAW_MS, 1000 * cost / DRAW_BUDGET)))
             if interval != self.timer.interval():
                 self.timer.setInterval(interval)
+
+    def _follow_x(self) -> None:
+        """Grow each plot's x range in steps of 50 % so the axis is not re-laid-out every frame.
+
+        A plot the user has zoomed or panned is left alone until they click its "A" button.
+        """
+        for group, plot in self._plots.items():
+            if not self._auto_x.get(group, True):
+                continue
+            xmax = 0.0
+            for (run_id, key), (curve, _) in self._curves.items():
+                if namespace(key) == group and curve.xData is not None and len(curve.xData):
+                    xmax = max(xmax, float(curve.xData[-1]))
+            current = self._x_limit.get(group, 0.0)
+            if xmax >= current or xmax < current / 4:
+                limit = max(10.0, xmax * 1.5)
+                self._x_limit[group] = limit
+                self._setting_range = True
+                plot.setXRange(0, limit, padding=0)
+                self._setting_range = False
+
+    def _on_range_changed_manually(self, group: str) -> None:
+        if not self._setting_range:
+            self._auto_x[group] = False
+
+    def _on_auto_button(self, group: str) -> None:
+        self._auto_x[group] = True
+        self._x_limit.pop(group, None)
 
     def _rebuild_layout(self) -> None:
         self._layout_dirty = False
         self.graphics.clear()
         self._plots.clear()
         self._curves.clear()
-        keys = self.store.keys(self.visible_runs)
-        groups: dict[str, list[str]] = {}
-        for key in keys:
-            groups.setdefault(namespace(key), []).append(key)
-        for row, (group, group_keys) in enumerate(sorted(groups.items())):
-            plot = self.graphics.addPlot(row=row, col=0, title=group)
-            plot.showGrid(x=True, y=True, alpha=0.25)
-            plot.setDownsampling(auto=True, mode="peak")
-            plot.setClipToView(True)
-            plot.setLabel("bottom", "step")
-            legend = plot.addLegend(offset=(-10, 10))
-            legend.setLabelTextSize("8pt")
-            self._plots[group] = plot
-            for k_index, key in enumerate(group_keys):
-                for r_index, run_id in enumerate(self.visible_runs):
-                    if (run_id, key) not in self.store.series:
-                        continue
-                    pen = pg.mkPen(_PALETTE[k_index % len(_PALETTE)], width=1.5,
-                                   style=_RUN_STYLES[r_index % len(_RUN_STYLES)])
-                    short = key.split("/", 1)[-1]
-                    name = short if len(self.visible_runs) == 1 else f"{self.run_labels.get(run_id, f'run {run_id}')} · {short}"
-                    curve = plot.plot(name=name, pen=pen)
-                    curve.setToolTip(describe(key) or key)
-                    self._curves[(run_id, key)] = (curve, -1)
-        self.graphics.setMinimumHeight(max(200, 220 * len(groups)))
+        self._x_limit.clear()
+        self._auto_x.clear()
+        self._colour_of.clear()
+        for group in sorted({namespace(k) for k in self.store.keys(self.visible_runs)}):
+            self._plot_for(group)
+        self._add_missing_curves()
+
+    def _plot_for(self, group: str) -> pg.PlotItem:
+        plot = self._plots.get(group)
+        if plot is not None:
+            return plot
+        plot = self.graphics.addPlot(row=len(self._plots), col=0, title=group)
+        # no grid: grid lines made every repaint of the axes ~3x slower (docs/performance.md)
+        plot.setDownsampling(auto=True, mode="peak")
+        plot.setClipToView(True)
+        plot.setLabel("bottom", "step")
+        plot.enableAutoRange(axis="x", enable=False)
+        plot.getViewBox().sigRangeChangedManually.connect(lambda *_, g=group: self._on_range_changed_manually(g))
+        plot.autoBtn.clicked.connect(lambda *_, g=group: self._on_auto_button(g))
+        legend = plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 200))
+        legend.setLabelTextSize("8pt")
+        self._plots[group] = plot
+        self.graphics.setMinimumHeight(max(200, 220 * len(self._plots)))
         self._update_empty()
+        return plot
+
+    def _add_missing_curves(self) -> None:
+        """Add curves for (visible run, key) series that appeared since the last frame."""
+        self._curves_dirty = False
+        multi = len(self.visible_runs) > 1
+        for key in self.store.keys(self.visible_runs):
+            group = namespace(key)
+            colours = self._colour_of.setdefault(group, {})
+            for r_index, run_id in enumerate(self.visible_runs):
+                if (run_id, key) in self._curves or (run_id, key) not in self.store.series:
+                    continue
+                plot = self._plot_for(group)
+                colour = colours.setdefault(key, _PALETTE[len(colours) % len(_PALETTE)])
+                pen = pg.mkPen(colour, width=1, style=_RUN_STYLES[r_index % len(_RUN_STYLES)])
+                short = key.split("/", 1)[-1]
+                name = f"{self.run_labels.get(run_id, f'run {run_id}')} · {short}" if multi else short
+                curve = plot.plot(name=name, pen=pen)
+                curve.setToolTip(describe(key) or key)
+                self._curves[(run_id, key)] = (curve, -1)
 
     def _forget_curves(self, run_id: int) -> None:
         for key in [k for k in self._curves if k[0] == run_id]:

@@ -111,6 +111,11 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
     loss_value = float("nan")
     for step in range(config.steps):
         ctx.raise_if_cancelled()
+        values: dict[str, float] = {}
+        if step == 0:
+            # the untrained baseline; it also makes every key exist from the first step on, so
+            # the live plot lays out its curves once instead of again mid-run
+            values.update(evaluate())
         batch = train[torch.randint(len(train), (min(config.batch_size, len(train)),), generator=gen)]
         r_left, r_right = model(x[left[batch]]), model(x[right[batch]])
         loss = bradley_terry_loss(r_left, r_right, label[batch])
@@ -118,13 +123,12 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
         loss.backward()
         opt.step()
         loss_value = float(loss.detach())
-        values = {
-            "reward_model/loss": loss_value,
-            "reward_model/train_accuracy": pair_accuracy(r_left.detach(), r_right.detach(), label[batch]),
-        }
-        if (step + 1) % config.eval_every == 0 or step == config.steps - 1:
-            last_eval = evaluate()
-            values.update(last_eval)
+        values["reward_model/loss"] = loss_value
+        values["reward_model/train_accuracy"] = pair_accuracy(r_left.detach(), r_right.detach(), label[batch])
+        if step == 0 or (step + 1) % config.eval_every == 0 or step == config.steps - 1:
+            if step:
+                last_eval = evaluate()
+                values.update(last_eval)
             values["time/steps_per_second"] = (step + 1) / max(time.perf_counter() - t0, 1e-9)
         ctx.metrics(step, values)
         ctx.progress(step + 1, config.steps, f"step {step + 1}/{config.steps}  loss {loss_value:.3f}")

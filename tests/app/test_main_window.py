@@ -48,7 +48,7 @@ def test_plots_reload_from_database_after_restart(qtbot, window, settings, tmp_p
     assert again.open_project(folder)
     again.runs_page.plot.redraw()
     steps, _ = again.runs_page.plot.plotted_data(run_id, "reward_model/heldout_accuracy")
-    assert list(steps) == [19, 39, 59]
+    assert list(steps) == [0, 19, 39, 59]
     again.close()
 
 

@@ -28,7 +28,7 @@ def test_completed_run_writes_metrics_result_and_checkpoint(project):
     db = project.metrics(out.run_id)
     steps, losses = ctx.series("reward_model/loss")
     assert db["reward_model/loss"] == (steps, losses) and steps == list(range(30))
-    assert db["reward_model/heldout_accuracy"][0] == [9, 19, 29]
+    assert db["reward_model/heldout_accuracy"][0] == [0, 9, 19, 29]  # 0: untrained baseline
     assert ctx.progress_log[-1][0] == 1.0
     ckpt = project.checkpoints(out.run_id)[0]
     assert run["result"]["checkpoint"] == ckpt["path"]

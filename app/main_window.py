@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -35,7 +35,7 @@ from app.training.config_form import RunDialog
 from rlhf_core import __version__
 from rlhf_core import config as cfg
 from rlhf_core.jobs import get_job, list_jobs
-from rlhf_core.paths import demo_project_path, logs_dir
+from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_torch_threads
 from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
 
@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.project: Project | None = None
         self.runner = JobRunner(self)
         self.setWindowTitle(APP_TITLE)
+        self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
         self.resize(1280, 800)
 
         # pages

@@ -31,7 +31,7 @@ _STATUS_COLOURS = {
     "completed": "#1b7f3b", "failed": "#b00020", "cancelled": "#8a6d00",
     "running": "#1f5fbf", "queued": "#666666",
 }
-COLUMNS = ["Run", "Job", "Status", "Started", "Duration"]
+COLUMNS = ["Run", "Job", "Status", "Started (UTC)", "Duration"]
 
 
 def _duration(run: dict) -> str:
@@ -62,7 +62,11 @@ class RunsPage(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         self.table.itemChanged.connect(self._on_table_item_changed)
         self.table.setToolTip("Tick runs to overlay their metrics in the plots.")
@@ -108,6 +112,7 @@ class RunsPage(QWidget):
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
+        splitter.setSizes([460, 820])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 
@@ -136,9 +141,11 @@ class RunsPage(QWidget):
             id_item.setCheckState(Qt.CheckState.Checked if run["id"] in checked else Qt.CheckState.Unchecked)
             status = QTableWidgetItem(run["status"])
             status.setForeground(QColor(_STATUS_COLOURS.get(run["status"], "#000")))
-            started = (run.get("started_at") or "")[:19].replace("T", " ")
-            cells = [id_item, QTableWidgetItem(run["name"] or run["kind"]), status,
-                     QTableWidgetItem(started), QTableWidgetItem(_duration(run))]
+            started = QTableWidgetItem((run.get("started_at") or "")[11:19])
+            started.setToolTip((run.get("started_at") or "")[:19].replace("T", " ") + " UTC")
+            job = QTableWidgetItem(run["name"] or run["kind"])
+            job.setToolTip(f"{run['name']} ({run['kind']})")
+            cells = [id_item, job, status, started, QTableWidgetItem(_duration(run))]
             for col, cell in enumerate(cells):
                 if col:
                     cell.setFlags(cell.flags() & ~Qt.ItemFlag.ItemIsUserCheckable)
@@ -187,6 +194,7 @@ class RunsPage(QWidget):
         self.plot.append(run_id, batch)
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
+        self.plot.mark_finished(run_id)
         self.refresh()
         self._show_details(self.selected_run_id())
 

@@ -120,6 +120,7 @@ class MetricPlotView(QWidget):
         self._auto_x: dict[str, bool] = {}
         self._setting_range = False
         self._curves_dirty = False
+        self.live_runs: set[int] = set()  # runs still receiving metrics: x grows in steps
         self.redraw_count = 0
 
         self.graphics = _TimedGraphics()
@@ -147,11 +148,21 @@ class MetricPlotView(QWidget):
     def append(self, run_id: int, batch) -> None:
         """Slot for ``JobRunner.metrics_logged``: store only; the timer draws."""
         new_keys = any((run_id, k) not in self.store.series for _, values in batch for k in values)
+        self.live_runs.add(run_id)
         self.store.append(run_id, batch)
         if new_keys and run_id in self.visible_runs:
             self._curves_dirty = True
 
+    def mark_finished(self, run_id: int) -> None:
+        """The run will receive no more metrics: fit the x axis to its data."""
+        self.live_runs.discard(run_id)
+        self._x_limit.clear()
+        for (rid, key), (curve, _) in list(self._curves.items()):
+            if rid == run_id:
+                self._curves[(rid, key)] = (curve, -1)  # redraw (and refit) on the next frame
+
     def load_run(self, run_id: int, metrics, label: str | None = None) -> None:
+        self.live_runs.discard(run_id)
         self.store.load(run_id, metrics)
         if label:
             self.run_labels[run_id] = label
@@ -199,8 +210,10 @@ class MetricPlotView(QWidget):
     def _follow_x(self) -> None:
         """Grow each plot's x range in steps of 50 % so the axis is not re-laid-out every frame.
 
-        A plot the user has zoomed or panned is left alone until they click its "A" button.
+        With no live run among the visible ones the range fits the data exactly. A plot the user
+        has zoomed or panned is left alone until they click its "A" button.
         """
+        growing = bool(self.live_runs & set(self.visible_runs))
         for group, plot in self._plots.items():
             if not self._auto_x.get(group, True):
                 continue
@@ -209,11 +222,16 @@ class MetricPlotView(QWidget):
                 if namespace(key) == group and curve.xData is not None and len(curve.xData):
                     xmax = max(xmax, float(curve.xData[-1]))
             current = self._x_limit.get(group, 0.0)
-            if xmax >= current or xmax < current / 4:
+            if not growing:
+                limit = max(1.0, xmax)
+            elif xmax >= current or xmax < current / 4:
                 limit = max(10.0, xmax * 1.5)
+            else:
+                continue
+            if limit != current:
                 self._x_limit[group] = limit
                 self._setting_range = True
-                plot.setXRange(0, limit, padding=0)
+                plot.setXRange(0, limit, padding=0.02 if not growing else 0)
                 self._setting_range = False
 
     def _on_range_changed_manually(self, group: str) -> None:

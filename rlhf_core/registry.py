@@ -12,3 +12,44 @@ register_job(
         config="rlhf_core.trainers.synthetic_preferences:SyntheticPreferenceConfig",
     )
 )
+
+register_job(
+    JobSpec(
+        name="rollouts",
+        title="Collect trajectories",
+        description="Roll out a random policy, an SB3 checkpoint or a behavioural-cloning policy (optionally "
+        "with D-REX noise levels); store trajectories with video, cut clips and queue pairs.",
+        target="rlhf_core.trainers.rollouts:collect_rollouts",
+        config="rlhf_core.trainers.rollouts:RolloutConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="learner",
+        title="Learner checkpoints (PPO on the true reward)",
+        description="Train PPO on the true reward, save a checkpoint every N steps and roll out each one: "
+        "ranked demonstrations from a learner, as in T-REX.",
+        target="rlhf_core.trainers.learner:train_learner",
+        config="rlhf_core.trainers.learner:LearnerConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="bc",
+        title="Behavioural cloning",
+        description="Fit a policy to demonstration trajectories (discrete or continuous actions).",
+        target="rlhf_core.trainers.bc:train_bc",
+        config="rlhf_core.trainers.bc:BCConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="label_pairs",
+        title="Label queued pairs with a simulated teacher",
+        description="B-Pref teachers (oracle, noisy, mistake, skip, equal, myopic) label the pairs waiting in "
+        "the queue from the true rewards.",
+        target="rlhf_core.trainers.label_pairs:label_pairs",
+        config="rlhf_core.trainers.label_pairs:LabelPairsConfig",
+        heavy=False,
+    )
+)

@@ -1,0 +1,129 @@
+"""Trajectories and clips in a project: arrays as compressed .npz, frames as H.264 MP4 (PyAV).
+
+    media/traj-<uuid>.npz   observations, actions, true rewards (float32)
+    media/traj-<uuid>.mp4   the rendered frames, one per state (T+1), at the env's fps
+
+A clip is an ``items`` row of kind ``clip`` pointing at its trajectory (``parent_id``) with
+``start_step``/``end_step``; its frames are decoded from the parent's video on demand.
+The true return is stored in the row (``true_return``) but views hide it until asked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import av
+import numpy as np
+
+from rlhf_core.envs.rollout import Trajectory
+
+VIDEO_CRF = 23
+MAX_SIDE = 480  # frames larger than this are scaled down before encoding
+
+
+def _even_frame(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return frame[: h - h % 2, : w - w % 2]
+
+
+def _downscale(frames: np.ndarray) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    step = int(np.ceil(max(h, w) / MAX_SIDE))
+    return frames[:, ::step, ::step] if step > 1 else frames
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
+    """Encode RGB frames [N, H, W, 3] as H.264 (yuv420p, CRF 23). Written to a temp name first."""
+    frames = _downscale(np.asarray(frames, dtype=np.uint8))
+    path = Path(path)
+    tmp = path.with_suffix(".part.mp4")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        first = _even_frame(frames[0])
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation"}
+        for frame in frames:
+            packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_even_frame(frame)), format="rgb24")
+            for packet in stream.encode(packet_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
+def read_video(path: str | Path, start: int = 0, end: int | None = None) -> np.ndarray:
+    """Decode frames [start, end) of a video as RGB uint8 [N, H, W, 3]."""
+    out = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if i < start:
+                continue
+            if end is not None and i >= end:
+                break
+            out.append(frame.to_ndarray(format="rgb24"))
+    if not out:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return np.stack(out)
+
+
+def save_trajectory(project, traj: Trajectory, *, run_id: int | None = None) -> int:
+    """Store a trajectory (arrays + video) and its ``items`` row; returns the item id."""
+    media = project.folder / "media"
+    media.mkdir(exist_ok=True)
+    stem = f"traj-{uuid.uuid4().hex[:12]}"
+    data_path = media / f"{stem}.npz"
+    np.savez_compressed(data_path, observations=traj.observations.astype(np.float32),
+                        actions=np.asarray(traj.actions, dtype=np.float32), rewards=traj.rewards.astype(np.float32))
+    video_path = None
+    if traj.frames is not None and len(traj.frames):
+        video_path = media / f"{stem}.mp4"
+        write_video(video_path, traj.frames, traj.fps)
+    return project.add_item(
+        "trajectory",
+        run_id=run_id,
+        source=str(traj.source.get("kind", "unknown")),
+        env_id=traj.env_id,
+        seed=traj.seed,
+        start_step=0,
+        end_step=traj.length,
+        length=traj.length,
+        true_return=traj.true_return,
+        data_path=data_path,
+        media_path=video_path,
+        params=traj.source,
+        meta={"fps": traj.fps, "terminated": traj.terminated,
+              "frame_shape": list(traj.frames.shape[1:]) if traj.frames is not None else None},
+    )
+
+
+def load_arrays(project, item: dict) -> dict[str, np.ndarray]:
+    """Observations, actions and true rewards of a trajectory, or the slice a clip covers."""
+    traj = item if item["kind"] == "trajectory" else project.get_item(item["parent_id"])
+    with np.load(project.abspath(traj["data_path"])) as data:
+        arrays = {k: data[k] for k in data.files}
+    if item["kind"] == "clip":
+        a, b = item["start_step"], item["end_step"]
+        arrays = {"observations": arrays["observations"][a: b + 1], "actions": arrays["actions"][a:b],
+                  "rewards": arrays["rewards"][a:b]}
+    return arrays
+
+
+def load_frames(project, item: dict) -> np.ndarray:
+    """The frames of a trajectory (T+1) or of a clip (one per step it covers)."""
+    traj = item if item["kind"] == "trajectory" else project.get_item(item["parent_id"])
+    if not traj.get("media_path"):
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    if item["kind"] == "clip":
+        return read_video(project.abspath(traj["media_path"]), item["start_step"], item["end_step"])
+    return read_video(project.abspath(traj["media_path"]))
+
+
+def item_fps(project, item: dict) -> int:
+    import json
+
+    traj = item if item["kind"] == "trajectory" else project.get_item(item["parent_id"])
+    return int(json.loads(traj["meta_json"]).get("fps") or 30)

@@ -28,6 +28,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.jobs import JobRunner
+from app.labeling.clip_pair_view import ClipPairView
+from app.labeling.demo_recorder import DemoRecorderView
+from app.labeling.ranking_view import RankingView
 from app.pages.project_page import ProjectPage
 from app.pages.runs_page import RunsPage
 from app.settings import Settings
@@ -42,12 +45,14 @@ from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
 APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
 PLANNED_PAGES = [
-    ("Label clips", "Side-by-side clip comparison and ranking (control track) — not built yet."),
     ("Label text", "Side-by-side response comparison, ranking and correction — not built yet."),
     ("Reward models", "T-REX / D-REX / preference reward learning — not built yet."),
     ("Policies", "PPO, GRPO, DPO training on learned rewards — not built yet."),
 ]
 DEMO_SEED_CONFIG = {"steps": 150, "n_pairs": 1000}
+# First start of the demo project: some Pendulum trajectories with clips and queued pairs, so the
+# labelling pages have something to show at once.
+DEMO_ROLLOUTS = {"env_id": "Pendulum-v1", "episodes": 6, "clips_per_trajectory": 3, "queue_pairs": 12}
 
 
 class ErrorPanel(QDockWidget):
@@ -104,12 +109,18 @@ class MainWindow(QMainWindow):
         # pages
         self.project_page = ProjectPage()
         self.runs_page = RunsPage()
+        self.clip_page = ClipPairView(self.settings)
+        self.ranking_page = RankingView(self.settings)
+        self.demo_page = DemoRecorderView(self.settings)
         self.stack = QStackedWidget()
         self.nav = QListWidget()
         self.nav.setFixedWidth(170)
         self.nav.setObjectName("nav")
         self._add_page("Project", self.project_page)
-        self._add_page("Runs && plots".replace("&&", "&"), self.runs_page)
+        self._add_page("Runs & plots", self.runs_page)
+        self._add_page("Label clips", self.clip_page)
+        self._add_page("Rank trajectories", self.ranking_page)
+        self._add_page("Record demo", self.demo_page)
         for title, tip in PLANNED_PAGES:
             item = QListWidgetItem(f"{title}  (planned)")
             item.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -134,7 +145,7 @@ class MainWindow(QMainWindow):
         self.project_page.new_project_requested.connect(self.new_project_dialog)
         self.project_page.open_project_requested.connect(self.open_project_dialog)
         self.project_page.demo_requested.connect(self.open_demo_project)
-        self.runs_page.new_run_requested.connect(self.new_run_dialog)
+        self.runs_page.new_run_requested.connect(lambda: self.new_run_dialog())
         self.runs_page.cancel_requested.connect(self.runner.cancel)
         self.runner.job_queued.connect(self.runs_page.on_job_queued)
         self.runner.job_started.connect(self._on_runner_job_started)
@@ -158,15 +169,23 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(widget)
         self.nav.addItem(QListWidgetItem(title))
 
-    PAGE_NAMES = ("project", "runs")
+    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo")
+
+    def _pages(self) -> dict[str, QWidget]:
+        return {"project": self.project_page, "runs": self.runs_page, "clips": self.clip_page,
+                "rank": self.ranking_page, "demo": self.demo_page}
 
     def show_page(self, name: str) -> None:
-        pages = {"project": self.project_page, "runs": self.runs_page}
-        self.nav.setCurrentRow(self.stack.indexOf(pages[name]))
+        self.nav.setCurrentRow(self.stack.indexOf(self._pages()[name]))
 
     def _on_nav_row_changed(self, row: int) -> None:
         if 0 <= row < self.stack.count():
             self.stack.setCurrentIndex(row)
+            page = self.stack.widget(row)
+            if page is self.clip_page and self.clip_page.current is None:
+                self.clip_page.show_next()
+            if page in (self.clip_page, self.demo_page):
+                page.setFocus()
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -199,7 +218,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         run_menu = menu.addMenu("&Run")
-        self._action(run_menu, "&New Run…", self.new_run_dialog, QKeySequence("Ctrl+R"))
+        self._action(run_menu, "&New Run…", lambda: self.new_run_dialog(), QKeySequence("Ctrl+R"))
         self.cancel_action = self._action(run_menu, "&Cancel Running Job", lambda: self.runner.cancel(),
                                           QKeySequence("Ctrl+."))
 
@@ -241,6 +260,8 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_project(str(project.folder))
         self.project_page.show_project(project)
         self.runs_page.set_project(project)
+        for page in (self.clip_page, self.ranking_page, self.demo_page):
+            page.set_project(project)
         self._update_title()
         self.project_changed.emit(project)
         return True
@@ -260,6 +281,9 @@ class MainWindow(QMainWindow):
         spec = get_job("synthetic_preferences")
         config = cfg.from_dict(spec.config_class(), DEMO_SEED_CONFIG)
         self.runner.submit(self.project, spec, config, torch_threads=self.settings.torch_threads)
+        rollouts = get_job("rollouts")
+        self.runner.submit(self.project, rollouts, cfg.from_dict(rollouts.config_class(), DEMO_ROLLOUTS),
+                           torch_threads=self.settings.torch_threads)
         self.project_page.refresh(self.project)
         self.show_page("runs")
         return True
@@ -294,11 +318,9 @@ class MainWindow(QMainWindow):
         if self.project is None:
             self.show_error("No project open", "Open or create a project first: runs are stored in it.")
             return
-        specs = list_jobs()
-        spec = get_job(job_name) if job_name else specs[0]
-        dialog = RunDialog(spec, self)
+        dialog = RunDialog(list_jobs(), job_name, self)
         if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.start_run(spec.name, dialog.result_config)
+            self.start_run(dialog.spec.name, dialog.result_config)
 
     def start_run(self, job_name: str, config) -> int | None:
         if self.project is None:
@@ -332,6 +354,10 @@ class MainWindow(QMainWindow):
         self.runs_page.on_job_finished(run_id, status, error)
         if self.project is not None:
             self.project_page.refresh(self.project)
+            if self.clip_page.current is None:
+                self.clip_page.show_next()
+            if self.ranking_page.list.count() == 0:
+                self.ranking_page.set_project(self.project)
         if status == "failed":
             self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
             self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)
@@ -370,6 +396,8 @@ class MainWindow(QMainWindow):
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
         self.runs_page.set_project(None)
+        for page in (self.clip_page, self.ranking_page, self.demo_page):
+            page.set_project(None)
         if self.project is not None:
             self.project.close()
             self.project = None

@@ -123,15 +123,21 @@ def _step_for(value: float) -> float:
 
 
 class RunDialog(QDialog):
-    """Pick settings for a job and start it. Shows validation problems instead of closing."""
+    """Pick a job and its settings, then start it. Shows validation problems instead of closing."""
 
-    def __init__(self, spec, parent: QWidget | None = None):
+    def __init__(self, specs, selected=None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.spec = spec
-        self.setWindowTitle(f"New run — {spec.title}")
-        self.form = ConfigForm(spec.config_class())
-        intro = QLabel(spec.description)
-        intro.setWordWrap(True)
+        self.specs = list(specs)
+        self.setWindowTitle("New run")
+        self.setMinimumWidth(520)
+        self.job_box = QComboBox()
+        for spec in self.specs:
+            self.job_box.addItem(spec.title, spec.name)
+        self.intro = QLabel()
+        self.intro.setWordWrap(True)
+        self.intro.setStyleSheet("color: #444;")
+        self.form_holder = QVBoxLayout()
+        self.form: ConfigForm | None = None
         self.errors = QLabel()
         self.errors.setStyleSheet("color: #b00020;")
         self.errors.setWordWrap(True)
@@ -141,11 +147,29 @@ class RunDialog(QDialog):
         buttons.accepted.connect(self._on_start)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addWidget(self.form)
+        layout.addWidget(self.job_box)
+        layout.addWidget(self.intro)
+        layout.addLayout(self.form_holder)
         layout.addWidget(self.errors)
         layout.addWidget(buttons)
         self.result_config: Any = None
+        self.job_box.currentIndexChanged.connect(self._on_job_box_changed)
+        index = next((i for i, s in enumerate(self.specs) if selected and s.name == selected), 0)
+        self.job_box.setCurrentIndex(index)
+        self._on_job_box_changed(index)
+
+    @property
+    def spec(self):
+        return self.specs[self.job_box.currentIndex()]
+
+    def _on_job_box_changed(self, index: int) -> None:
+        if self.form is not None:
+            self.form.setParent(None)
+            self.form.deleteLater()
+        self.intro.setText(self.spec.description)
+        self.form = ConfigForm(self.spec.config_class())
+        self.form_holder.addWidget(self.form)
+        self.errors.hide()
 
     def _on_start(self) -> None:
         try:

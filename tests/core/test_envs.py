@@ -150,3 +150,34 @@ def test_queue_random_pairs_prefers_different_trajectories(project):
     for pair in project.pending_pairs(10):
         a, b = project.get_item(pair["left_id"]), project.get_item(pair["right_id"])
         assert a["parent_id"] != b["parent_id"]
+
+
+def test_keyboard_demo_records_a_trajectory(project):
+    from rlhf_core.envs.human import HumanDemo, supported_envs
+
+    assert {"CartPole-v1", "Pendulum-v1", "LunarLander-v3", "MountainCarContinuous-v0"} <= set(supported_envs())
+    demo = HumanDemo("CartPole-v1", seed=5, labeller="ada")
+    held = [{"left"}, {"right"}, set(), {"right"}, {"left", "right"}]
+    for keys in held:
+        demo.step(keys)
+    traj = demo.trajectory()
+    demo.close()
+    # no key repeats the last action; with both held the first mapped key (left) wins
+    assert traj.actions.tolist() == [0, 1, 1, 1, 0]
+    assert traj.frames.shape[0] == 6 and traj.source == {"kind": "human", "labeller": "ada"}
+    tid = save_trajectory(project, traj)
+    assert project.get_item(tid)["source"] == "human" and project.get_item(tid)["length"] == 5
+    with pytest.raises(EnvError, match="No keyboard mapping"):
+        HumanDemo("HalfCheetah-v5")
+
+
+def test_keyboard_demo_continuous_actions():
+    from rlhf_core.envs.human import HumanDemo
+
+    demo = HumanDemo("Pendulum-v1", seed=0)
+    demo.step({"left"})
+    demo.step(set())
+    demo.step({"right"})
+    acts = demo.trajectory().actions
+    demo.close()
+    np.testing.assert_allclose(acts.ravel(), [2.0, 0.0, -2.0])

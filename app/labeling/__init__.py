@@ -1,0 +1,1 @@
+"""Labelling views: clip pairs, rankings, keyboard demonstrations."""

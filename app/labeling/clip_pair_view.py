@@ -1,0 +1,307 @@
+"""Clip-pair labelling: two clips side by side in synchronised playback, labelled by keyboard.
+
+Keys: ←/1 left better · →/2 right better · ↓/= tie · B both bad · S skip · Z undo ·
+Space play/pause · , and . one frame back/forward.
+
+The pair comes from the project's queue (``pair_queue``); each label is written (and committed)
+the moment the key is pressed, with the time since the pair appeared. The following pair is
+decoded in advance, so the next one is on screen at once. True returns stay hidden (blind
+labelling) unless "Reveal true returns after each choice" is ticked; then the recent-labels list
+shows them for pairs already labelled, never for the pair on screen.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
+from rlhf_core.envs.storage import item_fps, load_frames
+from rlhf_core.store import Project
+
+KEY_OUTCOMES = {
+    Qt.Key.Key_Left: "left", Qt.Key.Key_1: "left",
+    Qt.Key.Key_Right: "right", Qt.Key.Key_2: "right",
+    Qt.Key.Key_Down: "tie", Qt.Key.Key_Equal: "tie",
+    Qt.Key.Key_B: "both_bad", Qt.Key.Key_S: "skip",
+}
+OUTCOME_TEXT = {"left": "left better", "right": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}
+RECENT = 12
+
+
+class ClipPairView(QWidget):
+    label_recorded = Signal(int)  # comparison id
+    pair_shown = Signal(int)  # queue id
+
+    def __init__(self, settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.project: Project | None = None
+        self.current: dict | None = None  # queue row on screen
+        self.shown_at = 0.0
+        self._frames: dict[int, object] = {}
+        self._session_labels: list[int] = []  # comparison ids given in this view, newest last
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+        # header
+        self.labeller_box = QComboBox()
+        self.labeller_box.setEditable(True)
+        self.labeller_box.setToolTip("Who is labelling (type a new name to add a labeller)")
+        self.labeller_box.setMinimumWidth(140)
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("clip_progress")
+        self.reveal_box = QCheckBox("Reveal true returns after each choice")
+        self.reveal_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.reveal_box.toggled.connect(self._refresh_recent)
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Labeller:"))
+        head.addWidget(self.labeller_box)
+        head.addSpacing(16)
+        head.addWidget(self.progress_label)
+        head.addStretch(1)
+        head.addWidget(self.reveal_box)
+
+        # the two clips
+        self.playback = SyncedPlayback(self)
+        self.left_panel, self.right_panel = FramePanel(), FramePanel()
+        self.playback.panels = [self.left_panel, self.right_panel]
+        self.left_title, self.right_title = QLabel("Left"), QLabel("Right")
+        for t in (self.left_title, self.right_title):
+            t.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            t.setStyleSheet("font-weight: 600;")
+            t.setTextFormat(Qt.TextFormat.PlainText)
+        grid = QGridLayout()
+        grid.addWidget(self.left_title, 0, 0)
+        grid.addWidget(self.right_title, 0, 1)
+        grid.addWidget(self.left_panel, 1, 0)
+        grid.addWidget(self.right_panel, 1, 1)
+        self.controls = PlaybackControls(self.playback)
+
+        # outcome buttons
+        buttons = QHBoxLayout()
+        self.outcome_buttons = {}
+        for outcome, text in (("left", "◀ Left better  (← / 1)"), ("tie", "Tie  (↓ / =)"),
+                              ("both_bad", "Both bad  (B)"), ("skip", "Skip  (S)"),
+                              ("right", "Right better  (→ / 2) ▶")):
+            b = QPushButton(text)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _=False, o=outcome: self.label(o))
+            buttons.addWidget(b)
+            self.outcome_buttons[outcome] = b
+        self.undo_button = QPushButton("Undo  (Z)")
+        self.undo_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.undo_button.clicked.connect(self.undo)
+        buttons.addSpacing(20)
+        buttons.addWidget(self.undo_button)
+
+        self.empty_label = QLabel(
+            "No clip pairs are waiting for a label.\n\nMake some with Run → New Run… → “Collect trajectories” "
+            "(set “Clips per trajectory” and “Queue pairs”), or with “Learner checkpoints”.")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setStyleSheet("color: #555; font-size: 14px;")
+
+        self.recent = QListWidget()
+        self.recent.setMaximumHeight(150)
+        self.recent.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.recent.customContextMenuRequested.connect(self._recent_menu)
+        self.recent.setToolTip("Recent labels — right-click to change or undo one")
+        self.recent.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+
+        self.pair_widget = QWidget()
+        pl = QVBoxLayout(self.pair_widget)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addLayout(grid, 1)
+        pl.addWidget(self.controls)
+        pl.addLayout(buttons)
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(self.pair_widget, 1)
+        layout.addWidget(self.empty_label, 1)
+        layout.addWidget(QLabel("Recent labels"))
+        layout.addWidget(self.recent)
+        self.set_project(None)
+
+    # ------------------------------------------------------------------ project
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.current = None
+        self._frames.clear()
+        self._session_labels.clear()
+        self.labeller_box.clear()
+        if project is not None:
+            names = [l["name"] for l in project.labellers() if l["kind"] == "human"]
+            wanted = self.settings.labeller
+            if wanted not in names:
+                names.insert(0, wanted)
+            self.labeller_box.addItems(names)
+            self.labeller_box.setCurrentText(wanted)
+        self.show_next()
+        self._refresh_recent()
+
+    def labeller_id(self) -> int:
+        name = self.labeller_box.currentText().strip() or "you"
+        if name != self.settings.labeller:
+            self.settings.labeller = name
+        return self.project.ensure_labeller(name, "human")
+
+    # ------------------------------------------------------------------ pairs
+    def _frames_for(self, item_id: int):
+        if item_id not in self._frames:
+            self._frames[item_id] = load_frames(self.project, self.project.get_item(item_id))
+            while len(self._frames) > 8:
+                self._frames.pop(next(iter(self._frames)))
+        return self._frames[item_id]
+
+    def show_next(self) -> None:
+        """Show the first pair waiting in the queue (or the empty state)."""
+        pending = self.project.pending_pairs(limit=2) if self.project is not None else []
+        self._show_pair(pending[0] if pending else None)
+        if len(pending) > 1:  # decode the next pair while this one plays
+            nxt = pending[1]
+            QTimer.singleShot(0, lambda: self._preload(nxt))
+
+    def _show_pair(self, pair: dict | None) -> None:
+        self.playback.pause()
+        self._update_progress()
+        self.current = pair
+        if pair is None:
+            self.pair_widget.hide()
+            self.empty_label.show()
+            self.playback.set_clips([None, None], 30)
+            return
+        self.empty_label.hide()
+        self.pair_widget.show()
+        left, right = self.project.get_item(pair["left_id"]), self.project.get_item(pair["right_id"])
+        self.left_title.setText(f"Left · {left['env_id']} · clip {left['id']}")
+        self.right_title.setText(f"Right · {right['env_id']} · clip {right['id']}")
+        self.playback.set_clips([self._frames_for(left["id"]), self._frames_for(right["id"])],
+                                item_fps(self.project, left))
+        self.playback.play()
+        self.shown_at = time.monotonic()
+        self.pair_shown.emit(pair["id"])
+
+    def _preload(self, pair: dict) -> None:
+        if self.project is not None:
+            self._frames_for(pair["left_id"])
+            self._frames_for(pair["right_id"])
+
+    def label(self, outcome: str) -> int | None:
+        if self.project is None or self.current is None:
+            return None
+        response_ms = int((time.monotonic() - self.shown_at) * 1000)
+        pair = self.current
+        cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome, labeller_id=self.labeller_id(),
+                                          source="human", response_ms=response_ms, queue_id=pair["id"])
+        self._session_labels.append(cid)
+        self.show_next()
+        self._refresh_recent()
+        self.label_recorded.emit(cid)
+        return cid
+
+    def undo(self, comparison_id: int | None = None) -> None:
+        """Undo the latest label given here (or ``comparison_id``); its pair comes back on screen."""
+        if self.project is None:
+            return
+        if comparison_id is None:
+            live = [c for c in self._session_labels if self._is_live(c)]
+            if not live:
+                return
+            comparison_id = live[-1]
+        self.project.undo_comparison(comparison_id)
+        # the undone pair is waiting again: put it back on screen
+        pair = self.project.conn.execute(
+            "SELECT q.* FROM pair_queue q JOIN comparisons c ON c.left_id = q.left_id AND c.right_id = q.right_id "
+            "WHERE c.id = ? AND q.comparison_id IS NULL ORDER BY q.id DESC LIMIT 1", [comparison_id]).fetchone()
+        if pair is None:
+            self.show_next()
+        else:
+            self._show_pair(dict(pair))
+        self._refresh_recent()
+
+    def _is_live(self, cid: int) -> bool:
+        row = self.project.conn.execute("SELECT deleted_at FROM comparisons WHERE id=?", [cid]).fetchone()
+        return row is not None and row[0] is None
+
+    def change_label(self, comparison_id: int, outcome: str) -> int:
+        new_id = self.project.edit_comparison(comparison_id, outcome)
+        self._session_labels = [new_id if c == comparison_id else c for c in self._session_labels]
+        self._refresh_recent()
+        return new_id
+
+    # ------------------------------------------------------------------ display
+    def _update_progress(self) -> None:
+        if self.project is None:
+            self.progress_label.setText("No project open")
+            return
+        labelled = self.project.conn.execute(
+            "SELECT count(*) FROM comparisons c JOIN items i ON i.id = c.left_id "
+            "WHERE c.deleted_at IS NULL AND i.kind = 'clip'").fetchone()[0]
+        waiting = self.project.counts()["queued_pairs"]
+        self.progress_label.setText(f"Labelled {labelled} · {waiting} waiting")
+
+    def _refresh_recent(self) -> None:
+        self.recent.clear()
+        if self.project is None:
+            return
+        rows = self.project.conn.execute(
+            "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb FROM comparisons c "
+            "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
+            "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = 'clip' "
+            "ORDER BY c.id DESC LIMIT ?", [RECENT]).fetchall()
+        for r in rows:
+            text = f"#{r['id']}  clip {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}"
+            text += f"  · {r['labeller'] or r['source']}"
+            if r["response_ms"] is not None:
+                text += f" · {r['response_ms'] / 1000:.1f} s"
+            if self.reveal_box.isChecked() and r["ra"] is not None:
+                text += f"  · true returns {r['ra']:.1f} vs {r['rb']:.1f}"
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, r["id"])
+            self.recent.addItem(item)
+
+    def _recent_menu(self, pos) -> None:
+        item = self.recent.itemAt(pos)
+        if item is None:
+            return
+        cid = item.data(Qt.ItemDataRole.UserRole)
+        menu = QMenu(self)
+        for outcome, text in OUTCOME_TEXT.items():
+            action = QAction(f"Change to: {text}", menu)
+            action.triggered.connect(lambda _=False, o=outcome: self.change_label(cid, o))
+            menu.addAction(action)
+        menu.addSeparator()
+        undo = QAction("Undo this label", menu)
+        undo.triggered.connect(lambda: self.undo(cid))
+        menu.addAction(undo)
+        menu.exec(self.recent.mapToGlobal(pos))
+
+    # ------------------------------------------------------------------ keys
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        key = event.key()
+        if key in KEY_OUTCOMES:
+            self.label(KEY_OUTCOMES[key])
+        elif key == Qt.Key.Key_Z:
+            self.undo()
+        elif key == Qt.Key.Key_Space:
+            self.playback.toggle()
+        elif key == Qt.Key.Key_Comma:
+            self.playback.step(-1)
+        elif key == Qt.Key.Key_Period:
+            self.playback.step(1)
+        else:
+            super().keyPressEvent(event)

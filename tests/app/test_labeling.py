@@ -1,0 +1,134 @@
+"""Labelling views on real clips: keyboard labels, undo, ranking, a keyboard demonstration."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from rlhf_core.envs.clips import make_clips, queue_random_pairs
+from rlhf_core.envs.make import close_env, make_env
+from rlhf_core.envs.policies import RandomPolicy
+from rlhf_core.envs.rollout import rollout
+from rlhf_core.envs.storage import save_trajectory
+from rlhf_core.store import Project
+
+
+def fill(project, n_traj=3, pairs=5):
+    env = make_env("CartPole-v1")
+    ids = [save_trajectory(project, rollout(env, RandomPolicy(env.action_space, seed=s), seed=s, max_steps=30,
+                                            source={"kind": "random"})) for s in range(n_traj)]
+    close_env(env)
+    clips = make_clips(project, ids, length=8, per_trajectory=3)
+    queue_random_pairs(project, clips, pairs)
+    return ids
+
+
+@pytest.fixture
+def filled(window):
+    ids = fill(window.project)
+    window.open_project(window.project.folder)  # re-open: pages read the new content
+    return window, ids
+
+
+def test_keyboard_labelling_stores_labels_with_response_time(qtbot, filled):
+    window, _ = filled
+    view = window.clip_page
+    window.show_page("clips")
+    first = view.current
+    assert first is not None and view.left_panel.frames.shape[0] == 8
+    assert view.playback.playing and view.right_panel.shown_index == view.left_panel.shown_index
+    qtbot.wait(120)
+    qtbot.keyClick(view, Qt.Key.Key_Left)
+    qtbot.keyClick(view, Qt.Key.Key_2)
+    qtbot.keyClick(view, Qt.Key.Key_Equal)
+    qtbot.keyClick(view, Qt.Key.Key_B)
+    comps = window.project.comparisons()
+    assert [c["outcome"] for c in comps] == ["left", "right", "tie", "both_bad"]
+    assert comps[0]["left_id"] == first["left_id"] and comps[0]["response_ms"] >= 100
+    assert all(c["source"] == "human" and c["labeller_id"] is not None for c in comps)
+    assert view.progress_label.text() == "Labelled 4 · 1 waiting"
+    # Z undoes the last label: the row is kept, soft-deleted, and its pair is on screen again
+    last_pair = (comps[-1]["left_id"], comps[-1]["right_id"])
+    qtbot.keyClick(view, Qt.Key.Key_Z)
+    assert [c["outcome"] for c in window.project.comparisons()] == ["left", "right", "tie"]
+    assert len(window.project.comparisons(include_deleted=True)) == 4
+    assert (view.current["left_id"], view.current["right_id"]) == last_pair
+    qtbot.keyClick(view, Qt.Key.Key_S)
+    qtbot.keyClick(view, Qt.Key.Key_Right)
+    assert view.current is None and view.empty_label.isVisible()
+    assert window.project.counts()["queued_pairs"] == 0
+
+
+def test_labels_survive_a_restart_and_can_be_changed(qtbot, filled, settings):
+    from app.main_window import MainWindow
+
+    window, _ = filled
+    view = window.clip_page
+    for key in (Qt.Key.Key_1, Qt.Key.Key_1):
+        qtbot.keyClick(view, key)
+    cid = window.project.comparisons()[0]["id"]
+    new_id = view.change_label(cid, "right")
+    folder = window.project.folder
+    window.close()
+    again = MainWindow(settings, interactive=False)
+    qtbot.addWidget(again)
+    assert again.open_project(folder)
+    comps = again.project.comparisons()
+    assert sorted(c["outcome"] for c in comps) == ["left", "right"]
+    assert next(c for c in comps if c["id"] == new_id)["supersedes_id"] == cid
+    assert again.clip_page.recent.count() == 2
+    again.close()
+
+
+def test_blind_labelling_hides_true_returns_until_revealed(qtbot, filled):
+    window, _ = filled
+    view = window.clip_page
+    assert "return" not in view.left_title.text().lower()
+    qtbot.keyClick(view, Qt.Key.Key_1)
+    assert "true returns" not in view.recent.item(0).text()
+    view.reveal_box.setChecked(True)
+    assert "true returns" in view.recent.item(0).text()
+
+
+def test_ranking_by_order_and_ties(qtbot, filled):
+    window, ids = filled
+    view = window.ranking_page
+    window.show_page("rank")
+    window.activateWindow()
+    assert view.env_box.currentText() == "CartPole-v1"
+    view.load_items(ids)
+    assert view.list.count() == 3 and not view.list.item(0).icon().isNull()
+    # drag the last item to the top (what InternalMove does), then tie the last two
+    moved = view.list.takeItem(2)
+    view.list.insertItem(0, moved)
+    view.list.item(2).setCheckState(Qt.CheckState.Checked)
+    assert view.groups() == [[ids[2]], [ids[0], ids[1]]]
+    qtbot.keyClick(view.list, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    rankings = window.project.conn.execute("SELECT id FROM rankings").fetchall()
+    assert len(rankings) == 1
+    assert window.project.ranking_groups(rankings[0][0]) == [[ids[2]], sorted([ids[0], ids[1]])]
+    pairs = {(c["left_id"], c["right_id"], c["outcome"]) for c in window.project.comparisons()
+             if c["ranking_id"] == rankings[0][0]}
+    assert pairs == {(ids[2], ids[0], "right"), (ids[2], ids[1], "right"), (ids[0], ids[1], "tie")}
+
+
+def test_keyboard_demo_is_recorded_and_saved(qtbot, window):
+    view = window.demo_page
+    window.show_page("demo")
+    view.env_box.setCurrentText("CartPole-v1")
+    view.start()
+    assert view.demo is not None and view.timer.isActive()
+    view.timer.stop()  # drive the clock by hand for a deterministic test
+    qtbot.keyPress(view, Qt.Key.Key_Right)
+    for _ in range(3):
+        view.tick()
+    qtbot.keyRelease(view, Qt.Key.Key_Right)
+    qtbot.keyPress(view, Qt.Key.Key_Left)
+    view.tick()
+    qtbot.keyRelease(view, Qt.Key.Key_Left)
+    item_id = view.stop_and_save()
+    traj = window.project.get_item(item_id)
+    assert traj["source"] == "human" and traj["length"] == 4 and traj["env_id"] == "CartPole-v1"
+    from rlhf_core.envs.storage import load_arrays
+
+    assert load_arrays(window.project, traj)["actions"].ravel().tolist() == [1, 1, 1, 0]

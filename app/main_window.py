@@ -184,6 +184,8 @@ class MainWindow(QMainWindow):
             page = self.stack.widget(row)
             if page is self.clip_page and self.clip_page.current is None:
                 self.clip_page.show_next()
+            if page is self.ranking_page and self.ranking_page.list.count() == 0:
+                self.ranking_page.load_random()
             if page in (self.clip_page, self.demo_page):
                 page.setFocus()
 

@@ -69,8 +69,8 @@ class RankingView(QWidget):
         self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
         self.list.setSpacing(2)
         self.list.currentItemChanged.connect(self._on_list_current_changed)
-        hint = QLabel("Worst at the top → best at the bottom. Drag to reorder; tick an item to tie it with "
-                      "the one above.")
+        hint = QLabel("Worst at the top → best at the bottom. Drag to reorder. A ticked box ties a "
+                      "trajectory with the one above it.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: #555;")
         self.save_button = QPushButton("Save ranking  (Ctrl+S)")
@@ -115,8 +115,13 @@ class RankingView(QWidget):
         self._frames.clear()
         self.env_box.clear()
         if project is not None:
-            envs = sorted({t["env_id"] for t in project.items("trajectory") if t["media_path"]})
-            self.env_box.addItems(envs)
+            counts: dict[str, int] = {}
+            for t in project.items("trajectory"):
+                if t["media_path"]:
+                    counts[t["env_id"]] = counts.get(t["env_id"], 0) + 1
+            self.env_box.addItems(sorted(counts))
+            if counts:  # start with the environment that has the most trajectories
+                self.env_box.setCurrentText(max(counts, key=counts.get))
         self.status.setText("")
 
     def load_random(self) -> None:
@@ -136,6 +141,7 @@ class RankingView(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsDragEnabled)
             item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)
             item.setCheckState(Qt.CheckState.Unchecked)
+            item.setToolTip("Tick: tied with the trajectory above")
             mid = max(0, (traj["length"] or 0) // 2)
             thumb = read_video(self.project.abspath(traj["media_path"]), mid, mid + 1)
             if len(thumb):
@@ -151,7 +157,7 @@ class RankingView(QWidget):
         for i in range(self.list.count()):
             item = self.list.item(i)
             traj = self.project.get_item(item.data(Qt.ItemDataRole.UserRole))
-            text = f"Trajectory {traj['id']} · {traj['length']} steps · tied with the one above"
+            text = f"Trajectory {traj['id']} · {traj['length']} steps"
             if self.reveal_box.isChecked():
                 src = json.loads(traj["params_json"])
                 detail = ", ".join(f"{k} {v}" for k, v in src.items() if v is not None)

@@ -184,6 +184,8 @@ class MetricPlotView(QWidget):
 
     # --- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
+        if self.window().isVisible() and not self.isVisible():
+            return  # on a hidden page: keep the data, draw when shown (the timer is still running)
         if self._layout_dirty:
             self._rebuild_layout()
         elif self._curves_dirty:

@@ -57,9 +57,12 @@ class RankingView(QWidget):
         self.reveal_box = QCheckBox("Reveal sources and true returns")
         self.reveal_box.toggled.connect(self._relabel)
         head = QHBoxLayout()
+        self.labeller_label = QLabel()
+        self.labeller_label.setTextFormat(Qt.TextFormat.PlainText)
         for w in (QLabel("Environment:"), self.env_box, QLabel("How many:"), self.count_box, load):
             head.addWidget(w)
         head.addStretch(1)
+        head.addWidget(self.labeller_label)
         head.addWidget(self.reveal_box)
 
         self.list = QListWidget()
@@ -75,6 +78,11 @@ class RankingView(QWidget):
         hint.setStyleSheet("color: #555;")
         self.save_button = QPushButton("Save ranking  (Ctrl+S)")
         self.save_button.clicked.connect(self.save)
+        self.recent = QListWidget()
+        self.recent.setMaximumHeight(110)
+        self.recent.setToolTip("Rankings saved in this project, newest first")
+        undo = QPushButton("Undo selected ranking")
+        undo.clicked.connect(self._on_undo_clicked)
         self.status = QLabel()
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         left = QWidget()
@@ -86,6 +94,10 @@ class RankingView(QWidget):
         row.addWidget(self.save_button)
         row.addWidget(self.status, 1)
         ll.addLayout(row)
+        self.recent_title = QLabel("Saved rankings")
+        ll.addWidget(self.recent_title)
+        ll.addWidget(self.recent)
+        ll.addWidget(undo)
 
         self.playback = SyncedPlayback(self)
         self.preview = FramePanel()
@@ -123,6 +135,33 @@ class RankingView(QWidget):
             if counts:  # start with the environment that has the most trajectories
                 self.env_box.setCurrentText(max(counts, key=counts.get))
         self.status.setText("")
+        self.refresh_recent()
+
+    def refresh_recent(self) -> None:
+        self.recent.clear()
+        self.labeller_label.setText(f"Labeller: {self.settings.labeller}")
+        if self.project is None:
+            return
+        rows = self.project.conn.execute(
+            "SELECT r.id, r.created_at, l.name, count(e.item_id) AS k FROM rankings r "
+            "LEFT JOIN labellers l ON l.id = r.labeller_id JOIN ranking_entries e ON e.ranking_id = r.id "
+            "WHERE r.deleted_at IS NULL GROUP BY r.id ORDER BY r.id DESC LIMIT 20").fetchall()
+        for r in rows:
+            groups = self.project.ranking_groups(r["id"])
+            order = " < ".join("=".join(str(i) for i in g) for g in groups)
+            item = QListWidgetItem(f"#{r['id']} · {r['name'] or '?'} · {r['k']} trajectories: {order}")
+            item.setData(Qt.ItemDataRole.UserRole, r["id"])
+            self.recent.addItem(item)
+        waiting = sum(1 for _ in range(self.list.count()))
+        self.recent_title.setText(f"Saved rankings: {len(rows)}{' (latest 20)' if len(rows) == 20 else ''}"
+                                  f" · {waiting} on screen")
+
+    def _on_undo_clicked(self) -> None:
+        item = self.recent.currentItem() or (self.recent.item(0) if self.recent.count() else None)
+        if item is not None and self.project is not None:
+            self.project.undo_ranking(item.data(Qt.ItemDataRole.UserRole))
+            self.status.setText(f"Ranking {item.data(Qt.ItemDataRole.UserRole)} undone (kept as a deleted record).")
+            self.refresh_recent()
 
     def load_random(self) -> None:
         if self.project is None:
@@ -189,6 +228,7 @@ class RankingView(QWidget):
                                        source="human", response_ms=int((time.monotonic() - self.loaded_at) * 1000))
         n = sum(len(g) for g in groups)
         self.status.setText(f"Saved ranking {rid}: {n} trajectories, {n * (n - 1) // 2} pairs.")
+        self.refresh_recent()
         self.ranking_saved.emit(rid)
         return rid
 

@@ -148,9 +148,9 @@ def env_info(env: gym.Env) -> EnvInfo:
         discrete=discrete,
         n_actions=int(space.n) if discrete else None,
         action_dim=None if discrete else int(np.prod(space.shape)),
-        action_low=None if discrete else tuple(np.asarray(space.low, dtype=float).ravel()),
-        action_high=None if discrete else tuple(np.asarray(space.high, dtype=float).ravel()),
-        obs_shape=tuple(env.observation_space.shape or ()),
+        action_low=None if discrete else tuple(float(v) for v in np.asarray(space.low).ravel()),
+        action_high=None if discrete else tuple(float(v) for v in np.asarray(space.high).ravel()),
+        obs_shape=tuple(int(d) for d in (env.observation_space.shape or ())),
         fps=fps,
         max_episode_steps=spec.max_episode_steps if spec else None,
     )

@@ -90,13 +90,13 @@ class BCNet(nn.Module):
             low = torch.tensor(spec.action_low, dtype=torch.float32)
             high = torch.tensor(spec.action_high, dtype=torch.float32)
             self.register_buffer("center", (high + low) / 2)
-            self.register_buffer("half", (high - low) / 2)
+            self.register_buffer("scale", (high - low) / 2)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.net(obs)
         if self.spec.discrete:
             return out
-        return self.center + self.half * torch.tanh(out)
+        return self.center + self.scale * torch.tanh(out)
 
 
 class BCPolicy:

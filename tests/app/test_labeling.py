@@ -110,6 +110,10 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     pairs = {(c["left_id"], c["right_id"], c["outcome"]) for c in window.project.comparisons()
              if c["ranking_id"] == rankings[0][0]}
     assert pairs == {(ids[2], ids[0], "right"), (ids[2], ids[1], "right"), (ids[0], ids[1], "tie")}
+    assert view.recent.count() == 1 and view.recent.item(0).text().startswith(f"#{rankings[0][0]} · you")
+    view._on_undo_clicked()
+    assert view.recent.count() == 0 and window.project.comparisons() == []
+    assert window.project.conn.execute("SELECT deleted_at FROM rankings").fetchone()[0] is not None
 
 
 def test_keyboard_demo_is_recorded_and_saved(qtbot, window):

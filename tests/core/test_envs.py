@@ -35,6 +35,40 @@ def test_unknown_env_and_missing_module_give_clear_messages():
         make_env("not_a_module_xyz:Thing-v0")
 
 
+def test_missing_optional_dependency_names_the_fix(monkeypatch):
+    import gymnasium as gym
+
+    def fake_make(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, run `pip install box2d`")
+
+    monkeypatch.setattr(gym, "make", fake_make)
+    with pytest.raises(EnvError, match=r'pip install "gymnasium\[box2d\]"'):
+        make_env("LunarLander-v3")
+
+
+def test_bc_continuous_actions(project):
+    from rlhf_core.envs.policies import BCPolicy
+    from rlhf_core.trainers.bc import BCConfig
+
+    env = make_env("Pendulum-v1", render=False)
+
+    class Damp:  # a simple continuous controller: torque against the angular velocity
+        def act(self, obs):
+            return np.clip(np.array([-0.8 * obs[2]], np.float32), -2, 2)
+
+    for s in range(2):
+        save_trajectory(project, rollout(env, Damp(), seed=s, max_steps=100, render=False, source={"kind": "human"}))
+    env.close()
+    out = execute_job(get_job("bc"), BCConfig(env_id="Pendulum-v1", epochs=150, eval_episodes=0), RecordingContext(),
+                      project_path=project.folder)
+    assert out.status == "completed", out.error
+    policy = BCPolicy.load(project.abspath(project.checkpoints()[0]["path"]))
+    obs = np.array([0.5, 0.5, 1.0], np.float32)
+    action = policy.act(obs)
+    assert action.shape == (1,) and -2.0 <= action[0] <= 2.0
+    assert action[0] == pytest.approx(-0.8, abs=0.25)  # imitates the controller
+
+
 def test_env_info_discrete_and_continuous():
     a, b = make_env("CartPole-v1", render=False), make_env("Pendulum-v1", render=False)
     ia, ib = env_info(a), env_info(b)

@@ -53,3 +53,22 @@ register_job(
         heavy=False,
     )
 )
+register_job(
+    JobSpec(
+        name="extrapolation_demo",
+        title="Reward extrapolation demo (T-REX / D-REX)",
+        description="Mediocre ranked demonstrations from an early learner -> a learned reward -> PPO on it -> "
+        "a policy evaluated on the true return, with the extrapolation check on unseen trajectories.",
+        target="rlhf_core.demos.extrapolation:run_extrapolation_demo",
+        config="rlhf_core.demos.extrapolation:ExtrapolationDemoConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="ppo_learned",
+        title="PPO on a learned reward",
+        description="Train PPO on a reward model of this project; evaluate on the true return; store a video.",
+        target="rlhf_core.trainers.ppo_learned:train_ppo_learned",
+        config="rlhf_core.trainers.ppo_learned:PPOLearnedConfig",
+    )
+)

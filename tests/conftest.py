@@ -14,6 +14,12 @@ os.environ.setdefault("RLHF_WORKBENCH_HOME", str(ROOT / ".pytest_cache" / "workb
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# One torch thread, as the app's default: two threads make small-network steps 70-450x slower on a
+# busy 2-core machine (shared/STACK.md), and CI is such a machine.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):

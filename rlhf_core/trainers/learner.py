@@ -51,8 +51,10 @@ class LearnerConfig:
     record_video: bool = param(True, "Render the checkpoint rollouts (needed for clips and ranking).")
 
 
-def ppo_kwargs(env_id: str) -> tuple[int, dict]:
+def ppo_kwargs(env_id: str, **overrides) -> tuple[int, dict]:
+    """(n_envs, PPO keyword arguments) for an env: its tuned preset, then ``overrides``."""
     preset = dict(PPO_PRESETS.get(env_id, {"n_envs": 1}))
+    preset.update({k: v for k, v in overrides.items() if v is not None})
     n_envs = preset.pop("n_envs", 1)
     pk = dict(preset.pop("policy_kwargs", {}) or {})
     if pk.get("activation_fn") == "relu":

@@ -1,0 +1,1 @@
+"""Analysis: reward extrapolation, correlation, agreement (no Qt)."""

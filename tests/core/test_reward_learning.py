@@ -1,0 +1,158 @@
+"""Reward learning: snippet rules, D-REX ranking, ensembles, the reward wrapper, a small end-to-end."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_core.analysis.extrapolation import extrapolation_report, pearson, spearman
+from rlhf_core.rewards.datasets import drex_pairs, drex_ranks, trex_pairs, whole_pairs
+from rlhf_core.rewards.networks import RewardEnsemble, RewardNetSpec
+from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns
+
+
+def toy_trajectories(n=12, T=60, dim=3, seed=0):
+    """Observations whose true per-state reward is obs[:, 0]; trajectory i drifts upwards with i."""
+    rng = np.random.default_rng(seed)
+    obs = []
+    for i in range(n):
+        o = rng.normal(size=(T + 1, dim)).astype(np.float32)
+        o[:, 0] += (i - n / 2) * 0.15
+        obs.append(o)
+    true = [float(o[1:, 0].sum()) for o in obs]
+    return obs, true
+
+
+def test_trex_snippets_follow_the_rules():
+    obs, true = toy_trajectories()
+    pairs = trex_pairs(obs, true, 500, min_len=5, max_len=20, seed=1)
+    assert len(pairs) == 500
+    for a, b, t in zip(pairs.first, pairs.second, pairs.target):
+        la, lb = a.end - a.start, b.end - b.start
+        assert la == lb and 5 <= la <= 20
+        assert true[a.traj] != true[b.traj]
+        better, worse = (a, b) if t == 1.0 else (b, a)
+        assert true[better.traj] > true[worse.traj]  # the label follows the ranking
+        assert better.start >= worse.start  # progress prior
+        assert 0 <= a.start and a.end <= len(obs[a.traj]) - 1
+    assert 0.4 < pairs.target.mean() < 0.6  # sides are randomised
+    idx, mask = pairs.index_arrays("first", 20)
+    a = pairs.first[0]
+    n = a.end - a.start
+    assert mask[0].sum() == n and idx[0, 0] == pairs.offsets[a.traj] + a.start + 1  # states reached
+
+
+def test_trex_refuses_a_single_rank():
+    obs, _ = toy_trajectories(n=3)
+    with pytest.raises(ValueError, match="two different ranks"):
+        trex_pairs(obs, [1.0, 1.0, 1.0], 10)
+
+
+def test_drex_pairs_only_far_apart_noise_levels_and_less_noise_wins():
+    obs, _ = toy_trajectories(n=6)
+    eps = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
+    assert drex_ranks(eps) == [-e for e in eps]
+    pairs = drex_pairs(obs, eps, 300, min_gap=0.3, min_len=5, max_len=10, seed=0)
+    assert len(pairs) == 300
+    for a, b, t in zip(pairs.first, pairs.second, pairs.target):
+        assert abs(eps[a.traj] - eps[b.traj]) >= 0.3 - 1e-9
+        assert (t == 1.0) == (eps[a.traj] < eps[b.traj])
+    # a person's override of one automatic pair wins over the noise ranking
+    over = drex_pairs(obs, eps, 300, min_gap=0.3, min_len=5, max_len=10, seed=0, overrides={(0, 5): 0.0})
+    for a, b, t in zip(over.first, over.second, over.target):
+        if (a.traj, b.traj) == (0, 5):
+            assert t == 0.0
+        if (a.traj, b.traj) == (5, 0):
+            assert t == 1.0
+
+
+def test_ensemble_members_differ_and_predict_is_their_mean(tmp_path):
+    obs, true = toy_trajectories()
+    pairs = trex_pairs(obs, true, 300, min_len=5, max_len=20)
+    ens, stats = fit_reward_ensemble(pairs, FitSettings(members=3, steps=60, eval_every=20, hidden=16))
+    x = torch.randn(7, 3)
+    per = ens(x)
+    assert per.shape == (3, 7) and not torch.allclose(per[0], per[1])
+    torch.testing.assert_close(ens.predict(x), per.mean(0))
+    assert len(stats["members"]) == 3 and stats["heldout_pairs"] == 30
+    ens.save(tmp_path / "r.pt", {"reward_mean": 0.5})
+    again, extra = RewardEnsemble.load(tmp_path / "r.pt")
+    torch.testing.assert_close(again.predict(x), ens.predict(x))
+    assert extra == {"reward_mean": 0.5}
+
+
+def test_learned_reward_orders_unseen_trajectories_better_than_chance():
+    obs, true = toy_trajectories(n=14, seed=0)
+    pairs = trex_pairs(obs, true, 1500, min_len=10, max_len=30, seed=0)
+    ens, stats = fit_reward_ensemble(pairs, FitSettings(members=2, steps=300, hidden=32, seed=0))
+    assert stats["heldout_accuracy"] > 0.8
+    test_obs, test_true = toy_trajectories(n=10, seed=99)  # never seen
+    pred = predicted_returns(ens, test_obs)
+    assert spearman(test_true, pred) > 0.7
+
+
+def test_whole_item_pairs_and_ties():
+    obs, _ = toy_trajectories(n=4, T=8)
+    pairs = whole_pairs(obs, [(0, 1, 1.0), (2, 3, 0.5)])
+    assert [s.end for s in pairs.first] == [8, 8] and pairs.target.tolist() == [1.0, 0.5]
+
+
+def test_correlations_and_report():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0)
+    assert spearman(x, x ** 3) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
+    rep = extrapolation_report([1, 2, 3], [1, 2, 3], [2, 5, 6], [2, 4, 7])
+    assert rep["best_demo_return"] == 3 and rep["unseen_beyond_best_demo"] == 2
+    assert rep["unseen_spearman"] == pytest.approx(1.0)
+
+
+def test_reward_wrapper_replaces_reward_and_keeps_the_true_one():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
+
+    spec = RewardNetSpec(obs_dim=3, hidden=8)
+    ens = RewardEnsemble(spec, 2)
+    venv = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    env = LearnedRewardVecEnv(venv, ens, mean=0.3, std=2.0)
+    env.reset()
+    actions = np.zeros((2, 1), dtype=np.float32)
+    obs, r, dones, infos = env.step(actions)
+    expected = (ens.predict(torch.from_numpy(obs.astype(np.float32))).numpy() - 0.3) / 2.0
+    np.testing.assert_allclose(r, expected, rtol=1e-5)
+    assert all("true_reward" in i for i in infos) and all(i["true_reward"] <= 0 for i in infos)
+    pos = LearnedRewardVecEnv(make_vec_env("Pendulum-v1", n_envs=2, seed=0), ens, mean=0.3, std=2.0, positive=True)
+    pos.reset()
+    _, rp, _, _ = pos.step(actions)
+    assert ((rp > 0) & (rp < 1)).all()
+    # run to the end of an episode: the Monitor underneath records the TRUE return
+    true_sum = np.array([i["true_reward"] for i in infos])
+    for _ in range(199):  # Pendulum episodes last 200 steps
+        _, _, dones, infos = env.step(actions)
+        true_sum += [i["true_reward"] for i in infos]
+    assert dones.all() and len(env.finished_learned_returns) == 2
+    monitor_returns = [i["episode"]["r"] for i in infos]
+    np.testing.assert_allclose(monitor_returns, true_sum, rtol=1e-4)  # the TRUE return, not the learned one
+
+
+def test_extrapolation_demo_tiny_end_to_end(project):
+    from rlhf_core.demos.extrapolation import ExtrapolationDemoConfig
+    from rlhf_core.jobs import RecordingContext, execute_job, get_job
+
+    # CartPole: its tuned PPO collects 256 steps per update, so tiny budgets are honoured
+    cfg = ExtrapolationDemoConfig(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512,
+                                  episodes_per_checkpoint=2, max_demo_return=1000.0, snippet_pairs=200, members=1,
+                                  reward_steps=40, snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1,
+                                  video_of_policy=False)
+    ctx = RecordingContext()
+    out = execute_job(get_job("extrapolation_demo"), cfg, ctx, project_path=project.folder)
+    assert out.status == "completed", out.error
+    r = out.result
+    for key in ("best_demo_return", "mean_demo_return", "policy_return", "reward_correlation", "wall_seconds"):
+        assert key in r
+    n_ckpt = len(list(project.run_folder(out.run_id).glob("learner_*.zip")))
+    assert n_ckpt >= 2 and r["n_demos"] == 2 * n_ckpt  # two episodes per learner checkpoint, all kept
+    assert r["best_demo_return"] >= r["mean_demo_return"]
+    assert len(project.items("trajectory")) == r["n_demos"]
+    assert [c["kind"] for c in project.checkpoints()] == ["reward_ensemble"]
+    sample = project.samples(out.run_id, "extrapolation")[0]["payload"]
+    assert len(sample["true_demo"]) == r["n_demos"] and len(sample["true_unseen"]) == len(sample["pred_unseen"])

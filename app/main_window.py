@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.analysis.extrapolation_view import ExtrapolationView
 from app.jobs import JobRunner
 from app.labeling.clip_pair_view import ClipPairView
 from app.labeling.demo_recorder import DemoRecorderView
@@ -46,8 +47,7 @@ APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
 PLANNED_PAGES = [
     ("Label text", "Side-by-side response comparison, ranking and correction — not built yet."),
-    ("Reward models", "T-REX / D-REX / preference reward learning — not built yet."),
-    ("Policies", "PPO, GRPO, DPO training on learned rewards — not built yet."),
+    ("Text RL", "SFT, PPO with a KL penalty, GRPO and DPO on language models — not built yet."),
 ]
 DEMO_SEED_CONFIG = {"steps": 150, "n_pairs": 1000}
 # First start of the demo project: some Pendulum trajectories with clips and queued pairs, so the
@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self.clip_page = ClipPairView(self.settings)
         self.ranking_page = RankingView(self.settings)
         self.demo_page = DemoRecorderView(self.settings)
+        self.extrapolation_page = ExtrapolationView()
         self.stack = QStackedWidget()
         self.nav = QListWidget()
         self.nav.setFixedWidth(170)
@@ -121,6 +122,7 @@ class MainWindow(QMainWindow):
         self._add_page("Label clips", self.clip_page)
         self._add_page("Rank trajectories", self.ranking_page)
         self._add_page("Record demo", self.demo_page)
+        self._add_page("Extrapolation", self.extrapolation_page)
         for title, tip in PLANNED_PAGES:
             item = QListWidgetItem(f"{title}  (planned)")
             item.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -169,11 +171,11 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(widget)
         self.nav.addItem(QListWidgetItem(title))
 
-    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo")
+    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation")
 
     def _pages(self) -> dict[str, QWidget]:
         return {"project": self.project_page, "runs": self.runs_page, "clips": self.clip_page,
-                "rank": self.ranking_page, "demo": self.demo_page}
+                "rank": self.ranking_page, "demo": self.demo_page, "extrapolation": self.extrapolation_page}
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(self.stack.indexOf(self._pages()[name]))
@@ -221,6 +223,7 @@ class MainWindow(QMainWindow):
 
         run_menu = menu.addMenu("&Run")
         self._action(run_menu, "&New Run…", lambda: self.new_run_dialog(), QKeySequence("Ctrl+R"))
+        self._action(run_menu, "Reward &Extrapolation Demo…", lambda: self.new_run_dialog("extrapolation_demo"))
         self.cancel_action = self._action(run_menu, "&Cancel Running Job", lambda: self.runner.cancel(),
                                           QKeySequence("Ctrl+."))
 
@@ -262,7 +265,7 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_project(str(project.folder))
         self.project_page.show_project(project)
         self.runs_page.set_project(project)
-        for page in (self.clip_page, self.ranking_page, self.demo_page):
+        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page):
             page.set_project(project)
         self._update_title()
         self.project_changed.emit(project)
@@ -360,6 +363,7 @@ class MainWindow(QMainWindow):
                 self.clip_page.show_next()
             if self.ranking_page.list.count() == 0:
                 self.ranking_page.set_project(self.project)
+            self.extrapolation_page.refresh()
         if status == "failed":
             self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
             self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)

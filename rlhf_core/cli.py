@@ -77,7 +77,49 @@ def cmd_demo_project(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from rlhf_core.text import prompts as pr
+
+    if args.prompts_command == "list":
+        sets = [{"name": s.name, "title": s.title, "description": s.description, "count": s.count,
+                 "categories": s.categories} for s in pr.builtin_sets()]
+        for s in sets:
+            cats = ", ".join(f"{k} {v}" for k, v in sorted(s["categories"].items()))
+            sys.stderr.write(f"{s['name']:10s} {s['count']:4d} prompts  ({cats})\n")
+        _print_json({"sets": sets})
+        return 0
+    if args.prompts_command == "import":
+        from rlhf_core.store import Project
+
+        with Project.open(args.project) as project:
+            try:
+                if args.builtin:
+                    ids = pr.add_builtin_prompts(project, args.file, args.category or None)
+                    _print_json({"set": args.file, "prompt_ids": ids, "total": len(ids)})
+                    return 0
+                result = pr.import_prompts(project, args.file, skip_duplicates=not args.keep_duplicates)
+            except pr.PromptFileError as exc:
+                return _fail(str(exc))
+            except KeyError as exc:
+                return _fail(str(exc.args[0]))
+        _print_json({"file": str(args.file), **result.as_dict()})
+        return 0
+    return _fail("choose a prompts command: list or import")
+
+
+#: `python -m rlhf_core demo NAME` -> the job it runs, and short flags it accepts
+DEMOS = {"extrapolation": ("extrapolation_demo", {"--env": "--env-id"})}
+
+
+def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
+    job, aliases = DEMOS[args.name]
+    rest = [aliases.get(a.split("=", 1)[0], a.split("=", 1)[0]) + ("=" + a.split("=", 1)[1] if "=" in a else "")
+            if a.startswith("--") else a for a in rest]
+    return cmd_run(argparse.Namespace(job=job), rest, prog=f"python -m rlhf_core demo {args.name}", flat=True)
+
+
+def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, flat: bool = False) -> int:
+    """Run a job; ``flat`` puts the result's keys at the top level of the JSON line (demos)."""
     from rlhf_core.jobs import CliContext, execute_job, get_job
 
     try:
@@ -85,7 +127,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     except KeyError as exc:
         return _fail(str(exc.args[0]))
     config_cls = spec.config_class()
-    parser = argparse.ArgumentParser(prog=f"python -m rlhf_core run {spec.name}", description=spec.description)
+    parser = argparse.ArgumentParser(prog=prog or f"python -m rlhf_core run {spec.name}", description=spec.description)
     parser.add_argument("--project", type=Path, help="Project folder to record the run in (optional).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
     parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
@@ -118,8 +160,12 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
         signal.signal(signal.SIGINT, previous)
     if outcome.error:
         sys.stderr.write(outcome.error)
-    _print_json({"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,
-                 "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
+    summary = {"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,
+               "wall_seconds": round(outcome.wall_seconds, 3)}
+    if flat and isinstance(outcome.result, dict):
+        _print_json({**summary, **outcome.result})
+    else:
+        _print_json({**summary, "result": outcome.result})
     return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
 
 
@@ -139,9 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="Run a job: `run JOB [--project P] [settings]`; `run JOB --help` lists settings.",
                        add_help=False)
     p.add_argument("job")
+    p = sub.add_parser("demo", help="End-to-end demos: `demo extrapolation --env Pendulum-v1 --seed 0 "
+                       "[--method drex]`; `demo extrapolation --help` lists every setting.", add_help=False)
+    p.add_argument("name", choices=sorted(DEMOS))
     p = sub.add_parser("metrics", help="Print a run's metrics as JSON.")
     p.add_argument("path", type=Path)
     p.add_argument("--run", type=int, required=True)
+    p = sub.add_parser("prompts", help="Prompt sets: `prompts list`; `prompts import --project P FILE` (JSONL/CSV).")
+    psub = p.add_subparsers(dest="prompts_command", metavar="PROMPTS_COMMAND")
+    psub.add_parser("list", help="List the built-in prompt sets (JSON).")
+    pi = psub.add_parser("import", help="Add prompts from a JSONL/CSV file (or a built-in set) to a project; "
+                         "a file with any bad line adds nothing.")
+    pi.add_argument("--project", type=Path, required=True)
+    pi.add_argument("file", help="A .jsonl or .csv file, or with --builtin the name of a built-in set.")
+    pi.add_argument("--builtin", action="store_true", help="FILE names a built-in set (see `prompts list`).")
+    pi.add_argument("--category", default="", help="With --builtin: only this category (comma-separated).")
+    pi.add_argument("--keep-duplicates", action="store_true",
+                    help="Add prompts even if the same text and category are already in the project.")
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     return parser
@@ -153,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if rest and args.command != "run":
+    if rest and args.command not in ("run", "demo"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
-                "metrics": cmd_metrics, "demo-project": cmd_demo_project}
+                "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts}
     try:
         if args.command == "run":
             return cmd_run(args, rest)
+        if args.command == "demo":
+            return cmd_demo(args, rest)
         return handlers[args.command](args)
     except ProjectError as exc:
         return _fail(str(exc))

@@ -136,3 +136,27 @@ def test_keyboard_demo_is_recorded_and_saved(qtbot, window):
     from rlhf_core.envs.storage import load_arrays
 
     assert load_arrays(window.project, traj)["actions"].ravel().tolist() == [1, 1, 1, 0]
+
+
+def test_extrapolation_demo_runs_from_the_app_and_fills_the_view(qtbot, window):
+    from rlhf_core.demos.extrapolation import ExtrapolationDemoConfig
+    from tests.app.conftest import wait_finished
+
+    cfg = ExtrapolationDemoConfig(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512,
+                                  episodes_per_checkpoint=2, max_demo_return=1000.0, snippet_pairs=100, members=1,
+                                  reward_steps=30, snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1,
+                                  video_of_policy=False)
+    run_id = window.start_run("extrapolation_demo", cfg)
+    status, error = wait_finished(qtbot, window, run_id, timeout=120_000)
+    assert status == "completed", error
+    # live metrics of every stage reached the plot store
+    keys = set(window.runs_page.plot.store.keys([run_id]))
+    assert {"demos/true_return", "reward_model/m0_loss", "rollout/true_return"} <= keys
+    window.show_page("extrapolation")
+    view = window.extrapolation_page
+    assert view.table.rowCount() == 1 and view.table.item(0, 0).text() == str(run_id)
+    result = window.project.get_run(run_id)["result"]
+    assert view.table.item(0, 3).text() == f"{result['best_demo_return']:.1f}"
+    curves = view.scatter_plot.listDataItems()
+    assert len(curves) == 2 and len(curves[0].xData) == result["n_demos"]
+    assert "Pearson r on unseen trajectories" in view.stats.text()

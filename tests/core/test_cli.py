@@ -45,3 +45,15 @@ def test_bad_input_gives_clear_messages(tmp_path):
     out = cli("info", tmp_path / "x")
     assert out.returncode == 2 and "not a workbench project" in out.stderr
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_demo_extrapolation_prints_the_promised_keys():
+    out = cli("demo", "extrapolation", "--env", "CartPole-v1", "--seed", 1, "--learner-steps", 1024,
+              "--checkpoint-every", 512, "--max-demo-return", 1000, "--ppo-steps", 1024, "--members", 1,
+              "--reward-steps", 30, "--snippet-min", 5, "--snippet-max", 10, "--snippet-pairs", 100,
+              "--eval-episodes", 1, "--no-video-of-policy")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("best_demo_return", "mean_demo_return", "policy_return", "reward_correlation", "wall_seconds"):
+        assert isinstance(result[key], float), key
+    assert result["env_id"] == "CartPole-v1" and result["seed"] == 1 and result["status"] == "completed"

@@ -1,0 +1,1 @@
+"""Analysis views (extrapolation, results tables)."""

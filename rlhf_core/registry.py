@@ -65,6 +65,16 @@ register_job(
 )
 register_job(
     JobSpec(
+        name="reward_model",
+        title="Train a reward model",
+        description="Fit a Bradley-Terry reward ensemble to this project's pairwise labels, rankings, learner "
+        "checkpoints (T-REX) or noise levels (D-REX).",
+        target="rlhf_core.trainers.reward_model:train_reward_model",
+        config="rlhf_core.trainers.reward_model:RewardModelConfig",
+    )
+)
+register_job(
+    JobSpec(
         name="ppo_learned",
         title="PPO on a learned reward",
         description="Train PPO on a reward model of this project; evaluate on the true return; store a video.",

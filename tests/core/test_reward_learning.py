@@ -156,3 +156,56 @@ def test_extrapolation_demo_tiny_end_to_end(project):
     assert [c["kind"] for c in project.checkpoints()] == ["reward_ensemble"]
     sample = project.samples(out.run_id, "extrapolation")[0]["payload"]
     assert len(sample["true_demo"]) == r["n_demos"] and len(sample["true_unseen"]) == len(sample["pred_unseen"])
+
+
+def _pendulum_trajectories(project, n=6, policy="random"):
+    from rlhf_core.envs.make import close_env, make_env
+    from rlhf_core.envs.policies import RandomPolicy
+    from rlhf_core.envs.rollout import rollout
+    from rlhf_core.envs.storage import save_trajectory
+
+    env = make_env("Pendulum-v1", render=False)
+    ids = [save_trajectory(project, rollout(env, RandomPolicy(env.action_space, seed=s), seed=s, max_steps=60,
+                                            render=False, source={"kind": "random", "epsilon": 0.25 * (s % 5)}))
+           for s in range(n)]
+    close_env(env)
+    return ids
+
+
+@pytest.mark.parametrize("source", ["comparisons", "rankings", "drex"])
+def test_reward_model_job_from_project_data(project, source):
+    from rlhf_core.jobs import RecordingContext, execute_job, get_job
+    from rlhf_core.trainers.reward_model import RewardModelConfig
+
+    ids = _pendulum_trajectories(project)
+    rets = {i: project.get_item(i)["true_return"] for i in ids}
+    if source == "comparisons":
+        for a, b in zip(ids, ids[1:]):
+            project.add_comparison(a, b, "left" if rets[a] > rets[b] else "right", source="synthetic")
+        project.add_comparison(ids[0], ids[2], "skip")  # carries no preference: left out
+    elif source == "rankings":
+        project.add_ranking([[i] for i in sorted(ids, key=rets.get)])
+    cfg = RewardModelConfig(env_id="Pendulum-v1", source=source, members=2, steps=40, snippet_pairs=200,
+                            snippet_min=10, snippet_max=20, hidden=16)
+    out = execute_job(get_job("reward_model"), cfg, RecordingContext(), project_path=project.folder)
+    assert out.status == "completed", out.error
+    if source == "comparisons":
+        assert out.result["pairs"] == 5
+    ens, extra = RewardEnsemble.load(project.abspath(project.checkpoints()[-1]["path"]))
+    assert len(ens.members) == 2 and extra["source"] == source and extra["reward_std"] > 0
+
+
+def test_reward_model_job_explains_missing_data(project):
+    from rlhf_core.jobs import RecordingContext, execute_job, get_job
+    from rlhf_core.trainers.reward_model import RewardModelConfig
+
+    out = execute_job(get_job("reward_model"), RewardModelConfig(source="comparisons"), RecordingContext(),
+                      project_path=project.folder)
+    assert out.status == "failed" and "label more pairs first" in out.error
+
+
+def test_cnn_reward_shapes():
+    spec = RewardNetSpec(obs_dim=0, kind="cnn", image_shape=(4, 84, 84))
+    ens = RewardEnsemble(spec, 2)
+    frames = torch.randint(0, 255, (3, 5, 4, 84, 84), dtype=torch.uint8)  # [pairs, steps, C, H, W]
+    assert ens(frames).shape == (2, 3, 5)

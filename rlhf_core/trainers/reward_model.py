@@ -1,0 +1,155 @@
+"""Train a reward ensemble from what the project holds: labels, rankings or automatic rankings.
+
+Sources (``source``):
+- ``comparisons``: pairwise labels of clips or trajectories (human, synthetic or AI; ``left``,
+  ``right`` and ``tie`` as 0.5; ``both_bad``/``skip`` carry no preference and are left out);
+  each pair compares the two items' summed rewards.
+- ``rankings``: rankings of whole trajectories -> T-REX snippet pairs between different groups.
+- ``checkpoint_order``: trajectories rolled out from learner checkpoints, ranked by checkpoint
+  step (learning from a learner, no person needed).
+- ``drex``: trajectories with a noise level ε in their source, ranked by ε (less noise = better).
+The result is a ``reward_ensemble`` checkpoint (with the reward mean/std for normalising) that
+``ppo_learned`` trains on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlhf_core.config import param
+from rlhf_core.envs.storage import load_arrays
+from rlhf_core.jobs import JobContext
+from rlhf_core.rewards.bradley_terry import outcome_target
+from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs, whole_pairs
+from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
+
+
+@dataclass
+class RewardModelConfig:
+    env_id: str = param("Pendulum-v1", "Only items of this environment are used.")
+    source: str = param("comparisons", "What to learn from.", choices=("comparisons", "rankings", "checkpoint_order", "drex"))
+    label_sources: str = param("human,synthetic,ai", "comparisons: which label sources to use (comma-separated).")
+    snippet_pairs: int = param(3000, "rankings / checkpoint_order / drex: T-REX snippet pairs.", min=10)
+    snippet_min: int = param(20, "Shortest snippet (steps).", min=1)
+    snippet_max: int = param(50, "Longest snippet (steps).", min=1)
+    drex_min_gap: float = param(0.3, "drex: pair only noise levels at least this far apart.", min=0.0, max=1.0)
+    members: int = param(3, "Ensemble size (each member on its own bootstrap of the pairs).", min=1, max=16)
+    hidden: int = param(64, "Hidden units per layer (T-REX MuJoCo used 256).", min=4)
+    steps: int = param(800, "Optimisation steps per member.", min=10)
+    lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+    weight_decay: float = param(0.01, "L2 weight decay.", min=0.0)
+    random_answer_prob: float = param(0.0, "Christiano's chance that a label was random (0.1 in the paper).",
+                                      min=0.0, max=0.5)
+    heldout_fraction: float = param(0.1, "Pairs held out for accuracy and early stopping.", min=0.0, max=0.5)
+    seed: int = param(0, "Random seed.", min=0)
+
+    def check(self) -> list[str]:
+        return ["snippet_min must not exceed snippet_max"] if self.snippet_min > self.snippet_max else []
+
+
+def _comparison_pairs(project, config):
+    wanted = {s.strip() for s in config.label_sources.split(",") if s.strip()}
+    obs, index, pairs = [], {}, []
+    for c in project.comparisons():
+        target = outcome_target(c["outcome"])
+        if target is None or c["source"] not in wanted:
+            continue
+        items = [project.get_item(c["left_id"]), project.get_item(c["right_id"])]
+        if any(i["env_id"] != config.env_id or i["kind"] == "response" for i in items):
+            continue
+        for it in items:
+            if it["id"] not in index:
+                index[it["id"]] = len(obs)
+                obs.append(load_arrays(project, it)["observations"])
+        pairs.append((index[items[0]["id"]], index[items[1]["id"]], target))
+    if len(pairs) < 2:
+        raise ValueError(f"only {len(pairs)} usable labelled pairs of {config.env_id}; label more pairs first")
+    return whole_pairs(obs, pairs), obs
+
+
+def _trajectories(project, env_id, predicate):
+    out = []
+    for t in project.items("trajectory"):
+        src = json.loads(t["params_json"])
+        if t["env_id"] == env_id and predicate(t, src):
+            out.append((t, src))
+    return out
+
+
+def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
+    project = ctx.project()
+    if config.source == "comparisons":
+        pairs, obs = _comparison_pairs(project, config)
+    elif config.source == "rankings":
+        obs, ranks = [], []
+        rows = project.conn.execute("SELECT id FROM rankings WHERE deleted_at IS NULL ORDER BY id").fetchall()
+        for (rid,) in rows:
+            groups = project.ranking_groups(rid)
+            items = [project.get_item(i) for g in groups for i in g]
+            if any(it["env_id"] != config.env_id for it in items):
+                continue
+            for pos, g in enumerate(groups):  # ranks of different rankings are not compared: offset them
+                for i in g:
+                    obs.append(load_arrays(project, project.get_item(i))["observations"])
+                    ranks.append(rid * 1000 + pos)
+        if len(set(ranks)) < 2:
+            raise ValueError(f"no ranking of {config.env_id} trajectories yet; rank some first")
+        pairs = _ranked_pairs(obs, ranks, config, same_ranking_only=True)
+    elif config.source == "checkpoint_order":
+        trajs = _trajectories(project, config.env_id, lambda t, s: s.get("kind") == "checkpoint" and "step" in s)
+        if len({s["step"] for _, s in trajs}) < 2:
+            raise ValueError(f"need trajectories from at least two learner checkpoints of {config.env_id}")
+        obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
+        pairs = _ranked_pairs(obs, [float(s["step"]) for _, s in trajs], config)
+    else:  # drex
+        trajs = _trajectories(project, config.env_id, lambda t, s: s.get("epsilon") is not None)
+        if not trajs:
+            raise ValueError(f"no noise-injected rollouts of {config.env_id}; run 'Collect trajectories' with a "
+                             "D-REX noise schedule first")
+        obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
+        pairs = drex_pairs(obs, [float(s["epsilon"]) for _, s in trajs], config.snippet_pairs,
+                           min_gap=config.drex_min_gap, min_len=config.snippet_min, max_len=config.snippet_max,
+                           seed=config.seed)
+    settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.lr,
+                           weight_decay=config.weight_decay, random_answer_prob=config.random_answer_prob,
+                           heldout_fraction=config.heldout_fraction, seed=config.seed)
+    ensemble, stats = fit_reward_ensemble(pairs, settings, ctx)
+    mean, std = reward_stats(ensemble, stack_observations(obs)[0])
+    path = project.run_folder(ctx.run_id) / "reward_ensemble.pt"
+    ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "source": config.source})
+    cid = project.add_checkpoint(ctx.run_id, "reward_ensemble", path, meta={"env_id": config.env_id,
+                                                                             "source": config.source})
+    return {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
+            "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std}
+
+
+def _ranked_pairs(obs, ranks, config, same_ranking_only: bool = False):
+    if not same_ranking_only:
+        return trex_pairs(obs, ranks, config.snippet_pairs, min_len=config.snippet_min, max_len=config.snippet_max,
+                          seed=config.seed)
+    # several rankings: only compare trajectories ranked together (rank // 1000 is the ranking)
+    ranks = np.asarray(ranks)
+    parts = [trex_pairs([obs[i] for i in np.where(ranks // 1000 == r)[0]],
+                        list(ranks[ranks // 1000 == r] % 1000),
+                        max(1, config.snippet_pairs // len(set(ranks // 1000))),
+                        min_len=config.snippet_min, max_len=config.snippet_max, seed=config.seed + int(r))
+             for r in sorted(set(ranks // 1000)) if len(set(ranks[ranks // 1000 == r])) > 1]
+    if len(parts) == 1:
+        return parts[0]
+    # merge the per-ranking pair sets into one observation table
+    from rlhf_core.rewards.datasets import PairSet, Segment
+
+    flat = np.concatenate([p.obs for p in parts])
+    base, offsets, first, second, target = 0, [], [], [], []
+    n_traj = 0
+    for p in parts:
+        offsets.extend((p.offsets + base).tolist())
+        first += [Segment(s.traj + n_traj, s.start, s.end) for s in p.first]
+        second += [Segment(s.traj + n_traj, s.start, s.end) for s in p.second]
+        target.append(p.target)
+        base += len(p.obs)
+        n_traj += len(p.offsets)
+    return PairSet(flat, np.asarray(offsets), first, second, np.concatenate(target))

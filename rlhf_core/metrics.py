@@ -29,6 +29,8 @@ METRIC_KEYS: dict[str, str] = {
     "reward/std": "Standard deviation of that reward.",
     "objective/kl": "Mean KL(pi || pi_ref) per sequence.",
     "completions/mean_length": "Mean completion length in tokens.",
+    "completions/stopped_fraction": "Fraction of completions that ended with the end-of-turn token.",
+    "generation/tokens_per_second": "Completion tokens sampled per wall-clock second (per batch).",
     # bookkeeping every job may log
     "time/steps_per_second": "Optimisation steps per wall-clock second.",
 }

@@ -82,3 +82,13 @@ register_job(
         config="rlhf_core.trainers.ppo_learned:PPOLearnedConfig",
     )
 )
+register_job(
+    JobSpec(
+        name="generate",
+        title="Generate responses (text)",
+        description="Sample K responses per prompt from a language model (the bundled SmolLM2-135M-Instruct "
+        "or a local folder) and store them as items to compare; prompts from the project or a built-in set.",
+        target="rlhf_core.trainers.generate:generate_responses",
+        config="rlhf_core.trainers.generate:GenerateConfig",
+    )
+)

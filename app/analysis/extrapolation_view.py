@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from rlhf_core.store import Project
 
-COLUMNS = ["Run", "Env", "Method", "Best demo", "Mean demo", "BC", "Policy (true return)", "r unseen"]
+COLUMNS = ["Run", "Env", "Method", "Best demo", "Mean demo", "BC", "Policy", "r unseen"]
 
 
 def _fmt(v, digits=1) -> str:
@@ -44,6 +44,7 @@ class ExtrapolationView(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeaderItem(6).setToolTip("Mean ± std of the final policy's TRUE return")
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -51,7 +52,8 @@ class ExtrapolationView(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Extrapolation runs (Run → New Run… → “Reward extrapolation demo”)")
+        title = QLabel("Extrapolation runs — start one with Run → Reward Extrapolation Demo…")
+        title.setWordWrap(True)
         title.setStyleSheet("font-weight: 600;")
         ll.addWidget(title)
         ll.addWidget(self.table, 1)
@@ -69,6 +71,7 @@ class ExtrapolationView(QWidget):
         self.noise_plot.hide()
         self.stats = QLabel("Select a run.")
         self.stats.setTextFormat(Qt.TextFormat.PlainText)
+        self.stats.setWordWrap(True)
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -78,7 +81,7 @@ class ExtrapolationView(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setSizes([560, 640])
+        splitter.setSizes([430, 640])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
         self.runs: list[dict] = []
@@ -120,7 +123,8 @@ class ExtrapolationView(QWidget):
         for (env, method), results in sorted(groups.items()):
             pol = np.array([r["policy_return"] for r in results])
             best = np.array([r["best_demo_return"] for r in results])
-            lines.append(f"{env} · {method}: policy {pol.mean():.1f} ± {pol.std():.1f} over {len(pol)} run(s); "
+            spread = f" ± {pol.std():.1f} over {len(pol)} runs" if len(pol) > 1 else " (1 run)"
+            lines.append(f"{env} · {method}: policy true return {pol.mean():.1f}{spread}; "
                          f"best demo {best.mean():.1f}")
         return "\n".join(lines)
 

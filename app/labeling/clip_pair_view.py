@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
+from app.labeling.reward_strip import RewardStrip
+from rlhf_core.rewards.scoring import item_reward_curve
 from rlhf_core.envs.storage import item_fps, load_frames
 from rlhf_core.store import Project
 
@@ -75,6 +77,11 @@ class ClipPairView(QWidget):
         head.addWidget(self.progress_label)
         head.addStretch(1)
         head.addWidget(self.reveal_box)
+        self.strip_box = QCheckBox("Show learned reward")
+        self.strip_box.setToolTip("A strip under each clip with the newest reward model's reward per step")
+        self.strip_box.setChecked(True)
+        self.strip_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        head.addWidget(self.strip_box)
 
         # the two clips
         self.playback = SyncedPlayback(self)
@@ -90,6 +97,12 @@ class ClipPairView(QWidget):
         grid.addWidget(self.right_title, 0, 1)
         grid.addWidget(self.left_panel, 1, 0)
         grid.addWidget(self.right_panel, 1, 1)
+        # learned reward per step under each clip (when the project has a reward model for the env)
+        self.left_strip, self.right_strip = RewardStrip(), RewardStrip()
+        grid.addWidget(self.left_strip, 2, 0)
+        grid.addWidget(self.right_strip, 2, 1)
+        self.strip_box.toggled.connect(self._update_strips)
+        self.playback.index_changed.connect(self._on_playback_index_changed)
         self.controls = PlaybackControls(self.playback)
 
         # outcome buttons
@@ -191,9 +204,29 @@ class ClipPairView(QWidget):
         self.right_title.setText(f"Right · {right['env_id']} · clip {right['id']}")
         self.playback.set_clips([self._frames_for(left["id"]), self._frames_for(right["id"])],
                                 item_fps(self.project, left))
+        self._update_strips()
         self.playback.play()
         self.shown_at = time.monotonic()
         self.pair_shown.emit(pair["id"])
+
+    def _update_strips(self) -> None:
+        """Learned reward of the pair on screen (newest reward model of the env), or hidden."""
+        shown = False
+        if self.strip_box.isChecked() and self.project is not None and self.current is not None:
+            curves = [item_reward_curve(self.project, self.project.get_item(self.current[k]))
+                      for k in ("left_id", "right_id")]
+            if all(c is not None for c in curves):
+                for strip, (cid, values) in zip((self.left_strip, self.right_strip), curves):
+                    strip.set_values(values)
+                    strip.setToolTip(f"Learned reward per step (reward model checkpoint {cid}), standardised")
+                shown = True
+        self.left_strip.setVisible(shown)
+        self.right_strip.setVisible(shown)
+
+    def _on_playback_index_changed(self, index: int) -> None:
+        if not self.left_strip.isHidden():
+            self.left_strip.set_index(index)
+            self.right_strip.set_index(index)
 
     def _preload(self, pair: dict) -> None:
         if self.project is not None:

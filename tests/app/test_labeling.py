@@ -160,3 +160,33 @@ def test_extrapolation_demo_runs_from_the_app_and_fills_the_view(qtbot, window):
     curves = view.scatter_plot.listDataItems()
     assert len(curves) == 2 and len(curves[0].xData) == result["n_demos"]
     assert "Pearson r on unseen trajectories" in view.stats.text()
+
+
+def test_learned_reward_strip_under_each_clip(qtbot, filled):
+    import numpy as np
+
+    from rlhf_core.envs.storage import load_arrays
+    from rlhf_core.jobs import RecordingContext, execute_job, get_job
+    from rlhf_core.trainers.reward_model import RewardModelConfig
+
+    window, ids = filled
+    view = window.clip_page
+    window.show_page("clips")
+    assert not view.left_strip.isVisible()  # no reward model yet
+    project = window.project
+    rets = {i: project.get_item(i)["true_return"] for i in ids}
+    project.add_ranking([[i] for i in sorted(ids, key=rets.get)])
+    out = execute_job(get_job("reward_model"), RewardModelConfig(env_id="CartPole-v1", source="rankings", members=1,
+                                                                 steps=20, snippet_pairs=50, snippet_min=3,
+                                                                 snippet_max=8, hidden=8), RecordingContext(),
+                      project_path=project.folder)
+    assert out.status == "completed", out.error
+    view.show_next()
+    assert view.left_strip.isVisible() and view.right_strip.isVisible()
+    clip = project.get_item(view.current["left_id"])
+    assert len(view.left_strip.values) == clip["end_step"] - clip["start_step"] == len(load_arrays(project, clip)["rewards"])
+    assert np.isfinite(view.left_strip.values).all()
+    view.playback.seek(3)
+    assert view.left_strip.cursor.value() == 3
+    view.strip_box.setChecked(False)
+    assert not view.left_strip.isVisible()

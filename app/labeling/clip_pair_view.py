@@ -1,5 +1,8 @@
 """Clip-pair labelling: two clips side by side in synchronised playback, labelled by keyboard.
 
+(Keys, labeller box, recent-labels list and the per-kind pair queue are shared with the text pair
+view: ``app/labeling/common.py``.)
+
 Keys: ←/1 left better · →/2 right better · ↓/= tie · B both bad · S skip · Z undo ·
 Space play/pause · , and . one frame back/forward.
 
@@ -15,35 +18,33 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QMenu,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from app.labeling.common import (
+    KEY_OUTCOMES,
+    OUTCOME_TEXT,
+    RECENT,
+    LabellerBox,
+    RecentLabels,
+    is_live,
+    outcome_buttons,
+    pending_pairs,
+    reopened_pair,
+    waiting_count,
+)
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
 from rlhf_core.rewards.scoring import item_reward_curve
 from rlhf_core.envs.storage import item_fps, load_frames
 from rlhf_core.store import Project
-
-KEY_OUTCOMES = {
-    Qt.Key.Key_Left: "left", Qt.Key.Key_1: "left",
-    Qt.Key.Key_Right: "right", Qt.Key.Key_2: "right",
-    Qt.Key.Key_Down: "tie", Qt.Key.Key_Equal: "tie",
-    Qt.Key.Key_B: "both_bad", Qt.Key.Key_S: "skip",
-}
-OUTCOME_TEXT = {"left": "left better", "right": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}
-RECENT = 12
 
 
 class ClipPairView(QWidget):
@@ -61,10 +62,7 @@ class ClipPairView(QWidget):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         # header
-        self.labeller_box = QComboBox()
-        self.labeller_box.setEditable(True)
-        self.labeller_box.setToolTip("Who is labelling (type a new name to add a labeller)")
-        self.labeller_box.setMinimumWidth(140)
+        self.labeller_box = LabellerBox(settings)
         self.progress_label = QLabel()
         self.progress_label.setObjectName("clip_progress")
         self.reveal_box = QCheckBox("Reveal true returns after each choice")
@@ -106,21 +104,7 @@ class ClipPairView(QWidget):
         self.controls = PlaybackControls(self.playback)
 
         # outcome buttons
-        buttons = QHBoxLayout()
-        self.outcome_buttons = {}
-        for outcome, text in (("left", "◀ Left better  (← / 1)"), ("tie", "Tie  (↓ / =)"),
-                              ("both_bad", "Both bad  (B)"), ("skip", "Skip  (S)"),
-                              ("right", "Right better  (→ / 2) ▶")):
-            b = QPushButton(text)
-            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            b.clicked.connect(lambda _=False, o=outcome: self.label(o))
-            buttons.addWidget(b)
-            self.outcome_buttons[outcome] = b
-        self.undo_button = QPushButton("Undo  (Z)")
-        self.undo_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.undo_button.clicked.connect(self.undo)
-        buttons.addSpacing(20)
-        buttons.addWidget(self.undo_button)
+        buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
 
         self.empty_label = QLabel(
             "No clip pairs are waiting for a label.\n\nMake some with Run → New Run… → “Collect trajectories” "
@@ -128,12 +112,9 @@ class ClipPairView(QWidget):
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setStyleSheet("color: #555; font-size: 14px;")
 
-        self.recent = QListWidget()
-        self.recent.setMaximumHeight(150)
-        self.recent.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.recent.customContextMenuRequested.connect(self._recent_menu)
-        self.recent.setToolTip("Recent labels — right-click to change or undo one")
-        self.recent.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.recent = RecentLabels()
+        self.recent.change_requested.connect(self.change_label)
+        self.recent.undo_requested.connect(self.undo)
 
         self.pair_widget = QWidget()
         pl = QVBoxLayout(self.pair_widget)
@@ -155,22 +136,12 @@ class ClipPairView(QWidget):
         self.current = None
         self._frames.clear()
         self._session_labels.clear()
-        self.labeller_box.clear()
-        if project is not None:
-            names = [l["name"] for l in project.labellers() if l["kind"] == "human"]
-            wanted = self.settings.labeller
-            if wanted not in names:
-                names.insert(0, wanted)
-            self.labeller_box.addItems(names)
-            self.labeller_box.setCurrentText(wanted)
+        self.labeller_box.fill(project)
         self.show_next()
         self._refresh_recent()
 
     def labeller_id(self) -> int:
-        name = self.labeller_box.currentText().strip() or "you"
-        if name != self.settings.labeller:
-            self.settings.labeller = name
-        return self.project.ensure_labeller(name, "human")
+        return self.labeller_box.labeller_id(self.project)
 
     # ------------------------------------------------------------------ pairs
     def _frames_for(self, item_id: int):
@@ -182,7 +153,7 @@ class ClipPairView(QWidget):
 
     def show_next(self) -> None:
         """Show the first pair waiting in the queue (or the empty state)."""
-        pending = self.project.pending_pairs(limit=2) if self.project is not None else []
+        pending = pending_pairs(self.project, "clip", limit=2) if self.project is not None else []
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # decode the next pair while this one plays
             nxt = pending[1]
@@ -216,8 +187,11 @@ class ClipPairView(QWidget):
             curves = [item_reward_curve(self.project, self.project.get_item(self.current[k]))
                       for k in ("left_id", "right_id")]
             if all(c is not None for c in curves):
+                lo = min(float(c[1].min()) for c in curves if len(c[1]))
+                hi = max(float(c[1].max()) for c in curves if len(c[1]))
                 for strip, (cid, values) in zip((self.left_strip, self.right_strip), curves):
                     strip.set_values(values)
+                    strip.setYRange(lo, hi, padding=0.05)  # one scale for both, so they compare
                     strip.setToolTip(f"Learned reward per step (reward model checkpoint {cid}), standardised")
                 shown = True
         self.left_strip.setVisible(shown)
@@ -257,18 +231,15 @@ class ClipPairView(QWidget):
             comparison_id = live[-1]
         self.project.undo_comparison(comparison_id)
         # the undone pair is waiting again: put it back on screen
-        pair = self.project.conn.execute(
-            "SELECT q.* FROM pair_queue q JOIN comparisons c ON c.left_id = q.left_id AND c.right_id = q.right_id "
-            "WHERE c.id = ? AND q.comparison_id IS NULL ORDER BY q.id DESC LIMIT 1", [comparison_id]).fetchone()
+        pair = reopened_pair(self.project, comparison_id)
         if pair is None:
             self.show_next()
         else:
-            self._show_pair(dict(pair))
+            self._show_pair(pair)
         self._refresh_recent()
 
     def _is_live(self, cid: int) -> bool:
-        row = self.project.conn.execute("SELECT deleted_at FROM comparisons WHERE id=?", [cid]).fetchone()
-        return row is not None and row[0] is None
+        return is_live(self.project, cid)
 
     def change_label(self, comparison_id: int, outcome: str) -> int:
         new_id = self.project.edit_comparison(comparison_id, outcome)
@@ -284,18 +255,19 @@ class ClipPairView(QWidget):
         labelled = self.project.conn.execute(
             "SELECT count(*) FROM comparisons c JOIN items i ON i.id = c.left_id "
             "WHERE c.deleted_at IS NULL AND i.kind = 'clip'").fetchone()[0]
-        waiting = self.project.counts()["queued_pairs"]
+        waiting = waiting_count(self.project, "clip")
         self.progress_label.setText(f"Labelled {labelled} · {waiting} waiting")
 
     def _refresh_recent(self) -> None:
-        self.recent.clear()
         if self.project is None:
+            self.recent.clear()
             return
         rows = self.project.conn.execute(
             "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb FROM comparisons c "
             "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
             "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = 'clip' "
             "ORDER BY c.id DESC LIMIT ?", [RECENT]).fetchall()
+        entries = []
         for r in rows:
             text = f"#{r['id']}  clip {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}"
             text += f"  · {r['labeller'] or r['source']}"
@@ -303,25 +275,8 @@ class ClipPairView(QWidget):
                 text += f" · {r['response_ms'] / 1000:.1f} s"
             if self.reveal_box.isChecked() and r["ra"] is not None:
                 text += f"  · true returns {r['ra']:.1f} vs {r['rb']:.1f}"
-            item = QListWidgetItem(text)
-            item.setData(Qt.ItemDataRole.UserRole, r["id"])
-            self.recent.addItem(item)
-
-    def _recent_menu(self, pos) -> None:
-        item = self.recent.itemAt(pos)
-        if item is None:
-            return
-        cid = item.data(Qt.ItemDataRole.UserRole)
-        menu = QMenu(self)
-        for outcome, text in OUTCOME_TEXT.items():
-            action = QAction(f"Change to: {text}", menu)
-            action.triggered.connect(lambda _=False, o=outcome: self.change_label(cid, o))
-            menu.addAction(action)
-        menu.addSeparator()
-        undo = QAction("Undo this label", menu)
-        undo.triggered.connect(lambda: self.undo(cid))
-        menu.addAction(undo)
-        menu.exec(self.recent.mapToGlobal(pos))
+            entries.append((r["id"], text))
+        self.recent.set_entries(entries)
 
     # ------------------------------------------------------------------ keys
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802

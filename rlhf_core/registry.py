@@ -92,3 +92,13 @@ register_job(
         config="rlhf_core.trainers.generate:GenerateConfig",
     )
 )
+register_job(
+    JobSpec(
+        name="preference_rl",
+        title="Online preference RL (Christiano et al.)",
+        description="PPO on a reward model that keeps learning from comparisons of the agent's own clips, chosen "
+        "by ensemble disagreement; answered by a simulated teacher or by you in Label clips.",
+        target="rlhf_core.trainers.preference_rl:train_preference_rl",
+        config="rlhf_core.trainers.preference_rl:PreferenceRLConfig",
+    )
+)

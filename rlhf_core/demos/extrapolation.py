@@ -152,16 +152,24 @@ def _drex_rollouts(config, demos, ctx, project):
 
 
 def run_extrapolation_demo(config: ExtrapolationDemoConfig, ctx: JobContext) -> dict:
+    """Run the demo; without a project its files go to a temporary folder removed at the end."""
+    if ctx.project_path is not None:
+        return _run(config, ctx, ctx.project().run_folder(ctx.run_id))
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-demo-"))
+    try:
+        return _run(config, ctx, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     t_start = time.perf_counter()
     times: dict[str, float] = {}
     project = ctx.project() if ctx.project_path is not None else None
-    if project is None:
-        import tempfile
-        from pathlib import Path
-
-        folder = Path(tempfile.mkdtemp(prefix="rlhf-demo-"))
-    else:
-        folder = project.run_folder(ctx.run_id)
 
     # ------------------------------------------------------------------ 1. demonstrations
     learner_trajs = _learner_demos(config, ctx, folder)

@@ -132,6 +132,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
     labels_total = 0
     t0 = time.perf_counter()
     env = make_env(config.env_id, render=human)
+    tmp = tempfile.TemporaryDirectory(prefix="pref-rl-")  # policy files when there is no project
 
     def label_round(trajs, n_labels, ensemble, round_index, step):
         nonlocal labels_total
@@ -207,7 +208,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         model = PPO("MlpPolicy", vec, seed=config.seed, device="cpu", verbose=0, **kwargs)
         curve = []
         n_labels = float(config.labels_per_round)
-        folder = project.run_folder(ctx.run_id) if project is not None else Path(tempfile.mkdtemp(prefix="pref-rl-"))
+        folder = project.run_folder(ctx.run_id) if project is not None else Path(tmp.name)
         for r in range(1, config.rounds + 1):
             ctx.raise_if_cancelled()
             model.learn(config.steps_per_round, reset_num_timesteps=False)
@@ -250,6 +251,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         returns = [rollout(env, eval_policy, seed=config.seed + 90_000 + i, render=False).true_return for i in range(5)]
     finally:
         close_env(env)
+        tmp.cleanup()
     return {"labels": labels_total, "final_true_return": float(np.mean(returns)),
             "final_true_return_std": float(np.std(returns)), "curve": curve,
             "wall_seconds": round(time.perf_counter() - t0, 2), "selection": config.selection}

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description="RLHF Workbench")
     parser.add_argument("--project", type=Path, help="Open this project folder.")
     parser.add_argument("--demo", action="store_true", help="Open the built-in demo project.")
-    parser.add_argument("--page", choices=("project", "runs", "clips", "rank", "demo", "extrapolation"), help="Page to show first.")
+    parser.add_argument("--page", choices=("project", "runs", "clips", "rank", "demo", "extrapolation", "text"), help="Page to show first.")
     parser.add_argument("--smoke-test", action="store_true",
                         help="Start offscreen, open the demo project, run one tiny job, exit 0 on success.")
     parser.add_argument("--timeout", type=float, default=180.0, help="Smoke-test time limit in seconds.")

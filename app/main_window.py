@@ -32,6 +32,7 @@ from app.jobs import JobRunner
 from app.labeling.clip_pair_view import ClipPairView
 from app.labeling.demo_recorder import DemoRecorderView
 from app.labeling.ranking_view import RankingView
+from app.labeling.text_pair_view import TextLabelPage
 from app.pages.project_page import ProjectPage
 from app.pages.runs_page import RunsPage
 from app.settings import Settings
@@ -46,7 +47,6 @@ from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
 APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
 PLANNED_PAGES = [
-    ("Label text", "Side-by-side response comparison, ranking and correction — not built yet."),
     ("Text RL", "SFT, PPO with a KL penalty, GRPO and DPO on language models — not built yet."),
 ]
 DEMO_SEED_CONFIG = {"steps": 150, "n_pairs": 1000}
@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.ranking_page = RankingView(self.settings)
         self.demo_page = DemoRecorderView(self.settings)
         self.extrapolation_page = ExtrapolationView()
+        self.text_page = TextLabelPage(self.settings)
         self.stack = QStackedWidget()
         self.nav = QListWidget()
         self.nav.setFixedWidth(170)
@@ -123,6 +124,7 @@ class MainWindow(QMainWindow):
         self._add_page("Rank trajectories", self.ranking_page)
         self._add_page("Record demo", self.demo_page)
         self._add_page("Extrapolation", self.extrapolation_page)
+        self._add_page("Label text", self.text_page)
         for title, tip in PLANNED_PAGES:
             item = QListWidgetItem(f"{title}  (planned)")
             item.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -171,11 +173,12 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(widget)
         self.nav.addItem(QListWidgetItem(title))
 
-    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation")
+    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation", "text")
 
     def _pages(self) -> dict[str, QWidget]:
         return {"project": self.project_page, "runs": self.runs_page, "clips": self.clip_page,
-                "rank": self.ranking_page, "demo": self.demo_page, "extrapolation": self.extrapolation_page}
+                "rank": self.ranking_page, "demo": self.demo_page, "extrapolation": self.extrapolation_page,
+                "text": self.text_page}
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(self.stack.indexOf(self._pages()[name]))
@@ -265,7 +268,7 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_project(str(project.folder))
         self.project_page.show_project(project)
         self.runs_page.set_project(project)
-        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page):
+        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page, self.text_page):
             page.set_project(project)
         self._update_title()
         self.project_changed.emit(project)
@@ -364,6 +367,7 @@ class MainWindow(QMainWindow):
             if self.ranking_page.list.count() == 0:
                 self.ranking_page.set_project(self.project)
             self.extrapolation_page.refresh()
+            self.text_page.refresh()
         if status == "failed":
             self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
             self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)
@@ -402,7 +406,7 @@ class MainWindow(QMainWindow):
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
         self.runs_page.set_project(None)
-        for page in (self.clip_page, self.ranking_page, self.demo_page):
+        for page in (self.clip_page, self.ranking_page, self.demo_page, self.text_page):
             page.set_project(None)
         if self.project is not None:
             self.project.close()

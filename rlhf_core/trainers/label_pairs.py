@@ -35,7 +35,9 @@ def label_pairs(config: LabelPairsConfig, ctx: JobContext) -> dict:
     labeller = project.ensure_labeller(f"{config.teacher} teacher", "synthetic",
                                        {"teacher": config.teacher, "description": teacher.describe()})
     rng = np.random.default_rng(config.seed)
-    pending = project.pending_pairs(limit=config.max_pairs)
+    # B-Pref teachers judge from true rewards: only clips and trajectories have them (not text)
+    pending = [p for p in project.pending_pairs(limit=1_000_000)
+               if project.get_item(p["left_id"])["kind"] != "response"][: config.max_pairs]
     counts: dict[str, int] = {}
     cache: dict[int, np.ndarray] = {}
 

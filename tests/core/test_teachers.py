@@ -84,11 +84,14 @@ def test_label_pairs_job_labels_the_queue(project):
     close_env(env)
     for i in range(3):
         project.enqueue_pair(ids[i], ids[i + 1])
+    prompt = project.add_prompt("Say hi")
+    texts = [project.add_item("response", prompt_id=prompt, text=t) for t in ("hi", "hello")]
+    text_pair = project.enqueue_pair(*texts)  # no true reward: the teacher leaves it alone
     out = execute_job(get_job("label_pairs"), LabelPairsConfig(teacher="oracle"), RecordingContext(),
                       project_path=project.folder)
     assert out.status == "completed", out.error
     comps = project.comparisons()
-    assert len(comps) == 3 and project.pending_pairs() == []
+    assert len(comps) == 3 and [p["id"] for p in project.pending_pairs()] == [text_pair]
     for c in comps:
         lr = project.get_item(c["left_id"])["true_return"], project.get_item(c["right_id"])["true_return"]
         assert c["source"] == "synthetic" and c["outcome"] == ("left" if lr[0] > lr[1] else "right")

@@ -1,0 +1,749 @@
+"""The "Label text" page: compare two responses, correct one, rank K of them, see labeller agreement.
+
+Compare pairs (:class:`TextPairView`): the prompt on top, two responses to it side by side, labelled
+with the same keys as the clip view — ←/1 left better · →/2 right better · ↓/= tie · B both bad ·
+S skip · Z undo — plus C correct (then ←/→ picks the response to rewrite; Ctrl+Enter saves,
+Esc cancels) and D word-difference highlight. Pairs come from the project's pair queue (responses
+to the same prompt; "Queue pairs" adds them); each label is committed at once with the time since
+the pair appeared, and the next pair is prepared in advance so it is on screen at once.
+
+Model output is untrusted: every response and prompt is shown as PLAIN text (read-only
+``QPlainTextEdit``), never as HTML, and the word-difference highlight is drawn with extra
+selections (``QTextCharFormat``) on that plain text.
+
+A correction ("preference with correction") stores the rewrite as a new response preferred over
+every sampled response to the prompt (:func:`rlhf_core.text.labels.add_correction`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QKeyEvent, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.labeling.common import (
+    KEY_OUTCOMES,
+    OUTCOME_TEXT,
+    RECENT,
+    LabellerBox,
+    RecentLabels,
+    is_live,
+    outcome_buttons,
+    pending_pairs,
+    reopened_pair,
+    waiting_count,
+)
+from app.labeling.text_rank_view import TextRankView, snippet
+from rlhf_core.analysis.agreement import AgreementReport, labeller_agreement
+from rlhf_core.store import Project
+from rlhf_core.text.labels import (
+    add_correction,
+    correction_of,
+    queue_response_pairs,
+    responses_by_prompt,
+    undo_correction,
+    word_diff,
+)
+
+REMOVED = QColor("#ffd0cc")  # words of the left response not in the right one
+ADDED = QColor("#c8f0cf")  # words of the right response not in the left one
+EDITING_STYLE = "QPlainTextEdit { background: #fffbe6; border: 2px solid #d9a400; }"
+_VIEW_KEYS = set(KEY_OUTCOMES) | {Qt.Key.Key_Z, Qt.Key.Key_C, Qt.Key.Key_D}
+
+
+def utf16_offsets(text: str) -> list[int] | None:
+    """Map Python string indices to Qt (UTF-16) positions; ``None`` when they are the same."""
+    if all(ord(c) <= 0xFFFF for c in text):
+        return None
+    out, pos = [], 0
+    for c in text:
+        out.append(pos)
+        pos += 2 if ord(c) > 0xFFFF else 1
+    out.append(pos)
+    return out
+
+
+class ResponseText(QPlainTextEdit):
+    """A response shown as plain text. Read-only it passes the labelling keys to the view; while
+    it is being corrected it is editable and Ctrl+Enter saves, Esc cancels."""
+
+    save_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        if self.isReadOnly():
+            if event.key() in _VIEW_KEYS and not event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+                event.ignore()  # goes up to the pair view
+                return
+        else:
+            if event.key() == Qt.Key.Key_Escape:
+                self.cancel_requested.emit()
+                return
+            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                    event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+                self.save_requested.emit()
+                return
+        super().keyPressEvent(event)
+
+    def highlight(self, spans: list[tuple[int, int]], color: QColor) -> None:
+        """Colour character ranges (Python indices into ``toPlainText()``) with extra selections."""
+        text = self.toPlainText()
+        offsets = utf16_offsets(text)
+        fmt = QTextCharFormat()
+        fmt.setBackground(color)
+        selections = []
+        for start, end in spans:
+            if offsets is not None:
+                start, end = offsets[start], offsets[end]
+            sel = QTextEdit.ExtraSelection()
+            cursor = QTextCursor(self.document())
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            sel.cursor = cursor
+            sel.format = fmt
+            selections.append(sel)
+        self.setExtraSelections(selections)
+
+
+class TextPairView(QWidget):
+    label_recorded = Signal(int)  # comparison id
+    pair_shown = Signal(int)  # queue id
+    correction_saved = Signal(int)  # new response item id
+
+    def __init__(self, settings, labeller_box: LabellerBox | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.project: Project | None = None
+        self.current: dict | None = None  # queue row on screen
+        self.shown_at = 0.0
+        self.correcting: str | None = None  # "left" / "right" while a response is being rewritten
+        self.choosing_side = False  # after C: waiting for ← or →
+        self._cache: dict[int, dict] = {}  # queue id -> prepared pair (items, prompt, diff)
+        self._session: list[tuple[str, int]] = []  # ("label", comparison id) / ("correction", item id)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+        own_box = self._own_box = labeller_box is None
+        self.labeller_box = labeller_box or LabellerBox(settings)
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("text_progress")
+        self.diff_box = QCheckBox("Highlight word differences  (D)")
+        self.diff_box.setToolTip("Colour the words of each response that the other one does not have")
+        self.diff_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.diff_box.toggled.connect(self._apply_diff)
+        self.per_prompt_box = QSpinBox()
+        self.per_prompt_box.setRange(0, 100)
+        self.per_prompt_box.setSpecialValueText("all")
+        self.per_prompt_box.setPrefix("")
+        self.per_prompt_box.setToolTip("Pairs to queue per prompt, chosen at random (all: every pair)")
+        self.per_prompt_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.second_opinion_box = QCheckBox("also pairs others labelled")
+        self.second_opinion_box.setToolTip("Queue pairs that other labellers labelled but you did not "
+                                           "(a second opinion, for labeller agreement)")
+        self.second_opinion_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.queue_button = QPushButton("Queue pairs")
+        self.queue_button.setToolTip("Put pairs of responses to the same prompt in the labelling queue")
+        self.queue_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.queue_button.clicked.connect(self.queue_pairs)
+        head = QHBoxLayout()
+        if own_box:
+            head.addWidget(QLabel("Labeller:"))
+            head.addWidget(self.labeller_box)
+            head.addSpacing(12)
+        head.addWidget(self.progress_label)
+        head.addStretch(1)
+        head.addWidget(self.diff_box)
+        head.addSpacing(12)
+        head.addWidget(QLabel("Per prompt:"))
+        head.addWidget(self.per_prompt_box)
+        head.addWidget(self.second_opinion_box)
+        head.addWidget(self.queue_button)
+
+        # prompt and the two responses
+        self.prompt_text = QPlainTextEdit()
+        self.prompt_text.setObjectName("pair_prompt_text")
+        self.prompt_text.setReadOnly(True)
+        self.prompt_text.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.prompt_text.setMaximumHeight(64)
+        self.left_title, self.right_title = QLabel("Left"), QLabel("Right")
+        self.left_text, self.right_text = ResponseText(), ResponseText()
+        self.left_text.setObjectName("left_response")
+        self.right_text.setObjectName("right_response")
+        self.correct_buttons = {}
+        grid = QGridLayout()
+        for col, (side, title, box) in enumerate((("left", self.left_title, self.left_text),
+                                                  ("right", self.right_title, self.right_text))):
+            title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            title.setStyleSheet("font-weight: 600;")
+            title.setTextFormat(Qt.TextFormat.PlainText)
+            box.save_requested.connect(self.save_correction)
+            box.cancel_requested.connect(self.cancel_correction)
+            button = QPushButton(f"Correct the {side} response…")
+            button.setToolTip("Rewrite this response in place; the rewrite is stored as a new response "
+                              "preferred over every sampled response to the prompt")
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _=False, s=side: self.start_correction(s))
+            self.correct_buttons[side] = button
+            grid.addWidget(title, 0, col)
+            grid.addWidget(box, 1, col)
+            grid.addWidget(button, 2, col)
+        grid.setRowStretch(1, 1)
+
+        # correction bar (shown while correcting) and a line for messages
+        self.correction_bar = QWidget()
+        cb = QHBoxLayout(self.correction_bar)
+        cb.setContentsMargins(0, 0, 0, 0)
+        self.correction_label = QLabel()
+        self.correction_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.save_correction_button = QPushButton("Save correction  (Ctrl+Enter)")
+        self.save_correction_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.save_correction_button.clicked.connect(self.save_correction)
+        cancel = QPushButton("Cancel  (Esc)")
+        cancel.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        cancel.clicked.connect(self.cancel_correction)
+        cb.addWidget(self.correction_label, 1)
+        cb.addWidget(self.save_correction_button)
+        cb.addWidget(cancel)
+        self.correction_bar.hide()
+        self.message = QLabel()
+        self.message.setObjectName("text_message")
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.message.setWordWrap(True)
+
+        buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
+        self.correct_button = QPushButton("Correct…  (C)")
+        self.correct_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.correct_button.clicked.connect(self.choose_side)
+        buttons.addWidget(self.correct_button)
+
+        self.empty_label = QLabel()
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.empty_label.setStyleSheet("color: #555; font-size: 14px;")
+
+        self.recent = RecentLabels()
+        self.recent.setMaximumHeight(120)
+        self.recent.change_requested.connect(self.change_label)
+        self.recent.undo_requested.connect(self.undo)
+
+        self.pair_widget = QWidget()
+        pl = QVBoxLayout(self.pair_widget)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(QLabel("Prompt"))
+        pl.addWidget(self.prompt_text)
+        pl.addLayout(grid, 1)
+        pl.addWidget(self.correction_bar)
+        pl.addLayout(buttons)
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(self.pair_widget, 1)
+        layout.addWidget(self.empty_label, 1)
+        layout.addWidget(self.message)
+        layout.addWidget(QLabel("Recent labels"))
+        layout.addWidget(self.recent)
+        self.set_project(None)
+
+    # ------------------------------------------------------------------ project
+    def set_project(self, project: Project | None) -> None:
+        self._end_correction()
+        self.project = project
+        self.current = None
+        self._cache.clear()
+        self._session.clear()
+        self.message.setText("")
+        if self._own_box:
+            self.labeller_box.fill(project)
+        self.show_next()
+        self._refresh_recent()
+
+    def labeller_id(self) -> int:
+        return self.labeller_box.labeller_id(self.project)
+
+    def queue_pairs(self) -> list[int]:
+        """Queue pairs of responses (all, or N per prompt at random) that are not labelled yet."""
+        if self.project is None:
+            return []
+        per = self.per_prompt_box.value() or None
+        who = self.labeller_id() if self.second_opinion_box.isChecked() else None
+        seed = int(time.time()) % 1_000_000
+        queued = queue_response_pairs(self.project, per_prompt=per, seed=seed, labeller_id=who)
+        self.message.setText(f"Queued {len(queued)} pairs of responses." if queued else
+                             "No new pairs to queue: every pair of responses is labelled or waiting.")
+        if self.current is None:
+            self.show_next()
+        else:
+            self._update_progress()
+        return queued
+
+    # ------------------------------------------------------------------ pairs
+    def _prepare(self, pair: dict) -> dict:
+        """Everything needed to show a pair (items, prompt text, word diff); cached per queue entry."""
+        if pair["id"] not in self._cache:
+            left, right = self.project.get_item(pair["left_id"]), self.project.get_item(pair["right_id"])
+            prompt = self.project.conn.execute("SELECT text FROM prompts WHERE id=?", [left["prompt_id"]]).fetchone()
+            self._cache[pair["id"]] = {"left": left, "right": right, "prompt": prompt[0] if prompt else "",
+                                       "diff": None}
+            while len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[pair["id"]]
+
+    def show_next(self) -> None:
+        """Show the first pair of responses waiting in the queue (or the empty state)."""
+        pending = pending_pairs(self.project, "response", limit=2) if self.project is not None else []
+        self._show_pair(pending[0] if pending else None)
+        if len(pending) > 1:  # prepare the next pair while this one is read
+            nxt = pending[1]
+            QTimer.singleShot(0, lambda: self._preload(nxt))
+
+    def _preload(self, pair: dict) -> None:
+        if self.project is not None:
+            prepared = self._prepare(pair)
+            if prepared["diff"] is None:
+                prepared["diff"] = word_diff(prepared["left"]["text"] or "", prepared["right"]["text"] or "")
+
+    def _show_pair(self, pair: dict | None) -> None:
+        self._end_correction()
+        self.current = pair
+        self._update_progress()
+        if pair is None:
+            self.pair_widget.hide()
+            self.empty_label.setText(self._empty_text())
+            self.empty_label.show()
+            for box in (self.left_text, self.right_text, self.prompt_text):
+                box.clear()
+            return
+        self.empty_label.hide()
+        self.pair_widget.show()
+        prepared = self._prepare(pair)
+        left, right = prepared["left"], prepared["right"]
+        self.prompt_text.setPlainText(prepared["prompt"])
+        self.left_text.setPlainText(left["text"] or "")
+        self.right_text.setPlainText(right["text"] or "")
+        for title, side, item in ((self.left_title, "Left", left), (self.right_title, "Right", right)):
+            words = len((item["text"] or "").split())
+            title.setText(f"{side} · response {item['id']} · {words} words")
+        self._apply_diff()
+        self.shown_at = time.monotonic()
+        self.pair_shown.emit(pair["id"])
+
+    def _empty_text(self) -> str:
+        if self.project is None:
+            return "No project open."
+        groups = responses_by_prompt(self.project)
+        possible = sum(len(ids) * (len(ids) - 1) // 2 for ids in groups.values())
+        if possible == 0:
+            return ("No pairs of responses are waiting for a label.\n\nGenerate responses first: Run → New Run… → "
+                    "“generate” (two or more samples per prompt); then press “Queue pairs”.")
+        return (f"No pairs of responses are waiting for a label.\n\n{len(groups)} prompts have two or more "
+                f"responses ({possible} possible pairs): press “Queue pairs” to queue the ones not labelled yet.")
+
+    def _apply_diff(self) -> None:
+        """Word-difference highlight (extra selections on the plain text; no HTML is ever built)."""
+        if self.current is None or not self.diff_box.isChecked() or self.correcting:
+            self.left_text.setExtraSelections([])
+            self.right_text.setExtraSelections([])
+            return
+        prepared = self._prepare(self.current)
+        a, b = self.left_text.toPlainText(), self.right_text.toPlainText()
+        if prepared["diff"] is None or (prepared["left"]["text"], prepared["right"]["text"]) != (a, b):
+            prepared["diff"] = word_diff(a, b)
+        spans_a, spans_b = prepared["diff"]
+        self.left_text.highlight(spans_a, REMOVED)
+        self.right_text.highlight(spans_b, ADDED)
+
+    def label(self, outcome: str) -> int | None:
+        if self.project is None or self.current is None or self.correcting:
+            return None
+        response_ms = int((time.monotonic() - self.shown_at) * 1000)
+        pair = self.current
+        cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome, labeller_id=self.labeller_id(),
+                                          source="human", response_ms=response_ms, queue_id=pair["id"])
+        self._session.append(("label", cid))
+        self.message.setText("")
+        self.show_next()
+        self._refresh_recent()
+        self.label_recorded.emit(cid)
+        return cid
+
+    def undo(self, comparison_id: int | None = None) -> None:
+        """Undo the latest label or correction given here (or ``comparison_id``; a comparison of a
+        correction undoes the whole correction). An undone pair comes back on screen."""
+        if self.project is None:
+            return
+        self._end_correction()
+        if comparison_id is None:
+            while self._session:
+                kind, ident = self._session[-1]
+                if kind == "label" and is_live(self.project, ident):
+                    comparison_id = ident
+                    break
+                if kind == "correction" and self.project.get_item(ident)["deleted_at"] is None:
+                    self._undo_correction(ident)
+                    return
+                self._session.pop()
+            if comparison_id is None:
+                return
+        correction = correction_of(self.project, comparison_id)
+        if correction is not None:
+            self._undo_correction(correction)
+            return
+        self.project.undo_comparison(comparison_id)
+        pair = reopened_pair(self.project, comparison_id)
+        if pair is None:
+            self.show_next()
+        else:
+            self._show_pair(pair)
+        self.message.setText(f"Label {comparison_id} undone (kept as a deleted record).")
+        self._refresh_recent()
+
+    def _undo_correction(self, item_id: int) -> None:
+        n = undo_correction(self.project, item_id)
+        self.message.setText(f"Correction {item_id} undone with its {n} labels (kept as deleted records).")
+        self._update_progress()
+        self._refresh_recent()
+
+    def change_label(self, comparison_id: int, outcome: str) -> int:
+        new_id = self.project.edit_comparison(comparison_id, outcome)
+        self._session = [("label", new_id) if e == ("label", comparison_id) else e for e in self._session]
+        self._refresh_recent()
+        return new_id
+
+    # ------------------------------------------------------------------ corrections
+    def choose_side(self) -> None:
+        """C: the next ←/1 or →/2 picks the response to correct (Esc cancels)."""
+        if self.current is None or self.correcting:
+            return
+        self.choosing_side = True
+        self.message.setText("Correct which response?  ← / 1 the left one · → / 2 the right one · Esc cancel")
+        self.setFocus()
+
+    def start_correction(self, side: str) -> None:
+        """Make the ``side`` response editable in place; Ctrl+Enter saves, Esc cancels."""
+        if self.current is None:
+            return
+        self._end_correction()
+        self.correcting = side
+        box = self.left_text if side == "left" else self.right_text
+        self._apply_diff()
+        box.setReadOnly(False)
+        box.setStyleSheet(EDITING_STYLE)
+        box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        box.setFocus()
+        box.moveCursor(QTextCursor.MoveOperation.End)
+        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button,
+                  *self.correct_buttons.values()):
+            b.setEnabled(False)
+        item = self._prepare(self.current)[side]
+        self.correction_label.setText(f"Correcting the {side} response ({item['id']}): rewrite it as it should "
+                                      "be. It will be preferred over every sampled response to this prompt.")
+        self.correction_bar.show()
+        self.message.setText("")
+
+    def save_correction(self) -> int | None:
+        if self.project is None or self.current is None or not self.correcting:
+            return None
+        side = self.correcting
+        box = self.left_text if side == "left" else self.right_text
+        item = self._prepare(self.current)[side]
+        try:
+            new_id, cids = add_correction(self.project, item["id"], box.toPlainText(), self.labeller_id(),
+                                          response_ms=int((time.monotonic() - self.shown_at) * 1000))
+        except ValueError as exc:
+            self.message.setText(str(exc))
+            box.setFocus()
+            return None
+        self._session.append(("correction", new_id))
+        self._end_correction()
+        self.message.setText(f"Correction saved as response {new_id}: preferred over {len(cids)} sampled "
+                             f"response{'s' if len(cids) != 1 else ''} ({len(cids)} labels). Z undoes it.")
+        self._update_progress()
+        self._refresh_recent()
+        self.correction_saved.emit(new_id)
+        return new_id
+
+    def cancel_correction(self) -> None:
+        if self.correcting:
+            self._end_correction()
+            self.message.setText("Correction cancelled.")
+
+    def _end_correction(self) -> None:
+        """Leave correction mode; the response shows its stored text again."""
+        self.choosing_side = False
+        if not self.correcting:
+            return
+        side, self.correcting = self.correcting, None
+        box = self.left_text if side == "left" else self.right_text
+        box.setReadOnly(True)
+        box.setStyleSheet("")
+        box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        if self.current is not None:
+            box.setPlainText(self._prepare(self.current)[side]["text"] or "")
+        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button,
+                  *self.correct_buttons.values()):
+            b.setEnabled(True)
+        self.correction_bar.hide()
+        self._apply_diff()
+        self.setFocus()
+
+    # ------------------------------------------------------------------ display
+    def _update_progress(self) -> None:
+        if self.project is None:
+            self.progress_label.setText("No project open")
+            return
+        labelled = self.project.conn.execute(
+            "SELECT count(*) FROM pair_queue q JOIN items i ON i.id = q.left_id "
+            "WHERE q.comparison_id IS NOT NULL AND i.kind = 'response'").fetchone()[0]
+        corrections = self.project.conn.execute(
+            "SELECT count(*) FROM items WHERE kind='response' AND source='correction' AND deleted_at IS NULL"
+        ).fetchone()[0]
+        text = f"Labelled {labelled} · {waiting_count(self.project, 'response')} waiting"
+        if corrections:
+            text += f" · {corrections} correction{'s' if corrections != 1 else ''}"
+        self.progress_label.setText(text)
+
+    def _refresh_recent(self) -> None:
+        if self.project is None:
+            self.recent.clear()
+            return
+        rows = self.project.conn.execute(
+            "SELECT c.*, l.name AS labeller, json_extract(c.meta_json, '$.correction') AS correction "
+            "FROM comparisons c LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
+            "WHERE c.deleted_at IS NULL AND a.kind = 'response' AND c.ranking_id IS NULL "
+            "ORDER BY c.id DESC LIMIT ?", [RECENT]).fetchall()
+        entries = []
+        for r in rows:
+            if r["correction"] is not None:
+                text = f"#{r['id']}  correction {r['right_id']} preferred to response {r['left_id']}"
+            else:
+                text = f"#{r['id']}  response {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}"
+            text += f"  · {r['labeller'] or r['source']}"
+            if r["response_ms"] is not None:
+                text += f" · {r['response_ms'] / 1000:.1f} s"
+            entries.append((r["id"], text))
+        self.recent.set_entries(entries)
+
+    # ------------------------------------------------------------------ keys
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        key = event.key()
+        if self.choosing_side:
+            self.choosing_side = False
+            self.message.setText("")
+            if KEY_OUTCOMES.get(key) in ("left", "right"):
+                self.start_correction(KEY_OUTCOMES[key])
+            return
+        if key in KEY_OUTCOMES:
+            self.label(KEY_OUTCOMES[key])
+        elif key == Qt.Key.Key_Z:
+            self.undo()
+        elif key == Qt.Key.Key_C:
+            self.choose_side()
+        elif key == Qt.Key.Key_D:
+            self.diff_box.toggle()
+        else:
+            super().keyPressEvent(event)
+
+
+class AgreementPanel(QWidget):
+    """Labeller agreement on text comparisons: % agreement, Cohen's kappa, the disagreements."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.report: AgreementReport | None = None
+        self.source_box = QComboBox()
+        self.source_box.addItem("All labellers", None)
+        self.source_box.addItem("People only", ("human",))
+        self.source_box.currentIndexChanged.connect(lambda _i: self.refresh())
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Labels:"))
+        head.addWidget(self.source_box)
+        head.addWidget(refresh)
+        head.addStretch(1)
+        self.summary = QLabel()
+        self.summary.setObjectName("agreement_summary")
+        self.summary.setTextFormat(Qt.TextFormat.PlainText)
+        self.summary.setWordWrap(True)
+        self.summary.setStyleSheet("font-size: 13px;")
+        rules = QLabel("Pairs of responses labelled by two or more labellers (either order). Ties count as "
+                       "an answer of their own; “skip” and “both bad” are left out. Cohen's kappa corrects "
+                       "the agreement for chance (1 = perfect, 0 = chance level); the overall kappa is the "
+                       "mean over pairs of labellers. For reference: InstructGPT labellers agreed "
+                       "72.6 ± 1.5 %, Stiennon et al. report 73 ± 4 % between researchers.")
+        rules.setWordWrap(True)
+        rules.setStyleSheet("color: #555;")
+        self.table = QTableWidget(0, 5)
+        self.table.setObjectName("agreement_table")
+        self.table.setHorizontalHeaderLabels(["Labeller", "Labeller", "Shared pairs", "Agreement", "Cohen's κ"])
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMaximumHeight(160)
+        self.disagreements = QTableWidget(0, 3)
+        self.disagreements.setObjectName("disagreement_table")
+        self.disagreements.setHorizontalHeaderLabels(["Responses", "Prompt", "Answers"])
+        self.disagreements.verticalHeader().hide()
+        hh = self.disagreements.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.disagreements.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.disagreements_title = QLabel("Disagreements")
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(self.summary)
+        layout.addWidget(rules)
+        layout.addWidget(QLabel("Between pairs of labellers"))
+        layout.addWidget(self.table)
+        layout.addWidget(self.disagreements_title)
+        layout.addWidget(self.disagreements, 1)
+
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.table.setRowCount(0)
+        self.disagreements.setRowCount(0)
+        if self.project is None:
+            self.report = None
+            self.summary.setText("No project open.")
+            return
+        rep = self.report = labeller_agreement(self.project, item_kind="response",
+                                               sources=self.source_box.currentData())
+        if rep.pairs == 0:
+            self.summary.setText("No pair of responses has been labelled by two different labellers yet. Ask a "
+                                 "second person to label (choose their name as labeller, tick “also pairs others "
+                                 "labelled” and press “Queue pairs”).")
+        else:
+            text = (f"Agreement {format_percent(rep.agreement)} on {rep.pairs} pair{'s' if rep.pairs != 1 else ''} "
+                    f"of responses labelled by two or more of {len(rep.labellers)} labellers "
+                    f"({rep.agree} of {rep.comparisons} answer pairs the same) · Cohen's κ {format_kappa(rep.kappa)}")
+            if rep.excluded_labels:
+                text += f" · {rep.excluded_labels} skip/both-bad labels left out"
+            self.summary.setText(text)
+        for p in rep.pairwise:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            for col, value in enumerate((p.name_a, p.name_b, str(p.n), format_percent(p.agreement),
+                                         format_kappa(p.kappa))):
+                self.table.setItem(row, col, QTableWidgetItem(value))
+        prompts = self._prompt_texts(rep)
+        self.disagreements_title.setText(f"Disagreements: {len(rep.disagreements)}")
+        for d in rep.disagreements:
+            row = self.disagreements.rowCount()
+            self.disagreements.insertRow(row)
+            answers = " · ".join(f"{name}: {answer_text(o, d.item_a, d.item_b)}" for name, o in d.outcomes.items())
+            for col, value in enumerate((f"{d.item_a} vs {d.item_b}", snippet(prompts.get(d.item_a, ""), 120),
+                                         answers)):
+                cell = QTableWidgetItem(value)  # table cells are drawn as plain text
+                cell.setToolTip(value)
+                self.disagreements.setItem(row, col, cell)
+
+    def _prompt_texts(self, rep: AgreementReport) -> dict[int, str]:
+        ids = sorted({d.item_a for d in rep.disagreements})
+        if not ids:
+            return {}
+        rows = self.project.conn.execute(
+            f"SELECT i.id, p.text FROM items i JOIN prompts p ON p.id = i.prompt_id "
+            f"WHERE i.id IN ({', '.join('?' for _ in ids)})", ids)
+        return {r[0]: r[1] for r in rows}
+
+
+def format_percent(x: float) -> str:
+    return "–" if x != x else f"{x * 100:.1f} %"
+
+
+def format_kappa(k: float | None) -> str:
+    return "undefined" if k is None else f"{k:.2f}"
+
+
+def answer_text(outcome: str, a: int, b: int) -> str:
+    return {"left": f"{a} better", "right": f"{b} better", "tie": "tie"}.get(outcome, outcome)
+
+
+class TextLabelPage(QWidget):
+    """The "Label text" page: tabs for pairs (with corrections), rankings and agreement; one labeller."""
+
+    def __init__(self, settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.project: Project | None = None
+        self.labeller_box = LabellerBox(settings)
+        self.pairs = TextPairView(settings, self.labeller_box)
+        self.ranking = TextRankView(settings, self.labeller_box)
+        self.agreement = AgreementPanel()
+        self.tabs = QTabWidget()
+        self.tabs.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.tabs.addTab(self.pairs, "Compare pairs")
+        self.tabs.addTab(self.ranking, "Rank responses")
+        self.tabs.addTab(self.agreement, "Agreement")
+        self.tabs.currentChanged.connect(lambda _i: self._on_tab_shown())
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Labeller:"))
+        head.addWidget(self.labeller_box)
+        head.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.tabs, 1)
+
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.labeller_box.fill(project)
+        self.pairs.set_project(project)
+        self.ranking.set_project(project)
+        self.agreement.set_project(project)
+
+    def show_tab(self, name: str) -> None:
+        self.tabs.setCurrentWidget({"pairs": self.pairs, "rank": self.ranking, "agreement": self.agreement}[name])
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._on_tab_shown()
+
+    def refresh(self) -> None:
+        """Re-read what the visible tab shows (e.g. after a generate run)."""
+        self._on_tab_shown()
+
+    def _on_tab_shown(self) -> None:
+        """New responses may have been generated meanwhile: refresh what the visible tab shows."""
+        if self.project is None:
+            return
+        page = self.tabs.currentWidget()
+        if page is self.pairs:
+            if self.pairs.current is None:
+                self.pairs.show_next()
+            else:
+                self.pairs._update_progress()
+            QTimer.singleShot(0, self.pairs.setFocus)
+        elif page is self.ranking:
+            self.ranking.refresh_prompts()
+            self.ranking.load_first()
+        else:
+            self.agreement.refresh()

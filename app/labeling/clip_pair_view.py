@@ -102,6 +102,10 @@ class ClipPairView(QWidget):
         self.strip_box.toggled.connect(self._update_strips)
         self.playback.index_changed.connect(self._on_playback_index_changed)
         self.controls = PlaybackControls(self.playback)
+        self.why_label = QLabel()
+        self.why_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.why_label.setStyleSheet("color: #555;")
+        self.why_label.setToolTip("Why this pair was asked: the query selection's reason")
 
         # outcome buttons
         buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
@@ -120,6 +124,7 @@ class ClipPairView(QWidget):
         pl = QVBoxLayout(self.pair_widget)
         pl.setContentsMargins(0, 0, 0, 0)
         pl.addLayout(grid, 1)
+        pl.addWidget(self.why_label)
         pl.addWidget(self.controls)
         pl.addLayout(buttons)
         layout = QVBoxLayout(self)
@@ -128,6 +133,11 @@ class ClipPairView(QWidget):
         layout.addWidget(self.empty_label, 1)
         layout.addWidget(QLabel("Recent labels"))
         layout.addWidget(self.recent)
+        # a running job (online preference RL) may queue pairs at any time: look while idle
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setInterval(1500)
+        self.poll_timer.timeout.connect(self._on_poll_timer)
+        self.poll_timer.start()
         self.set_project(None)
 
     # ------------------------------------------------------------------ project
@@ -173,12 +183,17 @@ class ClipPairView(QWidget):
         left, right = self.project.get_item(pair["left_id"]), self.project.get_item(pair["right_id"])
         self.left_title.setText(f"Left · {left['env_id']} · clip {left['id']}")
         self.right_title.setText(f"Right · {right['env_id']} · clip {right['id']}")
+        self.why_label.setText(why_text(pair.get("reason_json")))
         self.playback.set_clips([self._frames_for(left["id"]), self._frames_for(right["id"])],
                                 item_fps(self.project, left))
         self._update_strips()
         self.playback.play()
         self.shown_at = time.monotonic()
         self.pair_shown.emit(pair["id"])
+
+    def _on_poll_timer(self) -> None:
+        if self.project is not None and self.current is None and self.isVisible():
+            self.show_next()
 
     def _update_strips(self) -> None:
         """Learned reward of the pair on screen (newest reward model of the env), or hidden."""
@@ -293,3 +308,18 @@ class ClipPairView(QWidget):
             self.playback.step(1)
         else:
             super().keyPressEvent(event)
+
+
+def why_text(reason_json: str | None) -> str:
+    """One line saying why a pair was queued (query selection), for the person labelling it."""
+    import json
+
+    reason = json.loads(reason_json or "{}")
+    selection = reason.get("selection")
+    if selection == "disagreement" and reason.get("member_p_left"):
+        probs = ", ".join(f"{p:.2f}" for p in reason["member_p_left"])
+        return (f"Why this pair: the reward models disagree most here (variance {reason.get('disagreement', 0):.3f}); "
+                f"their P(left better) = {probs}")
+    if selection:
+        return f"Why this pair: {selection} selection"
+    return ""

@@ -190,3 +190,19 @@ def test_learned_reward_strip_under_each_clip(qtbot, filled):
     assert view.left_strip.cursor.value() == 3
     view.strip_box.setChecked(False)
     assert not view.left_strip.isVisible()
+
+
+def test_why_this_pair_and_pairs_queued_while_the_view_waits(qtbot, window):
+    import json
+
+    window.show_page("clips")
+    view = window.clip_page
+    assert view.current is None
+    ids = fill(window.project, n_traj=2, pairs=0)
+    clips = [c["id"] for c in window.project.items("clip")]
+    window.project.enqueue_pair(clips[0], clips[3], reason={"selection": "disagreement",
+                                                            "member_p_left": [0.2, 0.7, 0.55], "disagreement": 0.042})
+    qtbot.waitUntil(lambda: view.current is not None, timeout=5000)  # picked up without any click
+    assert "disagree" in view.why_label.text() and "0.20, 0.70, 0.55" in view.why_label.text()
+    assert json.loads(view.current["reason_json"])["selection"] == "disagreement"
+    assert ids

@@ -23,8 +23,9 @@ if [ -z "$PY" ]; then
   exit 1
 fi
 
-# Debian packages used by the tests and screenshots (Xvfb, ImageMagick, Qt's xcb plugin needs).
-DEB_PACKAGES="xvfb imagemagick x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3"
+# Debian packages: EGL + Mesa (MuJoCo renders through them in the tests; the base image has them),
+# and for screenshots Xvfb, ImageMagick and what Qt's xcb plugin needs.
+DEB_PACKAGES="xvfb imagemagick x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3"
 if [ "${RLHF_SKIP_APT:-0}" != "1" ]; then
   missing=""
   for p in $DEB_PACKAGES; do
@@ -34,7 +35,7 @@ if [ "${RLHF_SKIP_APT:-0}" != "1" ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "setup: installing Debian packages:$missing"
       export DEBIAN_FRONTEND=noninteractive
-      # the tests do not need these (Qt runs offscreen); screenshots do. Never fail the set-up on them.
+      # never fail the set-up here: a missing screenshot tool must not stop the tests
       { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
         || echo "setup: WARNING: apt-get could not install:$missing (screenshots need them; tests do not)" >&2
     else

@@ -144,3 +144,17 @@ def reopened_pair(project, comparison_id: int) -> dict | None:
 def is_live(project, comparison_id: int) -> bool:
     row = project.conn.execute("SELECT deleted_at FROM comparisons WHERE id=?", [comparison_id]).fetchone()
     return row is not None and row[0] is None
+
+
+def ranked_groups(list_widget) -> list[list[int]]:
+    """A drag-ranking list as groups worst -> best: an item whose box is ticked joins the group
+    above it (ties). Item ids are in ``Qt.UserRole``."""
+    groups: list[list[int]] = []
+    for i in range(list_widget.count()):
+        item = list_widget.item(i)
+        iid = item.data(Qt.ItemDataRole.UserRole)
+        if groups and item.checkState() == Qt.CheckState.Checked:
+            groups[-1].append(iid)
+        else:
+            groups.append([iid])
+    return groups

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.labeling.common import ranked_groups
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback, to_pixmap
 from rlhf_core.envs.storage import item_fps, load_frames, read_video
 from rlhf_core.store import Project
@@ -205,15 +206,7 @@ class RankingView(QWidget):
 
     def groups(self) -> list[list[int]]:
         """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
-        groups: list[list[int]] = []
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            iid = item.data(Qt.ItemDataRole.UserRole)
-            if groups and item.checkState() == Qt.CheckState.Checked:
-                groups[-1].append(iid)
-            else:
-                groups.append([iid])
-        return groups
+        return ranked_groups(self.list)
 
     def save(self) -> int | None:
         if self.project is None or self.list.count() < 2:

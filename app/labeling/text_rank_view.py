@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.labeling.common import LabellerBox
+from app.labeling.common import LabellerBox, ranked_groups
 from rlhf_core.store import Project
 
 SNIPPET = 260  # characters of a response shown in the list (the full text is on the right)
@@ -248,15 +248,7 @@ class TextRankView(QWidget):
 
     def groups(self) -> list[list[int]]:
         """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
-        groups: list[list[int]] = []
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            iid = item.data(Qt.ItemDataRole.UserRole)
-            if groups and item.checkState() == Qt.CheckState.Checked:
-                groups[-1].append(iid)
-            else:
-                groups.append([iid])
-        return groups
+        return ranked_groups(self.list)
 
     def save(self) -> int | None:
         if self.project is None or self.list.count() < 2:

@@ -102,3 +102,13 @@ register_job(
         config="rlhf_core.trainers.preference_rl:PreferenceRLConfig",
     )
 )
+register_job(
+    JobSpec(
+        name="text_reward_model",
+        title="Train a text reward model",
+        description="Fine-tune a language model with a scalar head (Bradley-Terry) on this project's comparisons "
+        "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy.",
+        target="rlhf_core.text.reward_model:train_text_reward_model",
+        config="rlhf_core.text.reward_model:TextRewardModelConfig",
+    )
+)

@@ -3,7 +3,8 @@
 Core jobs (``fn(config, ctx)``) run in a background ``threading.Thread`` through
 ``rlhf_core.jobs.execute_job``; a :class:`QtJobContext` relays their reports to Qt signals on a
 relay object that lives in the GUI thread, so every slot runs in the GUI thread (queued
-connections). Heavy jobs run one at a time; others wait in a FIFO queue. Cancel is cooperative:
+connections). Jobs run one at a time (every job here is CPU-heavy on 2 cores); others wait in a
+FIFO queue. Cancel is cooperative:
 the job sees ``ctx.cancelled`` at its next step boundary. Closing the window cancels and joins.
 """
 

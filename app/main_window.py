@@ -39,7 +39,8 @@ from app.settings import Settings
 from app.training.config_form import RunDialog
 from rlhf_core import __version__
 from rlhf_core import config as cfg
-from rlhf_core.jobs import get_job, list_jobs
+from rlhf_core.demo import DEMO_NAME, add_demo_labellers, demo_runs
+from rlhf_core.jobs import list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_torch_threads
 from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
@@ -49,10 +50,6 @@ APP_TITLE = "RLHF Workbench"
 PLANNED_PAGES = [
     ("Text RL", "SFT, PPO with a KL penalty, GRPO and DPO on language models — not built yet."),
 ]
-DEMO_SEED_CONFIG = {"steps": 150, "n_pairs": 1000}
-# First start of the demo project: some Pendulum trajectories with clips and queued pairs, so the
-# labelling pages have something to show at once.
-DEMO_ROLLOUTS = {"env_id": "Pendulum-v1", "episodes": 6, "clips_per_trajectory": 3, "queue_pairs": 12}
 
 
 class ErrorPanel(QDockWidget):
@@ -280,18 +277,12 @@ class MainWindow(QMainWindow):
         if (folder / "project.db").exists():
             return self.open_project(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if not self.open_project(folder, create=True, name="Demo project"):
+        if not self.open_project(folder, create=True, name=DEMO_NAME):
             return False
         assert self.project is not None
-        with Project.open(folder, check=False) as project:
-            project.ensure_labeller("you", "human")
-            project.ensure_labeller("oracle", "synthetic", {"teacher": "oracle"})
-        spec = get_job("synthetic_preferences")
-        config = cfg.from_dict(spec.config_class(), DEMO_SEED_CONFIG)
-        self.runner.submit(self.project, spec, config, torch_threads=self.settings.torch_threads)
-        rollouts = get_job("rollouts")
-        self.runner.submit(self.project, rollouts, cfg.from_dict(rollouts.config_class(), DEMO_ROLLOUTS),
-                           torch_threads=self.settings.torch_threads)
+        add_demo_labellers(self.project)
+        for spec, config in demo_runs():  # filled in live by the job runner
+            self.runner.submit(self.project, spec, config, torch_threads=self.settings.torch_threads)
         self.project_page.refresh(self.project)
         self.show_page("runs")
         return True

@@ -214,7 +214,6 @@ class JobSpec:
     description: str
     target: str
     config: str
-    heavy: bool = True  # heavy jobs run one at a time in the GUI
 
     def load(self) -> tuple[Callable[[Any, JobContext], Any], type]:
         return _resolve(self.target), _resolve(self.config)

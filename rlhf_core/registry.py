@@ -50,7 +50,6 @@ register_job(
         "the queue from the true rewards.",
         target="rlhf_core.trainers.label_pairs:label_pairs",
         config="rlhf_core.trainers.label_pairs:LabelPairsConfig",
-        heavy=False,
     )
 )
 register_job(

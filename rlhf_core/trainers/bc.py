@@ -7,7 +7,7 @@ tanh-squashed mean scaled to the action bounds. The result is saved as a checkpo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

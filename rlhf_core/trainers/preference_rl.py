@@ -9,9 +9,10 @@ Each round:
    those on which the ensemble members disagree most — the variance over members of
    P(left > right) — or random pairs when ``selection = "random"``. Each query stores the member
    predictions, the "why this pair" shown to the labeller.
-4. The pairs are labelled: by a simulated B-Pref teacher from the true rewards, or by a person —
-   the pairs go into the project's labelling queue and the job waits for the answers (Label clips
-   page), checking for Cancel while it waits.
+4. The pairs are labelled: by a simulated B-Pref teacher from the true rewards (those labels stay
+   inside the run: only their count is logged, no clips are stored), or by a person — the pairs
+   and their clips go into the project's labelling queue and the job waits for the answers
+   (Label clips page), checking for Cancel while it waits; those labels are ordinary comparisons.
 5. The reward ensemble is refitted on every label so far; the wrapper switches to it.
 Label schedule: ``initial_labels`` before any RL (from random-policy clips, as in the paper's
 25 % of early comparisons from a random policy), then ``labels_per_round`` decaying by
@@ -122,9 +123,6 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         raise ValueError("human labelling needs a project (the queries go to its Label clips page)")
     teacher = Teacher.preset(config.teacher)
     human = config.labeller == "human"
-    labeller_id = None
-    if project is not None and not human:
-        labeller_id = project.ensure_labeller(f"{config.teacher} teacher", "synthetic", {"teacher": config.teacher})
 
     # all labelled clips: their observations (T+1 rows) and the pairs (i, j, P(i better))
     clip_obs: list[np.ndarray] = []

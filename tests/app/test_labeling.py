@@ -10,7 +10,6 @@ from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import RandomPolicy
 from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import save_trajectory
-from rlhf_core.store import Project
 
 
 def fill(project, n_traj=3, pairs=5):
@@ -198,11 +197,10 @@ def test_why_this_pair_and_pairs_queued_while_the_view_waits(qtbot, window):
     window.show_page("clips")
     view = window.clip_page
     assert view.current is None
-    ids = fill(window.project, n_traj=2, pairs=0)
+    fill(window.project, n_traj=2, pairs=0)
     clips = [c["id"] for c in window.project.items("clip")]
     window.project.enqueue_pair(clips[0], clips[3], reason={"selection": "disagreement",
                                                             "member_p_left": [0.2, 0.7, 0.55], "disagreement": 0.042})
     qtbot.waitUntil(lambda: view.current is not None, timeout=5000)  # picked up without any click
     assert "disagree" in view.why_label.text() and "0.20, 0.70, 0.55" in view.why_label.text()
     assert json.loads(view.current["reason_json"])["selection"] == "disagreement"
-    assert ids

@@ -57,3 +57,16 @@ def test_demo_extrapolation_prints_the_promised_keys():
     for key in ("best_demo_return", "mean_demo_return", "policy_return", "reward_correlation", "wall_seconds"):
         assert isinstance(result[key], float), key
     assert result["env_id"] == "CartPole-v1" and result["seed"] == 1 and result["status"] == "completed"
+
+
+def test_demo_project_command_creates_the_same_demo_as_the_app(tmp_path):
+    from rlhf_core.demo import DEMO_RUNS
+
+    folder = tmp_path / "demo.rlhf"
+    out = cli("demo-project", folder)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(cli("info", folder).stdout.strip().splitlines()[-1])
+    assert info["name"] == "Demo project" and info["counts"]["labellers"] == 2
+    assert [r["kind"] for r in info["runs"]] == [name for name, _ in DEMO_RUNS]
+    assert all(r["status"] == "completed" for r in info["runs"])
+    assert info["counts"]["queued_pairs"] == dict(DEMO_RUNS)["rollouts"]["queue_pairs"]

@@ -6,7 +6,6 @@ import time
 import pytest
 
 from rlhf_core.jobs import JobContext, RecordingContext, execute_job, get_job
-from rlhf_core.store import Project
 from rlhf_core.trainers.synthetic_preferences import (
     SyntheticPreferenceConfig,
     load_reward_mlp,

@@ -4,8 +4,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
-import torch
 
 from rlhf_core.envs.rollout import Trajectory
 from rlhf_core.jobs import RecordingContext, execute_job, get_job

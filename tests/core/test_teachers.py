@@ -1,6 +1,5 @@
 """B-Pref simulated teachers: each one's statistics over 1,000 pairs."""
 
-import math
 
 import numpy as np
 import pytest
@@ -95,4 +94,4 @@ def test_label_pairs_job_labels_the_queue(project):
     for c in comps:
         lr = project.get_item(c["left_id"])["true_return"], project.get_item(c["right_id"])["true_return"]
         assert c["source"] == "synthetic" and c["outcome"] == ("left" if lr[0] > lr[1] else "right")
-    assert not math.isnan(out.result["labelled"])
+    assert out.result["labelled"] == 3 and sum(out.result["outcomes"].values()) == 3

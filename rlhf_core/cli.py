@@ -107,6 +107,43 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return _fail("choose a prompts command: list or import")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+    from rlhf_core.text import trl_io
+
+    try:
+        sources = trl_io.parse_sources(args.source or None)
+    except ValueError as exc:
+        return _fail(str(exc))
+    with Project.open(args.project) as project:
+        try:
+            report = trl_io.export_trl(project, args.out, conversational=args.conversational, sources=sources)
+        except OSError as exc:
+            return _fail(f"cannot write {args.out}: {exc.strerror or exc}")
+    skipped = ", ".join(f"{v} {k}" for k, v in report.skipped.items())
+    sys.stderr.write(f"wrote {report.written} preference pairs to {report.path} "
+                     f"({'conversational' if report.conversational else 'standard'} TRL format); "
+                     f"left out (no chosen response): {skipped}\n")
+    if report.written == 0:
+        sys.stderr.write("warning: the project has no text comparisons with a preferred response\n")
+    _print_json(report.as_dict())
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rlhf_core.text import trl_io
+
+    try:
+        report = trl_io.import_trl(args.project, args.file, source=args.source)
+    except trl_io.TrlFileError as exc:
+        return _fail(str(exc))
+    sys.stderr.write(f"imported {report.rows} rows from {report.path.name} into {report.project}: "
+                     f"{report.comparisons_added} comparisons ({report.already_present} already present), "
+                     f"{report.prompts_added} new prompts, {report.responses_added} new responses\n")
+    _print_json(report.as_dict())
+    return 0
+
+
 #: `python -m rlhf_core demo NAME` -> the job it runs, and short flags it accepts
 DEMOS = {"extrapolation": ("extrapolation_demo", {"--env": "--env-id"})}
 
@@ -202,6 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--category", default="", help="With --builtin: only this category (comma-separated).")
     pi.add_argument("--keep-duplicates", action="store_true",
                     help="Add prompts even if the same text and category are already in the project.")
+    p = sub.add_parser("export", help="Export the project's text preferences: `export --project P --format trl "
+                       "--out F.jsonl [--conversational] [--source human,synthetic,ai]`.")
+    p.add_argument("--project", type=Path, required=True)
+    p.add_argument("--format", choices=["trl"], required=True, help="trl: TRL preference JSONL.")
+    p.add_argument("--out", type=Path, required=True, help="The .jsonl file to write (replaced atomically).")
+    p.add_argument("--conversational", action="store_true",
+                   help="Rows as chat messages (user prompt, assistant answers) instead of plain strings.")
+    p.add_argument("--source", default="", help="Only labels of these sources, comma-separated "
+                   "(human, synthetic, ai, auto); default: all.")
+    p = sub.add_parser("import", help="Import a TRL preference (or unpaired prompt/completion/label) JSONL "
+                       "file: `import --project P --format trl F.jsonl`; a file with any bad line imports nothing.")
+    p.add_argument("--project", type=Path, required=True, help="Project folder (created if it does not exist).")
+    p.add_argument("--format", choices=["trl"], required=True, help="trl: TRL preference JSONL.")
+    p.add_argument("--source", choices=["human", "synthetic", "ai", "auto"], default="human",
+                   help="Source recorded on the imported comparisons (default human).")
+    p.add_argument("file", type=Path)
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     return parser
@@ -216,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command not in ("run", "demo"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
-                "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts}
+                "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
+                "export": cmd_export, "import": cmd_import}
     try:
         if args.command == "run":
             return cmd_run(args, rest)

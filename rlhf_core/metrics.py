@@ -24,12 +24,32 @@ METRIC_KEYS: dict[str, str] = {
     "rollout/episode_length": "Mean length of finished episodes.",
     "train/approx_kl": "PPO's approximate KL between old and new policy.",
     "train/entropy": "Policy entropy.",
-    # language-model RL (used by the text track)
+    # language-model RL (SFT, PPO, GRPO, DPO; the Text RL page reads these keys)
     "reward/mean": "Mean total reward of the step's completions.",
     "reward/std": "Standard deviation of that reward.",
-    "objective/kl": "Mean KL(pi || pi_ref) per sequence.",
-    "completions/mean_length": "Mean completion length in tokens.",
+    # reward/<component>: mean of one weighted reward component (reward/format, reward/correctness,
+    # reward/model, reward/length_penalty, ...), logged next to the total.
+    "kl/token_mean": "Mean per-token KL(pi || pi_ref) estimate over completion tokens (k1 for PPO, "
+                     "k3 for GRPO; 0 at step 0).",
+    "kl/seq_mean": "Mean per-sequence KL(pi || pi_ref): the per-token estimates summed over a completion.",
+    "kl/beta": "The KL coefficient used at this step (changes with the adaptive controller).",
+    "length/mean": "Mean completion length in tokens (end token included).",
+    "length/min": "Shortest completion of the step, in tokens.",
+    "length/max": "Longest completion of the step, in tokens.",
+    "completions/mean_length": "Mean completion length in tokens (generation job).",
     "completions/stopped_fraction": "Fraction of completions that ended with the end-of-turn token.",
+    "train/loss": "The optimised loss of the step.",
+    "train/clip_fraction": "Fraction of completion tokens whose probability ratio was clipped (PPO/GRPO).",
+    "train/value_loss": "Value-head regression loss (PPO).",
+    "train/grad_norm": "Gradient norm before clipping.",
+    "gold/accuracy": "Exact-answer accuracy (pass@1, greedy) on held-out gold tasks: the metric the "
+                     "reward is a proxy for.",
+    "gold/reward": "Gold reward (rule-based or a held-out reward model) of the step's completions.",
+    "dpo/reward_chosen": "DPO implicit reward beta*log(pi/pi_ref) of the chosen responses.",
+    "dpo/reward_rejected": "The same for the rejected responses.",
+    "dpo/margin": "reward_chosen - reward_rejected.",
+    "dpo/accuracy": "Fraction of pairs whose chosen response has the higher implicit reward.",
+    "memory/peak_rss_mb": "Peak resident memory of the process so far (MB).",
     "generation/tokens_per_second": "Completion tokens sampled per wall-clock second (per batch).",
     # bookkeeping every job may log
     "time/steps_per_second": "Optimisation steps per wall-clock second.",

@@ -1,0 +1,351 @@
+"""What every text trainer shares: sampling for training, token log-probs, KL estimators, masks.
+
+SFT, DPO, GRPO and PPO all need the log-probability of each COMPLETION token under a model, given
+the prompt. They build the same kind of batch:
+
+    [pad pad <prompt tokens>][<completion tokens> <eos> pad pad]
+     left-padded prompts      right-padded completions
+
+so every completion starts in the same column ``prompt_width`` and the completion part is a plain
+``[batch, completion_width]`` slice. Position ids count real tokens only (``cumsum(mask) - 1``), so
+a left-padded row gets the same positions it would get alone.
+
+Log-probs: the logits at column ``t`` predict token ``t + 1``; :func:`completion_logprobs` runs the
+model once and gathers ``log pi(y_t | x, y_<t)`` for the completion columns (the end-of-turn token
+included when the completion stopped on it, so the policy also learns WHEN to stop).
+
+KL estimators per token, with ``log_ratio = log pi(y_t) - log pi_ref(y_t)`` on tokens sampled
+from pi (Schulman, "Approximating KL divergence"):
+- k1 = log_ratio (unbiased, can be negative per token),
+- k3 = exp(-log_ratio) - 1 + log_ratio = pi_ref/pi - log(pi_ref/pi) - 1 (unbiased, always >= 0;
+  the estimator GRPO adds to its loss).
+Both are exactly 0 when the policy equals the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import resource
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from rlhf_core.text.generation import Completion, SamplingSettings, generate_batch
+
+
+# ------------------------------------------------------------------------------- batches
+@dataclasses.dataclass
+class TokenBatch:
+    """Prompt + completion token ids, laid out as described in the module docstring."""
+
+    input_ids: torch.Tensor  # [B, P + C] long
+    attention_mask: torch.Tensor  # [B, P + C] long, 0 on padding
+    position_ids: torch.Tensor  # [B, P + C] long
+    prompt_width: int  # P: completions start in this column
+    completion_mask: torch.Tensor  # [B, C] float, 1 on real completion tokens (eos included)
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_width:]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> "TokenBatch":
+        """A sub-batch of these rows (the same column layout)."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        return TokenBatch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx],
+                          self.prompt_width, self.completion_mask[idx])
+
+
+def build_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                pad_token_id: int) -> TokenBatch:
+    """Lay out prompts (left-padded) and completions (right-padded) in one tensor.
+
+    ``completion_ids`` are the tokens to score; append the end token yourself when the completion
+    ended on it (:func:`sample_for_training` does).
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError("one completion per prompt is needed")
+    if not prompt_ids:
+        raise ValueError("an empty batch")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("a prompt has no tokens")
+    width_p = max(len(p) for p in prompt_ids)
+    width_c = max(1, max(len(c) for c in completion_ids))
+    batch = len(prompt_ids)
+    ids = torch.full((batch, width_p + width_c), int(pad_token_id), dtype=torch.long)
+    mask = torch.zeros((batch, width_p + width_c), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, width_p - len(p):width_p] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width_p - len(p):width_p] = 1
+        if len(c):
+            ids[i, width_p:width_p + len(c)] = torch.as_tensor(list(c), dtype=torch.long)
+            mask[i, width_p:width_p + len(c)] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+    return TokenBatch(ids, mask, positions, width_p, mask[:, width_p:].float())
+
+
+def tokenize_prompts(tokenizer: Any, rendered: Sequence[str]) -> list[list[int]]:
+    """Token ids of already-rendered prompt strings (chat template applied, no extra specials)."""
+    return [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+
+
+def render_chat_prompt(tokenizer: Any, prompt: str, system: str = "") -> str:
+    """The user turn rendered with the model's chat template, ending where the assistant starts."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    from rlhf_core.text.prompts import plain_render
+
+    return plain_render(messages)
+
+
+def response_ids(tokenizer: Any, text: str, eos_token_id: int | None) -> list[int]:
+    """Token ids of a written response (SFT targets, DPO chosen/rejected), ending with the end token."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if eos_token_id is not None:
+        ids.append(int(eos_token_id))
+    return ids
+
+
+# ------------------------------------------------------------------------------- log-probs
+def completion_logprobs(model: Any, batch: TokenBatch, *, with_entropy: bool = False,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``log pi(y_t | x, y_<t)`` for every completion column ``[B, C]`` (0 on padding).
+
+    With ``with_entropy`` also the entropy of the full next-token distribution at each completion
+    position (0 on padding). ``temperature`` divides the logits first (use the sampling temperature
+    so that importance ratios are taken against the distribution that produced the samples).
+    """
+    p = batch.prompt_width
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, use_cache=False)
+    logits = out.logits[:, p - 1:-1, :].float()  # column p-1 predicts the first completion token
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = batch.completion_ids
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * batch.completion_mask
+    entropy = None
+    if with_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.completion_mask
+    return logp, entropy
+
+
+def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of token log-probs per row: ``log pi(y | x)``."""
+    return (logp * mask).sum(-1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean over the positions where ``mask`` is 1 (all of them, or along ``dim``)."""
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k1 estimate ``log pi - log pi_ref`` (what the PPO reward penalty uses)."""
+    return logp - ref_logp
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate ``pi_ref/pi - log(pi_ref/pi) - 1`` (>= 0; GRPO's loss term)."""
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+# ------------------------------------------------------------------------------- sampling
+@dataclasses.dataclass
+class TrainingSample:
+    """One completion sampled for training: the tokens to score (end token included if it stopped)."""
+
+    prompt_index: int
+    prompt_ids: list[int]
+    completion: Completion
+    completion_ids: list[int]
+
+    @property
+    def text(self) -> str:
+        return self.completion.text
+
+
+def sample_for_training(model: Any, tokenizer: Any, rendered_prompts: Sequence[str], settings: SamplingSettings,
+                        seeds: Sequence[int], *, eos_token_ids: Sequence[int] | None = None,
+                        on_step: Callable[[], None] | None = None, batch_size: int = 16) -> list[TrainingSample]:
+    """Sample one completion per rendered prompt (repeat a prompt G times for a group) in batches.
+
+    The model is switched to eval mode for sampling and back to its previous mode afterwards.
+    """
+    if eos_token_ids is None:
+        from rlhf_core.text.model import eos_token_ids as find_eos
+
+        eos_token_ids = find_eos(model, tokenizer)
+    stop_token = int(eos_token_ids[0]) if eos_token_ids else None
+    was_training = model.training
+    model.eval()
+    prompt_tokens = tokenize_prompts(tokenizer, rendered_prompts)
+    samples: list[TrainingSample] = []
+    try:
+        for start in range(0, len(rendered_prompts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(rendered_prompts))))
+            completions, _ = generate_batch(model, tokenizer, [rendered_prompts[i] for i in chunk], settings,
+                                            [seeds[i] for i in chunk], eos_token_ids=eos_token_ids, on_step=on_step)
+            for i, comp in zip(chunk, completions):
+                ids = list(comp.token_ids)
+                if comp.finish_reason == "stop" and stop_token is not None:
+                    ids.append(stop_token)
+                samples.append(TrainingSample(i, prompt_tokens[i], comp, ids))
+    finally:
+        model.train(was_training)
+    return samples
+
+
+def batch_from_samples(samples: Sequence[TrainingSample], pad_token_id: int) -> TokenBatch:
+    return build_batch([s.prompt_ids for s in samples], [s.completion_ids for s in samples], pad_token_id)
+
+
+# ------------------------------------------------------------------------------- models
+def frozen_copy(model: Any) -> Any:
+    """A frozen reference model: a deep copy in eval mode with no gradients."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (what the trainers report as peak memory)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch threads in this job (0: leave as is)."""
+    if threads and threads > 0:
+        torch.set_num_threads(int(threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ------------------------------------------------------------------------------- trainable policies
+@dataclasses.dataclass
+class PolicySetup:
+    """A policy ready to train, its tokenizer and how to get reference log-probs."""
+
+    model: Any  # the trainable model (a peft model when LoRA is on)
+    tokenizer: Any
+    model_id: str
+    lora: bool
+    reference: Any | None  # a frozen copy; None with LoRA (the reference is the model with adapters off)
+
+    def reference_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+        """``log pi_ref`` of the batch's completion tokens (no gradients)."""
+        with torch.no_grad():
+            if self.reference is not None:
+                return completion_logprobs(self.reference, batch, temperature=temperature)[0]
+            with self.model.disable_adapter():
+                return completion_logprobs(self.model, batch, temperature=temperature)[0]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def load_policy(model_spec: str = "", *, lora_rank: int = 0, lora_alpha: int = 0,
+                gradient_checkpointing: bool = False, need_reference: bool = True, ctx=None,
+                allow_network: bool = False) -> PolicySetup:
+    """Load a causal LM to train (the bundled default when ``model_spec`` is empty).
+
+    ``lora_rank > 0`` wraps it with peft LoRA adapters on the attention and MLP projections
+    (alpha defaults to 2 x rank) and uses the adapter-free model as the reference; otherwise the
+    reference is a frozen deep copy (when ``need_reference``). The tokenizer pads on the left and
+    has a pad token.
+    """
+    from rlhf_core.text.model import load_model
+
+    loaded = load_model(model_spec or None, ctx=ctx, allow_network=allow_network)
+    model = loaded.model
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    reference = None
+    if lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=int(lora_rank), lora_alpha=int(lora_alpha or 2 * lora_rank), lora_dropout=0.0,
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj"], task_type="CAUSAL_LM")
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, config)
+    elif need_reference:
+        reference = frozen_copy(model)
+    model.train()
+    return PolicySetup(model=model, tokenizer=loaded.tokenizer, model_id=loaded.model_id, lora=lora_rank > 0,
+                       reference=reference)
+
+
+def save_policy(setup: PolicySetup, folder: str | os.PathLike, meta: dict | None = None) -> str:
+    """Save the trained policy as a plain Hugging Face folder (safetensors; LoRA merged in).
+
+    Written to a temporary sibling folder first and renamed, so a crash never leaves half a model.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model = setup.model
+    if setup.lora:
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    setup.tokenizer.save_pretrained(tmp)
+    (tmp / "workbench_policy.json").write_text(json.dumps({"base_model": setup.model_id, **(meta or {})},
+                                                           indent=2, default=str))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return str(target)
+
+
+# ------------------------------------------------------------------------------- hidden states (value heads)
+class _HiddenCapture:
+    """Calls ``model`` with ``output_hidden_states=True`` and keeps the last hidden layer."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.hidden: torch.Tensor | None = None
+
+    def __call__(self, **kwargs: Any) -> Any:
+        out = self.model(**kwargs, output_hidden_states=True)
+        self.hidden = out.hidden_states[-1]
+        return out
+
+
+def completion_logprobs_and_hidden(model: Any, batch: TokenBatch, *, with_entropy: bool = False,
+                                   temperature: float = 1.0
+                                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:func:`completion_logprobs` from the same forward pass, plus the last hidden layer ``[B, C, H]``.
+
+    ``hidden[:, t]`` is the state at the column that PREDICTS completion token ``t`` (prompt + the
+    first ``t`` completion tokens), i.e. the state a PPO value head reads for ``V(s_t)``. Rows of
+    padding columns are not zeroed (mask them with ``batch.completion_mask``).
+    """
+    capture = _HiddenCapture(model)
+    logp, entropy = completion_logprobs(capture, batch, with_entropy=with_entropy, temperature=temperature)
+    assert capture.hidden is not None
+    p = batch.prompt_width
+    return logp, entropy, capture.hidden[:, p - 1:-1, :]

@@ -203,3 +203,57 @@ class JobRunner(QObject):
     def _mark_cancelled(item: _Queued) -> None:
         with Project.open(item.project_path, check=False) as project:
             project.finish_run(item.run_id, "cancelled", error="Cancelled before it started.")
+
+
+class _CallRelay(QObject):
+    done = Signal(object, object)  # result, error text (None on success)
+
+
+class BackgroundCall(QObject):
+    """A short piece of work off the GUI thread that is not a run (e.g. scoring one response).
+
+    ``start(fn, *args)`` runs ``fn(*args)`` in a daemon thread with ``torch_threads`` torch threads;
+    ``finished(result, error)`` arrives in the GUI thread (``error`` is a one-line message or None).
+    One call at a time: ``start`` while busy returns False.
+    """
+
+    finished = Signal(object, object)
+
+    def __init__(self, parent: QObject | None = None, torch_threads: int = 1):
+        super().__init__(parent)
+        self.torch_threads = torch_threads
+        self._relay = _CallRelay(self)
+        self._relay.done.connect(self._on_done)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def start(self, fn, *args) -> bool:
+        if self._thread is not None:
+            return False
+        self._thread = threading.Thread(target=self._work, args=(fn, args), name="background-call", daemon=True)
+        self._thread.start()
+        return True
+
+    def _work(self, fn, args) -> None:
+        from rlhf_core.runtime import set_torch_threads
+
+        try:
+            set_torch_threads(self.torch_threads)
+            result, error = fn(*args), None
+        except Exception as exc:  # noqa: BLE001 - shown to the person, the app keeps running
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        self._relay.done.emit(result, error)
+
+    def _on_done(self, result, error) -> None:
+        if self._thread is not None:
+            self._thread.join(1.0)
+        self._thread = None
+        self.finished.emit(result, error)
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Join a running call (closing the window)."""
+        if self._thread is not None:
+            self._thread.join(timeout)

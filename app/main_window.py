@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QUrl, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDialog,
     QDialogButtonBox,
     QDockWidget,
@@ -33,8 +34,11 @@ from app.labeling.clip_pair_view import ClipPairView
 from app.labeling.demo_recorder import DemoRecorderView
 from app.labeling.ranking_view import RankingView
 from app.labeling.text_pair_view import TextLabelPage
+from app.pages.generate_page import GeneratePage
 from app.pages.project_page import ProjectPage
 from app.pages.runs_page import RunsPage
+from app.pages.text_reward_page import TextRewardPage
+from app.pages.text_rl_page import TextRLPage
 from app.settings import Settings
 from app.training.config_form import RunDialog
 from rlhf_core import __version__
@@ -42,14 +46,12 @@ from rlhf_core import config as cfg
 from rlhf_core.demo import DEMO_NAME, add_demo_labellers, demo_runs
 from rlhf_core.jobs import list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
-from rlhf_core.runtime import set_torch_threads
+from rlhf_core.runtime import set_network_allowed, set_torch_threads
 from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
 
 APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
-PLANNED_PAGES = [
-    ("Text RL", "SFT, PPO with a KL penalty, GRPO and DPO on language models — not built yet."),
-]
+PLANNED_PAGES: list[tuple[str, str]] = []
 
 
 class ErrorPanel(QDockWidget):
@@ -82,8 +84,15 @@ class SettingsDialog(QDialog):
             "Threads torch may use per job. 1 is fastest for small networks and stays stable when\n"
             "another program is busy; 2 can be ~25 % faster for the language model on a quiet machine."
         )
+        self.network = QCheckBox("Allow downloads from the Hugging Face hub")
+        self.network.setChecked(settings.allow_network)
+        self.network.setToolTip(
+            "Off by default: the workbench works fully offline with local model folders.\n"
+            "On: a model may be given as a hub id (e.g. org/name) and is downloaded once. No telemetry either way."
+        )
         form = QFormLayout(self)
         form.addRow("Torch threads", self.threads)
+        form.addRow("Network", self.network)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -111,6 +120,9 @@ class MainWindow(QMainWindow):
         self.demo_page = DemoRecorderView(self.settings)
         self.extrapolation_page = ExtrapolationView()
         self.text_page = TextLabelPage(self.settings)
+        self.generate_page = GeneratePage()
+        self.text_reward_page = TextRewardPage(torch_threads=self.settings.torch_threads)
+        self.text_rl_page = TextRLPage()
         self.stack = QStackedWidget()
         self.nav = QListWidget()
         self.nav.setFixedWidth(170)
@@ -121,7 +133,10 @@ class MainWindow(QMainWindow):
         self._add_page("Rank trajectories", self.ranking_page)
         self._add_page("Record demo", self.demo_page)
         self._add_page("Extrapolation", self.extrapolation_page)
+        self._add_page("Generate text", self.generate_page)
         self._add_page("Label text", self.text_page)
+        self._add_page("Text reward model", self.text_reward_page)
+        self._add_page("Text RL", self.text_rl_page)
         for title, tip in PLANNED_PAGES:
             item = QListWidgetItem(f"{title}  (planned)")
             item.setFlags(Qt.ItemFlag.NoItemFlags)
@@ -154,6 +169,19 @@ class MainWindow(QMainWindow):
         self.runner.metrics_logged.connect(self.runs_page.on_metrics)
         self.runner.job_finished.connect(self._on_runner_job_finished)
         self.runner.queue_changed.connect(self._update_queue_label)
+        self.text_pages = (self.generate_page, self.text_reward_page, self.text_rl_page)
+        self.runner.job_queued.connect(self._on_runner_job_queued)
+        self.runner.metrics_logged.connect(self.text_reward_page.on_metrics)
+        self.runner.metrics_logged.connect(self.text_rl_page.on_metrics)
+        self.runner.sample_emitted.connect(self.generate_page.on_sample)
+        self.runner.sample_emitted.connect(self.text_reward_page.on_sample)
+        self.runner.sample_emitted.connect(self.text_rl_page.on_sample)
+        self.runner.progress_changed.connect(self.generate_page.on_progress)
+        self.generate_page.run_requested.connect(lambda job, config: self.start_run(job, config, show_runs=False))
+        self.generate_page.cancel_requested.connect(self.runner.cancel)
+        self.generate_page.label_requested.connect(lambda: self.show_page("text"))
+        self.text_reward_page.train_requested.connect(lambda: self.new_run_dialog("text_reward_model", show_runs=False))
+        self.text_rl_page.run_requested.connect(lambda job: self.new_run_dialog(job, show_runs=False))
 
         geometry = self.settings.window_geometry()
         if geometry is not None:
@@ -162,6 +190,7 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         set_torch_threads(self.settings.torch_threads)
+        set_network_allowed(self.settings.allow_network)
         self.nav.setCurrentRow(0)
         self._update_title()
 
@@ -170,12 +199,14 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(widget)
         self.nav.addItem(QListWidgetItem(title))
 
-    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation", "text")
+    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation", "generate", "text", "text_rm",
+                  "text_rl")
 
     def _pages(self) -> dict[str, QWidget]:
         return {"project": self.project_page, "runs": self.runs_page, "clips": self.clip_page,
                 "rank": self.ranking_page, "demo": self.demo_page, "extrapolation": self.extrapolation_page,
-                "text": self.text_page}
+                "generate": self.generate_page, "text": self.text_page, "text_rm": self.text_reward_page,
+                "text_rl": self.text_rl_page}
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(self.stack.indexOf(self._pages()[name]))
@@ -265,7 +296,8 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_project(str(project.folder))
         self.project_page.show_project(project)
         self.runs_page.set_project(project)
-        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page, self.text_page):
+        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page, self.text_page,
+                     *self.text_pages):
             page.set_project(project)
         self._update_title()
         self.project_changed.emit(project)
@@ -313,15 +345,21 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{self.project.name} — {APP_TITLE}" if self.project else APP_TITLE)
 
     # --- runs ------------------------------------------------------------------------------------
-    def new_run_dialog(self, job_name: str | None = None) -> None:
+    def new_run_dialog(self, job_name: str | None = None, *, show_runs: bool = True) -> None:
         if self.project is None:
             self.show_error("No project open", "Open or create a project first: runs are stored in it.")
             return
         dialog = RunDialog(list_jobs(), job_name, self)
         if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.start_run(dialog.spec.name, dialog.result_config)
+            self.start_run(dialog.spec.name, dialog.result_config, show_runs=show_runs)
 
-    def start_run(self, job_name: str, config) -> int | None:
+    def _on_runner_job_queued(self, run_id: int) -> None:
+        run = self.project.get_run(run_id) if self.project is not None else None
+        if run is not None:
+            for page in self.text_pages:
+                page.on_job_queued(run_id, run["kind"])
+
+    def start_run(self, job_name: str, config, *, show_runs: bool = True) -> int | None:
         if self.project is None:
             self.show_error("No project open", "Open or create a project first: runs are stored in it.")
             return None
@@ -330,7 +368,8 @@ class MainWindow(QMainWindow):
         except (cfg.ConfigError, KeyError) as exc:
             self.show_error("Cannot start run", str(exc))
             return None
-        self.show_page("runs")
+        if show_runs:
+            self.show_page("runs")
         return run_id
 
     def _on_runner_job_started(self, run_id: int) -> None:
@@ -359,6 +398,8 @@ class MainWindow(QMainWindow):
                 self.ranking_page.set_project(self.project)
             self.extrapolation_page.refresh()
             self.text_page.refresh()
+            for page in self.text_pages:
+                page.on_job_finished(run_id, status, error)
         if status == "failed":
             self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
             self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)
@@ -380,6 +421,8 @@ class MainWindow(QMainWindow):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.settings.torch_threads = dialog.threads.value()
             set_torch_threads(self.settings.torch_threads)
+            self.settings.allow_network = dialog.network.isChecked()
+            set_network_allowed(self.settings.allow_network)
 
     def open_logs_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs_dir())))
@@ -397,7 +440,8 @@ class MainWindow(QMainWindow):
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
         self.runs_page.set_project(None)
-        for page in (self.clip_page, self.ranking_page, self.demo_page, self.text_page):
+        self.text_reward_page.shutdown()
+        for page in (self.clip_page, self.ranking_page, self.demo_page, self.text_page, *self.text_pages):
             page.set_project(None)
         if self.project is not None:
             self.project.close()

@@ -59,6 +59,16 @@ class Settings:
         self.qs.sync()
 
     @property
+    def allow_network(self) -> bool:
+        """Hub downloads allowed (off by default: the workbench works offline)."""
+        return str(self.qs.value("runtime/allow_network", "false")).lower() in ("true", "1")
+
+    @allow_network.setter
+    def allow_network(self, allowed: bool) -> None:
+        self.qs.setValue("runtime/allow_network", "true" if allowed else "false")
+        self.qs.sync()
+
+    @property
     def labeller(self) -> str:
         return str(self.qs.value("labelling/name", "you") or "you")
 

@@ -46,3 +46,33 @@ def set_torch_threads(n: int | None) -> int:
 
 def is_frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
+
+
+_NETWORK_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def network_allowed() -> bool:
+    """Whether this process may download from the Hugging Face hub right now."""
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return os.environ.get("HF_HUB_OFFLINE", "1") in ("0", "false", "False", "")
+    return not hub_constants.HF_HUB_OFFLINE
+
+
+def set_network_allowed(allowed: bool) -> None:
+    """The user's network switch: allow or forbid hub downloads for the rest of this process.
+
+    Sets the offline environment variables (for libraries imported later) and the hub's
+    already-imported offline flag (read at call time by huggingface_hub and transformers).
+    Telemetry stays off either way.
+    """
+    value = "0" if allowed else "1"
+    for key in _NETWORK_SWITCHES:
+        os.environ[key] = value
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:  # pragma: no cover
+        return
+    hub_constants.HF_HUB_OFFLINE = not allowed

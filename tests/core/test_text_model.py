@@ -145,8 +145,25 @@ def test_hub_ids_need_the_network_switched_on():
 
     with pytest.raises(ModelNotFoundError, match="hub is off"):
         load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    with pytest.raises(NetworkDisabledError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(NetworkDisabledError, match="Allow downloads from the Hugging Face hub"):
         load_model("HuggingFaceTB/SmolLM2-135M-Instruct", allow_network=True)
+
+
+def test_the_network_switch_flips_the_hub_offline_flag_and_back():
+    import os
+
+    import huggingface_hub.constants as hub_constants
+
+    from rlhf_core.runtime import network_allowed, set_network_allowed
+
+    assert not network_allowed() and hub_constants.HF_HUB_OFFLINE
+    try:
+        set_network_allowed(True)
+        assert network_allowed() and not hub_constants.HF_HUB_OFFLINE
+        assert os.environ["HF_HUB_OFFLINE"] == "0" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
+    finally:
+        set_network_allowed(False)
+    assert not network_allowed() and os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 @pytest.mark.parametrize(

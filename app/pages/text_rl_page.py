@@ -1,0 +1,337 @@
+"""Text RL: train a language model (SFT, DPO, GRPO, PPO with a KL penalty) and watch it.
+
+Left: the project's text-training runs (tick several to overlay them) and buttons that open the
+run dialog for each algorithm and the two demos. Middle: live plots grouped by namespace —
+reward (total and per component), KL, length, train (loss, entropy, clip fraction, value loss),
+gold, DPO. Right: the latest samples with their rewards (plain text), alerts (negative or spiking
+KL, collapsing or exploding length, reward rising while the gold metric falls) and the
+over-optimisation view (proxy and gold reward against sqrt(KL), as in Gao et al. 2022).
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.plots.metric_plot import MetricPlotView
+from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
+from rlhf_core.store import Project
+
+#: job name -> button text; the runs of these jobs are listed on the page
+TEXT_RL_JOBS = {
+    "sft": "SFT…",
+    "dpo": "DPO…",
+    "grpo": "GRPO…",
+    "ppo_text": "PPO (KL penalty)…",
+    "grpo_demo": "GRPO demo…",
+    "ppo_demo": "Over-optimisation demo…",
+}
+SAMPLE_KIND = "text_rl"
+SAMPLE_COLUMNS = ["Step", "Reward", "Length", "Prompt", "Response"]
+MAX_SAMPLE_ROWS = 200
+
+
+def _one_line(text: str, limit: int = 140) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class TextRLPage(QWidget):
+    run_requested = Signal(str)  # job name: open the run dialog for it
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.current_run: int | None = None  # the run whose samples/alerts/curve are shown
+        self.samples: list[dict] = []
+        self._metrics_cache: dict[int, dict] = {}
+        self._analysis_timer = QTimer(self)
+        self._analysis_timer.setSingleShot(True)
+        self._analysis_timer.setInterval(1000)
+        self._analysis_timer.timeout.connect(self._update_analysis)
+        self._live: dict[int, dict[str, tuple[list, list]]] = {}
+
+        buttons = QWidget()
+        grid = QGridLayout(buttons)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.job_buttons: dict[str, QPushButton] = {}
+        for i, (job, text) in enumerate(TEXT_RL_JOBS.items()):
+            b = QPushButton(text)
+            b.clicked.connect(lambda _=False, j=job: self.run_requested.emit(j))
+            grid.addWidget(b, i // 2, i % 2)
+            self.job_buttons[job] = b
+        self.run_list = QListWidget()
+        self.run_list.setToolTip("Tick runs to overlay them; the selected run's samples and alerts are shown.")
+        self.run_list.itemChanged.connect(self._on_item_changed)
+        self.run_list.currentItemChanged.connect(self._on_current_changed)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Train a language model")
+        title.setStyleSheet("font-weight: 600;")
+        left_layout.addWidget(title)
+        left_layout.addWidget(buttons)
+        left_layout.addWidget(QLabel("Runs"))
+        left_layout.addWidget(self.run_list, 1)
+
+        self.plot = MetricPlotView()
+
+        self.sample_table = QTableWidget(0, len(SAMPLE_COLUMNS))
+        self.sample_table.setHorizontalHeaderLabels(SAMPLE_COLUMNS)
+        self.sample_table.verticalHeader().hide()
+        self.sample_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.sample_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.sample_table.setWordWrap(False)
+        header = self.sample_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.sample_table.itemSelectionChanged.connect(self._show_sample)
+        self.sample_detail = QPlainTextEdit()
+        self.sample_detail.setReadOnly(True)
+        self.sample_detail.setPlaceholderText("Select a sample to read it in full, with its reward components.")
+        samples_split = QSplitter(Qt.Orientation.Vertical)
+        samples_split.addWidget(self.sample_table)
+        samples_split.addWidget(self.sample_detail)
+        samples_split.setSizes([380, 200])
+
+        self.alert_list = QListWidget()
+        self.alert_list.setWordWrap(True)
+        self.alert_summary = QLabel("")
+
+        self.over_plot = pg.PlotWidget()
+        self.over_plot.setBackground("w")
+        self.over_plot.setLabel("bottom", "√KL(π‖π_ref) per sequence")
+        self.over_plot.setLabel("left", "reward")
+        self.over_plot.addLegend(offset=(5, 5))
+        self.proxy_curve = self.over_plot.plot([], [], pen=pg.mkPen("#1f5fbf", width=1), symbol="o", symbolSize=5,
+                                               symbolBrush="#1f5fbf", name="proxy reward (optimised)")
+        self.gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=1), symbol="t", symbolSize=6,
+                                              symbolBrush="#d66e00", name="gold reward (the real goal)")
+        self.over_note = QLabel("")
+        self.over_note.setWordWrap(True)
+        self.over_note.setTextFormat(Qt.TextFormat.PlainText)
+        over = QWidget()
+        over_layout = QVBoxLayout(over)
+        over_layout.setContentsMargins(0, 0, 0, 0)
+        over_layout.addWidget(self.over_plot, 1)
+        over_layout.addWidget(self.over_note)
+
+        alerts = QWidget()
+        alerts_layout = QVBoxLayout(alerts)
+        alerts_layout.setContentsMargins(0, 0, 0, 0)
+        alerts_layout.addWidget(self.alert_summary)
+        alerts_layout.addWidget(self.alert_list, 1)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(samples_split, "Samples")
+        self.tabs.addTab(alerts, "Alerts")
+        self.tabs.addTab(over, "Over-optimisation")
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.plot)
+        splitter.addWidget(self.tabs)
+        splitter.setSizes([250, 560, 470])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # --- project and runs ----------------------------------------------------------------------
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.current_run = None
+        self._live.clear()
+        self.plot.clear()
+        self.refresh_runs()
+
+    def _runs(self) -> list[dict]:
+        if self.project is None:
+            return []
+        return [r for r in self.project.runs() if r["kind"] in TEXT_RL_JOBS]
+
+    def refresh_runs(self, select: int | None = None) -> None:
+        checked = set(self.checked_runs())
+        runs = self._runs()
+        select = select if select is not None else self.current_run
+        if select is None and runs:
+            select = runs[-1]["id"]
+            checked.add(select)
+        if select is not None:
+            checked.add(select)
+        self.run_list.blockSignals(True)
+        self.run_list.clear()
+        for run in reversed(runs):
+            item = QListWidgetItem(f"Run {run['id']} · {run['kind']} · {run['status']}")
+            item.setData(Qt.ItemDataRole.UserRole, run["id"])
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if run["id"] in checked else Qt.CheckState.Unchecked)
+            if run["status"] == "failed":
+                item.setForeground(QColor("#b00020"))
+            self.run_list.addItem(item)
+            if run["id"] == select:
+                self.run_list.setCurrentItem(item)
+        self.run_list.blockSignals(False)
+        self._sync_plot_runs()
+        if select is not None:
+            self._show_run(select)
+        else:
+            self._clear_run_views()
+
+    def checked_runs(self) -> list[int]:
+        out = []
+        for i in range(self.run_list.count()):
+            item = self.run_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(int(item.data(Qt.ItemDataRole.UserRole)))
+        return sorted(out)
+
+    def _sync_plot_runs(self) -> None:
+        if self.project is None:
+            return
+        for run_id in self.checked_runs():
+            if run_id not in self._live and not any(r == run_id for r, _ in self.plot.store.series):
+                self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
+        self.plot.set_visible_runs(self.checked_runs())
+        self.plot.redraw()
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        self._sync_plot_runs()
+
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
+        if current is not None:
+            self._show_run(int(current.data(Qt.ItemDataRole.UserRole)))
+
+    def _clear_run_views(self) -> None:
+        self.samples = []
+        self.sample_table.setRowCount(0)
+        self.sample_detail.clear()
+        self.alert_list.clear()
+        self.alert_summary.setText("No text-training run yet.")
+        self.proxy_curve.setData([], [])
+        self.gold_curve.setData([], [])
+        self.over_note.setText("")
+
+    def _show_run(self, run_id: int) -> None:
+        if self.project is None:
+            return
+        self.current_run = run_id
+        self.samples = []
+        self.sample_table.setRowCount(0)
+        self.sample_detail.clear()
+        rows = self.project.samples(run_id, SAMPLE_KIND)[-MAX_SAMPLE_ROWS:]
+        self._add_samples([r["payload"] for r in rows])
+        self._update_analysis()
+
+    # --- live updates --------------------------------------------------------------------------
+    def on_job_queued(self, run_id: int, kind: str) -> None:
+        if kind in TEXT_RL_JOBS:
+            self._live[run_id] = {}
+            self.refresh_runs(select=run_id)
+
+    def on_metrics(self, run_id: int, batch) -> None:
+        if run_id not in self._live:
+            return
+        self.plot.append(run_id, batch)
+        store = self._live[run_id]
+        for step, values in batch:
+            for key, value in values.items():
+                steps, vals = store.setdefault(key, ([], []))
+                steps.append(int(step))
+                vals.append(float(value))
+        if run_id == self.current_run and not self._analysis_timer.isActive():
+            self._analysis_timer.start()
+
+    def on_sample(self, run_id: int, kind: str, payload, step) -> None:
+        if run_id == self.current_run and kind == SAMPLE_KIND and isinstance(payload, dict):
+            self._add_samples([payload])
+
+    def on_job_finished(self, run_id: int, status: str, error: str) -> None:
+        if run_id in self._live:
+            self.plot.mark_finished(run_id)
+            self._live.pop(run_id, None)
+            self.refresh_runs(select=self.current_run)
+
+    # --- samples -------------------------------------------------------------------------------
+    def _add_samples(self, payloads: list[dict]) -> None:
+        at_bottom = self.sample_table.verticalScrollBar().value() >= self.sample_table.verticalScrollBar().maximum() - 2
+        for p in payloads:
+            self.samples.append(p)
+            row = self.sample_table.rowCount()
+            self.sample_table.insertRow(row)
+            reward = p.get("reward")
+            cells = [str(p.get("step", "")), f"{reward:+.3f}" if isinstance(reward, (int, float)) else "",
+                     str(p.get("length", "")), _one_line(p.get("prompt", ""), 60), _one_line(p.get("response", ""))]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col < 3:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.sample_table.setItem(row, col, item)
+        while self.sample_table.rowCount() > MAX_SAMPLE_ROWS:
+            self.sample_table.removeRow(0)
+            self.samples.pop(0)
+        if at_bottom:
+            self.sample_table.scrollToBottom()
+
+    def _show_sample(self) -> None:
+        rows = self.sample_table.selectionModel().selectedRows()
+        if not rows:
+            return
+        p = self.samples[rows[0].row()]
+        comps = p.get("components") or {}
+        parts = ", ".join(f"{k} {v:+.3f}" for k, v in comps.items() if isinstance(v, (int, float)))
+        gold = p.get("gold")
+        text = (f"STEP {p.get('step', '?')}  reward {p.get('reward', '?')}"
+                + (f"  ({parts})" if parts else "") + (f"  gold {gold}" if gold is not None else "")
+                + f"\n\nPROMPT\n{p.get('prompt', '')}\n\nRESPONSE ({p.get('length', '?')} tokens)\n{p.get('response', '')}")
+        self.sample_detail.setPlainText(text)  # model output: plain text only
+
+    # --- alerts and over-optimisation ------------------------------------------------------------
+    def current_metrics(self) -> dict:
+        if self.current_run is None or self.project is None:
+            return {}
+        if self.current_run in self._live:
+            return {k: (list(s), list(v)) for k, (s, v) in self._live[self.current_run].items()}
+        return self.project.metrics(self.current_run)
+
+    def _update_analysis(self) -> None:
+        metrics = self.current_metrics()
+        alerts = check_alerts(metrics)
+        self.alert_list.clear()
+        for a in alerts:
+            item = QListWidgetItem(f"⚠ step {a.step}: {a.message}")
+            item.setForeground(QColor("#8a4b00"))
+            item.setData(Qt.ItemDataRole.UserRole, a.kind)
+            self.alert_list.addItem(item)
+        self.alert_summary.setText(f"{len(alerts)} alert(s) for run {self.current_run}" if alerts else
+                                   f"No alerts for run {self.current_run}: KL, length and gold metric look healthy.")
+        self.tabs.setTabText(1, f"Alerts ({len(alerts)})" if alerts else "Alerts")
+        curve = overoptimisation_curve(metrics)
+        self.proxy_curve.setData(curve["sqrt_kl"], curve["proxy"])
+        self.gold_curve.setData(curve["gold_sqrt_kl"], curve["gold"])
+        if not curve["sqrt_kl"]:
+            self.over_note.setText("This run logs no KL yet (SFT and DPO have no sampled KL): nothing to plot.")
+        elif curve["gold_key"] is None:
+            self.over_note.setText(f"Proxy = {curve['proxy_key']}. Give the run a gold metric (rule-based task or a "
+                                   "held-out reward model) to see where optimising the proxy stops helping.")
+        else:
+            self.over_note.setText(f"Proxy = {curve['proxy_key']}, gold = {curve['gold_key']}. When the gold curve "
+                                   "bends down while the proxy keeps rising, the policy is over-optimising the "
+                                   "reward model (Gao et al. 2022).")
+
+    def alert_kinds(self) -> list[str]:
+        return [self.alert_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.alert_list.count())]

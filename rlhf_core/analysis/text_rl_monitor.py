@@ -1,0 +1,147 @@
+"""Watching a language-model RL run: alerts and the over-optimisation curve (no Qt).
+
+Input everywhere: a run's metrics as ``{key: (steps, values)}`` (``Project.metrics(run_id)``).
+
+Alerts (each names the step where it fired and says why):
+- ``kl_negative``: the per-token KL estimate is clearly below zero. k3 is never negative and k1's
+  expectation is >= 0, so a mean below ``-0.01`` nats/token means the samples did not come from the
+  policy being scored (wrong temperature, stale log-probs) — a bug, not a finding.
+- ``kl_spike``: KL jumps to more than ``spike_factor`` times its recent median (and above
+  ``spike_floor``): an update moved the policy far in one step (learning rate, a bad batch).
+- ``length_collapse`` / ``length_explosion``: mean completion length falls below
+  ``collapse_ratio`` of its first value (or under 2 tokens), or grows past ``explode_ratio`` times
+  it — both are classic ways a policy games a reward.
+- ``reward_hacking``: over the last ``window`` steps the proxy reward rose while the gold metric
+  (``gold/accuracy`` or ``gold/reward``) fell, each by more than ``min_change`` of its scale: the
+  policy is optimising the reward model, not the task (Gao, Schulman & Hilton 2022).
+
+Over-optimisation curve: proxy and gold reward against d = sqrt(KL(pi || pi_ref)) per sequence,
+the x-axis Gao et al. use; the gold curve of an over-optimised run rises then bends down while the
+proxy keeps rising.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+Series = tuple[Sequence[int], Sequence[float]]
+
+KL_KEY = "kl/token_mean"
+KL_SEQ_KEY = "kl/seq_mean"
+LENGTH_KEY = "length/mean"
+PROXY_KEYS = ("reward/model", "reward/mean")
+GOLD_KEYS = ("gold/reward", "gold/accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    kind: str
+    step: int
+    message: str
+
+
+def _finite(series: Series | None) -> tuple[list[int], list[float]]:
+    if not series:
+        return [], []
+    steps, values = series
+    pairs = [(int(s), float(v)) for s, v in zip(steps, values) if v is not None and math.isfinite(float(v))]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def first_key(metrics: Mapping[str, Series], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` that the run logged with at least one finite value."""
+    for key in keys:
+        if _finite(metrics.get(key))[0]:
+            return key
+    return None
+
+
+def check_alerts(metrics: Mapping[str, Series], *, spike_factor: float = 5.0, spike_floor: float = 0.05,
+                 collapse_ratio: float = 0.3, explode_ratio: float = 3.0, window: int = 5,
+                 min_change: float = 0.05) -> list[Alert]:
+    alerts: list[Alert] = []
+    steps, kl = _finite(metrics.get(KL_KEY))
+    for s, v in zip(steps, kl):
+        if v < -0.01:
+            alerts.append(Alert("kl_negative", s, f"KL estimate {v:.3f} nats/token < 0 at step {s}: the "
+                                "log-probs do not match the sampling distribution (check temperature)."))
+            break
+    for i in range(3, len(kl)):
+        recent = statistics.median(kl[max(0, i - 5):i])
+        if kl[i] > spike_floor and kl[i] > spike_factor * max(recent, 1e-6):
+            alerts.append(Alert("kl_spike", steps[i], f"KL jumped to {kl[i]:.3f} at step {steps[i]} "
+                                f"({kl[i] / max(recent, 1e-6):.0f}x its recent median {recent:.3f})."))
+            break
+    steps, length = _finite(metrics.get(LENGTH_KEY))
+    if len(length) >= 2:
+        first = length[0]
+        for s, v in zip(steps[1:], length[1:]):
+            if v < 2 or (first >= 5 and v < collapse_ratio * first):
+                alerts.append(Alert("length_collapse", s, f"Mean length fell to {v:.1f} tokens at step {s} "
+                                    f"(started at {first:.1f})."))
+                break
+        for s, v in zip(steps[1:], length[1:]):
+            if first > 0 and v > explode_ratio * first:
+                alerts.append(Alert("length_explosion", s, f"Mean length grew to {v:.1f} tokens at step {s} "
+                                    f"(started at {first:.1f})."))
+                break
+    alerts.extend(_hacking(metrics, window, min_change))
+    return alerts
+
+
+def _hacking(metrics: Mapping[str, Series], window: int, min_change: float) -> list[Alert]:
+    proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
+    if proxy_key is None or gold_key is None:
+        return []
+    p_steps, proxy = _finite(metrics[proxy_key])
+    g_steps, gold = _finite(metrics[gold_key])
+    if len(gold) < 3 or len(proxy) < 3:
+        return []
+    # compare the gold metric's peak with its latest value, and the proxy over the same span
+    peak = max(range(len(gold)), key=lambda i: gold[i])
+    if peak == len(gold) - 1:
+        return []
+    start_step, end_step = g_steps[peak], g_steps[-1]
+    if len([s for s in g_steps if s >= start_step]) < 2 or end_step - start_step < 1:
+        return []
+    gold_scale = max(abs(max(gold) - min(gold)), 1e-9, abs(statistics.fmean(gold)) * 0.1)
+    proxy_scale = max(max(proxy) - min(proxy), 1e-9)
+    gold_drop = gold[peak] - gold[-1]
+
+    def proxy_at(step: int) -> float:
+        vals = [v for s, v in zip(p_steps, proxy) if s <= step][-window:]
+        return statistics.fmean(vals) if vals else proxy[0]
+
+    proxy_rise = proxy_at(end_step) - proxy_at(start_step)
+    if gold_drop > min_change * gold_scale * 4 and proxy_rise > min_change * proxy_scale * 4 and gold_drop > 0:
+        return [Alert("reward_hacking", end_step,
+                      f"Reward hacking? {proxy_key} rose by {proxy_rise:.3f} since step {start_step} while "
+                      f"{gold_key} fell from {gold[peak]:.3f} to {gold[-1]:.3f}.")]
+    return []
+
+
+def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
+    """``{"sqrt_kl": [...], "proxy": [...], "gold": [...], "proxy_key", "gold_key"}`` aligned by step.
+
+    d = sqrt(max(KL_seq, 0)); the gold list is empty if the run logged no gold metric; steps where
+    the gold metric was not evaluated are left out of the gold list only (``gold_sqrt_kl`` holds its x).
+    """
+    kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY) or metrics.get(KL_KEY))
+    kl_at = dict(zip(kl_steps, kl))
+    proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
+    out: dict = {"proxy_key": proxy_key, "gold_key": gold_key, "sqrt_kl": [], "proxy": [], "gold_sqrt_kl": [],
+                 "gold": []}
+    if proxy_key is not None:
+        for s, v in zip(*_finite(metrics[proxy_key])):
+            if s in kl_at:
+                out["sqrt_kl"].append(math.sqrt(max(kl_at[s], 0.0)))
+                out["proxy"].append(v)
+    if gold_key is not None:
+        for s, v in zip(*_finite(metrics[gold_key])):
+            if s in kl_at:
+                out["gold_sqrt_kl"].append(math.sqrt(max(kl_at[s], 0.0)))
+                out["gold"].append(v)
+    return out

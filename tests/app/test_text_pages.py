@@ -1,0 +1,106 @@
+"""The text pages on a real window: generation streaming, the Text RL monitor, the reward model page."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.app.conftest import wait_finished
+from tests.core.text_support import tiny_model
+
+HTMLISH = "<b>bold</b> & <script>x</script>"
+
+
+def test_generation_streams_batches_into_the_table_as_plain_text(qtbot, window, tmp_path_factory):
+    from rlhf_core.trainers.generate import GenerateConfig
+
+    folder = tiny_model(tmp_path_factory)
+    page = window.generate_page
+    window.show_page("generate")
+    seen_batches = []
+    window.runner.sample_emitted.connect(
+        lambda rid, kind, payload, step: kind == "generation" and seen_batches.append(page.table.rowCount()))
+    config = GenerateConfig(model=str(folder), prompt_set="lecture", max_prompts=2, samples_per_prompt=2,
+                            max_new_tokens=4, batch_size=2, seed=3)
+    run_id = window.start_run("generate", config, show_runs=False)
+    assert window.stack.currentWidget() is page  # stays on the page
+    assert page.run_id == run_id and not page.generate_button.isEnabled()
+    status, error = wait_finished(qtbot, window, run_id)
+    assert status == "completed", error
+    # two batches of two: the table grew batch by batch while the job ran
+    assert len(seen_batches) == 2 and page.table.rowCount() == 4
+    assert page.generate_button.isEnabled() and "completed: 4 responses" in page.status.text()
+    stored = [i for i in window.project.items("response") if i["run_id"] == run_id]
+    assert sorted(r["text"] for r in page.rows) == sorted(i["text"] for i in stored)
+    page.table.selectRow(1)
+    assert page.rows[1]["text"] in page.detail.toPlainText()
+    # reopening the project shows the last run's responses again
+    page.set_project(window.project)
+    assert page.table.rowCount() == 4 and page.run_id == run_id
+
+
+def test_generation_page_refuses_impossible_settings(window):
+    page = window.generate_page
+    page.form.editors["prompt_set"].setText("")  # no prompts at all is caught by the job, not here
+    page.form.editors["top_p"].setValue(0.0)  # top_p must be > 0
+    runs_before = len(window.project.runs())
+    page.request_generation()
+    assert "Cannot generate" in page.status.text() and len(window.project.runs()) == runs_before
+
+
+def _fake_rl_run(project, kind="grpo", n=8, hacked=True):
+    """A run with the metric keys and samples a text trainer logs (written through the real store)."""
+    run_id = project.create_run(kind, {}, status="running")
+    for step in range(n):
+        values = {"reward/mean": 0.5 * step, "kl/token_mean": 0.01 * step, "kl/seq_mean": float(step * step),
+                  "length/mean": 40.0 + step, "train/loss": 1.0 / (step + 1),
+                  "gold/reward": (0.3 * step if step < 4 else 1.2 - 0.4 * (step - 3)) if hacked else 0.1 * step}
+        project.log_metrics(run_id, step, values)
+        project.add_sample(run_id, "text_rl", {"step": step, "prompt": "What is 2+3?", "response": HTMLISH + str(step),
+                                               "reward": 0.5 * step, "components": {"format": 0.5, "correctness": 0.0},
+                                               "length": 40 + step}, step=step)
+    project.finish_run(run_id, "completed", result={"reward_last": 3.5})
+    return run_id
+
+
+def test_text_rl_page_shows_samples_alerts_and_the_overoptimisation_curve(window):
+    project = window.project
+    run_id = _fake_rl_run(project)
+    page = window.text_rl_page
+    page.set_project(project)
+    window.show_page("text_rl")
+    assert page.current_run == run_id and page.checked_runs() == [run_id]
+    assert page.sample_table.rowCount() == 8
+    assert page.sample_table.item(7, 4).text() == HTMLISH + "7"  # plain text, not rendered
+    page.sample_table.selectRow(7)
+    detail = page.sample_detail.toPlainText()
+    assert HTMLISH + "7" in detail and "format +0.500" in detail
+    assert page.alert_kinds() == ["reward_hacking"]
+    assert page.tabs.tabText(1) == "Alerts (1)"
+    xs, ys = page.proxy_curve.getData()
+    assert list(xs) == [float(s) for s in range(8)] and list(ys) == [0.5 * s for s in range(8)]
+    gx, gy = page.gold_curve.getData()
+    assert len(gx) == 8 and math.isclose(gy[3], 0.9)
+    keys = set(page.plot.store.keys([run_id]))
+    assert {"reward/mean", "kl/token_mean", "length/mean", "gold/reward"} <= keys
+    # a second, healthy run: overlay both, show the new one
+    other = _fake_rl_run(project, kind="ppo_text", hacked=False)
+    page.refresh_runs(select=other)
+    assert page.current_run == other and page.checked_runs() == [run_id, other]
+    assert page.alert_kinds() == []
+
+
+def test_text_rl_page_follows_a_live_run(window):
+    project = window.project
+    page = window.text_rl_page
+    run_id = project.create_run("grpo", {}, status="running")
+    page.on_job_queued(run_id, "grpo")
+    assert page.current_run == run_id
+    page.on_metrics(run_id, [(0, {"kl/token_mean": 0.0, "length/mean": 40.0, "reward/mean": 0.1}),
+                             (1, {"kl/token_mean": -0.2, "length/mean": 41.0, "reward/mean": 0.2})])
+    page.on_sample(run_id, "text_rl", {"step": 1, "prompt": "p", "response": "r", "reward": 0.2, "length": 41}, 1)
+    page._update_analysis()
+    assert page.alert_kinds() == ["kl_negative"] and page.sample_table.rowCount() == 1
+    page.on_sample(run_id + 99, "text_rl", {"step": 1}, 1)  # other runs are ignored
+    assert page.sample_table.rowCount() == 1

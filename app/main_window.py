@@ -250,6 +250,9 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addSeparator()
+        self._action(file_menu, "&Export Preferences (TRL JSONL)…", self.export_trl_dialog)
+        self._action(file_menu, "&Import Preferences (TRL JSONL)…", self.import_trl_dialog)
+        file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         run_menu = menu.addMenu("&Run")
@@ -330,6 +333,61 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Open project folder", str(Path.home()))
         if path:
             self.open_project(path)
+
+    def export_trl(self, path: str | Path, *, conversational: bool = False) -> dict | None:
+        """Write the project's text preferences as TRL JSONL; returns the report (None on failure)."""
+        from rlhf_core.text.trl_io import export_trl
+
+        if self.project is None:
+            self.show_error("No project open", "Open a project to export its preferences.")
+            return None
+        try:
+            report = export_trl(self.project, path, conversational=conversational)
+        except OSError as exc:
+            self.show_error("Export failed", f"Could not write {path}: {exc}")
+            return None
+        skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.skipped.items() if n) or "none"
+        self.statusBar().showMessage(f"Exported {report.written} preference pairs to {report.path.name} "
+                                     f"(left out: {skipped}).", 10000)
+        return report.as_dict()
+
+    def import_trl(self, path: str | Path) -> dict | None:
+        """Import a TRL JSONL file into the open project; a bad file imports nothing and says why."""
+        from rlhf_core.text.trl_io import TrlFileError, import_trl
+
+        if self.project is None:
+            self.show_error("No project open", "Open or create a project to import preferences into.")
+            return None
+        try:
+            report = import_trl(self.project, path)
+        except TrlFileError as exc:
+            self.show_error("Nothing was imported", str(exc))
+            return None
+        except OSError as exc:
+            self.show_error("Nothing was imported", f"Could not read {path}: {exc}")
+            return None
+        self.project_page.refresh(self.project)
+        self.text_page.refresh()
+        self.statusBar().showMessage(
+            f"Imported {report.comparisons_added} comparisons ({report.already_present} already present), "
+            f"{report.prompts_added} prompts, {report.responses_added} responses from {Path(path).name}.", 10000)
+        return report.as_dict()
+
+    def export_trl_dialog(self) -> None:
+        if self.project is None:
+            self.show_error("No project open", "Open a project to export its preferences.")
+            return
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export preferences (TRL)", str(Path.home() / "preferences.jsonl"),
+            "TRL preference JSONL, plain strings (*.jsonl);;TRL preference JSONL, chat messages (*.jsonl)")
+        if path:
+            self.export_trl(path, conversational="chat" in chosen)
+
+    def import_trl_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import preferences (TRL)", str(Path.home()),
+                                              "JSON Lines (*.jsonl *.json);;All files (*)")
+        if path:
+            self.import_trl(path)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()

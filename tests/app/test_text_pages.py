@@ -104,3 +104,29 @@ def test_text_rl_page_follows_a_live_run(window):
     assert page.alert_kinds() == ["kl_negative"] and page.sample_table.rowCount() == 1
     page.on_sample(run_id + 99, "text_rl", {"step": 1}, 1)  # other runs are ignored
     assert page.sample_table.rowCount() == 1
+
+
+def test_trl_export_and_import_from_the_window(window, tmp_path):
+    import json
+
+    project = window.project
+    pid = project.add_prompt("Name a colour.")
+    a = project.add_item("response", prompt_id=pid, text="Blue.", source="generated")
+    b = project.add_item("response", prompt_id=pid, text="I like <b>cheese</b>.", source="generated")
+    you = project.ensure_labeller("you")
+    project.add_comparison(a, b, "left", labeller_id=you, source="human")
+    project.add_comparison(a, b, "tie", labeller_id=you, source="human")
+    report = window.export_trl(tmp_path / "out.jsonl")
+    assert report["written"] == 1 and report["skipped"]["tie"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like <b>cheese</b>."}]
+    # a bad file: clear message naming the line, nothing imported
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + '{"prompt": "x", "chosen": "y"}\n')
+    before = project.counts()
+    assert window.import_trl(bad) is None
+    assert "line 2" in window.error_panel.text.toPlainText() and project.counts() == before
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome."}) + "\n")
+    report = window.import_trl(good)
+    assert report["comparisons_added"] == 1 and project.counts()["comparisons"] == before["comparisons"] + 1

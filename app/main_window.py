@@ -169,6 +169,7 @@ class MainWindow(QMainWindow):
         self.runner.metrics_logged.connect(self.runs_page.on_metrics)
         self.runner.job_finished.connect(self._on_runner_job_finished)
         self.runner.queue_changed.connect(self._update_queue_label)
+        self.text_page.run_requested.connect(lambda job: self.new_run_dialog(job, show_runs=False))  # AI labeller
         self.text_pages = (self.generate_page, self.text_reward_page, self.text_rl_page)
         self.runner.job_queued.connect(self._on_runner_job_queued)
         self.runner.metrics_logged.connect(self.text_reward_page.on_metrics)

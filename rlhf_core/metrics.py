@@ -45,12 +45,25 @@ METRIC_KEYS: dict[str, str] = {
     "gold/accuracy": "Exact-answer accuracy (pass@1, greedy) on held-out gold tasks: the metric the "
                      "reward is a proxy for.",
     "gold/reward": "Gold reward (rule-based or a held-out reward model) of the step's completions.",
+    "kl/sqrt_seq": "sqrt(max(kl/seq_mean, 0)): the distance d = sqrt(KL) of Gao et al. 2022, the x axis of "
+                   "their over-optimisation plots (PPO).",
+    "sft/heldout_loss": "SFT: mean next-token cross-entropy on the held-out demonstrations' completion "
+                        "tokens (nats).",
     "dpo/reward_chosen": "DPO implicit reward beta*log(pi/pi_ref) of the chosen responses.",
     "dpo/reward_rejected": "The same for the rejected responses.",
     "dpo/margin": "reward_chosen - reward_rejected.",
     "dpo/accuracy": "Fraction of pairs whose chosen response has the higher implicit reward.",
+    "dpo/heldout_accuracy": "The same on the held-out pairs (before training, every eval_every steps, at the end).",
+    "dpo/heldout_loss": "DPO loss on the held-out pairs (nats; log 2 = 0.693 before training).",
     "memory/peak_rss_mb": "Peak resident memory of the process so far (MB).",
     "generation/tokens_per_second": "Completion tokens sampled per wall-clock second (per batch).",
+    # AI feedback (the ai_labels job)
+    "ai/labelled": "Pairs the AI labeller has labelled so far in this run.",
+    "ai/mean_confidence": "Mean max(P, 1 - P) of its labels, P = P(left better): 0.5 = a coin, 1 = certain.",
+    "ai/answer_mass": "Judge: mean P(' A') + P(' B') as the next token (how much of the distribution falls on "
+                      "the two valid answers).",
+    "ai/order_consistency": "Judge: fraction of pairs where both orders (left as A, left as B) pick the same "
+                            "response; low values mean the judge follows the position, not the content.",
     # bookkeeping every job may log
     "time/steps_per_second": "Optimisation steps per wall-clock second.",
 }

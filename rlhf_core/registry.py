@@ -111,3 +111,14 @@ register_job(
         config="rlhf_core.text.reward_model:TextRewardModelConfig",
     )
 )
+register_job(
+    JobSpec(
+        name="ai_labels",
+        title="AI feedback: label text pairs (RLAIF)",
+        description="An AI labeller answers the text pairs waiting in the queue: a language-model judge asked one "
+        "principle of the constitution per pair (read from its next-token probabilities of A/B, both orders), "
+        "or a trained text reward model. Labels carry source 'ai' for review in Label text.",
+        target="rlhf_core.text.ai_feedback:label_with_ai",
+        config="rlhf_core.text.ai_feedback:AILabelConfig",
+    )
+)

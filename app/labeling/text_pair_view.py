@@ -13,6 +13,14 @@ selections (``QTextCharFormat``) on that plain text.
 
 A correction ("preference with correction") stores the rewrite as a new response preferred over
 every sampled response to the prompt (:func:`rlhf_core.text.labels.add_correction`).
+
+Review AI labels (RLAIF): with "Review AI labels" ticked the view walks the pairs an AI labeller
+(the ``ai_labels`` job) labelled and no person has, oldest first, and shows the AI's answer, the
+principle it was asked and its confidence (plain text). The same keys label: pressing the AI's
+answer (or Enter) accepts it, another key overrides it; either way a HUMAN label is stored
+(:func:`rlhf_core.text.ai_feedback.record_review`) and the AI's label stays, so AI-human agreement
+can be measured. "Blind" hides the AI's answer until the person has answered (their labels then
+count as independent). "Constitution…" edits the project's principles for the judge.
 """
 
 from __future__ import annotations
@@ -51,9 +59,11 @@ from app.labeling.common import (
     reopened_pair,
     waiting_count,
 )
+from app.labeling.constitution_dialog import ConstitutionDialog
 from app.labeling.text_rank_view import TextRankView, snippet
 from rlhf_core.analysis.agreement import AgreementReport, labeller_agreement
 from rlhf_core.store import Project
+from rlhf_core.text.ai_feedback import AIAgreement, ai_human_agreement, record_review, review_count, review_pairs
 from rlhf_core.text.labels import (
     add_correction,
     correction_of,
@@ -66,7 +76,11 @@ from rlhf_core.text.labels import (
 REMOVED = QColor("#ffd0cc")  # words of the left response not in the right one
 ADDED = QColor("#c8f0cf")  # words of the right response not in the left one
 EDITING_STYLE = "QPlainTextEdit { background: #fffbe6; border: 2px solid #d9a400; }"
-_VIEW_KEYS = set(KEY_OUTCOMES) | {Qt.Key.Key_Z, Qt.Key.Key_C, Qt.Key.Key_D}
+AI_INFO_STYLE = "QLabel { background: #eaf2fb; border: 1px solid #9bbbe0; padding: 6px; }"
+_ACCEPT_KEYS = {Qt.Key.Key_Return, Qt.Key.Key_Enter}
+_VIEW_KEYS = set(KEY_OUTCOMES) | {Qt.Key.Key_Z, Qt.Key.Key_C, Qt.Key.Key_D} | _ACCEPT_KEYS
+REVIEW_SETTING = "labelling/review_ai_labels"
+BLIND_SETTING = "labelling/review_ai_blind"
 
 
 def utf16_offsets(text: str) -> list[int] | None:
@@ -133,6 +147,7 @@ class TextPairView(QWidget):
     label_recorded = Signal(int)  # comparison id
     pair_shown = Signal(int)  # queue id
     correction_saved = Signal(int)  # new response item id
+    run_requested = Signal(str)  # a job name (the AI labeller)
 
     def __init__(self, settings, labeller_box: LabellerBox | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -144,6 +159,7 @@ class TextPairView(QWidget):
         self.choosing_side = False  # after C: waiting for ← or →
         self._cache: dict[int, dict] = {}  # queue id -> prepared pair (items, prompt, diff)
         self._session: list[tuple[str, int]] = []  # ("label", comparison id) / ("correction", item id)
+        self.reviewing = False  # walking AI labels (``current`` is then the AI comparison row)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         own_box = self._own_box = labeller_box is None
@@ -181,6 +197,42 @@ class TextPairView(QWidget):
         head.addWidget(self.per_prompt_box)
         head.addWidget(self.second_opinion_box)
         head.addWidget(self.queue_button)
+
+        # AI feedback: review mode, the constitution, starting the AI labeller, AI-human agreement
+        self.review_box = QCheckBox("Review AI labels")
+        self.review_box.setObjectName("review_ai_box")
+        self.review_box.setToolTip("Walk the pairs an AI labeller labelled and no person has: accept its answer "
+                                   "(press the same key, or Enter) or override it (another key)")
+        self.review_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.blind_box = QCheckBox("Blind (hide the AI's answer until I label)")
+        self.blind_box.setToolTip("Your labels then do not lean on the AI's, and count as independent in the "
+                                  "AI-vs-people agreement")
+        self.blind_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        qs = getattr(settings, "qs", None)
+        if qs is not None:
+            self.blind_box.setChecked(bool(qs.value(BLIND_SETTING, False, type=bool)))
+        self.blind_box.toggled.connect(self._on_blind_toggled)
+        self.constitution_button = QPushButton("Constitution…")
+        self.constitution_button.setToolTip("Edit the principles the AI judge is asked (saved in the project)")
+        self.constitution_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.constitution_button.clicked.connect(self.edit_constitution)
+        self.ai_run_button = QPushButton("Run AI labeller…")
+        self.ai_run_button.setToolTip("Start an ai_labels run: an AI labels the text pairs waiting in the queue")
+        self.ai_run_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.ai_run_button.clicked.connect(lambda: self.run_requested.emit("ai_labels"))
+        self.ai_agreement_label = QLabel()
+        self.ai_agreement_label.setObjectName("ai_agreement_line")
+        self.ai_agreement_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.ai_agreement_label.setStyleSheet("color: #333;")
+        ai_row = QHBoxLayout()
+        ai_row.addWidget(QLabel("AI feedback:"))
+        ai_row.addWidget(self.review_box)
+        ai_row.addWidget(self.blind_box)
+        ai_row.addSpacing(12)
+        ai_row.addWidget(self.ai_agreement_label)
+        ai_row.addStretch(1)
+        ai_row.addWidget(self.constitution_button)
+        ai_row.addWidget(self.ai_run_button)
 
         # prompt and the two responses
         self.prompt_text = QPlainTextEdit()
@@ -233,7 +285,20 @@ class TextPairView(QWidget):
         self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.message.setWordWrap(True)
 
+        self.ai_info = QLabel()
+        self.ai_info.setObjectName("ai_label_info")
+        self.ai_info.setTextFormat(Qt.TextFormat.PlainText)  # the principle is user text
+        self.ai_info.setWordWrap(True)
+        self.ai_info.setStyleSheet(AI_INFO_STYLE)
+        self.ai_info.hide()
+
         buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
+        self.accept_button = QPushButton("Accept AI label  (Enter)")
+        self.accept_button.setObjectName("accept_ai_button")
+        self.accept_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.accept_button.clicked.connect(self.accept_ai)
+        self.accept_button.hide()
+        buttons.insertWidget(0, self.accept_button)
         self.correct_button = QPushButton("Correct…  (C)")
         self.correct_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.correct_button.clicked.connect(self.choose_side)
@@ -257,15 +322,20 @@ class TextPairView(QWidget):
         pl.addWidget(self.prompt_text)
         pl.addLayout(grid, 1)
         pl.addWidget(self.correction_bar)
+        pl.addWidget(self.ai_info)
         pl.addLayout(buttons)
         layout = QVBoxLayout(self)
         layout.addLayout(head)
+        layout.addLayout(ai_row)
         layout.addWidget(self.pair_widget, 1)
         layout.addWidget(self.empty_label, 1)
         layout.addWidget(self.message)
         layout.addWidget(QLabel("Recent labels"))
         layout.addWidget(self.recent)
         self.set_project(None)
+        self.review_box.toggled.connect(self.set_reviewing)
+        if qs is not None and bool(qs.value(REVIEW_SETTING, False, type=bool)):
+            self.review_box.setChecked(True)
 
     # ------------------------------------------------------------------ project
     def set_project(self, project: Project | None) -> None:
@@ -299,6 +369,66 @@ class TextPairView(QWidget):
             self._update_progress()
         return queued
 
+    # ------------------------------------------------------------------ AI labels
+    def set_reviewing(self, on: bool) -> None:
+        """Switch between the queue (people label) and reviewing AI labels."""
+        on = bool(on)
+        if self.review_box.isChecked() != on:
+            self.review_box.setChecked(on)  # comes back here through the signal
+            return
+        qs = getattr(self.settings, "qs", None)
+        if qs is not None:
+            qs.setValue(REVIEW_SETTING, on)
+        if on == self.reviewing:
+            return
+        self._end_correction()
+        self.reviewing = on
+        self.current = None
+        self._cache.clear()  # queue ids and comparison ids would mix
+        self.accept_button.setVisible(on)
+        self.message.setText("")
+        self.show_next()
+        self.setFocus()
+
+    def _on_blind_toggled(self, on: bool) -> None:
+        qs = getattr(self.settings, "qs", None)
+        if qs is not None:
+            qs.setValue(BLIND_SETTING, bool(on))
+        if self.reviewing and self.current is not None:
+            self._show_pair(self.current)
+
+    def _ai_choice_side(self, pair: dict | None) -> str | None:
+        if not self.reviewing or pair is None or self.blind_box.isChecked():
+            return None
+        return pair.get("outcome") if pair.get("outcome") in ("left", "right") else None
+
+    def _show_ai_info(self, pair: dict | None) -> None:
+        if not self.reviewing or pair is None:
+            self.ai_info.hide()
+            return
+        self.accept_button.setEnabled(not self.blind_box.isChecked())
+        self.ai_info.setText(ai_label_text(pair, hidden=self.blind_box.isChecked()))
+        self.ai_info.show()
+
+    def accept_ai(self) -> int | None:
+        """Review mode: store a human label that agrees with the AI's (not in blind mode)."""
+        if not self.reviewing or self.current is None or self.blind_box.isChecked():
+            return None
+        return self.label(self.current["outcome"])
+
+    def edit_constitution(self) -> bool:
+        """The Constitution… dialog; True if a new constitution was saved in the project folder."""
+        if self.project is None:
+            self.message.setText("Open a project first: its constitution is saved in the project folder.")
+            return False
+        dialog = ConstitutionDialog(self.project.folder, self)
+        if dialog.exec() == ConstitutionDialog.DialogCode.Accepted and dialog.saved_path is not None:
+            n = len(dialog.principles())
+            self.message.setText(f"Constitution saved ({n} principle{'s' if n != 1 else ''}) in "
+                                 f"{dialog.saved_path.name}; the next AI labeller run uses it.")
+            return True
+        return False
+
     # ------------------------------------------------------------------ pairs
     def _prepare(self, pair: dict) -> dict:
         """Everything needed to show a pair (items, prompt text, word diff); cached per queue entry."""
@@ -312,8 +442,14 @@ class TextPairView(QWidget):
         return self._cache[pair["id"]]
 
     def show_next(self) -> None:
-        """Show the first pair of responses waiting in the queue (or the empty state)."""
-        pending = pending_pairs(self.project, "response", limit=2) if self.project is not None else []
+        """Show the first pair of responses waiting in the queue (or the empty state); in review mode
+        the oldest AI label that no person has answered."""
+        if self.project is None:
+            pending = []
+        elif self.reviewing:
+            pending = review_pairs(self.project, limit=2)
+        else:
+            pending = pending_pairs(self.project, "response", limit=2)
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # prepare the next pair while this one is read
             nxt = pending[1]
@@ -330,6 +466,7 @@ class TextPairView(QWidget):
         self.current = pair
         self._update_progress()
         if pair is None:
+            self._show_ai_info(None)
             self.pair_widget.hide()
             self.empty_label.setText(self._empty_text())
             self.empty_label.show()
@@ -343,9 +480,12 @@ class TextPairView(QWidget):
         self.prompt_text.setPlainText(prepared["prompt"])
         self.left_text.setPlainText(left["text"] or "")
         self.right_text.setPlainText(right["text"] or "")
+        ai_side = self._ai_choice_side(pair)
         for title, side, item in ((self.left_title, "Left", left), (self.right_title, "Right", right)):
             words = len((item["text"] or "").split())
-            title.setText(f"{side} · response {item['id']} · {words} words")
+            mark = " · the AI prefers this one" if ai_side == side.lower() else ""
+            title.setText(f"{side} · response {item['id']} · {words} word{'s' if words != 1 else ''}{mark}")
+        self._show_ai_info(pair)
         self._apply_diff()
         self.shown_at = time.monotonic()
         self.pair_shown.emit(pair["id"])
@@ -353,6 +493,10 @@ class TextPairView(QWidget):
     def _empty_text(self) -> str:
         if self.project is None:
             return "No project open."
+        if self.reviewing:
+            return ("No AI labels are waiting for review.\n\nAn AI labeller answers the text pairs waiting in the "
+                    "queue: press “Run AI labeller…” (or Run → New Run… → “ai_labels”); its labels appear here "
+                    "for you to accept or override.")
         groups = responses_by_prompt(self.project)
         possible = sum(len(ids) * (len(ids) - 1) // 2 for ids in groups.values())
         if possible == 0:
@@ -380,10 +524,21 @@ class TextPairView(QWidget):
             return None
         response_ms = int((time.monotonic() - self.shown_at) * 1000)
         pair = self.current
-        cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome, labeller_id=self.labeller_id(),
-                                          source="human", response_ms=response_ms, queue_id=pair["id"])
+        if self.reviewing:
+            blind = self.blind_box.isChecked()
+            cid = record_review(self.project, pair["id"], outcome, self.labeller_id(), response_ms=response_ms,
+                                blind=blind)
+            verdict = "agreed with" if outcome == pair["outcome"] else "overrode"
+            text = f"You {verdict} the AI on responses {pair['left_id']} vs {pair['right_id']}"
+            if blind or outcome != pair["outcome"]:
+                text += (f" (you: {OUTCOME_TEXT[outcome]}; AI: {OUTCOME_TEXT[pair['outcome']]})")
+            self.message.setText(text + ". Z undoes it.")
+        else:
+            cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome,
+                                              labeller_id=self.labeller_id(), source="human",
+                                              response_ms=response_ms, queue_id=pair["id"])
+            self.message.setText("")
         self._session.append(("label", cid))
-        self.message.setText("")
         self.show_next()
         self._refresh_recent()
         self.label_recorded.emit(cid)
@@ -412,7 +567,7 @@ class TextPairView(QWidget):
             self._undo_correction(correction)
             return
         self.project.undo_comparison(comparison_id)
-        pair = reopened_pair(self.project, comparison_id)
+        pair = None if self.reviewing else reopened_pair(self.project, comparison_id)
         if pair is None:
             self.show_next()
         else:
@@ -513,6 +668,15 @@ class TextPairView(QWidget):
     def _update_progress(self) -> None:
         if self.project is None:
             self.progress_label.setText("No project open")
+            self.ai_agreement_label.setText("")
+            return
+        self.ai_agreement_label.setText(format_ai_agreement(ai_human_agreement(self.project), short=True))
+        if self.reviewing:
+            reviewed = self.project.conn.execute(
+                "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL AND source = 'human' "
+                "AND json_extract(meta_json, '$.reviewed_ai') IS NOT NULL").fetchone()[0]
+            self.progress_label.setText(f"Reviewing AI labels · {review_count(self.project)} to review · "
+                                        f"{reviewed} reviewed")
             return
         labelled = self.project.conn.execute(
             "SELECT count(*) FROM pair_queue q JOIN items i ON i.id = q.left_id "
@@ -520,7 +684,11 @@ class TextPairView(QWidget):
         corrections = self.project.conn.execute(
             "SELECT count(*) FROM items WHERE kind='response' AND source='correction' AND deleted_at IS NULL"
         ).fetchone()[0]
-        text = f"Labelled {labelled} · {waiting_count(self.project, 'response')} waiting"
+        by_ai = self.project.conn.execute(
+            "SELECT count(*) FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
+            "JOIN items i ON i.id = q.left_id WHERE c.source = 'ai' AND i.kind = 'response'").fetchone()[0]
+        text = f"Labelled {labelled}" + (f" ({by_ai} by AI)" if by_ai else "")
+        text += f" · {waiting_count(self.project, 'response')} waiting"
         if corrections:
             text += f" · {corrections} correction{'s' if corrections != 1 else ''}"
         self.progress_label.setText(text)
@@ -557,6 +725,8 @@ class TextPairView(QWidget):
             return
         if key in KEY_OUTCOMES:
             self.label(KEY_OUTCOMES[key])
+        elif key in _ACCEPT_KEYS and self.reviewing:
+            self.accept_ai()
         elif key == Qt.Key.Key_Z:
             self.undo()
         elif key == Qt.Key.Key_C:
@@ -590,6 +760,11 @@ class AgreementPanel(QWidget):
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
         self.summary.setWordWrap(True)
         self.summary.setStyleSheet("font-size: 13px;")
+        self.ai_summary = QLabel()
+        self.ai_summary.setObjectName("ai_agreement_summary")
+        self.ai_summary.setTextFormat(Qt.TextFormat.PlainText)
+        self.ai_summary.setWordWrap(True)
+        self.ai_summary.setStyleSheet("font-size: 13px;")
         rules = QLabel("Pairs of responses labelled by two or more labellers (either order). Ties count as "
                        "an answer of their own; “skip” and “both bad” are left out. Cohen's kappa corrects "
                        "the agreement for chance (1 = perfect, 0 = chance level); the overall kappa is the "
@@ -617,6 +792,7 @@ class AgreementPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(head)
         layout.addWidget(self.summary)
+        layout.addWidget(self.ai_summary)
         layout.addWidget(rules)
         layout.addWidget(QLabel("Between pairs of labellers"))
         layout.addWidget(self.table)
@@ -633,7 +809,9 @@ class AgreementPanel(QWidget):
         if self.project is None:
             self.report = None
             self.summary.setText("No project open.")
+            self.ai_summary.setText("")
             return
+        self.ai_summary.setText(ai_agreement_text(self.project))
         rep = self.report = labeller_agreement(self.project, item_kind="response",
                                                sources=self.source_box.currentData())
         if rep.pairs == 0:
@@ -675,6 +853,59 @@ class AgreementPanel(QWidget):
         return {r[0]: r[1] for r in rows}
 
 
+def ai_label_text(pair: dict, *, hidden: bool = False) -> str:
+    """What the review panel says about an AI label (plain text; the principle is user text)."""
+    meta = pair.get("meta") or {}
+    who = pair.get("labeller") or "AI"
+    if hidden:
+        first = (f"AI label #{pair['id']} by {who}: its answer is hidden until you label (blind review). "
+                 "Label as usual; afterwards you see whether you agreed.")
+    else:
+        first = f"AI label #{pair['id']} by {who}: {OUTCOME_TEXT.get(pair['outcome'], pair['outcome'])}"
+        p_left = meta.get("p_left")
+        if isinstance(p_left, (int, float)):
+            first += f" · {max(p_left, 1 - p_left) * 100:.0f} % sure"
+            ab, ba = meta.get("p_left_ab"), meta.get("p_left_ba")
+            if isinstance(ab, (int, float)) and isinstance(ba, (int, float)):
+                first += (f"\nP(left better) = {p_left:.2f}, the mean of {ab:.2f} (left shown as A) and "
+                          f"{ba:.2f} (left shown as B)")
+            elif isinstance(meta.get("score_left"), (int, float)) and isinstance(meta.get("score_right"), (int, float)):
+                first += (f"\nP(left better) = {p_left:.2f} = sigmoid of the rewards {meta['score_left']:.2f} − "
+                          f"{meta['score_right']:.2f}")
+            else:
+                first += f"\nP(left better) = {p_left:.2f}"
+    principle = pair.get("principle")
+    text = first + (f"\nPrinciple asked: {principle}" if principle else "\nNo principle (a reward model's scores).")
+    if not hidden:
+        text += "\nThe same key or Enter accepts the AI's answer; another key overrides it."
+    return text
+
+
+def format_ai_agreement(a: AIAgreement, *, short: bool = False) -> str:
+    """One line on AI-vs-people agreement (from :func:`rlhf_core.text.ai_feedback.ai_human_agreement`)."""
+    if a.ai_labels == 0:
+        return "" if short else "AI vs people: no AI labels yet (Compare pairs → Run AI labeller…)."
+    if a.pairs == 0:
+        return ("AI vs people: no overlap yet" if short else
+                "AI vs people: no pair has both an AI label and a person's label yet (review AI labels in "
+                "Compare pairs).")
+    core = f"{format_percent(a.agreement)} on {a.pairs} pair{'s' if a.pairs != 1 else ''}, κ {format_kappa(a.kappa)}"
+    return f"AI vs people: {core}" if short else f"AI vs people: agreement {core} ({a.agree} the same)"
+
+
+def ai_agreement_text(project: Project) -> str:
+    """The Agreement tab's AI-vs-people line: all human labels, then only independent ones."""
+    every = ai_human_agreement(project)
+    text = format_ai_agreement(every)
+    if every.pairs:
+        alone = ai_human_agreement(project, independent_only=True)
+        if alone.pairs != every.pairs:
+            text += (" · counting only labels given without seeing the AI's answer: "
+                     + (f"{format_percent(alone.agreement)} on {alone.pairs} pairs, κ {format_kappa(alone.kappa)}"
+                        if alone.pairs else "no pairs yet (use Blind review)"))
+    return text
+
+
 def format_percent(x: float) -> str:
     return "–" if x != x else f"{x * 100:.1f} %"
 
@@ -690,12 +921,15 @@ def answer_text(outcome: str, a: int, b: int) -> str:
 class TextLabelPage(QWidget):
     """The "Label text" page: tabs for pairs (with corrections), rankings and agreement; one labeller."""
 
+    run_requested = Signal(str)  # a job to open in the New Run dialog (the AI labeller)
+
     def __init__(self, settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings
         self.project: Project | None = None
         self.labeller_box = LabellerBox(settings)
         self.pairs = TextPairView(settings, self.labeller_box)
+        self.pairs.run_requested.connect(self.run_requested)
         self.ranking = TextRankView(settings, self.labeller_box)
         self.agreement = AgreementPanel()
         self.tabs = QTabWidget()

@@ -197,10 +197,28 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
             group.add_argument(flag, dest=info.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         elif info.type is list:
-            group.add_argument(flag, dest=info.name, default=None, help=help_text + " Comma-separated.")
+            group.add_argument(flag, dest=info.name, type=parse_list, default=None,
+                               help=help_text + " Comma-separated.")
         else:
             group.add_argument(flag, dest=info.name, type=info.type, default=None,
                                choices=info.choices, help=help_text)
+
+
+def parse_list(text: str) -> list:
+    """A comma-separated command-line list; items that look like numbers become ints/floats."""
+    out: list = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        for convert in (int, float):
+            try:
+                out.append(convert(part))
+                break
+            except ValueError:
+                continue
+        else:
+            out.append(part)
+    return out
 
 
 def from_args(config_cls: type[T], args: argparse.Namespace) -> T:

@@ -7,6 +7,9 @@ extrapolation plot — x = true return, y = predicted return — for the demonst
 thing the reward model learned from) and for unseen trajectories, with a line at the best
 demonstration: points right of it are better than anything the model was shown. For D-REX runs
 the noise-degradation curve (mean true return per ε) is drawn under it.
+
+A second tab, "D-REX ranking" (``app/analysis/drex_view.py``), shows the project's own noise
+rollouts and lets the person override D-REX's automatic order of noise levels.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QSplitter,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.analysis.drex_view import DrexView
 from rlhf_core.store import Project
 
 COLUMNS = ["Run", "Env", "Method", "Best demo", "Mean demo", "BC", "Policy", "r unseen"]
@@ -34,7 +39,7 @@ def _fmt(v, digits=1) -> str:
 
 
 class ExtrapolationView(QWidget):
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, settings=None):
         super().__init__(parent)
         self.project: Project | None = None
         self.table = QTableWidget(0, len(COLUMNS))
@@ -82,8 +87,13 @@ class ExtrapolationView(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setSizes([430, 640])
+        self.drex_view = DrexView(settings)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(splitter, "Extrapolation runs")
+        self.tabs.addTab(self.drex_view, "D-REX ranking")
         layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        layout.addWidget(self.tabs)
+        self._tab_chosen_for: Project | None = None
         self.runs: list[dict] = []
 
     def set_project(self, project: Project | None) -> None:
@@ -108,6 +118,11 @@ class ExtrapolationView(QWidget):
                     item.setToolTip("Better than the best demonstration")
                 self.table.setItem(row, col, item)
         self.summary.setText(self._summary_text())
+        self.drex_view.set_project(self.project)
+        if self.project is not self._tab_chosen_for:  # once per project, then the person's choice stays
+            self._tab_chosen_for = self.project
+            if not self.runs and self.drex_view.env_box.count():  # nothing to show here: open the D-REX tab
+                self.tabs.setCurrentWidget(self.drex_view)
         if self.runs and not self.table.selectedItems():
             self.table.selectRow(0)
         elif not self.runs:

@@ -7,7 +7,8 @@ Sources (``source``):
 - ``rankings``: rankings of whole trajectories -> T-REX snippet pairs between different groups.
 - ``checkpoint_order``: trajectories rolled out from learner checkpoints, ranked by checkpoint
   step (learning from a learner, no person needed).
-- ``drex``: trajectories with a noise level ε in their source, ranked by ε (less noise = better).
+- ``drex``: trajectories with a noise level ε in their source, ranked by ε (less noise = better);
+  a person's labels between two of them (D-REX ranking panel overrides, rankings) win over ε.
 The result is a ``reward_ensemble`` checkpoint (with the reward mean/std for normalising) that
 ``ppo_learned`` trains on.
 """
@@ -24,6 +25,7 @@ from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import outcome_target
 from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs, whole_pairs
+from rlhf_core.rewards.drex_overrides import drex_overrides, drex_trajectories, overridden_pair_count
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
 
 
@@ -81,6 +83,7 @@ def _trajectories(project, env_id, predicate):
 
 def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     project = ctx.project()
+    extra = {}
     if config.source == "comparisons":
         pairs, obs = _comparison_pairs(project, config)
     elif config.source == "rankings":
@@ -105,14 +108,7 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
         obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
         pairs = _ranked_pairs(obs, [float(s["step"]) for _, s in trajs], config)
     else:  # drex
-        trajs = _trajectories(project, config.env_id, lambda t, s: s.get("epsilon") is not None)
-        if not trajs:
-            raise ValueError(f"no noise-injected rollouts of {config.env_id}; run 'Collect trajectories' with a "
-                             "D-REX noise schedule first")
-        obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
-        pairs = drex_pairs(obs, [float(s["epsilon"]) for _, s in trajs], config.snippet_pairs,
-                           min_gap=config.drex_min_gap, min_len=config.snippet_min, max_len=config.snippet_max,
-                           seed=config.seed)
+        pairs, obs, extra = drex_training_pairs(project, config)
     settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.lr,
                            weight_decay=config.weight_decay, random_answer_prob=config.random_answer_prob,
                            heldout_fraction=config.heldout_fraction, seed=config.seed)
@@ -123,7 +119,27 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     cid = project.add_checkpoint(ctx.run_id, "reward_ensemble", path, meta={"env_id": config.env_id,
                                                                              "source": config.source})
     return {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
-            "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std}
+            "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std, **extra}
+
+
+def drex_training_pairs(project, config: RewardModelConfig):
+    """D-REX snippet pairs ranked by ε, with the person's labels between noise trajectories
+    (overrides, see ``rlhf_core.rewards.drex_overrides``) replacing the automatic order.
+
+    Returns ``(pairs, observations, result fields)``; the fields count the overridden trajectory
+    pairs and the snippet pairs whose target came from an override.
+    """
+    trajs = drex_trajectories(project, config.env_id)
+    if not trajs:
+        raise ValueError(f"no noise-injected rollouts of {config.env_id}; run 'Collect trajectories' with a "
+                         "D-REX noise schedule first")
+    obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
+    overrides = drex_overrides(project, [t["id"] for t, _ in trajs])
+    pairs = drex_pairs(obs, [float(s["epsilon"]) for _, s in trajs], config.snippet_pairs,
+                       min_gap=config.drex_min_gap, min_len=config.snippet_min, max_len=config.snippet_max,
+                       seed=config.seed, overrides=overrides)
+    return pairs, obs, {"drex_overrides": len(overrides),
+                        "drex_overridden_snippet_pairs": overridden_pair_count(pairs, overrides)}
 
 
 def _ranked_pairs(obs, ranks, config, same_ranking_only: bool = False):

@@ -69,3 +69,19 @@ def test_cli_flags_from_config():
 def test_cross_field_check():
     with pytest.raises(ConfigError, match="no training pairs"):
         cfg.validate(SyntheticPreferenceConfig(n_pairs=2, heldout_fraction=0.9))
+
+
+def test_list_flags_are_split_and_numbers_converted():
+    import argparse
+
+    from rlhf_core.config import add_arguments, param, parse_list
+
+    assert parse_list("9, 10,,x,0.5") == [9, 10, "x", 0.5]
+
+    @dataclass
+    class WithList:
+        ids: list = param([], "Some ids.")
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, WithList)
+    assert parser.parse_args(["--ids", "9,10"]).ids == [9, 10]

@@ -17,6 +17,8 @@ METRIC_KEYS: dict[str, str] = {
     "reward_model/train_accuracy": "Fraction of training-batch pairs the model orders like the label.",
     "reward_model/heldout_accuracy": "Same, on the held-out pairs (ties excluded).",
     "reward_model/heldout_loss": "Bradley-Terry loss on the held-out pairs (nats).",
+    "reward_model/length_correlation": "Text reward model: Pearson r between reward and response length over "
+                                        "the project's responses (near +1: it mostly rewards length).",
     "reward_model/true_correlation": "Pearson r between predicted and true reward (synthetic tasks).",
     # control rollouts and RL (used by the control track)
     "rollout/true_return": "Mean true environment return of finished episodes.",

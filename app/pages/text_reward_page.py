@@ -143,7 +143,10 @@ class TextRewardPage(QWidget):
         current = select if select is not None else self.run_id
         self.run_box.blockSignals(True)
         self.run_box.clear()
-        runs = list(reversed(self.project.runs(JOB))) if self.project is not None else []
+        runs = []
+        if self.project is not None:  # trained here, or imported (e.g. from a cluster run)
+            with_rm = {c["run_id"] for c in self.project.checkpoints() if c["kind"] == "text_reward_model"}
+            runs = [r for r in reversed(self.project.runs()) if r["kind"] == JOB or r["id"] in with_rm]
         for run in runs:
             result = run.get("result") or {}
             acc = result.get("heldout_accuracy") if isinstance(result, dict) else None

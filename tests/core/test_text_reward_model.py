@@ -118,6 +118,20 @@ def test_training_learns_the_marker_and_the_folder_reloads(project, tiny_dir):
     torch.testing.assert_close(got, score_responses(again, tok2, prompts * 2, responses))
     marked = torch.tensor([MARKER in r for r in responses])
     assert float(got[marked].mean()) > float(got[~marked].mean())
+    # every project response is scored for the reward-vs-length plot, with the same scores
+    [sample] = project.samples(out.run_id, "response_scores")
+    scores = sample["payload"]["scores"]
+    n_responses = project.counts()["responses"]
+    assert len(scores) == n_responses == res["scored_responses"]
+    by_id = {s["item_id"]: s for s in scores}
+    item = project.get_item(scores[0]["item_id"])
+    prompt = project.conn.execute("SELECT text FROM prompts WHERE id=?", [item["prompt_id"]]).fetchone()[0]
+    assert by_id[item["id"]]["reward"] == pytest.approx(float(score_responses(loaded, tok, [prompt], [item["text"]])[0]),
+                                                        abs=1e-4)
+    from rlhf_core.text.rm_analysis import pearson
+
+    r = pearson([s["tokens"] for s in scores], [s["reward"] for s in scores])
+    assert res["length_correlation"] == pytest.approx(r, abs=1e-4)
 
     # with pairs held out: the held-out accuracy is logged after every epoch and returned
     held_ctx = RecordingContext()
@@ -167,3 +181,61 @@ def test_cancel_stops_within_a_few_batches_and_saves_nothing(project, tiny_dir):
     assert out.status == "cancelled"
     assert len(ctx.series("reward_model/loss")[1]) == 2  # checked before every batch
     assert project.checkpoints(out.run_id) == []
+
+
+def test_length_groups_are_the_cheapest_padding_and_grouped_scores_equal_one_padded_batch(tiny_dir):
+    import itertools
+
+    from rlhf_core.text.reward_model import length_groups
+
+    def cost(groups, lengths, per_token, overhead):
+        return sum(len(g) * max(lengths[i] for i in g) * per_token + overhead for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = [rng.randint(1, 60) for _ in range(rng.randint(1, 7))]
+        per_token, overhead = 1.0, rng.choice([0.0, 5.0, 40.0, 1e9])
+        groups = length_groups(lengths, per_token, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        ordered = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        brute = min(cost([ordered[a:b] for a, b in zip((0,) + cuts, cuts + (len(lengths),))], lengths,
+                         per_token, overhead)
+                    for k in range(len(lengths)) for cuts in itertools.combinations(range(1, len(lengths)), k))
+        assert cost(groups, lengths, per_token, overhead) == pytest.approx(brute)
+    assert length_groups([10, 50, 11, 49], 1.0, 0.0) == [[0], [2], [3], [1]]
+    assert length_groups([10, 50, 11, 49], 1.0, 1e9) == [[0, 2, 3, 1]]
+
+    model, tok, _ = load_base_reward_model(str(tiny_dir), max_length=64, seed=2)
+    model.eval()
+    assert model.group_overhead_flops / model.flops_per_token > 1000  # a tiny model never splits a batch
+    texts = [format_pair_text(tok, q, a) for q, a in zip(QUESTIONS * 2, ANSWERS + ["Yes.", "A much longer "
+                                                                                   "answer than the others."])]
+    with torch.no_grad():
+        enc = model.encode(texts, tok)
+        padded = model(enc["input_ids"], enc["attention_mask"])
+        model.group_overhead_flops = 0.0  # every distinct length on its own
+        grouped = model.score(texts, tok)
+    assert len(set(enc["attention_mask"].sum(dim=1).tolist())) >= 4
+    torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_checkpointing_changes_no_loss(project, tiny_dir):
+    _marker_project(project, n_pairs=6)
+    base = dict(model_path=str(tiny_dir), epochs=1, batch_size=3, lr=3e-3, max_length=64, heldout_fraction=0.0)
+    series = []
+    for checkpointing in (False, True):
+        ctx = RecordingContext()
+        config = cfg.from_dict(TextRewardModelConfig, dict(base, gradient_checkpointing=checkpointing))
+        out = execute_job(get_job("text_reward_model"), config, ctx, project_path=project.folder)
+        assert out.status == "completed", out.error
+        series.append(ctx.series("reward_model/loss")[1])
+    assert len(series[0]) == 2
+    assert series[0] == pytest.approx(series[1], rel=1e-5)
+    from rlhf_core.text.reward_model import set_gradient_checkpointing
+
+    model, _, _ = load_base_reward_model(str(tiny_dir), max_length=64)
+    layers = model.backbone.layers
+    set_gradient_checkpointing(model, True)
+    assert len(layers) == 2 and all(layer.gradient_checkpointing for layer in layers)
+    set_gradient_checkpointing(model, False)
+    assert not any(layer.gradient_checkpointing for layer in layers)

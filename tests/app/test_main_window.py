@@ -174,9 +174,26 @@ def test_config_form_builds_from_dataclass_and_validates(qtbot):
 
 
 @pytest.mark.timeout(300)
-def test_smoke_test_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "app", "--smoke-test"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=240, env={**__import__("os").environ, "RLHF_WORKBENCH_HOME": str(tmp_path)})
+def test_smoke_test_command(tmp_path, tmp_path_factory):
+    import json
+
+    from tests.core.text_support import tiny_model
+
+    model = tiny_model(tmp_path_factory)  # the frozen app's smoke test uses the bundled model instead
+    out = subprocess.run([sys.executable, "-m", "app", "--smoke-test", "--smoke-model", str(model)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=240,
+                         env={**__import__("os").environ, "RLHF_WORKBENCH_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert '"smoke_test": "ok"' in out.stdout.strip().splitlines()[-1]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["smoke_test"] == "ok"
+    jobs = report["jobs"]
+    # a fresh per-user folder: the demo project was created and its own runs completed too
+    assert {k for k in jobs if k.startswith("demo:")} == {"demo:synthetic_preferences", "demo:rollouts"}
+    assert jobs["rollouts"]["trajectories"] == 5
+    assert jobs["reward_model"]["metric_rows_in_db"] == jobs["reward_model"]["points_in_plot"] == 2
+    assert jobs["reward_model"]["checkpoints"] == 1
+    assert jobs["generate"]["responses"] == 1 and 1 <= jobs["generate"]["new_tokens"] <= 8
+    assert all(j["status"] == "completed" for j in jobs.values())
+    assert set(report["envs"]) == {"CartPole-v1", "LunarLander-v3", "HalfCheetah-v5", "ALE/Enduro-v5"}
+    assert all(e["ok"] for e in report["envs"].values())
     assert (tmp_path / "projects" / "demo.rlhf" / "project.db").exists()

@@ -54,6 +54,8 @@ class ExtrapolationDemoConfig:
     ppo_steps: int = param(40_000, "PPO steps on the learned reward.", min=1_000)
     ppo_batch_size: int = param(64, "PPO minibatch size for both PPO runs (the tuned presets use 64; 256 "
                                 "halves the time per step but learns more slowly).", min=8)
+    stop_learner_when_good: bool = param(True, "Stop the learner at the first checkpoint whose demonstrations "
+                                         "all beat max_demo_return (later ones would be discarded anyway).")
     eval_episodes: int = param(10, "Episodes to evaluate the final policy on the true return.", min=1)
     drex_rollouts_per_level: int = param(2, "D-REX: BC rollouts per noise level.", min=1)
     seed: int = param(0, "Random seed.", min=0)
@@ -69,10 +71,24 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> 
     n_envs, kwargs = ppo_kwargs(config.env_id, batch_size=config.ppo_batch_size)
     venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
     model = PPO("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **kwargs)
-    paths: list[tuple[int, str]] = []
+    env = make_env(config.env_id, render=False)
+    trajs: list = []
+    stopped_at: list[int] = []
+
+    def demos_from(path: str, step: int, i: int) -> list:
+        policy = SB3Policy(path)  # the learner's own (deterministic) behaviour at that checkpoint
+        out = []
+        for e in range(config.episodes_per_checkpoint):
+            ctx.raise_if_cancelled()
+            t = rollout(env, policy, seed=config.seed + 1000 * i + e, render=False,
+                        source={"kind": "checkpoint", "step": step})
+            out.append(t)
+            ctx.metrics(len(trajs) + len(out), {"demos/true_return": t.true_return})
+        return out
 
     class Save(BaseCallback):
         next_at = 0
+        index = 0
 
         def _on_step(self) -> bool:
             if ctx.cancelled:
@@ -80,28 +96,28 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> 
             if self.num_timesteps >= self.next_at:
                 path = folder / f"learner_{self.num_timesteps:08d}.zip"
                 self.model.save(str(path))
-                paths.append((self.num_timesteps, str(path)))
+                new = demos_from(str(path), self.num_timesteps, self.index)
+                trajs.extend(new)
+                self.index += 1
                 self.next_at = self.num_timesteps + config.checkpoint_every
+                ctx.progress(min(self.num_timesteps / config.learner_steps, 1.0),
+                             message=f"learner: {self.num_timesteps:,} steps, demos {len(trajs)}")
+                # every later checkpoint would be too good to be a demonstration: stop learning
+                if config.stop_learner_when_good and new and min(t.true_return for t in new) > config.max_demo_return:
+                    stopped_at.append(self.num_timesteps)
+                    return False
             return True
 
-    model.learn(total_timesteps=config.learner_steps, callback=Save())
-    venv.close()
+    try:
+        model.learn(total_timesteps=config.learner_steps, callback=Save())
+    finally:
+        venv.close()
+        close_env(env)
     if ctx.cancelled:
         raise JobCancelled("cancelled")
-    env = make_env(config.env_id, render=False)
-    trajs = []
-    try:
-        for i, (step, path) in enumerate(paths):
-            policy = SB3Policy(path)  # the learner's own (deterministic) behaviour at that checkpoint
-            for e in range(config.episodes_per_checkpoint):
-                ctx.raise_if_cancelled()
-                t = rollout(env, policy, seed=config.seed + 1000 * i + e, render=False,
-                            source={"kind": "checkpoint", "step": step})
-                trajs.append(t)
-                ctx.metrics(len(trajs), {"demos/true_return": t.true_return})
-            ctx.progress(i + 1, len(paths), f"demonstrations: checkpoint {i + 1}/{len(paths)}")
-    finally:
-        close_env(env)
+    if stopped_at:
+        ctx.log(f"learner stopped at {stopped_at[0]:,} steps: its checkpoints are no longer mediocre "
+                f"(every episode above {config.max_demo_return:g})")
     return trajs
 
 

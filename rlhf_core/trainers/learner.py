@@ -59,6 +59,9 @@ def ppo_kwargs(env_id: str, **overrides) -> tuple[int, dict]:
     pk = dict(preset.pop("policy_kwargs", {}) or {})
     if pk.get("activation_fn") == "relu":
         pk["activation_fn"] = torch.nn.ReLU
+    # SB3's Adam (eps 1e-5, its PPO default) as one fused kernel: per-op overhead dominates these
+    # small networks on a CPU (docs/performance.md), and the fused step is the same algorithm.
+    pk.setdefault("optimizer_kwargs", {"eps": 1e-5, "fused": True})
     if pk:
         preset["policy_kwargs"] = pk
     return n_envs, preset

@@ -91,6 +91,7 @@ class TextRLPage(QWidget):
         left_layout.addWidget(self.run_list, 1)
 
         self.plot = MetricPlotView()
+        self.plot.group_order = ["reward", "kl", "length", "gold", "train", "dpo", "sft"]
 
         self.sample_table = QTableWidget(0, len(SAMPLE_COLUMNS))
         self.sample_table.setHorizontalHeaderLabels(SAMPLE_COLUMNS)
@@ -100,7 +101,10 @@ class TextRLPage(QWidget):
         self.sample_table.setWordWrap(False)
         header = self.sample_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.sample_table.setColumnWidth(3, 150)
+        self.sample_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.sample_table.itemSelectionChanged.connect(self._show_sample)
         self.sample_detail = QPlainTextEdit()
         self.sample_detail.setReadOnly(True)
@@ -119,9 +123,11 @@ class TextRLPage(QWidget):
         self.over_plot.setLabel("bottom", "√KL(π‖π_ref) per sequence")
         self.over_plot.setLabel("left", "reward")
         self.over_plot.addLegend(offset=(5, 5))
-        self.proxy_curve = self.over_plot.plot([], [], pen=pg.mkPen("#1f5fbf", width=1), symbol="o", symbolSize=5,
+        self.over_plot.getAxis("left").enableAutoSIPrefix(False)
+        # points, not lines: sqrt(KL) does not grow monotonically from step to step
+        self.proxy_curve = self.over_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
                                                symbolBrush="#1f5fbf", name="proxy reward (optimised)")
-        self.gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=1), symbol="t", symbolSize=6,
+        self.gold_curve = self.over_plot.plot([], [], pen=None, symbol="t", symbolSize=7,
                                               symbolBrush="#d66e00", name="gold reward (the real goal)")
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
@@ -294,9 +300,11 @@ class TextRLPage(QWidget):
         p = self.samples[rows[0].row()]
         comps = p.get("components") or {}
         parts = ", ".join(f"{k} {v:+.3f}" for k, v in comps.items() if isinstance(v, (int, float)))
-        gold = p.get("gold")
-        text = (f"STEP {p.get('step', '?')}  reward {p.get('reward', '?')}"
-                + (f"  ({parts})" if parts else "") + (f"  gold {gold}" if gold is not None else "")
+        gold, reward = p.get("gold"), p.get("reward")
+        text = (f"STEP {p.get('step', '?')}  reward "
+                + (f"{reward:+.3f}" if isinstance(reward, (int, float)) else "?")
+                + (f"  ({parts})" if parts else "")
+                + (f"  gold {gold:+.3f}" if isinstance(gold, (int, float)) else f"  gold {gold}" if gold is not None else "")
                 + f"\n\nPROMPT\n{p.get('prompt', '')}\n\nRESPONSE ({p.get('length', '?')} tokens)\n{p.get('response', '')}")
         self.sample_detail.setPlainText(text)  # model output: plain text only
 

@@ -121,6 +121,7 @@ class MetricPlotView(QWidget):
         self._setting_range = False
         self._curves_dirty = False
         self.live_runs: set[int] = set()  # runs still receiving metrics: x grows in steps
+        self.group_order: list[str] = []  # namespaces drawn first, in this order (the rest alphabetically)
         self.redraw_count = 0
 
         self.graphics = _TimedGraphics()
@@ -252,7 +253,9 @@ class MetricPlotView(QWidget):
         self._x_limit.clear()
         self._auto_x.clear()
         self._colour_of.clear()
-        for group in sorted({namespace(k) for k in self.store.keys(self.visible_runs)}):
+        groups = {namespace(k) for k in self.store.keys(self.visible_runs)}
+        first = [g for g in self.group_order if g in groups]
+        for group in first + sorted(groups - set(first)):
             self._plot_for(group)
         self._add_missing_curves()
 

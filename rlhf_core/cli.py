@@ -144,8 +144,70 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; each VALUE is read as JSON when it parses (numbers, true/false, lists), else text."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_export_cluster(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+    from rlhf_core.text import cluster_export as ce
+    from rlhf_core.text.model import ModelError
+
+    try:
+        overrides = _parse_settings(args.set)
+    except ValueError as exc:
+        return _fail(str(exc))
+    with Project.open(args.project) as project:
+        try:
+            out = ce.export_for_cluster(project, args.algo, args.out, run_id=args.run, model=args.model or "",
+                                        config_overrides=overrides, include_model=args.include_model)
+        except (ce.ClusterExportError, ModelError) as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(f"cannot write {args.out}: {exc.strerror or exc}")
+    config = json.loads((out / "config.json").read_text())
+    sys.stderr.write(f"wrote a {args.algo} export to {out}: {config['data']['rows']} training rows, model "
+                     f"{config['model']}; run it with {out / 'launch.sh'} (see {out / 'README.md'})\n")
+    _print_json({"out": str(out), "algo": args.algo, "rows": config["data"]["rows"], "model": config["model"],
+                 "model_included": config["model_info"]["included"], "trainer_args": config["trainer_args"],
+                 "not_translated": config["workbench"]["not_translated"],
+                 "files": sorted(p.name for p in out.iterdir())})
+    return 0
+
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    from rlhf_core.store import Project
+    from rlhf_core.text import cluster_export as ce
+    from rlhf_core.text.model import ModelError
+
+    with Project.open(args.project) as project:
+        try:
+            cid = ce.import_checkpoint(project, args.folder, kind=args.kind, name=args.name, run_id=args.run)
+        except (ce.ClusterExportError, ModelError) as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(f"cannot copy {args.folder}: {exc.strerror or exc}")
+        row = next(c for c in project.checkpoints() if c["id"] == cid)
+    sys.stderr.write(f"imported {args.folder} as checkpoint {cid} ({row['kind']}) of run {row['run_id']}\n")
+    _print_json({"checkpoint_id": cid, "run_id": row["run_id"], "kind": row["kind"], "path": row["path"],
+                 "step": row["step"], "meta": json.loads(row["meta_json"] or "{}")})
+    return 0
+
+
 #: `python -m rlhf_core demo NAME` -> the job it runs, and short flags it accepts
 DEMOS = {"extrapolation": ("extrapolation_demo", {"--env": "--env-id"})}
+DEMOS["ppo"] = ("ppo_demo", {})  # demo ppo --steps N --seed S --beta B [--model PATH]
+DEMOS["grpo"] = ("grpo_demo", {})  # demo grpo --steps N --seed S [--model PATH]
 
 
 def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -166,7 +228,9 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     config_cls = spec.config_class()
     parser = argparse.ArgumentParser(prog=prog or f"python -m rlhf_core run {spec.name}", description=spec.description)
     parser.add_argument("--project", type=Path, help="Project folder to record the run in (optional).")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
+    own_threads = any(f.name == "threads" for f in cfg.fields(config_cls))  # the text trainers have a field
+    if not own_threads:
+        parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
     parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
     cfg.add_arguments(parser, config_cls)
     job_args = parser.parse_args(rest)
@@ -192,7 +256,8 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
 
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        outcome = execute_job(spec, config, ctx, project_path=job_args.project, torch_threads=job_args.threads)
+        threads = config.threads if own_threads else job_args.threads
+        outcome = execute_job(spec, config, ctx, project_path=job_args.project, torch_threads=threads)
     finally:
         signal.signal(signal.SIGINT, previous)
     if outcome.error:
@@ -255,6 +320,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["human", "synthetic", "ai", "auto"], default="human",
                    help="Source recorded on the imported comparisons (default human).")
     p.add_argument("file", type=Path)
+    p = sub.add_parser("export-cluster", help="Export a DPO / GRPO / reward-model run for a GPU cluster (TRL under "
+                       "accelerate): `export-cluster --project P --algo dpo --out DIR [--model M] [--include-model]`.")
+    p.add_argument("--project", type=Path, required=True)
+    p.add_argument("--algo", choices=["dpo", "grpo", "reward_model"], required=True)
+    p.add_argument("--out", type=Path, required=True, help="Folder to write (new, empty, or an earlier export).")
+    p.add_argument("--run", type=int, default=None, help="Take the settings of this run of the project.")
+    p.add_argument("--model", default="", help="Starting model: a local folder, a hub id or a text_policy checkpoint "
+                   "id (default: the run's model, else the bundled SmolLM2-135M-Instruct as its hub id).")
+    p.add_argument("--include-model", action="store_true", help="Copy the model folder into the export (for the "
+                   "default model: the converted weights the workbench uses).")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a setting (workbench or TRL name; VALUE read as JSON when it parses). Repeatable.")
+    p = sub.add_parser("import-checkpoint", help="Bring a trained model folder (e.g. a cluster export's output/) into "
+                       "a project: `import-checkpoint --project P --kind policy|reward_model FOLDER`.")
+    p.add_argument("--project", type=Path, required=True)
+    p.add_argument("--kind", choices=["policy", "reward_model"], required=True,
+                   help="policy: a causal LM folder; reward_model: a TRL reward model (converted) or a workbench one.")
+    p.add_argument("--name", default="", help="A name for the imported model (default: from the folder).")
+    p.add_argument("--run", type=int, default=None, help="Attach the checkpoint to this run instead of a new "
+                   "'import' run.")
+    p.add_argument("folder", type=Path)
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     return parser
@@ -271,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
                 "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
                 "export": cmd_export, "import": cmd_import}
+    handlers.update({"export-cluster": cmd_export_cluster, "import-checkpoint": cmd_import_checkpoint})
     try:
         if args.command == "run":
             return cmd_run(args, rest)

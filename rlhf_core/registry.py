@@ -113,6 +113,37 @@ register_job(
 )
 register_job(
     JobSpec(
+        name="sft",
+        title="Supervised fine-tuning (text)",
+        description="Next-token cross-entropy on the completion tokens of this project's demonstrations "
+        "(corrections, responses marked as demonstrations, the chosen side of comparisons); held-out loss; "
+        "saves the policy as a checkpoint.",
+        target="rlhf_core.text.sft:train_sft",
+        config="rlhf_core.text.sft:SFTConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="ppo_text",
+        title="PPO on a text reward (per-token KL penalty)",
+        description="PPO with a value head, GAE and a clipped objective on a learned text reward model; the reward "
+        "is shaped per token with -beta * KL to the reference (fixed or adaptive beta); optional gold reward.",
+        target="rlhf_core.text.ppo:train_ppo_text",
+        config="rlhf_core.text.ppo:PPOTextConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="ppo_demo",
+        title="Reward over-optimisation demo (PPO, Gao et al.)",
+        description="A hidden gold reward labels pairs of the model's own samples; a small proxy reward model "
+        "learns from them; PPO optimises the proxy with a KL penalty beta while the gold reward is measured.",
+        target="rlhf_core.demos.ppo_overoptimisation:run_ppo_demo",
+        config="rlhf_core.demos.ppo_overoptimisation:PPODemoConfig",
+    )
+)
+register_job(
+    JobSpec(
         name="ai_labels",
         title="AI feedback: label text pairs (RLAIF)",
         description="An AI labeller answers the text pairs waiting in the queue: a language-model judge asked one "
@@ -120,5 +151,38 @@ register_job(
         "or a trained text reward model. Labels carry source 'ai' for review in Label text.",
         target="rlhf_core.text.ai_feedback:label_with_ai",
         config="rlhf_core.text.ai_feedback:AILabelConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="grpo",
+        title="GRPO on rule-based or learned rewards (text)",
+        description="Group-relative policy optimisation: G samples per prompt, advantages normalised within each "
+        "group, clipped ratio loss plus k3 KL to the reference; rewards for the <think>/<answer> format, the "
+        "exact answer (generated arithmetic tasks or the project's prompts with gold answers), length, or a "
+        "text reward model; held-out gold accuracy.",
+        target="rlhf_core.text.grpo:train_grpo",
+        config="rlhf_core.text.grpo:GRPOConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="dpo",
+        title="DPO on the project's text comparisons",
+        description="Direct preference optimisation: -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)) "
+        "against a frozen reference, on this project's decided comparisons of two responses to the same prompt; "
+        "implicit rewards, margins and held-out accuracy; saves the policy as a checkpoint.",
+        target="rlhf_core.text.dpo:train_dpo",
+        config="rlhf_core.text.dpo:DPOConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="grpo_demo",
+        title="GRPO demo: arithmetic with format and correctness rewards",
+        description="SmolLM2-135M learns the <think>/<answer> format and exact answers on generated word problems "
+        "with GRPO; reward, KL, length and held-out accuracy before and after (about 15 minutes on 2 cores).",
+        target="rlhf_core.demos.text_rl:run_grpo_demo",
+        config="rlhf_core.demos.text_rl:GRPODemoConfig",
     )
 )

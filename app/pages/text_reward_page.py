@@ -36,6 +36,9 @@ from rlhf_core.store import Project
 from rlhf_core.text.rm_analysis import SAMPLE_KIND, percentile
 
 JOB = "text_reward_model"
+#: the training curves worth a plot (mean input length would squash them: it is in tokens)
+PLOTTED = ("reward_model/loss", "reward_model/train_accuracy", "reward_model/heldout_accuracy",
+           "reward_model/heldout_loss")
 _TRAIN_BRUSH = pg.mkBrush(31, 95, 191, 150)
 _HELD_BRUSH = pg.mkBrush(214, 110, 0, 200)
 
@@ -169,7 +172,8 @@ class TextRewardPage(QWidget):
             return
         self.run_id = int(run_id)
         self.plot.clear()
-        self.plot.load_run(self.run_id, self.project.metrics(self.run_id), label=f"run {self.run_id}")
+        metrics = {k: v for k, v in self.project.metrics(self.run_id).items() if k in PLOTTED}
+        self.plot.load_run(self.run_id, metrics, label=f"run {self.run_id}")
         self.plot.set_visible_runs([self.run_id])
         self.plot.redraw()
         samples = self.project.samples(self.run_id, SAMPLE_KIND)
@@ -191,7 +195,8 @@ class TextRewardPage(QWidget):
 
     def on_metrics(self, run_id: int, batch) -> None:
         if run_id == self.run_id:
-            self.plot.append(run_id, batch)
+            batch = [(step, {k: v for k, v in values.items() if k in PLOTTED}) for step, values in batch]
+            self.plot.append(run_id, [(step, values) for step, values in batch if values])
 
     def on_sample(self, run_id: int, kind: str, payload, step) -> None:
         if run_id == self.run_id and kind == SAMPLE_KIND and isinstance(payload, dict):

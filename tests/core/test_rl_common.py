@@ -115,3 +115,22 @@ def test_policy_reference_equals_policy_before_training_and_saves_a_loadable_fol
         logp2, _ = completion_logprobs(again.model, batch)
     assert float((logp.detach() - logp2).abs().max()) < 1e-5
     assert not (tmp_path / "policy.partial").exists()
+
+
+def test_logprobs_and_hidden_come_from_one_forward_and_match_the_plain_log_probs(tiny):
+    from rlhf_core.text.rl_common import completion_logprobs_and_hidden
+
+    model, tok = tiny
+    p_ids = tokenize_prompts(tok, [render_chat_prompt(tok, "Say hi."), render_chat_prompt(tok, "Name three fruits.")])
+    c_ids = [response_ids(tok, "Hi!", tok.eos_token_id), response_ids(tok, "Apple, pear, plum.", tok.eos_token_id)]
+    batch = build_batch(p_ids, c_ids, tok.pad_token_id)
+    with torch.no_grad():
+        logp, ent, hidden = completion_logprobs_and_hidden(model, batch, with_entropy=True, temperature=0.7)
+        plain, plain_ent = completion_logprobs(model, batch, with_entropy=True, temperature=0.7)
+        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     position_ids=batch.position_ids, output_hidden_states=True).hidden_states[-1]
+    assert torch.equal(logp, plain) and torch.equal(ent, plain_ent)
+    width = batch.completion_mask.shape[1]
+    assert hidden.shape == (2, width, model.config.hidden_size)
+    # column t is the state that predicts completion token t: the prompt's last column for t = 0
+    torch.testing.assert_close(hidden, full[:, batch.prompt_width - 1:batch.prompt_width - 1 + width])

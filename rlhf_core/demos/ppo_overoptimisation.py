@@ -1,0 +1,308 @@
+"""PPO over-optimisation demo (Gao, Schulman & Hilton 2022): job ``ppo_demo``, also
+``python -m rlhf_core demo ppo --steps N --seed S --beta B [--model PATH]`` (re-exported by
+:mod:`rlhf_core.demos.text_rl`, the home of the text RL demos).
+
+1. A hidden GOLD reward stands in for what people really want. Here it is a simple programme
+   (:func:`gold_reward`): the share of the prompt's key words (words of 4+ letters that are not
+   stop words, matched on their first 5 letters) that the response mentions, minus
+   ``gold_length_weight`` per completion token beyond ``gold_length_limit`` (a preference for
+   on-topic, short answers; the limit is below the completion cap so that it can matter in a
+   short CPU run).
+2. Synthetic preferences: ``label_samples`` responses per prompt are sampled from the untouched
+   policy; every pair of responses to the same prompt is labelled by the gold reward (the higher
+   one wins; equal gold is a tie, target 0.5).
+3. A PROXY reward model learns those labels with the Bradley-Terry loss, reusing
+   :mod:`rlhf_core.text.reward_model` (a causal-LM backbone + a scalar head on the last token).
+   ``proxy_train = "head"`` (default, cheap on CPU) keeps the backbone frozen: the last-token
+   features of every labelled text are computed once and only the head is fitted (a linear probe
+   on the backbone's features); ``"full"`` fine-tunes the whole model with the reward-model job's
+   own training step. A quarter of the pairs is held out to measure how well the proxy agrees
+   with the gold reward.
+4. PPO (:mod:`rlhf_core.text.ppo`) optimises the proxy (standardised on the first rollout) with a
+   per-token KL penalty ``beta``; every step logs the proxy reward (``reward/model``), the gold
+   reward of the same completions (``gold/reward``) and ``kl/sqrt_seq`` = sqrt(KL), the x axis of
+   Gao et al.'s plots.
+
+The JSON last line (``demo ppo``): ``reward_first``/``reward_last`` (the proxy reward, standardised,
+of the first and the final rollout), ``gold_first``/``gold_last``, ``kl_last`` (per-sequence KL to
+the reference) and ``sqrt_kl_last``, ``mean_length_first``/``mean_length_last``, ``wall_seconds``
+(and the time of each phase); one rollout of 8 completions is noisy, so ``*_window_first`` /
+``*_window_last`` also give the means over the first and last ``window`` (3) rollouts.
+
+What to look for: with ``beta > 0`` the proxy reward rises while the KL stays bounded; with
+``beta = 0`` the policy drifts further (KL grows) and the proxy keeps rising while the gold reward
+stalls or falls: the proxy was fitted on the reference policy's samples and is wrong away from
+them. On a 2-core CPU only short runs fit; the defaults are sized for minutes, not hours.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rlhf_core.config import param
+from rlhf_core.jobs import JobContext
+
+_WORD = re.compile(r"[a-z]+")
+STOP_WORDS = frozenset("""
+about above after again against also among another answer anything around because been before being
+below between both briefly could describe does doing down during each either else enough every example
+explain from give gives given have having here into just kind kinds know least less like list make many
+more most much must name near need only other over please same should show since some something such
+sure tell than that their them then there these they thing things this those through under until used
+using very want what when where whether which while will with within without word words would write
+your sentence sentences short simple
+""".split())
+
+
+# ------------------------------------------------------------------------------- the hidden gold reward
+def key_words(prompt: str) -> list[str]:
+    """The prompt's key words: lower-case words of 4+ letters that are not stop words (in order, unique)."""
+    out: list[str] = []
+    for w in _WORD.findall(prompt.lower()):
+        if len(w) >= 4 and w not in STOP_WORDS and w not in out:
+            out.append(w)
+    return out
+
+
+def keyword_coverage(prompt: str, response: str) -> float:
+    """Share of the prompt's key words whose first 5 letters start a word of the response (0 when none)."""
+    keys = key_words(prompt)
+    if not keys:
+        return 0.0
+    stems = {w[:5] for w in _WORD.findall(response.lower())}
+    return sum(1 for k in keys if k[:5] in stems) / len(keys)
+
+
+def gold_reward(prompt: str, response: str, completion_tokens: int, *, length_limit: int = 20,
+                length_weight: float = 0.03) -> float:
+    """Keyword coverage minus ``length_weight`` per completion token beyond ``length_limit``."""
+    return keyword_coverage(prompt, response) - length_weight * max(0, int(completion_tokens) - length_limit)
+
+
+# ------------------------------------------------------------------------------- the demo
+@dataclass
+class PPODemoConfig:
+    model: str = param("", "Policy: a causal-LM folder ('' = the bundled SmolLM2-135M-Instruct).")
+    proxy_model: str = param("", "Backbone of the proxy reward model ('' = the policy's model).")
+    proxy_train: str = param("head", "head: frozen backbone, fit only the scalar head on cached features "
+                             "(cheap); full: fine-tune the whole proxy (the text_reward_model training step).",
+                             choices=("head", "full"))
+    steps: int = param(12, "PPO steps.", min=1, max=10_000)
+    beta: float = param(0.05, "KL coefficient (0 = no KL penalty: watch the over-optimisation).", min=0.0)
+    adaptive_kl: bool = param(False, "Adapt beta towards kl_target (Ziegler et al.).")
+    kl_target: float = param(6.0, "Adaptive KL target per sequence (nats).", min=0.0, min_inclusive=False)
+    seed: int = param(0, "Random seed.", min=0)
+    prompt_set: str = param("starter", "Built-in prompt set.")
+    category: str = param("helpfulness", "Category of the set (empty: all).")
+    n_prompts: int = param(8, "Prompts used for the labels and for PPO.", min=1, max=10_000)
+    label_samples: int = param(4, "Responses per prompt for the synthetic labels (all pairs are labelled).",
+                               min=2, max=32)
+    proxy_epochs: int = param(200, "head: full-batch Adam steps on the cached features; full: epochs of "
+                              "minibatches over the label pairs.", min=1, max=100_000)
+    proxy_learning_rate: float = param(1e-2, "Proxy learning rate (head: Adam on the head; full: AdamW on "
+                                       "everything, use about 1e-5).", min=0.0, min_inclusive=False)
+    proxy_batch_size: int = param(4, "full only: pairs per proxy training step.", min=1)
+    proxy_max_length: int = param(192, "Longest proxy input in tokens.", min=16)
+    gold_length_limit: int = param(20, "Gold reward: completion tokens allowed before the length penalty.", min=0)
+    gold_length_weight: float = param(0.03, "Gold reward: penalty per token beyond the limit.", min=0.0)
+    batch_size: int = param(8, "PPO completions per step.", min=1, max=4096)
+    minibatch_size: int = param(4, "PPO minibatch size.", min=1, max=4096)
+    ppo_epochs: int = param(2, "PPO epochs per rollout.", min=1, max=64)
+    learning_rate: float = param(2e-5, "Policy learning rate (LoRA needs about 10x more).", min=0.0,
+                                 min_inclusive=False)
+    value_learning_rate: float = param(1e-4, "Value head learning rate.", min=0.0, min_inclusive=False)
+    lora_rank: int = param(0, "LoRA rank for the policy (0 = full fine-tune).", min=0, max=1024)
+    max_new_tokens: int = param(32, "Longest completion in tokens.", min=1, max=4096)
+    temperature: float = param(1.0, "Sampling temperature.", min=0.0, min_inclusive=False, max=5.0)
+    threads: int = param(1, "torch threads.", min=0, max=256)
+
+    def check(self) -> list[str]:
+        return ["minibatch_size cannot be larger than batch_size"] if self.minibatch_size > self.batch_size else []
+
+
+def _ppo_config(c: PPODemoConfig):
+    from rlhf_core.text.ppo import PPOTextConfig
+
+    return PPOTextConfig(model=c.model, reward_model="(proxy)", prompt_set=c.prompt_set, steps=c.steps,
+                         batch_size=c.batch_size, minibatch_size=c.minibatch_size, ppo_epochs=c.ppo_epochs,
+                         learning_rate=c.learning_rate, value_learning_rate=c.value_learning_rate, beta=c.beta,
+                         adaptive_kl=c.adaptive_kl, kl_target=c.kl_target, max_new_tokens=c.max_new_tokens,
+                         temperature=c.temperature, lora_rank=c.lora_rank, seed=c.seed, threads=c.threads)
+
+
+def label_pairs(prompts: Sequence[str], samples, golds: Sequence[float]):
+    """All pairs of responses to the same prompt, labelled by the gold reward (ties: 0.5)."""
+    from rlhf_core.text.reward_model import TextPair
+
+    by_prompt: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_prompt.setdefault(s.prompt_index, []).append(i)
+    pairs = []
+    for idx, rows in sorted(by_prompt.items()):
+        for a, b in itertools.combinations(rows, 2):
+            ga, gb = golds[a], golds[b]
+            target = 1.0 if ga > gb else 0.0 if ga < gb else 0.5
+            pairs.append(TextPair(prompts[idx], samples[a].text, samples[b].text, target))
+    return pairs
+
+
+@torch.no_grad()
+def _last_token_features(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+    """The backbone's last-token hidden state of each formatted text (what the scalar head reads)."""
+    feats = []
+    for i in range(0, len(texts), batch_size):
+        enc = model.encode(texts[i:i + batch_size], tokenizer)
+        out = model.backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
+        last = enc["attention_mask"].long().sum(1) - 1
+        feats.append(out.last_hidden_state[torch.arange(len(last)), last].float())
+    return torch.cat(feats)
+
+
+def train_proxy(config: PPODemoConfig, train_pairs, held_pairs, ctx: JobContext, model_spec: str):
+    """Fit the proxy reward model on the labelled pairs: (model, tokenizer, held-out accuracy, train accuracy)."""
+    from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
+    from rlhf_core.text.reward_model import (
+        evaluate_pairs,
+        format_pair_text,
+        load_base_reward_model,
+        make_optimizer,
+        train_step,
+    )
+
+    model, tokenizer, _ = load_base_reward_model(model_spec, max_length=config.proxy_max_length, seed=config.seed,
+                                                 ctx=ctx)
+    if config.proxy_train == "full":
+        model.train()
+        optimiser = make_optimizer(model, config.proxy_learning_rate)
+        rng = random.Random(config.seed)
+        step = 0
+        for _ in range(config.proxy_epochs):
+            order = list(range(len(train_pairs)))
+            rng.shuffle(order)
+            for b in range(0, len(order), config.proxy_batch_size):
+                ctx.raise_if_cancelled()
+                step += 1
+                batch = [train_pairs[i] for i in order[b:b + config.proxy_batch_size]]
+                ctx.metrics(step, train_step(model, optimiser, batch, tokenizer))
+        model.eval()
+        _, train_acc = evaluate_pairs(model, train_pairs, tokenizer)
+        held_acc = evaluate_pairs(model, held_pairs, tokenizer)[1] if held_pairs else float("nan")
+        return model, tokenizer, held_acc, train_acc
+    # head only: features once, then full-batch Adam on the linear head
+    model.eval()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    everything = list(train_pairs) + list(held_pairs)
+    texts = sorted({format_pair_text(tokenizer, p.prompt, r) for p in everything for r in (p.left, p.right)})
+    index = {t: i for i, t in enumerate(texts)}
+    ctx.raise_if_cancelled()
+    feats = _last_token_features(model, tokenizer, texts)
+
+    def columns(pairs):
+        left = [index[format_pair_text(tokenizer, p.prompt, p.left)] for p in pairs]
+        right = [index[format_pair_text(tokenizer, p.prompt, p.right)] for p in pairs]
+        return torch.tensor(left), torch.tensor(right), torch.tensor([p.target for p in pairs])
+
+    tl, tr, tt = columns(train_pairs)
+    optimiser = torch.optim.Adam(model.head.parameters(), lr=config.proxy_learning_rate)
+    log_every = max(1, config.proxy_epochs // 20)
+    for step in range(1, config.proxy_epochs + 1):
+        scores = model.head(feats).squeeze(-1)
+        loss = bradley_terry_loss(scores[tl], scores[tr], tt)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step % log_every == 0 or step == config.proxy_epochs:
+            ctx.raise_if_cancelled()
+            acc = pair_accuracy(scores[tl].detach(), scores[tr].detach(), tt)
+            ctx.metrics(step, {"reward_model/loss": float(loss.detach()), "reward_model/train_accuracy": acc})
+    with torch.no_grad():
+        scores = model.head(feats).squeeze(-1)
+        train_acc = pair_accuracy(scores[tl], scores[tr], tt)
+        held_acc = float("nan")
+        if held_pairs:
+            hl, hr, ht = columns(held_pairs)
+            held_acc = pair_accuracy(scores[hl], scores[hr], ht)
+    return model, tokenizer, held_acc, train_acc
+
+
+def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
+    from rlhf_core.text.generation import SamplingSettings
+    from rlhf_core.text.ppo import PPOTextTrainer, RewardModelScorer, run_ppo
+    from rlhf_core.text.prompts import load_builtin_set
+    from rlhf_core.text.reward_model import split_pairs
+    from rlhf_core.text.rl_common import load_policy, render_chat_prompt, sample_for_training, set_threads
+
+    set_threads(config.threads)
+    started = time.monotonic()
+    prompts = [r.text for r in load_builtin_set(config.prompt_set, config.category or None)]
+    random.Random(config.seed).shuffle(prompts)
+    prompts = prompts[:config.n_prompts]
+
+    def gold_of(prompt: str, response: str, tokens: int) -> float:
+        return gold_reward(prompt, response, tokens, length_limit=config.gold_length_limit,
+                           length_weight=config.gold_length_weight)
+
+    def gold_fn(ps, responses, metas):
+        return torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
+
+    # 1-2. the untouched policy's samples, labelled by the gold reward
+    ctx.progress(0.0, message="Loading the policy")
+    setup = load_policy(config.model, lora_rank=config.lora_rank, need_reference=True, ctx=ctx)
+    ctx.raise_if_cancelled()
+    ctx.progress(0.02, message=f"Sampling {config.label_samples} responses for each of {len(prompts)} prompts")
+    rendered = [render_chat_prompt(setup.tokenizer, p) for p in prompts for _ in range(config.label_samples)]
+    settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=1.0,
+                                top_k=0)
+    samples = sample_for_training(setup.model, setup.tokenizer, rendered, settings,
+                                  [config.seed * 7919 + 17 * i + 1 for i in range(len(rendered))],
+                                  on_step=ctx.raise_if_cancelled, batch_size=16)
+    for s in samples:  # sample i answers prompt i // label_samples
+        s.prompt_index //= config.label_samples
+    golds = [gold_of(prompts[s.prompt_index], s.text, len(s.completion_ids)) for s in samples]
+    pairs = label_pairs(prompts, samples, golds)
+    train_pairs, held_pairs = split_pairs(pairs, 0.25, config.seed)
+    label_seconds = time.monotonic() - started
+
+    # 3. the proxy reward model
+    ctx.progress(0.08, message=f"Training the proxy reward model on {len(train_pairs)} pairs")
+    t0 = time.monotonic()
+    proxy, proxy_tok, held_acc, train_acc = train_proxy(config, train_pairs, held_pairs, ctx,
+                                                        config.proxy_model or config.model)
+    ctx.metrics(0, {"reward_model/heldout_accuracy": held_acc})
+    proxy_seconds = time.monotonic() - t0
+    scorer = RewardModelScorer(model=proxy, tokenizer=proxy_tok, normalize=True)
+
+    # 4. PPO on the proxy; the gold reward is measured on the same completions, never optimised
+    ctx.progress(0.12, message="PPO on the proxy reward")
+    t0 = time.monotonic()
+    trainer = PPOTextTrainer(setup, prompts, lambda p, r, m: {"model": scorer(p, r)}, _ppo_config(config),
+                             gold_fn=gold_fn)
+    result = run_ppo(trainer, ctx, progress_span=(0.12, 1.0))
+    ppo_seconds = time.monotonic() - t0
+    return {"reward_first": result["reward_first"], "reward_last": result["reward_last"],
+            "gold_first": result.get("gold_first"), "gold_last": result.get("gold_last"),
+            "kl_first": result["kl_first"], "kl_last": result["kl_last"],
+            "sqrt_kl_last": max(result["kl_last"], 0.0) ** 0.5,
+            "mean_length_first": result["length_first"], "mean_length_last": result["length_last"],
+            "window": result["window"],
+            **{f"{n}_window_{e}": result.get(f"{n}_window_{e}") for n in ("reward", "gold", "kl", "length")
+               for e in ("first", "last")},
+            "beta": config.beta, "beta_last": result["beta_last"], "steps": config.steps,
+            "label_pairs": len(pairs), "proxy_train_pairs": len(train_pairs),
+            "proxy_heldout_accuracy": _finite(held_acc), "proxy_train_accuracy": _finite(train_acc),
+            "label_gold_mean": sum(golds) / len(golds),
+            "label_seconds": round(label_seconds, 2), "proxy_seconds": round(proxy_seconds, 2),
+            "ppo_seconds": round(ppo_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
+            "peak_rss_mb": result["peak_rss_mb"]}
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else float(x)

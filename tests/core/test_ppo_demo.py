@@ -1,0 +1,68 @@
+"""The PPO over-optimisation demo: the gold reward by hand, then the whole story end to end on a tiny Llama."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rlhf_core.demos.ppo_overoptimisation import gold_reward, key_words, keyword_coverage, label_pairs
+from tests.core import text_support
+
+needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
+
+
+def test_gold_reward_is_keyword_coverage_minus_a_length_penalty():
+    prompt = "Explain how a lighthouse keeper spends the night."
+    assert key_words(prompt) == ["lighthouse", "keeper", "spends", "night"]  # 'explain', 'how', 'the' dropped
+    # 'lighthouses' and 'nightly' share the first 5 letters of a key word; 'keep' does not ('keepe')
+    assert keyword_coverage(prompt, "Lighthouses are lit nightly; they keep ships safe.") == 0.5
+    assert keyword_coverage(prompt, "") == 0.0 and keyword_coverage("Why?", "Because.") == 0.0
+    assert gold_reward(prompt, "A keeper watches the lighthouse all night.", 12) == 0.75
+    assert math.isclose(gold_reward(prompt, "A keeper watches the lighthouse all night.", 30, length_limit=20,
+                                    length_weight=0.03), 0.75 - 0.3)
+
+
+def test_labels_pair_every_two_responses_of_a_prompt_by_gold():
+    class S:  # the two fields label_pairs reads from a training sample
+        def __init__(self, i, text):
+            self.prompt_index, self.text = i, text
+
+    samples = [S(0, "a"), S(0, "b"), S(0, "c"), S(1, "x"), S(1, "y")]
+    pairs = label_pairs(["p0", "p1"], samples, [0.5, 0.2, 0.5, 0.0, 1.0])
+    got = [(p.prompt, p.left, p.right, p.target) for p in pairs]
+    assert got == [("p0", "a", "b", 1.0), ("p0", "a", "c", 0.5), ("p0", "b", "c", 0.0), ("p1", "x", "y", 0.0)]
+
+
+@needs_model
+def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, capsys):
+    from rlhf_core.cli import main
+    from rlhf_core.store import Project
+
+    tiny = text_support.tiny_model(tmp_path_factory)
+    project = tmp_path / "demo.rlhf"
+    Project.create(project).close()
+    code = main(["demo", "ppo", "--project", str(project), "--model", str(tiny), "--steps", "2", "--seed", "3",
+                 "--beta", "0.1", "--n-prompts", "3", "--label-samples", "3", "--batch-size", "4",
+                 "--minibatch-size", "4", "--max-new-tokens", "5", "--proxy-epochs", "20",
+                 "--gold-length-limit", "2"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("reward_first", "reward_last", "gold_first", "gold_last", "kl_last", "mean_length_first",
+                "mean_length_last", "wall_seconds"):
+        assert key in out, key
+    assert out["status"] == "completed" and out["kl_first"] == 0.0 and out["beta"] == 0.1
+    assert out["label_pairs"] == 3 * 3  # 3 prompts x C(3, 2) pairs
+    assert out["window"] == 1 and out["reward_window_last"] == out["reward_last"]  # 3 rollouts: windows of 1
+    assert out["gold_window_first"] == out["gold_first"]
+    assert abs(out["reward_first"]) < 1e-5  # the proxy is standardised on the first rollout
+    # the tiny model writes random word pieces: no key word, never stops -> gold = -0.03 * (5 - 2)
+    assert math.isclose(out["gold_first"], -0.09, rel_tol=1e-5) and out["mean_length_first"] == 5.0
+    with Project.open(project) as p:
+        metrics = p.metrics(out["run_id"])
+        samples = p.samples(out["run_id"], "text_rl")
+    assert metrics["gold/reward"][0] == [0, 1, 2] and metrics["kl/sqrt_seq"][1][0] == 0.0
+    assert metrics["reward/model"][0] == [0, 1, 2] and "reward_model/loss" in metrics
+    assert math.isclose(metrics["kl/sqrt_seq"][1][-1], math.sqrt(max(out["kl_last"], 0.0)), rel_tol=1e-6)
+    assert len(samples) == 3 * 3 and "gold" in samples[0]["payload"]

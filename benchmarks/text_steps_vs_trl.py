@@ -7,9 +7,10 @@ steps after one warm-up step:
   format (0.5) + correctness (1.0) reward on generated level-1 arithmetic tasks (prompts with the
   worked example, as the demo uses them), beta 0.04 with a reference model, epsilon 0.2, one
   update per batch, token-level loss (TRL ``loss_type="dapo"``; ``use_bias_correction_kl=False`` as
-  ours), AdamW (fused), gradient clipping 1.0. Ours: the ``grpo`` job's own loop
-  (:func:`rlhf_core.text.grpo.train_grpo`, its ``time/steps_per_second``: sampling, rewards, the
-  reference and policy forward passes, backward, optimiser step). TRL: ``GRPOTrainer.train()``,
+  ours), AdamW (fused), gradient clipping 1.0, gradient checkpointing off for both by default.
+  Ours: the ``grpo`` job's own loop (:func:`rlhf_core.text.grpo.train_grpo`, its
+  ``time/steps_per_second``: sampling, rewards, the reference and policy forward passes (each
+  prompt once per group), backward, optimiser step). TRL: ``GRPOTrainer.train()``,
   a step timed from one ``on_step_end`` to the next (generation and scoring happen inside it).
 - DPO: P pairs per step (chat-rendered prompts, responses + end token), beta 0.1, the reference
   forward every step (TRL's default ``precompute_ref_log_probs=False``). Ours:
@@ -17,7 +18,7 @@ steps after one warm-up step:
 
     .venv/bin/python benchmarks/text_steps_vs_trl.py [--tiny | --model FOLDER] [--threads 1] [--steps 3]
         [--which grpo,dpo] [--prompts 2] [--group-size 4] [--max-new-tokens 48] [--pairs 8]
-        [--gradient-checkpointing on|off]
+        [--gradient-checkpointing off|on]
 
 Prints a JSON object as its last line with ``ratio_grpo`` and ``ratio_dpo`` (ours / TRL; target
 <= 0.8). ``--tiny`` uses a 2-layer, 64-wide random Llama with the real tokenizer (a smoke test: its
@@ -212,7 +213,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--pairs", type=int, default=8, help="DPO pairs per step.")
-    parser.add_argument("--gradient-checkpointing", choices=("on", "off"), default="on")
+    parser.add_argument("--gradient-checkpointing", choices=("on", "off"), default="off",
+                        help="For both (off: our GRPO runs each prompt once per group; on: the plain forward).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

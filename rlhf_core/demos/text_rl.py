@@ -15,14 +15,17 @@ generated level-1 arithmetic word problems (:mod:`rlhf_core.text.tasks`), reward
   and after training (``gold_format_*``: the fraction with the exact format);
 - ``wall_seconds``: the whole run, model loading and both evaluations included.
 
-Defaults (30 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
-2e-5, beta 0.04, temperature 0.7, 2 threads) were chosen to fit about 15 minutes on 2 quiet CPU
-cores. What a step costs on a CPU is mostly the prompt: every one of the B x G training rows
-carries it through the policy forward, backward and the reference forward, which is why the task
-prompt is kept to about 120 tokens (:func:`rlhf_core.text.tasks.task_messages`). The first steps
-move the policy quickly (KL about 0.1 per token after 3 steps at this learning rate); the reward
-is noisy from step to step (8 completions), so compare the window means. See
-``benchmarks/grpo_demo.py`` for the three-seed run.
+Defaults (24 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
+2e-5, beta 0.04, temperature 0.7, 1 thread) were chosen to fit in about 15 minutes on a 2-core CPU
+shared with other work. A step cost about 42 s on one thread of this machine (sampling 19 s, the
+reference forward 6 s, the policy forward 6 s, backward 11 s): the prompt is part of every one of
+the B x G rows, so it is kept to about 120 tokens (:func:`rlhf_core.text.tasks.task_messages`)
+and the training forward passes run each prompt once per group
+(:func:`rlhf_core.text.grpo.grouped_logprobs`; 66-70 s per step without). Two threads were 4x
+SLOWER at sampling while another process held a core; on a quiet machine ``--threads 2`` may
+win. The first steps move the policy quickly (KL about 0.06 per token after 3 steps at this
+learning rate); the reward is noisy from step to step (8 completions), so compare the window
+means. See ``benchmarks/grpo_demo.py`` for the three-seed run.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from rlhf_core.text.grpo import GRPOConfig, train_grpo
 @dataclass
 class GRPODemoConfig:
     model: str = param("", "Causal language model folder ('' = the bundled SmolLM2-135M-Instruct).")
-    steps: int = param(30, "GRPO steps.", min=1)
+    steps: int = param(24, "GRPO steps.", min=1)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
     task_level: int = param(1, "Task difficulty (1: one small addition ... 4: multi-step).", min=1, max=4)
     reward: str = param("format:0.5,correctness:1.0", "Weighted reward components.")
@@ -51,8 +54,8 @@ class GRPODemoConfig:
     beta: float = param(0.04, "KL coefficient (k3 added to the loss).", min=0.0)
     lora_rank: int = param(0, "LoRA rank (0: full fine-tune).", min=0)
     heldout_tasks: int = param(16, "Held-out problems for gold accuracy (greedy, before and after).", min=0)
-    threads: int = param(2, "torch threads (2 is about a quarter faster on a quiet 2-core machine; use 1 when "
-                            "other work shares the cores).", min=1)
+    threads: int = param(1, "torch threads (2 can be faster on a quiet 2-core machine, but sampling slowed "
+                            "4x with 2 threads while other work held a core).", min=1)
     save: bool = param(False, "Save the trained policy as a checkpoint (needs a project).")
 
     def check(self) -> list[str]:

@@ -108,8 +108,10 @@ class GRPOConfig:
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, "
                                          "slower here (and no shared-prompt forward).")
-    shared_prompt_forward: bool = param(True, "Run each prompt once per group in the training forward passes "
-                                        "(the G completions attend to its cached keys and values).", advanced=True)
+    shared_prompt_forward: bool = param(False, "Run each prompt once per group in the training forward passes "
+                                        "(the G completions attend to its cached keys and values). Off by "
+                                        "default: it gave a KL of ~5e-4 instead of exactly 0 at step 0 in "
+                                        "tests (not yet explained).", advanced=True)
     eval_every: int = param(25, "Held-out evaluation every N steps (0: only before and after training).", min=0)
     samples_per_step: int = param(2, "Completions published per step for the samples table.", min=0)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)

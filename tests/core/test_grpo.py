@@ -241,3 +241,45 @@ def test_lora_policy_starts_at_the_adapter_free_reference_and_mu_passes_clip(tin
     assert kl[0] == 0.0 and kl[1] > 0.0
     _, clip = ctx.series("train/clip_fraction")
     assert clip[0] > 0.0  # after two updates on the same batch some ratios left [1 - eps, 1 + eps]
+
+
+@needs_model
+def test_shared_prompt_forward_equals_the_plain_forward_with_gradients(tiny_dir):
+    from rlhf_core.text.grpo import grouped_logprobs
+    from rlhf_core.text.rl_common import build_batch, completion_logprobs, load_policy, response_ids, tokenize_prompts
+    from rlhf_core.text.tasks import render_task_prompt
+
+    setup = load_policy(str(tiny_dir), lora_rank=4)
+    model, tok = setup.model, setup.tokenizer
+    with torch.no_grad():  # LoRA B starts at 0: move it so the adapters matter
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1)
+    rendered = [render_task_prompt(tok, "What is 2 + 3?"), render_task_prompt(tok, "Mia has 4 pens. How many now?")]
+    prompts = tokenize_prompts(tok, [rendered[0]] * 3 + [rendered[1]] * 3)
+    assert len(prompts[0]) != len(prompts[3])  # the shorter prompt is left-padded
+    texts = ["<think> 2 + 3 = 5 </think> <answer> 5 </answer>", "5", "no idea at all, sorry", "4", "<answer>4</answer>",
+             "four pens"]
+    completions = [response_ids(tok, t, tok.eos_token_id) for t in texts]
+    completions[1] = completions[1][:-1]  # one that ran out of tokens
+    batch = build_batch(prompts, completions, tok.pad_token_id)
+    model.train()
+    plain, plain_ent = completion_logprobs(model, batch, with_entropy=True, temperature=0.7)
+    grouped, grouped_ent = grouped_logprobs(model, batch, 3, with_entropy=True, temperature=0.7)
+    torch.testing.assert_close(grouped, plain, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(grouped_ent, plain_ent, atol=1e-4, rtol=1e-5)
+    assert float(plain.abs().sum()) > 1.0 and float(grouped[1, len(completions[1]):].abs().sum()) == 0.0
+    weights = torch.linspace(-1.0, 1.0, plain.numel()).view_as(plain)
+    (plain * weights).sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    (grouped * weights).sum().backward()
+    assert expected and all("lora" in n for n in expected)  # only the adapters train
+    for name, p in model.named_parameters():
+        if name in expected:
+            scale = float(expected[name].abs().max())
+            assert float((p.grad - expected[name]).abs().max()) <= 1e-4 * scale + 1e-7, name
+    with pytest.raises(ValueError, match="share one prompt"):
+        grouped_logprobs(model, batch, 2)
+    with pytest.raises(ValueError, match="groups of 4"):
+        grouped_logprobs(model, batch, 4)

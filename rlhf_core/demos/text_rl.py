@@ -15,9 +15,12 @@ generated level-1 arithmetic word problems (:mod:`rlhf_core.text.tasks`), reward
   and after training (``gold_format_*``: the fraction with the exact format);
 - ``wall_seconds``: the whole run, model loading and both evaluations included.
 
-Defaults (24 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
+Defaults (20 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
 2e-5, beta 0.04, temperature 0.7, 1 thread) were chosen to fit in about 15 minutes on a 2-core CPU
-shared with other work. A step cost about 42 s on one thread of this machine (sampling 19 s, the
+shared with other work. Measured (seed 0, 24 steps, 1 thread, load average about 2): the reward
+rose from 0.30 (mean of the first 5 steps) to 1.32 (last 5; the maximum is 1.5), held-out greedy
+accuracy from 1/16 to 15/16 and the exact format from 0 to 16/16, KL 0.20 per token at the end,
+1104 s in all; the reward was about 1 from step 10 on, hence 20 steps. A step cost about 42 s on one thread of this machine (sampling 19 s, the
 reference forward 6 s, the policy forward 6 s, backward 11 s): the prompt is part of every one of
 the B x G rows, so it is kept to about 120 tokens (:func:`rlhf_core.text.tasks.task_messages`)
 and the training forward passes run each prompt once per group
@@ -40,7 +43,7 @@ from rlhf_core.text.grpo import GRPOConfig, train_grpo
 @dataclass
 class GRPODemoConfig:
     model: str = param("", "Causal language model folder ('' = the bundled SmolLM2-135M-Instruct).")
-    steps: int = param(24, "GRPO steps.", min=1)
+    steps: int = param(20, "GRPO steps.", min=1)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
     task_level: int = param(1, "Task difficulty (1: one small addition ... 4: multi-step).", min=1, max=4)
     reward: str = param("format:0.5,correctness:1.0", "Weighted reward components.")

@@ -55,6 +55,7 @@ the format instruction as the system message (``format_instruction``) and one wo
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -108,10 +109,9 @@ class GRPOConfig:
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, "
                                          "slower here (and no shared-prompt forward).")
-    shared_prompt_forward: bool = param(False, "Run each prompt once per group in the training forward passes "
-                                        "(the G completions attend to its cached keys and values). Off by "
-                                        "default: it gave a KL of ~5e-4 instead of exactly 0 at step 0 in "
-                                        "tests (not yet explained).", advanced=True)
+    shared_prompt_forward: bool = param(True, "Run each prompt once per group in the training forward passes "
+                                        "(the G completions attend to its cached keys and values; about 1.6x "
+                                        "faster steps for the demo's 120-token prompts).", advanced=True)
     eval_every: int = param(25, "Held-out evaluation every N steps (0: only before and after training).", min=0)
     samples_per_step: int = param(2, "Completions published per step for the samples table.", min=0)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
@@ -233,6 +233,27 @@ def grouped_logprobs(model: Any, batch, group_size: int, *, with_entropy: bool =
     return logp, entropy
 
 
+@contextlib.contextmanager
+def _kernels_like_a_trained_model(module: Any):
+    """Let a frozen model's weights "require grad" for a no-grad forward, so it runs the policy's kernels.
+
+    ``torch.matmul`` decides how to fold a batched product by whether its operands require
+    gradients, so a frozen copy (``requires_grad=False``) can round differently from the policy it
+    was copied from: about 1e-6 in the log-probs of the shared-prompt forward. That is invisible in
+    the KL's value (k3 rounds to 0), but not in its gradient (1 - pi_ref/pi), and AdamW turns any
+    non-zero gradient into a full-size step, so the policy moved at step 0 even with no reward
+    signal. Under ``torch.no_grad`` the flag only picks the kernel; nothing is recorded.
+    """
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield module
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 def _policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entropy: bool = False,
                      temperature: float = 1.0, reference: bool = False):
     """Log-probs of the policy (or, with ``reference``, of the reference) by the chosen forward."""
@@ -246,7 +267,8 @@ def _policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entro
         if not grouped:
             return setup.reference_logprobs(batch, temperature=temperature), None
         if setup.reference is not None:
-            return grouped_logprobs(setup.reference, batch, group_size, temperature=temperature)[0], None
+            with _kernels_like_a_trained_model(setup.reference) as reference_model:
+                return grouped_logprobs(reference_model, batch, group_size, temperature=temperature)[0], None
         with setup.model.disable_adapter():
             return grouped_logprobs(setup.model, batch, group_size, temperature=temperature)[0], None
 

@@ -93,8 +93,10 @@ def test_bad_settings_are_refused():
 
 # ------------------------------------------------------------------------------- the trainer
 @needs_model
-def test_step_zero_has_zero_kl_every_key_and_the_hand_computed_loss(tiny_dir):
-    config = _quick(tiny_dir, samples_per_step=6, beta=0.5, max_new_tokens=5)
+@pytest.mark.parametrize("shared_prompt_forward", [True, False])
+def test_step_zero_has_zero_kl_every_key_and_the_hand_computed_loss(tiny_dir, shared_prompt_forward):
+    config = _quick(tiny_dir, samples_per_step=6, beta=0.5, max_new_tokens=5,
+                    shared_prompt_forward=shared_prompt_forward)
     ctx = RecordingContext()
     res = train_grpo(config, ctx)
     step0 = [v for s, v in ctx.metric_log if s == 0 and "reward/mean" in v][0]

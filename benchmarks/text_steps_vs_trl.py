@@ -14,7 +14,8 @@ steps after one warm-up step:
   a step timed from one ``on_step_end`` to the next (generation and scoring happen inside it).
 - DPO: P pairs per step (chat-rendered prompts, responses + end token), beta 0.1, the reference
   forward every step (TRL's default ``precompute_ref_log_probs=False``). Ours:
-  :func:`rlhf_core.text.dpo.dpo_step`. TRL: ``DPOTrainer.train()``, timed like GRPO.
+  :func:`rlhf_core.text.dpo.dpo_step` as the job runs it (each prompt once for its two responses
+  unless gradient checkpointing is on). TRL: ``DPOTrainer.train()``, timed like GRPO.
 
     .venv/bin/python benchmarks/text_steps_vs_trl.py [--tiny | --model FOLDER] [--threads 1] [--steps 3]
         [--which grpo,dpo] [--prompts 2] [--group-size 4] [--max-new-tokens 48] [--pairs 8]
@@ -167,7 +168,8 @@ def dpo_ours(folder: Path, args) -> dict:
     for _ in range(1 + args.steps):
         t0 = time.perf_counter()
         m = dpo_step(setup, optimizer, tok, pairs, beta=0.1, label_smoothing=0.0, eos_token_id=tok.eos_token_id,
-                     pad_id=tok.pad_token_id, max_length=512, max_grad_norm=1.0)
+                     pad_id=tok.pad_token_id, max_length=512, max_grad_norm=1.0,
+                     shared_prompt=args.gradient_checkpointing == "off")  # as the dpo job does
         times.append(time.perf_counter() - t0)
         losses.append(m["train/loss"])
     del setup, optimizer

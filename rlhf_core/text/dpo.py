@@ -22,7 +22,8 @@ dpo/heldout_loss on the held-out pairs at step 0, every ``eval_every`` steps and
 Pairs: :func:`rlhf_core.text.reward_model.text_pairs` (live comparisons of two live responses to
 the same prompt, from the chosen label sources); ties and skips are left out (DPO needs a winner).
 Long inputs: responses are cut on the right so that prompt + response fits ``max_length`` tokens
-(a prompt longer than that keeps its last ``max_length - 1`` tokens).
+(a prompt longer than that keeps its last ``max_length - 1`` tokens). By default each prompt runs
+once for both of its responses (``shared_prompt_forward``; see :func:`pair_logprobs`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class DPOConfig:
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, but the "
                                          "backward took 1.5x as long here (SmolLM2-135M, one thread).")
+    shared_prompt_forward: bool = param(True, "Run each prompt once for its chosen and rejected response (they "
+                                        "attend to its cached keys and values); not with gradient checkpointing.",
+                                        advanced=True)
     seed: int = param(0, "Random seed (held-out split, shuffling).", min=0)
     threads: int = param(1, "torch threads for this job.", min=1)
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
@@ -123,13 +127,28 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], eos_token_id: 
 
 
 def pair_logprobs(setup, tokenizer, pairs: Sequence[PreferencePair], eos_token_id: int | None, pad_id: int,
-                  max_length: int, *, with_grad: bool = True):
-    """Sequence log-probs of chosen and rejected under the policy and the reference: 4 tensors ``[B]``."""
+                  max_length: int, *, with_grad: bool = True, shared_prompt: bool = False):
+    """Sequence log-probs of chosen and rejected under the policy and the reference: 4 tensors ``[B]``.
+
+    ``shared_prompt``: lay the rows out pair by pair and run each prompt once for its two responses
+    (:func:`rlhf_core.text.grpo.grouped_logprobs` with groups of 2; equal to the plain forward up to
+    float rounding, about 20 % less work for prompts as long as the responses).
+    """
     from rlhf_core.text.rl_common import build_batch, completion_logprobs, sequence_logprob
 
     prompts, completions = encode_pairs(tokenizer, pairs, eos_token_id, max_length)
-    batch = build_batch(prompts, completions, pad_id)
     n = len(pairs)
+    if shared_prompt:
+        from rlhf_core.text.grpo import _policy_logprobs
+
+        order = [row for k in range(n) for row in (k, n + k)]  # chosen_1, rejected_1, chosen_2, ...
+        batch = build_batch([prompts[i] for i in order], [completions[i] for i in order], pad_id)
+        ref = sequence_logprob(_policy_logprobs(setup, batch, 2, True, reference=True)[0], batch.completion_mask)
+        with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
+            logp, _ = _policy_logprobs(setup, batch, 2, True)
+        seq = sequence_logprob(logp, batch.completion_mask)
+        return seq[0::2], seq[1::2], ref[0::2], ref[1::2]
+    batch = build_batch(prompts, completions, pad_id)
     ref = sequence_logprob(setup.reference_logprobs(batch), batch.completion_mask)
     if with_grad:
         logp, _ = completion_logprobs(setup.model, batch)
@@ -142,7 +161,8 @@ def pair_logprobs(setup, tokenizer, pairs: Sequence[PreferencePair], eos_token_i
 
 @torch.no_grad()
 def evaluate_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, beta: float, label_smoothing: float,
-                   eos_token_id, pad_id: int, max_length: int, batch_size: int = 8) -> tuple[float, float]:
+                   eos_token_id, pad_id: int, max_length: int, batch_size: int = 8,
+                   shared_prompt: bool = False) -> tuple[float, float]:
     """(mean loss, accuracy) of the implicit reward on pairs (eval mode)."""
     if not pairs:
         return float("nan"), float("nan")
@@ -153,7 +173,8 @@ def evaluate_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, beta: f
     try:
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]
-            c, r, rc, rr = pair_logprobs(setup, tokenizer, chunk, eos_token_id, pad_id, max_length, with_grad=False)
+            c, r, rc, rr = pair_logprobs(setup, tokenizer, chunk, eos_token_id, pad_id, max_length, with_grad=False,
+                                         shared_prompt=shared_prompt)
             _, per_pair, rew_c, rew_r = dpo_loss(c, r, rc, rr, beta, label_smoothing)
             losses += per_pair.tolist()
             correct += int((rew_c > rew_r).sum())
@@ -164,9 +185,10 @@ def evaluate_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, beta: f
 
 def dpo_step(setup, optimizer: torch.optim.Optimizer, tokenizer: Any, batch: Sequence[PreferencePair], *,
              beta: float, label_smoothing: float, eos_token_id: int | None, pad_id: int, max_length: int,
-             max_grad_norm: float) -> dict[str, float]:
+             max_grad_norm: float, shared_prompt: bool = False) -> dict[str, float]:
     """One optimisation step on a batch of pairs; the batch's metrics measured before the update."""
-    c, r, rc, rr = pair_logprobs(setup, tokenizer, batch, eos_token_id, pad_id, max_length)
+    c, r, rc, rr = pair_logprobs(setup, tokenizer, batch, eos_token_id, pad_id, max_length,
+                                 shared_prompt=shared_prompt)
     loss, _, rew_c, rew_r = dpo_loss(c, r, rc, rr, beta, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -207,8 +229,9 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id
     params = setup.trainable_parameters()
     optimizer = make_optimizer(params, config.learning_rate)
+    shared = config.shared_prompt_forward and not config.gradient_checkpointing
     common = dict(beta=config.beta, label_smoothing=config.label_smoothing, eos_token_id=eos_id, pad_id=pad_id,
-                  max_length=config.max_length)
+                  max_length=config.max_length, shared_prompt=shared)
     evals: list[dict] = []
 
     def evaluate(step: int) -> None:
@@ -233,9 +256,7 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
             rng.shuffle(fresh)
             order = fresh + order
         batch = [train[order.pop()] for _ in range(min(config.batch_size, len(train)))]
-        metrics = dpo_step(setup, optimizer, tok, batch, beta=config.beta, label_smoothing=config.label_smoothing,
-                           eos_token_id=eos_id, pad_id=pad_id, max_length=config.max_length,
-                           max_grad_norm=config.max_grad_norm)
+        metrics = dpo_step(setup, optimizer, tok, batch, max_grad_norm=config.max_grad_norm, **common)
         metrics.update({"memory/peak_rss_mb": peak_rss_mb(),
                         "time/steps_per_second": 1.0 / max(time.monotonic() - t0, 1e-9)})
         ctx.metrics(step, metrics)

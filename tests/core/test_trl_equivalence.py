@@ -212,6 +212,10 @@ def test_dpo_loss_matches_trl_dpo_trainer(tiny_dir, tmp_path):
     loss, _, rew_c, rew_r = dpo_loss(c, r, rc, rr, beta)
     assert abs(float(loss.detach()) - float(trl_loss.detach())) < 1e-5, (float(loss.detach()), float(trl_loss.detach()))
     assert abs(float(loss.detach()) - 0.6931) > 1e-3  # policy != reference: not the trivial value
+    with torch.no_grad():  # the job's default forward: each prompt once for its two responses
+        shared = dpo_loss(*pair_logprobs(setup, tok, pairs, tok.eos_token_id, tok.pad_token_id, 1024,
+                                         shared_prompt=True), beta)[0]
+    assert abs(float(shared) - float(trl_loss.detach())) < 1e-5, (float(shared), float(trl_loss.detach()))
     metrics = trainer._metrics["train"]
     assert float(rew_c.mean()) == pytest.approx(metrics["rewards/chosen"][-1], abs=1e-5)
     assert float(rew_r.mean()) == pytest.approx(metrics["rewards/rejected"][-1], abs=1e-5)

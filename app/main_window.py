@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtCore import QTimer, QUrl, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -49,6 +54,7 @@ from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_network_allowed, set_torch_threads
 from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
 
+log = logging.getLogger(__name__)
 APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
 PLANNED_PAGES: list[tuple[str, str]] = []
@@ -101,6 +107,7 @@ class SettingsDialog(QDialog):
 
 class MainWindow(QMainWindow):
     project_changed = Signal(object)
+    torch_ready = Signal(float)  # emitted (queued, in the GUI thread) when the preload finished: seconds
 
     def __init__(self, settings: Settings | None = None, *, interactive: bool = True):
         super().__init__()
@@ -108,6 +115,7 @@ class MainWindow(QMainWindow):
         self.interactive = interactive  # False in tests/smoke: errors go to the panel, not dialogs
         self.project: Project | None = None
         self.runner = JobRunner(self)
+        self._preload: threading.Thread | None = None
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
         self.resize(1280, 800)
@@ -190,7 +198,9 @@ class MainWindow(QMainWindow):
         state = self.settings.window_state()
         if state is not None:
             self.restoreState(state)
-        set_torch_threads(self.settings.torch_threads)
+        if "torch" in sys.modules:  # otherwise once preload_torch has loaded it (see _on_torch_ready)
+            set_torch_threads(self.settings.torch_threads)
+        self.torch_ready.connect(self._on_torch_ready)
         set_network_allowed(self.settings.allow_network)
         self.nav.setCurrentRow(0)
         self._update_title()
@@ -317,10 +327,24 @@ class MainWindow(QMainWindow):
             return False
         assert self.project is not None
         add_demo_labellers(self.project)
-        for spec, config in demo_runs():  # filled in live by the job runner
-            self.runner.submit(self.project, spec, config, torch_threads=self.settings.torch_threads)
-        self.project_page.refresh(self.project)
+        project = self.project
+
+        def submit_demo_runs(_seconds: float = 0.0) -> None:
+            if self.project is not project:  # another project was opened meanwhile
+                return
+            for spec, config in demo_runs():  # filled in live by the job runner
+                self.runner.submit(project, spec, config, torch_threads=self.settings.torch_threads)
+            self.project_page.refresh(project)
+            self.statusBar().clearMessage()
+
         self.show_page("runs")
+        if "torch" in sys.modules:
+            submit_demo_runs()
+        else:  # the runs' configs live in modules that import torch: load it without freezing the window
+            self.statusBar().showMessage("Preparing the demo project's first runs (loading torch)…")
+            self.torch_ready.connect(submit_demo_runs, Qt.ConnectionType.SingleShotConnection)
+            QTimer.singleShot(0, self.preload_torch)  # once the window is painted
+        self.project_page.refresh(project)
         return True
 
     def new_project_dialog(self) -> None:
@@ -474,6 +498,30 @@ class MainWindow(QMainWindow):
         self.error_panel.add_error(title, message)
         if self.interactive:
             QMessageBox.warning(self, title, message)
+
+    def preload_torch(self) -> threading.Thread:
+        """Import torch in a background thread once the window is up, so that the first job or
+        reward score does not wait for it. The window stays live (an import in another thread paused
+        it ~150 ms once, shared/STACK.md; importing in the GUI thread froze it for the whole 3+ s).
+        A job that imports torch meanwhile simply waits for this import to finish."""
+        def load() -> None:
+            t0 = time.monotonic()
+            try:
+                importlib.import_module("torch")
+            except Exception:  # noqa: BLE001 - a job that needs torch reports the error itself
+                log.exception("preloading torch failed")
+                return
+            self.torch_ready.emit(time.monotonic() - t0)
+
+        if self._preload is not None:  # once per window
+            return self._preload
+        self._preload = threading.Thread(target=load, name="preload-torch", daemon=True)
+        self._preload.start()
+        return self._preload
+
+    def _on_torch_ready(self, seconds: float) -> None:
+        set_torch_threads(self.settings.torch_threads)  # the GUI thread's count (jobs set their own)
+        log.info("torch loaded in %.2f s in the background", seconds)
 
     def preferences_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)

@@ -42,7 +42,6 @@ from app.labeling.common import (
 )
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
-from rlhf_core.rewards.scoring import item_reward_curve
 from rlhf_core.envs.storage import item_fps, load_frames
 from rlhf_core.store import Project
 
@@ -199,6 +198,8 @@ class ClipPairView(QWidget):
         """Learned reward of the pair on screen (newest reward model of the env), or hidden."""
         shown = False
         if self.strip_box.isChecked() and self.project is not None and self.current is not None:
+            from rlhf_core.rewards.scoring import item_reward_curve  # torch: not while the window is built
+
             curves = [item_reward_curve(self.project, self.project.get_item(self.current[k]))
                       for k in ("left_id", "right_id")]
             if all(c is not None for c in curves):

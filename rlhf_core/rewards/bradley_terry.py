@@ -17,13 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Soft target for the LEFT item, by comparison outcome. both_bad / skip carry no preference.
-OUTCOME_TARGET = {"left": 1.0, "right": 0.0, "tie": 0.5}
-
-
-def outcome_target(outcome: str) -> float | None:
-    """Probability that LEFT is better under a label, or ``None`` if the label says nothing."""
-    return OUTCOME_TARGET.get(outcome)
+from rlhf_core.rewards.outcomes import OUTCOME_TARGET, outcome_target  # noqa: F401  (re-exported)
 
 
 def bradley_terry_loss(

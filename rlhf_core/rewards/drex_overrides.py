@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlhf_core.rewards.bradley_terry import outcome_target
+from rlhf_core.rewards.outcomes import outcome_target
 
 OVERRIDE_NOTE = "drex-override"
 VERDICTS = ("agree", "reverse", "equal")  # the person's answer to "ε_a (less noise) is better"

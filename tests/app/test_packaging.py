@@ -100,9 +100,52 @@ def test_startup_time_flag_reports_the_window_and_never_blocks_on_a_dialog(tmp_p
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["platform"] == "offscreen" and report["frozen"] is False
     assert 0 < report["seconds_to_window"] < 60
+    assert report["torch_loaded_at_window"] is False  # the window is built before torch is imported
     # the process clock includes the interpreter's own start, so it is never shorter
     assert report["process_age_at_window"] >= report["seconds_to_window"] - 0.05
     assert "startup time" in (tmp_path / "logs" / "workbench.log").read_text()
+
+
+FIRST_START = """
+import json, sys, time
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.main_window import MainWindow
+window = MainWindow(interactive=False)
+window.show()
+assert window.open_demo_project()
+torch_at_open = "torch" in sys.modules
+queued_at_open = len(window.project.runs())
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline and not (window.runner.busy or window.runner.queued_run_ids):
+    app.processEvents()
+    time.sleep(0.01)
+runs = window.project.runs()
+window.runner.shutdown(timeout=30)
+print(json.dumps({"torch_at_open": torch_at_open, "queued_at_open": queued_at_open, "runs": len(runs),
+                  "started": window.runner.busy or bool(runs), "message": window.statusBar().currentMessage()}))
+"""
+
+
+def test_first_start_builds_the_demo_project_without_freezing_on_torch(tmp_path):
+    """A first start creates the demo project; its runs' configs live in modules that import torch,
+    so they are submitted once a background thread has loaded torch, not while the window is built."""
+    out = subprocess.run([sys.executable, "-c", FIRST_START], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "RLHF_WORKBENCH_HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["torch_at_open"] is False and report["queued_at_open"] == 0
+    from rlhf_core.demo import DEMO_RUNS
+
+    assert report["runs"] == len(DEMO_RUNS) > 0  # all submitted once torch was loaded
+
+
+def test_importing_the_main_window_does_not_import_torch():
+    code = "import sys, app.main_window; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_frozen_app_finds_the_bundled_gguf_through_the_resource_helper(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ class _Relay(QObject):
     sample_emitted = Signal(int, str, object, object)  # run_id, kind, payload, step
     log_emitted = Signal(int, str)
     finished = Signal(int, str, str)  # run_id, status, error
+    status_changed = Signal(int, str)  # run_id, status stored in the project ("running")
 
 
 class QtJobContext(JobContext):
@@ -74,6 +75,9 @@ class QtJobContext(JobContext):
     def _on_log(self, message: str) -> None:
         self.relay.log_emitted.emit(self.run_id, message)
 
+    def _on_status(self, status: str) -> None:
+        self.relay.status_changed.emit(self.run_id, status)
+
 
 @dataclasses.dataclass
 class _Queued:
@@ -87,9 +91,10 @@ class _Queued:
 def _loader(spec: JobSpec):
     """The job's function, imported when it runs, in the job's thread.
 
-    A job module imports torch (3+ s the first time). In the GUI thread that froze the window for
-    the whole import; in the job's thread the window stays live (one ~150 ms pause measured while
-    the extension libraries load). An import error becomes the run's error, like any failure.
+    A job module imports torch (2.5-3.5 s the first time). In the GUI thread that froze the window
+    for the whole import; in the job's thread the window stays live (pauses of at most ~0.3 s
+    measured while the extension libraries load; docs/performance.md). An import error becomes the
+    run's error, like any failure.
     """
     def run(config, ctx):
         fn, _ = spec.load()
@@ -109,6 +114,7 @@ class JobRunner(QObject):
     sample_emitted = Signal(int, str, object, object)
     log_emitted = Signal(int, str)
     job_finished = Signal(int, str, str)  # run_id, status, error text ('' if none)
+    status_changed = Signal(int, str)  # run_id, status just stored by the job's thread ("running")
     queue_changed = Signal()
 
     def __init__(self, parent: QObject | None = None):
@@ -119,6 +125,7 @@ class JobRunner(QObject):
         self._relay.sample_emitted.connect(self.sample_emitted)
         self._relay.log_emitted.connect(self.log_emitted)
         self._relay.finished.connect(self._on_relay_finished)
+        self._relay.status_changed.connect(self.status_changed)
         self._queue: deque[_Queued] = deque()
         self._current: _Queued | None = None
         self._ctx: QtJobContext | None = None

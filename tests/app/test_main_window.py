@@ -79,6 +79,17 @@ def test_failing_job_shows_error_and_app_keeps_working(qtbot, window):
     assert wait_finished(qtbot, window, good)[0] == "completed"
 
 
+def test_runs_table_shows_running_while_the_job_runs(qtbot, window):
+    run_id = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=100))
+    # the job's thread stores "running"; the table follows without waiting for the next refresh
+    qtbot.waitUntil(lambda: window.runs_page.run_by_id(run_id)["status"] == "running", timeout=5000)
+    row = next(r for r in range(window.runs_page.table.rowCount())
+               if window.runs_page.table.item(r, 0).text() == str(run_id))
+    assert window.runs_page.table.item(row, 2).text() == "running" and window.runner.busy
+    window.runner.cancel(run_id)
+    assert wait_finished(qtbot, window, run_id)[0] == "cancelled"
+
+
 def test_one_heavy_job_at_a_time_others_queue(qtbot, window):
     first = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=15))
     second = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=5))

@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
         self.generate_page.label_requested.connect(lambda: self.show_page("text"))
         self.text_reward_page.train_requested.connect(lambda: self.new_run_dialog("text_reward_model", show_runs=False))
         self.text_rl_page.run_requested.connect(lambda job: self.new_run_dialog(job, show_runs=False))
+        self.text_rl_page.start_requested.connect(lambda job, config: self.start_run(job, config, show_runs=False))
 
         geometry = self.settings.window_geometry()
         if geometry is not None:

@@ -204,6 +204,44 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_text(args: argparse.Namespace) -> int:
+    """``eval-text``: the ``text_eval`` job; bad inputs are refused before a run is stored."""
+    from rlhf_core.jobs import CliContext, execute_job, get_job
+    from rlhf_core.store import Project
+    from rlhf_core.text.evaluation import TextEvalConfig, resolve_inputs
+
+    flags = {f.name: getattr(args, f.name) for f in cfg.fields(TextEvalConfig)
+             if getattr(args, f.name, None) is not None}
+    try:
+        config = cfg.from_dict(TextEvalConfig, flags)
+    except cfg.ConfigError as exc:
+        return _fail(f"invalid settings:\n{exc}")
+    with Project.open(args.project) as project:
+        try:
+            resolve_inputs(config, project)
+        except ValueError as exc:
+            return _fail(str(exc))
+    ctx = CliContext(title="eval-text")
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C: cooperative cancel; second: abort
+        ctx.log("cancelling… (Ctrl-C again to abort)")
+        ctx.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        outcome = execute_job(get_job("text_eval"), config, ctx, project_path=args.project,
+                              torch_threads=config.threads)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if outcome.error:
+        sys.stderr.write(outcome.error)
+    _print_json({"job": "text_eval", "run_id": outcome.run_id, "status": outcome.status,
+                 "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
+    return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
 #: `python -m rlhf_core demo NAME` -> the job it runs, and short flags it accepts
 DEMOS = {"extrapolation": ("extrapolation_demo", {"--env": "--env-id"})}
 DEMOS["ppo"] = ("ppo_demo", {})  # demo ppo --steps N --seed S --beta B [--model PATH]
@@ -343,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
+    p = sub.add_parser("eval-text", help="Evaluate a text policy: `eval-text --project P --policy-run ID|"
+                       "--policy-folder F [--reward-run ID] [--k 8] [--prompts 16]`: pass@1, cons@k, pass@k, win "
+                       "rate (JSON last line).")
+    p.add_argument("--project", type=Path, required=True, help="Project folder (the evaluation is stored as a run).")
+    from rlhf_core.text.evaluation import TextEvalConfig
+
+    cfg.add_arguments(p, TextEvalConfig)
     return parser
 
 
@@ -358,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
                 "export": cmd_export, "import": cmd_import}
     handlers.update({"export-cluster": cmd_export_cluster, "import-checkpoint": cmd_import_checkpoint})
+    handlers["eval-text"] = cmd_eval_text
     try:
         if args.command == "run":
             return cmd_run(args, rest)

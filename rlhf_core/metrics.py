@@ -47,6 +47,18 @@ METRIC_KEYS: dict[str, str] = {
     "gold/accuracy": "Exact-answer accuracy (pass@1, greedy) on held-out gold tasks: the metric the "
                      "reward is a proxy for.",
     "gold/reward": "Gold reward (rule-based or a held-out reward model) of the step's completions.",
+    "gold/cons_at_k": "GRPO final evaluation (eval_consensus_k > 0): majority vote of k sampled answers per held-out "
+                      "prompt, fraction right (cons@k).",
+    # text policy evaluation (the text_eval job, rlhf_core/text/evaluation.py)
+    "eval/pass_at_1": "Greedy decoding: fraction of held-out tasks answered right (pass@1).",
+    "eval/cons_at_k": "Majority vote of k sampled answers per task (no answer abstains, ties to the first seen): "
+                      "fraction right (cons@k, self-consistency).",
+    "eval/pass_at_k": "Fraction of tasks where any of the k samples is right (pass@k, >= cons@k).",
+    "eval/sample_accuracy": "Fraction of all k x n sampled answers that are right (sampled pass@1).",
+    "eval/format": "Greedy decoding: fraction of completions in the exact <think>/<answer> format.",
+    "eval/win_rate": "Win rate against the reference judged by a text reward model (win 1, tie 0.5, loss 0).",
+    "eval/policy_score": "Mean reward-model score of the policy's responses in the win-rate comparison.",
+    "eval/reference_score": "Mean reward-model score of the reference's responses in the win-rate comparison.",
     "kl/sqrt_seq": "sqrt(max(kl/seq_mean, 0)): the distance d = sqrt(KL) of Gao et al. 2022, the x axis of "
                    "their over-optimisation plots (PPO).",
     "sft/heldout_loss": "SFT: mean next-token cross-entropy on the held-out demonstrations' completion "

@@ -186,3 +186,13 @@ register_job(
         config="rlhf_core.demos.text_rl:GRPODemoConfig",
     )
 )
+register_job(
+    JobSpec(
+        name="text_eval",
+        title="Evaluate a text policy (pass@1, cons@k, win rate)",
+        description="Greedy pass@1, majority-vote cons@k and pass@k of k samples on held-out arithmetic tasks; "
+        "optionally the win rate against the reference model judged by a text reward model.",
+        target="rlhf_core.text.evaluation:evaluate_text_policy",
+        config="rlhf_core.text.evaluation:TextEvalConfig",
+    )
+)

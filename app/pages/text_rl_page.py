@@ -6,6 +6,9 @@ reward (total and per component), KL, length, train (loss, entropy, clip fractio
 gold, DPO. Right: the latest samples with their rewards (plain text), alerts (negative or spiking
 KL, collapsing or exploding length, reward rising while the gold metric falls) and the
 over-optimisation view (proxy and gold reward against sqrt(KL), as in Gao et al. 2022).
+"Evaluate…" opens the run dialog of the ``text_eval`` job with the selected run as the policy (and
+the project's latest text reward model as the judge); the Evaluations tab lists the project's
+finished evaluations (policy, pass@1, cons@k, pass@k, win rate), read-only.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
+    QDialog,
     QGridLayout,
     QHeaderView,
     QLabel,
@@ -30,7 +34,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.plots.metric_plot import MetricPlotView
+from app.training.config_form import RunDialog
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
+from rlhf_core.jobs import list_jobs
 from rlhf_core.store import Project
 
 #: job name -> button text; the runs of these jobs are listed on the page
@@ -45,6 +51,8 @@ TEXT_RL_JOBS = {
 SAMPLE_KIND = "text_rl"
 SAMPLE_COLUMNS = ["Step", "Reward", "Length", "Prompt", "Response"]
 MAX_SAMPLE_ROWS = 200
+EVAL_JOB = "text_eval"
+EVAL_COLUMNS = ["Run", "Policy", "pass@1", "cons@k", "pass@k", "Win rate"]
 
 
 def _one_line(text: str, limit: int = 140) -> str:
@@ -54,6 +62,7 @@ def _one_line(text: str, limit: int = 140) -> str:
 
 class TextRLPage(QWidget):
     run_requested = Signal(str)  # job name: open the run dialog for it
+    start_requested = Signal(str, object)  # job name, config: start it (the evaluation dialog was accepted)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -66,6 +75,7 @@ class TextRLPage(QWidget):
         self._analysis_timer.setInterval(1000)
         self._analysis_timer.timeout.connect(self._update_analysis)
         self._live: dict[int, dict[str, tuple[list, list]]] = {}
+        self._live_evals: set[int] = set()
 
         buttons = QWidget()
         grid = QGridLayout(buttons)
@@ -87,6 +97,12 @@ class TextRLPage(QWidget):
         title.setStyleSheet("font-weight: 600;")
         left_layout.addWidget(title)
         left_layout.addWidget(buttons)
+        self.eval_button = QPushButton("Evaluate…")
+        self.eval_button.setToolTip("Evaluate the selected run's policy: pass@1, cons@k and pass@k on held-out "
+                                    "arithmetic tasks, and the win rate against the reference judged by a text "
+                                    "reward model.")
+        self.eval_button.clicked.connect(self.request_evaluation)
+        left_layout.addWidget(self.eval_button)
         left_layout.addWidget(QLabel("Runs"))
         left_layout.addWidget(self.run_list, 1)
 
@@ -148,6 +164,15 @@ class TextRLPage(QWidget):
         self.tabs.addTab(samples_split, "Samples")
         self.tabs.addTab(alerts, "Alerts")
         self.tabs.addTab(over, "Over-optimisation")
+        self.eval_table = QTableWidget(0, len(EVAL_COLUMNS))
+        self.eval_table.setHorizontalHeaderLabels(EVAL_COLUMNS)
+        self.eval_table.verticalHeader().hide()
+        self.eval_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.eval_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.eval_table.setWordWrap(False)
+        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.eval_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.tabs.addTab(self.eval_table, "Evaluations")
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
@@ -162,8 +187,10 @@ class TextRLPage(QWidget):
         self.project = project
         self.current_run = None
         self._live.clear()
+        self._live_evals.clear()
         self.plot.clear()
         self.refresh_runs()
+        self.refresh_evaluations()
 
     def _runs(self) -> list[dict]:
         if self.project is None:
@@ -245,6 +272,8 @@ class TextRLPage(QWidget):
 
     # --- live updates --------------------------------------------------------------------------
     def on_job_queued(self, run_id: int, kind: str) -> None:
+        if kind == EVAL_JOB:
+            self._live_evals.add(run_id)
         if kind in TEXT_RL_JOBS:
             self._live[run_id] = {}
             self.refresh_runs(select=run_id)
@@ -267,6 +296,9 @@ class TextRLPage(QWidget):
             self._add_samples([payload])
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
+        if run_id in self._live_evals:
+            self._live_evals.discard(run_id)
+            self.refresh_evaluations()
         if run_id in self._live:
             self.plot.mark_finished(run_id)
             self._live.pop(run_id, None)
@@ -343,3 +375,54 @@ class TextRLPage(QWidget):
 
     def alert_kinds(self) -> list[str]:
         return [self.alert_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.alert_list.count())]
+
+    # --- evaluations (the text_eval job) ---------------------------------------------------------
+    def _checkpoint_runs(self, kind: str) -> list[int]:
+        """Ids of the project's runs that saved a checkpoint of ``kind``, oldest first."""
+        if self.project is None:
+            return []
+        return sorted({int(c["run_id"]) for c in self.project.checkpoints()
+                       if c["kind"] == kind and c["run_id"] is not None})
+
+    def eval_dialog(self) -> RunDialog:
+        """The run dialog of the evaluation job, prefilled: the selected run's policy (when it saved one)
+        and the project's latest text reward model as the judge of the win rate."""
+        dialog = RunDialog(list_jobs(), EVAL_JOB, self)
+        if self.current_run is not None and self.current_run in self._checkpoint_runs("text_policy"):
+            dialog.form.set_value("policy_run", int(self.current_run))
+        judges = self._checkpoint_runs("text_reward_model")
+        if judges:
+            dialog.form.set_value("reward_run", judges[-1])
+        return dialog
+
+    def request_evaluation(self) -> None:
+        if self.project is None:
+            return
+        dialog = self.eval_dialog()
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.start_requested.emit(EVAL_JOB, dialog.result_config)
+
+    def refresh_evaluations(self) -> None:
+        """The project's finished evaluations, newest first (plain text cells)."""
+        runs = [] if self.project is None else [r for r in self.project.runs(EVAL_JOB) if r["status"] == "completed"]
+        self.eval_table.setRowCount(0)
+
+        def number(value) -> str:
+            return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+        for run in reversed(runs):
+            res = run.get("result") or {}
+            k = res.get("k")
+            cells = [str(run["id"]), _one_line(str(res.get("policy", "?")), 60), number(res.get("pass_at_1")),
+                     number(res.get("cons_at_k")) + (f" (k={k})" if k else ""), number(res.get("pass_at_k")),
+                     number(res.get("win_rate"))]
+            row = self.eval_table.rowCount()
+            self.eval_table.insertRow(row)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col != 1:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if col == 5 and res.get("win_rate") is None and res.get("win_rate_skipped"):
+                    item.setToolTip(str(res["win_rate_skipped"]))
+                self.eval_table.setItem(row, col, item)
+        self.tabs.setTabText(3, f"Evaluations ({len(runs)})" if runs else "Evaluations")

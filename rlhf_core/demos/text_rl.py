@@ -43,7 +43,7 @@ from rlhf_core.text.grpo import GRPOConfig, train_grpo
 @dataclass
 class GRPODemoConfig:
     model: str = param("", "Causal language model folder ('' = the bundled SmolLM2-135M-Instruct).")
-    steps: int = param(20, "GRPO steps.", min=1)
+    steps: int = param(16, "GRPO steps.", min=1)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
     task_level: int = param(1, "Task difficulty (1: one small addition ... 4: multi-step).", min=1, max=4)
     reward: str = param("format:0.5,correctness:1.0", "Weighted reward components.")

@@ -113,6 +113,8 @@ class GRPOConfig:
                                         "(the G completions attend to its cached keys and values; about 1.6x "
                                         "faster steps for the demo's 120-token prompts).", advanced=True)
     eval_every: int = param(25, "Held-out evaluation every N steps (0: only before and after training).", min=0)
+    eval_consensus_k: int = param(0, "At the final evaluation also sample k completions per held-out prompt and "
+                                  "log the majority-vote accuracy gold/cons_at_k (0: off).", min=0, advanced=True)
     samples_per_step: int = param(2, "Completions published per step for the samples table.", min=0)
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
     threads: int = param(1, "torch threads for this job.", min=1)
@@ -509,10 +511,25 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     ctx.raise_if_cancelled()
     final_accuracy = evaluate(config.steps)
     ctx.raise_if_cancelled()
+    consensus = None
+    if config.eval_consensus_k > 0 and held_prompts:
+        from rlhf_core.text.evaluation import consensus_at_k
+
+        ctx.progress(config.steps, config.steps,
+                     f"cons@{config.eval_consensus_k} on {len(held_prompts)} held-out prompts")
+        consensus = consensus_at_k(model, tok, held_prompts, k=config.eval_consensus_k, temperature=config.temperature,
+                                   max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
+                                   instruction=config.format_instruction, eos_token_ids=eos_ids,
+                                   on_step=ctx.raise_if_cancelled)
+        ctx.metrics(config.steps, {"gold/cons_at_k": consensus["cons_at_k"]})
+        ctx.raise_if_cancelled()
     result = summarise(history, evals)
     result.update({"steps": config.steps, "train_prompts": len(train_prompts), "heldout_prompts": len(held_prompts),
                    "model": setup.model_id, "lora": setup.lora,
                    "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    if consensus is not None:
+        result.update({"gold_cons_at_k": consensus["cons_at_k"], "gold_pass_at_k": consensus["pass_at_k"],
+                       "gold_sample_accuracy": consensus["sample_accuracy"], "consensus_k": config.eval_consensus_k})
     if config.save and ctx.project_path is not None and ctx.run_id is not None:
         project = ctx.project()
         folder = project.run_folder(ctx.run_id) / "policy"

@@ -1,0 +1,500 @@
+"""Evaluating a text policy: pass@1, cons@k, pass@k on the rule-based task, and a win rate judged by a
+reward model against the reference (issue #5).
+
+On the arithmetic tasks (:mod:`rlhf_core.text.tasks`, gold answers known) three numbers per policy:
+
+- **pass@1**: greedy decoding, one answer per prompt, the fraction that is right
+  (:func:`rlhf_core.text.grpo.evaluate_gold`, the same number GRPO logs as ``gold/accuracy``);
+- **cons@k** (self-consistency, Wang et al. 2022; "cons@64" in the DeepSeek-R1 report): k sampled
+  completions per prompt, the final answer of each (the last ``<answer>`` block,
+  :func:`~rlhf_core.text.rewards.extract_answer`), a majority vote over them, and the fraction of
+  prompts whose voted answer is right. Vote rules (:func:`majority_vote`): answers are compared by
+  value when they hold a number (``7``, ``7.0`` and ``7 apples`` are one vote for 7), else as text
+  ignoring case and spacing; a completion without an answer abstains; a tie goes to the answer that
+  was seen first; a prompt where every completion abstains counts as wrong;
+- **pass@k**: the fraction of prompts where ANY of the same k completions is right (an upper bound
+  of cons@k: a voted answer that is right is one of the k answers), and the **mean sample
+  accuracy** (the fraction of all k x n completions that are right, the expected sampled pass@1).
+
+With k = 1 and temperature 0 (greedy) cons@1 = pass@1 = pass@k = the sample accuracy.
+
+**Win rate against the reference** (as in InstructGPT / the DPO paper, here judged by a learned
+reward model instead of people or GPT-4): for each prompt one response of the policy and one of the
+reference (greedy by default, or sampled, both with the same seed per prompt), both scored by a text
+reward model (:func:`~rlhf_core.text.reward_model.score_responses` on the user prompt and the
+response); win = 1, tie (|score difference| < 1e-6) = 0.5, loss = 0; the win rate is the mean.
+A policy compared with itself therefore scores exactly 0.5.
+
+The ``text_eval`` job (:func:`evaluate_text_policy`) loads the policy (a run's saved
+``text_policy`` checkpoint, a model folder, or the bundled model), the reference (the policy's base
+model as recorded when it was saved, unless given), and optionally a text reward model, and logs
+``eval/pass_at_1``, ``eval/cons_at_k``, ``eval/pass_at_k``, ``eval/sample_accuracy`` and
+``eval/win_rate`` (plus the mean reward-model scores) at step 0, publishes one sample of kind
+``text_eval`` per prompt, and returns the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf_core.config import param
+from rlhf_core.jobs import JobContext
+
+SAMPLE_KIND = "text_eval"
+TIE_TOLERANCE = 1e-6
+POLICY_KIND = "text_policy"
+REWARD_MODEL_KIND = "text_reward_model"
+
+
+# ------------------------------------------------------------------------------- voting
+def vote_key(answer: str | None) -> str | None:
+    """What a vote counts as: ``num:<value>`` when the answer holds a number, else ``text:<normalised>``;
+    None (an abstention) for a missing or blank answer."""
+    from rlhf_core.text.rewards import parse_number
+
+    if answer is None or not answer.strip():
+        return None
+    value = parse_number(answer)
+    if value is not None:
+        return f"num:{value!r}"
+    return "text:" + " ".join(answer.split()).lower()
+
+
+def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
+    """(the winning answer as first written, its number of votes); (None, 0) when all abstain.
+
+    Answers with the same :func:`vote_key` are one candidate; the most votes wins and a tie goes to
+    the candidate seen first.
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, tuple[int, str]] = {}
+    for i, answer in enumerate(answers):
+        key = vote_key(answer)
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, (i, answer))  # type: ignore[arg-type]
+    if not counts:
+        return None, 0
+    best = max(counts, key=lambda k: (counts[k], -first[k][0]))
+    return first[best][1], counts[best]
+
+
+def consensus_from_completions(completions: Sequence[Sequence[str]], golds: Sequence[Any]) -> dict:
+    """cons@k, pass@k and the mean sample accuracy of already-sampled completions.
+
+    ``completions[i]`` are the k texts for prompt i (k may differ between prompts) and ``golds[i]``
+    its gold answer. Returns the three fractions, ``n`` and one row per prompt (its answers, the
+    voted answer and its votes, whether the vote is right, how many samples are right).
+    """
+    from rlhf_core.text.rewards import answers_match, extract_answer
+
+    if len(completions) != len(golds):
+        raise ValueError(f"{len(completions)} completion lists but {len(golds)} gold answers")
+    rows = []
+    for texts, gold in zip(completions, golds):
+        answers = [extract_answer(t) for t in texts]
+        voted, votes = majority_vote(answers)
+        right = [answers_match(a, gold) for a in answers]
+        rows.append({"gold": None if gold is None else str(gold), "answers": answers, "voted": voted, "votes": votes,
+                     "abstained": sum(vote_key(a) is None for a in answers),
+                     "cons_correct": bool(voted is not None and answers_match(voted, gold)),
+                     "n_correct": sum(right), "k": len(texts)})
+    n = len(rows)
+    if n == 0:
+        nan = float("nan")
+        return {"cons_at_k": nan, "pass_at_k": nan, "sample_accuracy": nan, "n": 0, "rows": rows}
+    samples = sum(r["k"] for r in rows)
+    return {"cons_at_k": sum(r["cons_correct"] for r in rows) / n,
+            "pass_at_k": sum(r["n_correct"] > 0 for r in rows) / n,
+            "sample_accuracy": sum(r["n_correct"] for r in rows) / samples if samples else float("nan"),
+            "n": n, "rows": rows}
+
+
+# ------------------------------------------------------------------------------- sampling
+def eval_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A distinct sampling seed per (seed, prompt, sample); the same for every model (common random numbers)."""
+    return (int(seed) * 1_000_003 + int(prompt_index)) * 4_096 + int(sample_index) + 7_919
+
+
+def _sample(model: Any, tokenizer: Any, rendered: Sequence[str], k: int, *, temperature: float, top_p: float,
+            max_new_tokens: int, seed: int, eos_token_ids: Sequence[int] | None, on_step: Callable[[], None] | None,
+            batch_size: int) -> list[list[Any]]:
+    """k completions of each rendered prompt, prompt-major in batches of ``batch_size`` rows (all k of a
+    prompt usually share a batch); one list of :class:`~rlhf_core.text.rl_common.TrainingSample` per prompt."""
+    import torch
+
+    from rlhf_core.text.generation import SamplingSettings
+    from rlhf_core.text.rl_common import sample_for_training
+
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=float(temperature),
+                                top_p=float(top_p) if temperature > 0 else 1.0)
+    rows = [i for i in range(len(rendered)) for _ in range(k)]
+    seeds = [eval_seed(seed, i, j) for i in range(len(rendered)) for j in range(k)]
+    with torch.no_grad():
+        samples = sample_for_training(model, tokenizer, [rendered[i] for i in rows], settings, seeds,
+                                      eos_token_ids=eos_token_ids, on_step=on_step, batch_size=max(1, batch_size))
+    return [samples[i * k:(i + 1) * k] for i in range(len(rendered))]
+
+
+def consensus_at_k(model: Any, tokenizer: Any, prompts: Sequence[Any], *, k: int = 8, temperature: float = 0.7,
+                   top_p: float = 1.0, max_new_tokens: int = 64, seed: int = 0, few_shot: bool = True,
+                   instruction: bool = True, eos_token_ids: Sequence[int] | None = None,
+                   on_step: Callable[[], None] | None = None, batch_size: int = 16) -> dict:
+    """cons@k, pass@k and the mean sample accuracy of ``model`` on gold-answer prompts (module doc).
+
+    ``prompts``: :class:`~rlhf_core.text.grpo.RLPrompt` (``meta["gold_answer"]``), rendered as the GRPO
+    job renders them (:func:`~rlhf_core.text.tasks.render_task_prompt`). ``temperature`` 0 is greedy
+    (then all k samples are the same). Each row of the result also has the prompt and its completions.
+    """
+    from rlhf_core.text.tasks import render_task_prompt
+
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    rendered = [render_task_prompt(tokenizer, p.text, few_shot, instruction) for p in prompts]
+    groups = _sample(model, tokenizer, rendered, int(k), temperature=temperature, top_p=top_p,
+                     max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos_token_ids, on_step=on_step,
+                     batch_size=batch_size)
+    texts = [[s.text for s in group] for group in groups]
+    result = consensus_from_completions(texts, [p.meta.get("gold_answer") for p in prompts])
+    for row, p, t in zip(result["rows"], prompts, texts):
+        row["prompt"] = p.text
+        row["completions"] = t
+    result.update({"k": int(k), "temperature": float(temperature), "top_p": float(top_p)})
+    return result
+
+
+# ------------------------------------------------------------------------------- win rate
+def win_rate_from_scores(policy_scores: Sequence[float], reference_scores: Sequence[float],
+                         tie_tolerance: float = TIE_TOLERANCE) -> dict:
+    """Win rate of the policy: 1 per win, 0.5 per tie (|difference| < ``tie_tolerance``), 0 per loss."""
+    if len(policy_scores) != len(reference_scores):
+        raise ValueError(f"{len(policy_scores)} policy scores but {len(reference_scores)} reference scores")
+    outcomes = []
+    for a, b in zip(policy_scores, reference_scores):
+        d = float(a) - float(b)
+        outcomes.append(0.5 if abs(d) < tie_tolerance else (1.0 if d > 0 else 0.0))
+    n = len(outcomes)
+    return {"win_rate": sum(outcomes) / n if n else float("nan"),
+            "wins": sum(o == 1.0 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
+            "losses": sum(o == 0.0 for o in outcomes), "outcomes": outcomes, "n": n}
+
+
+def win_rate_vs_reference(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[str],
+                          rendered: Sequence[str], reward_model: Any, reward_tokenizer: Any, *,
+                          reference_tokenizer: Any = None, temperature: float = 0.0, top_p: float = 1.0,
+                          seed: int = 0, max_new_tokens: int = 64, eos_token_ids: Sequence[int] | None = None,
+                          reference_eos_token_ids: Sequence[int] | None = None,
+                          on_step: Callable[[], None] | None = None, batch_size: int = 16,
+                          tie_tolerance: float = TIE_TOLERANCE) -> dict:
+    """One response of ``policy`` and one of ``reference`` per prompt, scored by a text reward model.
+
+    ``prompts`` are the user texts the reward model reads, ``rendered`` what the models are asked
+    (the chat-templated prompt). Greedy by default; with ``temperature`` > 0 both models sample with
+    the same seed per prompt. Returns the win rate, wins/ties/losses, the mean score of each side and
+    one row per prompt (prompt, both responses, both scores, outcome).
+    """
+    from rlhf_core.text.reward_model import score_responses
+
+    if len(prompts) != len(rendered):
+        raise ValueError(f"{len(prompts)} prompts but {len(rendered)} rendered prompts")
+    if not prompts:
+        raise ValueError("no prompts to compare on")
+    common = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, on_step=on_step,
+                  batch_size=batch_size)
+    ours = [g[0].text for g in _sample(policy, tokenizer, rendered, 1, eos_token_ids=eos_token_ids, **common)]
+    if reference is policy and (reference_tokenizer is None or reference_tokenizer is tokenizer):
+        theirs = list(ours)  # the same model, the same seeds: the same responses
+    else:
+        theirs = [g[0].text for g in _sample(reference, reference_tokenizer or tokenizer, rendered, 1,
+                                             eos_token_ids=reference_eos_token_ids or eos_token_ids, **common)]
+    if on_step is not None:
+        on_step()
+    scores = score_responses(reward_model, reward_tokenizer, list(prompts) * 2, ours + theirs,
+                             batch_size=batch_size).tolist()
+    n = len(prompts)
+    policy_scores, reference_scores = [float(s) for s in scores[:n]], [float(s) for s in scores[n:]]
+    res = win_rate_from_scores(policy_scores, reference_scores, tie_tolerance)
+    rows = [{"prompt": p, "policy_response": a, "reference_response": b, "policy_score": sa,
+             "reference_score": sb, "outcome": o}
+            for p, a, b, sa, sb, o in zip(prompts, ours, theirs, policy_scores, reference_scores, res["outcomes"])]
+    return {"win_rate": res["win_rate"], "wins": res["wins"], "ties": res["ties"], "losses": res["losses"], "n": n,
+            "policy_score_mean": sum(policy_scores) / n, "reference_score_mean": sum(reference_scores) / n,
+            "temperature": float(temperature), "rows": rows}
+
+
+# ------------------------------------------------------------------------------- the job
+@dataclass
+class TextEvalConfig:
+    policy_run: int = param(0, "Run whose saved text policy (SFT, DPO, GRPO, PPO) to evaluate; 0: use "
+                            "policy_folder.", min=0)
+    policy_folder: str = param("", "Causal LM folder to evaluate when policy_run is 0 ('' = the bundled "
+                               "SmolLM2-135M-Instruct).")
+    reference_model: str = param("", "Reference model folder for the win rate ('' = the policy's base model as "
+                                 "recorded with its checkpoint; a folder without a record is its own base).")
+    reward_run: int = param(0, "Run whose text reward model judges the win rate (0: use reward_model).", min=0)
+    reward_model: str = param("", "Text reward model folder for the win rate ('' with reward_run 0: the win rate "
+                              "is skipped).")
+    task_level: int = param(1, "Difficulty of the held-out arithmetic tasks (1-4).", min=1, max=4)
+    prompts: int = param(16, "Held-out tasks (the GRPO job's held-out stream of the same level and seed).", min=1)
+    task_seed: int = param(0, "Seed of the task set (GRPO's seed gives the same held-out tasks).", min=0)
+    k: int = param(8, "Samples per prompt for cons@k and pass@k.", min=1)
+    temperature: float = param(0.7, "Sampling temperature for cons@k (0: greedy).", min=0.0)
+    top_p: float = param(1.0, "Nucleus sampling for cons@k (1: off).", min=0.0, max=1.0, min_inclusive=False)
+    few_shot: bool = param(True, "Show the worked example before each task (as GRPO does).")
+    format_instruction: bool = param(True, "Give the <think>/<answer> instruction as the system message.")
+    win_prompt_source: str = param("tasks", "Prompts for the win rate: tasks (the same held-out tasks) or project "
+                                   "(this project's prompts, up to 'prompts' of them).", choices=("tasks", "project"))
+    win_temperature: float = param(0.0, "Decoding for the win rate: 0 = greedy, else sampled (same seed for both "
+                                   "models).", min=0.0)
+    max_new_tokens: int = param(64, "Longest completion in tokens.", min=1)
+    batch_size: int = param(16, "Rows per generation batch (k samples of a prompt go together).", min=1)
+    seed: int = param(0, "Sampling seed.", min=0)
+    threads: int = param(1, "torch threads for this job.", min=1)
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.policy_run == 0 and self.policy_folder.strip():
+            folder = Path(self.policy_folder.strip()).expanduser()
+            if not folder.is_dir():
+                problems.append(f"policy_folder: no model folder at {folder}")
+            elif not (folder / "config.json").is_file():
+                problems.append(f"policy_folder: {folder} is not a model folder (it has no config.json)")
+        if self.reference_model.strip():
+            folder = Path(self.reference_model.strip()).expanduser()
+            if not (folder / "config.json").is_file():
+                problems.append(f"reference_model: no model folder (with a config.json) at {folder}")
+        if self.reward_run == 0 and self.reward_model.strip():
+            problems.extend(f"reward_model: {p}" for p in _reward_folder_problems(Path(self.reward_model.strip())))
+        return problems
+
+
+def _reward_folder_problems(folder: Path) -> list[str]:
+    from rlhf_core.text.reward_model import FORMAT_NAME, META_FILE
+
+    folder = folder.expanduser()
+    if not folder.is_dir():
+        return [f"no reward model folder at {folder}"]
+    meta = folder / META_FILE
+    if not meta.is_file():
+        return [f"{folder} is not a text reward model (it has no {META_FILE}; train one with the "
+                "text_reward_model job)"]
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")).get("format") != FORMAT_NAME:
+            return [f"{meta} does not describe a text reward model"]
+    except (OSError, ValueError, AttributeError) as exc:
+        return [f"{meta} is damaged ({exc})"]
+    return []
+
+
+def _run_checkpoint(project, run_id: int, kind: str, what: str) -> Path:
+    run = project.get_run(int(run_id))
+    if run is None:
+        raise ValueError(f"{what}: the project has no run {run_id}")
+    rows = [r for r in project.checkpoints(int(run_id)) if r["kind"] == kind]
+    if not rows:
+        raise ValueError(f"{what}: run {run_id} ({run['kind']}, {run['status']}) saved no {kind} checkpoint")
+    folder = project.abspath(rows[-1]["path"])
+    if not folder.is_dir():
+        raise ValueError(f"{what}: the checkpoint folder of run {run_id} is missing ({folder})")
+    return folder
+
+
+@dataclass
+class EvalInputs:
+    """What the job evaluates, resolved from the config and the project (no model loaded yet)."""
+
+    policy: str  # '' = the bundled default model, else a folder
+    reference: str  # '' = the bundled default model, else a folder
+    reward_model: Path | None
+    policy_label: str
+
+
+def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
+    """The folders to load; ``ValueError`` with a clear message for anything missing or of the wrong kind.
+
+    The CLI calls this before it creates the run, so a bad input stores nothing.
+    """
+    from rlhf_core.text.model import DEFAULT_MODEL_NAME
+
+    if config.policy_run:
+        if project is None:
+            raise ValueError("policy_run needs a project (or give policy_folder)")
+        folder = _run_checkpoint(project, config.policy_run, POLICY_KIND, "policy_run")
+        policy, label = str(folder), f"run {config.policy_run}"
+    elif config.policy_folder.strip():
+        folder = Path(config.policy_folder.strip()).expanduser().absolute()
+        if not folder.is_dir():
+            raise ValueError(f"policy_folder: no model folder at {folder}")
+        policy, label = str(folder), str(folder)
+    else:
+        policy, label = "", DEFAULT_MODEL_NAME
+    reference_problem = None
+    if config.reference_model.strip():
+        reference = str(Path(config.reference_model.strip()).expanduser().absolute())
+    elif policy == "":
+        reference = ""
+    else:
+        reference = policy
+        record = Path(policy) / "workbench_policy.json"  # written by save_policy
+        if record.is_file():
+            try:
+                base = str(json.loads(record.read_text(encoding="utf-8")).get("base_model") or "")
+            except (OSError, ValueError, AttributeError):
+                base = ""
+            if base in ("", "default", DEFAULT_MODEL_NAME):
+                reference = ""
+            elif Path(base).is_dir():
+                reference = base
+            else:  # only a problem when there is a win rate to measure
+                reference_problem = (f"the policy's base model {base!r} is not a local folder; set "
+                                     "reference_model to compare against it")
+    reward: Path | None = None
+    if config.reward_run:
+        if project is None:
+            raise ValueError("reward_run needs a project (or give reward_model)")
+        reward = _run_checkpoint(project, config.reward_run, REWARD_MODEL_KIND, "reward_run")
+    elif config.reward_model.strip():
+        reward = Path(config.reward_model.strip()).expanduser().absolute()
+    if reward is not None:
+        problems = _reward_folder_problems(reward)
+        if problems:
+            raise ValueError("reward model: " + problems[0])
+        if reference_problem:
+            raise ValueError(reference_problem)
+    return EvalInputs(policy, reference, reward, label)
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
+    """The ``text_eval`` job (module doc)."""
+    import torch
+
+    from rlhf_core.text.grpo import evaluate_gold, project_prompts, task_prompts
+    from rlhf_core.text.model import ModelError, eos_token_ids, load_model
+    from rlhf_core.text.rl_common import peak_rss_mb, render_chat_prompt, set_threads
+    from rlhf_core.text.tasks import render_task_prompt
+
+    started = time.monotonic()
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    project = ctx.project() if ctx.project_path is not None else None
+    inputs = resolve_inputs(config, project)
+    _, held = task_prompts(config.task_level, 0, config.prompts, config.task_seed)
+    win_prompts: list | None = None
+    if inputs.reward_model is not None and config.win_prompt_source == "project":
+        if project is None:
+            raise ValueError("win_prompt_source=project needs a project")
+        train, heldout = project_prompts(project, need_gold=False, heldout_fraction=0.0, seed=config.seed)
+        win_prompts = (train + heldout)[:config.prompts]
+
+    ctx.progress(0.0, message=f"Loading the policy ({inputs.policy_label})")
+    try:
+        loaded = load_model(inputs.policy or None, ctx=ctx)
+    except ModelError as exc:
+        raise ValueError(f"policy: {exc}") from exc
+    model, tok = loaded.model, loaded.tokenizer
+    eos = eos_token_ids(model, tok)
+    ctx.raise_if_cancelled()
+    n_phases = 3 if inputs.reward_model is not None else 2
+
+    def phase(i: int, message: str) -> None:
+        ctx.progress(i / n_phases, message=message)
+
+    phase(0, f"pass@1: greedy answers to {len(held)} tasks")
+    greedy = evaluate_gold(model, tok, held, few_shot=config.few_shot, max_new_tokens=config.max_new_tokens,
+                           eos_token_ids=eos, instruction=config.format_instruction, on_step=ctx.raise_if_cancelled,
+                           batch_size=config.batch_size)
+    ctx.raise_if_cancelled()
+    phase(1, f"cons@{config.k}: {config.k} samples of each of {len(held)} tasks")
+    cons = consensus_at_k(model, tok, held, k=config.k, temperature=config.temperature, top_p=config.top_p,
+                          max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
+                          instruction=config.format_instruction, eos_token_ids=eos, on_step=ctx.raise_if_cancelled,
+                          batch_size=config.batch_size)
+    ctx.raise_if_cancelled()
+    metrics = {"eval/pass_at_1": greedy["accuracy"], "eval/cons_at_k": cons["cons_at_k"],
+               "eval/pass_at_k": cons["pass_at_k"], "eval/sample_accuracy": cons["sample_accuracy"],
+               "eval/format": greedy["format"]}
+
+    win: dict | None = None
+    skipped = None
+    if inputs.reward_model is None:
+        skipped = ("No reward model given (reward_run or reward_model): the win rate against the reference "
+                   "was not measured.")
+        ctx.log(skipped)
+    else:
+        phase(2, "win rate: policy and reference responses, scored by the reward model")
+        from rlhf_core.text.reward_model import load_text_reward_model
+
+        if _same_model(inputs.reference, inputs.policy):
+            reference, ref_tok, ref_eos = model, tok, eos
+        else:
+            try:
+                ref_loaded = load_model(inputs.reference or None, ctx=ctx)
+            except ModelError as exc:
+                raise ValueError(f"reference: {exc}") from exc
+            reference, ref_tok = ref_loaded.model, ref_loaded.tokenizer
+            ref_eos = eos_token_ids(reference, ref_tok)
+        try:
+            rm, rm_tok = load_text_reward_model(inputs.reward_model)
+        except ModelError as exc:
+            raise ValueError(f"reward model: {exc}") from exc
+        ctx.raise_if_cancelled()
+        if win_prompts is None:
+            texts = [p.text for p in held]
+            rendered = [render_task_prompt(tok, t, config.few_shot, config.format_instruction) for t in texts]
+        else:
+            texts = [p.text for p in win_prompts]
+            rendered = [render_chat_prompt(tok, t) for t in texts]
+        win = win_rate_vs_reference(model, reference, tok, texts, rendered, rm, rm_tok, reference_tokenizer=ref_tok,
+                                    temperature=config.win_temperature, top_p=config.top_p, seed=config.seed,
+                                    max_new_tokens=config.max_new_tokens, eos_token_ids=eos,
+                                    reference_eos_token_ids=ref_eos, on_step=ctx.raise_if_cancelled,
+                                    batch_size=config.batch_size)
+        metrics.update({"eval/win_rate": win["win_rate"], "eval/policy_score": win["policy_score_mean"],
+                        "eval/reference_score": win["reference_score_mean"]})
+    ctx.metrics(0, metrics)
+
+    for i, (p, row) in enumerate(zip(held, cons["rows"])):
+        ctx.sample(SAMPLE_KIND, {"part": "consensus", "index": i, "prompt": p.text, "gold": row["gold"],
+                                 "answers": row["answers"], "voted": row["voted"], "votes": row["votes"],
+                                 "cons_correct": row["cons_correct"], "n_correct": row["n_correct"], "k": row["k"],
+                                 "response": row["completions"][0]}, step=0)
+    if win is not None:
+        for i, row in enumerate(win["rows"]):
+            ctx.sample(SAMPLE_KIND, {"part": "win_rate", "index": i, **row}, step=0)
+
+    result: dict[str, Any] = {
+        "policy": inputs.policy_label, "policy_run": config.policy_run or None,
+        "policy_model": loaded.model_id, "reference_model": inputs.reference or "SmolLM2-135M-Instruct (bundled)",
+        "reward_model": str(inputs.reward_model) if inputs.reward_model is not None else None,
+        "task_level": config.task_level, "prompts": len(held), "k": config.k, "temperature": config.temperature,
+        "pass_at_1": greedy["accuracy"], "cons_at_k": cons["cons_at_k"], "pass_at_k": cons["pass_at_k"],
+        "sample_accuracy": cons["sample_accuracy"], "format_at_1": greedy["format"],
+        "win_rate": None, "win_rate_skipped": skipped,
+    }
+    if win is not None:
+        result.update({"win_rate": win["win_rate"], "wins": win["wins"], "ties": win["ties"], "losses": win["losses"],
+                       "win_prompts": win["n"], "policy_score_mean": win["policy_score_mean"],
+                       "reference_score_mean": win["reference_score_mean"],
+                       "win_temperature": config.win_temperature})
+    result.update({"wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    ctx.progress(1.0, message=(f"pass@1 {greedy['accuracy']:.3f}, cons@{config.k} {cons['cons_at_k']:.3f}, "
+                               f"pass@{config.k} {cons['pass_at_k']:.3f}"
+                               + (f", win rate {win['win_rate']:.3f}" if win is not None else "")))
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}

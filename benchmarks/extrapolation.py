@@ -40,7 +40,8 @@ def main() -> None:
             print(out.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"seed {seed} failed")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"seed {seed}: " + ", ".join(f"{k}={runs[-1].get(k)}" for k in KEYS if k in runs[-1]), file=sys.stderr)
+        print(f"seed {seed}: " + ", ".join(f"{k}={runs[-1].get(k)}" for k in KEYS if k in runs[-1])
+              + f", stage_seconds={runs[-1].get('stage_seconds')}", file=sys.stderr)
     median = {k: statistics.median(r[k] for r in runs) for k in KEYS if all(k in r and r[k] is not None for r in runs)}
     targets = {}
     if args.env == "Pendulum-v1":

@@ -15,12 +15,12 @@ generated level-1 arithmetic word problems (:mod:`rlhf_core.text.tasks`), reward
   and after training (``gold_format_*``: the fraction with the exact format);
 - ``wall_seconds``: the whole run, model loading and both evaluations included.
 
-Defaults (20 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
-2e-5, beta 0.04, temperature 0.7, 1 thread) were chosen to fit in about 15 minutes on a 2-core CPU
-shared with other work. Measured (seed 0, 24 steps, 1 thread, load average about 2): the reward
-rose from 0.30 (mean of the first 5 steps) to 1.32 (last 5; the maximum is 1.5), held-out greedy
-accuracy from 1/16 to 15/16 and the exact format from 0 to 16/16, KL 0.20 per token at the end,
-1104 s in all; the reward was about 1 from step 10 on, hence 20 steps. A step cost about 42 s on one thread of this machine (sampling 19 s, the
+Defaults (16 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
+2e-5, beta 0.04, temperature 0.7, 1 thread) fit in 15 minutes on a 2-core CPU shared with one other
+job. Measured (seeds 0-2, load average about 2; docs/performance.md): the reward rose from 0.31 to
+1.09 (medians of the first/last 5-step means; the maximum is 1.5), held-out greedy accuracy from
+1/16 to 13/16, the exact format from 0 to 16/16, KL 0.26 per token at the end, 735 s in all
+(625-826 s); 20 steps took 986 s on seed 0. A step cost about 42 s on one thread of this machine (sampling 19 s, the
 reference forward 6 s, the policy forward 6 s, backward 11 s): the prompt is part of every one of
 the B x G rows, so it is kept to about 120 tokens (:func:`rlhf_core.text.tasks.task_messages`)
 and the training forward passes run each prompt once per group

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, make_env
@@ -36,14 +37,19 @@ class PPOLearnedConfig:
 
 def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std: float, total_steps: int,
                         ctx: JobContext, *, seed: int = 0, positive: bool = False, step_offset: int = 0,
-                        checkpoint_fracs: tuple[float, ...] = (), save_dir=None, batch_size: int | None = None):
-    """Train PPO on the learned reward; returns (model, list of (step, path) checkpoints saved)."""
+                        checkpoint_fracs: tuple[float, ...] = (), save_dir=None, batch_size: int | None = None,
+                        ppo_overrides: dict | None = None, snapshots: list | None = None):
+    """Train PPO on the learned reward; returns (model, list of (step, path) checkpoints saved).
+
+    ``ppo_overrides`` replace preset PPO settings (``n_envs`` included). ``snapshots``, if given,
+    receives ``(step, FastActor)`` at each checkpoint fraction (in memory, with or without
+    ``save_dir``)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    n_envs, kwargs = ppo_kwargs(env_id, batch_size=batch_size)
+    n_envs, kwargs = ppo_kwargs(env_id, **{"batch_size": batch_size, **(ppo_overrides or {})})
     venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     learned = LearnedRewardVecEnv(venv, ensemble, mean, std, positive=positive)
     env = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
@@ -55,11 +61,14 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
         def _on_step(self) -> bool:
             if ctx.cancelled:
                 return False
-            if marks and save_dir is not None and self.num_timesteps >= marks[0]:
+            if marks and (save_dir is not None or snapshots is not None) and self.num_timesteps >= marks[0]:
                 marks.pop(0)
-                path = save_dir / f"ppo_learned_{self.num_timesteps:08d}.zip"
-                self.model.save(str(path))
-                saved.append((self.num_timesteps, str(path)))
+                if save_dir is not None:
+                    path = save_dir / f"ppo_learned_{self.num_timesteps:08d}.zip"
+                    self.model.save(str(path))
+                    saved.append((self.num_timesteps, str(path)))
+                if snapshots is not None:
+                    snapshots.append((self.num_timesteps, FastActor(self.model)))
             if self.n_calls % 64 == 0:
                 ctx.progress(self.num_timesteps, total_steps, f"PPO on learned reward: {self.num_timesteps:,}")
             return True
@@ -82,6 +91,74 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
     env.close()
     ctx.raise_if_cancelled()
     return model, saved
+
+
+def _numpy_linear(layer) -> tuple[np.ndarray, np.ndarray]:
+    return layer.weight.detach().numpy().T.astype(np.float64), layer.bias.detach().numpy().astype(np.float64)
+
+
+class FastActor:
+    """The deterministic action of an SB3 actor-critic policy, computed in numpy.
+
+    ``model.predict`` costs ~0.5-1 ms per call on this CPU (tensor conversion, distribution objects,
+    checks); a rollout of a 64-unit MLP needs a few microseconds of arithmetic. Supported: Box
+    observations through SB3's flatten extractor, an MLP actor, Gaussian/gSDE actions without
+    squashing (mean, clipped to the bounds, as ``predict(deterministic=True)``) or Discrete actions
+    (arg-max). Anything else falls back to ``model.predict``. The weights are copied at creation, so
+    an actor made during training is a snapshot of that moment.
+    """
+
+    def __init__(self, model):
+        from gymnasium import spaces
+        from stable_baselines3.common.distributions import (CategoricalDistribution, DiagGaussianDistribution,
+                                                            StateDependentNoiseDistribution)
+        from stable_baselines3.common.torch_layers import FlattenExtractor
+
+        policy = model.policy
+        self.model = model
+        self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
+        acts = {"Tanh": "tanh", "ReLU": "relu"}
+        box = isinstance(policy.action_space, spaces.Box) and not policy.squash_output and isinstance(
+            policy.action_dist, (DiagGaussianDistribution, StateDependentNoiseDistribution))
+        discrete = isinstance(policy.action_space, spaces.Discrete) and isinstance(policy.action_dist,
+                                                                                 CategoricalDistribution)
+        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
+        supported = ((box or discrete) and isinstance(policy.observation_space, spaces.Box)
+                     and isinstance(extractor, FlattenExtractor))
+        modules = list(policy.mlp_extractor.policy_net) if supported else []
+        pending: list = []
+        for m in modules:
+            if isinstance(m, torch.nn.Linear):
+                pending.append([*_numpy_linear(m), None])
+            elif type(m).__name__ in acts and pending and pending[-1][2] is None:
+                pending[-1][2] = acts[type(m).__name__]
+            else:
+                supported = False
+        if getattr(policy.mlp_extractor, "shared_net", None) is not None and len(policy.mlp_extractor.shared_net):
+            supported = False
+        if supported:
+            pending.append([*_numpy_linear(policy.action_net), None])
+            self.layers = [tuple(x) for x in pending]
+        self.supported = supported
+        self.discrete = discrete
+        space = policy.action_space
+        self.low = getattr(space, "low", None)
+        self.high = getattr(space, "high", None)
+        self.shape = space.shape
+
+    def act(self, obs):
+        if not self.supported:
+            return self.model.predict(obs, deterministic=True)[0]
+        x = np.asarray(obs, dtype=np.float64).reshape(-1)
+        for w, b, act in self.layers:
+            x = x @ w + b
+            if act == "tanh":
+                x = np.tanh(x)
+            elif act == "relu":
+                x = np.maximum(x, 0.0)
+        if self.discrete:
+            return np.int64(np.argmax(x))
+        return np.clip(x.astype(np.float32).reshape(self.shape), self.low, self.high)
 
 
 def evaluate(env_id: str, policy, episodes: int, seed: int, *, render: bool = False):

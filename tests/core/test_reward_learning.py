@@ -209,3 +209,99 @@ def test_cnn_reward_shapes():
     ens = RewardEnsemble(spec, 2)
     frames = torch.randint(0, 255, (3, 5, 4, 84, 84), dtype=torch.uint8)  # [pairs, steps, C, H, W]
     assert ens(frames).shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("snippet_len", [(5, 20), (40, 60)])  # whole-table scoring / per-snippet scoring
+def test_batched_ensemble_fit_equals_the_sequential_one(snippet_len):
+    from rlhf_core.jobs import RecordingContext
+
+    obs, true = toy_trajectories(n=10, T=60)
+    pairs = trex_pairs(obs, true, 300, min_len=snippet_len[0], max_len=snippet_len[1], seed=3)
+    # patience 1: members stop early at different steps, which the batched fit must reproduce
+    settings = FitSettings(members=3, steps=80, eval_every=10, hidden=16, patience=1, seed=5, lr=1e-2)
+    logs, results = [], []
+    for batched in (False, True):
+        ctx = RecordingContext()
+        ens, stats = fit_reward_ensemble(pairs, settings, ctx, batched=batched)
+        logs.append({(step, k): v for step, values in ctx.metric_log for k, v in values.items()})
+        results.append((ens, stats))
+    seq, bat = logs
+    assert seq.keys() == bat.keys() and any(k.endswith("m2_heldout_loss") for _, k in seq)
+    for key, value in seq.items():  # per-member losses and accuracies at the same steps
+        assert bat[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
+    (ens_s, st_s), (ens_b, st_b) = results
+    assert [m["steps"] for m in st_s["members"]] == [m["steps"] for m in st_b["members"]]
+    assert len({m["steps"] for m in st_s["members"]}) > 1  # they did stop at different steps
+    x = torch.randn(50, 3)
+    torch.testing.assert_close(ens_b(x), ens_s(x), atol=1e-4, rtol=1e-3)  # best weights written back (fp rounding)
+    assert st_b["heldout_accuracy"] == pytest.approx(st_s["heldout_accuracy"])
+
+
+def test_ensemble_files_of_the_old_layout_still_load(tmp_path):
+    # the layout every saved ensemble has had: spec dict, member count, per-member nn.Linear state
+    spec = RewardNetSpec(obs_dim=3, hidden=8)
+    torch.manual_seed(0)
+    old = RewardEnsemble(spec, 2)
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    assert "members.1.net.2.weight" in state
+    torch.save({"spec": {"obs_dim": 3, "action_dim": 0, "hidden": 8, "layers": 2, "kind": "mlp", "image_shape": []},
+                "members": 2, "state": state, "extra": {"reward_mean": 1.5}}, tmp_path / "old.pt")
+    ens, extra = RewardEnsemble.load(tmp_path / "old.pt")
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(ens(x), old(x))
+    assert extra == {"reward_mean": 1.5}
+    # and an ensemble trained by the batched fit saves in that same layout
+    obs, true = toy_trajectories(n=6, T=30)
+    fitted, _ = fit_reward_ensemble(trex_pairs(obs, true, 60, min_len=5, max_len=10), FitSettings(members=2, steps=20, hidden=8))
+    assert fitted.state_dict().keys() == old.state_dict().keys()
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_fast_actor_acts_like_sb3_predict(env_id):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_core.trainers.learner import ppo_kwargs
+    from rlhf_core.trainers.ppo_learned import FastActor
+
+    n_envs, kwargs = ppo_kwargs(env_id)
+    model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), seed=0, device="cpu", **kwargs)
+    with torch.no_grad():  # move the weights away from the orthogonal init so the check means something
+        for p in model.policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    actor = FastActor(model)
+    assert actor.supported
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=1)
+    for _ in range(100):
+        want = model.predict(obs, deterministic=True)[0]
+        got = actor.act(obs)
+        np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), atol=1e-5)
+        obs, _, term, trunc, _ = env.step(want)
+        if term or trunc:
+            obs, _ = env.reset()
+    env.close()
+
+
+def test_demo_presets_apply_only_to_settings_left_at_their_defaults():
+    from rlhf_core.demos.extrapolation import DEMO_PRESETS, ExtrapolationDemoConfig, resolve_presets
+
+    DEMO_PRESETS["Test-v0"] = {"learner_steps": 50_000, "reward_hidden": 256, "ppo": {"n_envs": 2, "batch_size": 128},
+                               "learner_ppo": {"learning_rate": 1e-4}}
+    try:
+        cfg, applied, ppo, learner = resolve_presets(ExtrapolationDemoConfig(env_id="Test-v0"))
+        assert (cfg.learner_steps, cfg.reward_hidden) == (50_000, 256)
+        assert ppo == {"n_envs": 2, "batch_size": 128} and learner == {"learning_rate": 1e-4, "batch_size": 64}
+        assert applied["learner_steps"] == 50_000 and applied["ppo"] == ppo
+        # what the user set wins, field by field (ppo_batch_size replaces the presets' minibatch)
+        cfg, applied, ppo, learner = resolve_presets(ExtrapolationDemoConfig(env_id="Test-v0", learner_steps=9_000,
+                                                                             ppo_batch_size=32))
+        assert (cfg.learner_steps, cfg.reward_hidden) == (9_000, 256) and "learner_steps" not in applied
+        assert ppo == {"n_envs": 2, "batch_size": 32} and learner["batch_size"] == 32
+        # an env without presets runs with the declared defaults
+        plain = ExtrapolationDemoConfig(env_id="CartPole-v1")
+        cfg, applied, ppo, learner = resolve_presets(plain)
+        assert cfg == plain and applied == {} and ppo == learner == {"batch_size": 64}
+    finally:
+        del DEMO_PRESETS["Test-v0"]

@@ -19,6 +19,24 @@ from rlhf_core import config as cfg
 from rlhf_core.store import ProjectError
 
 
+def _execute_with_ctrl_c(spec, config, ctx, project_path, threads):
+    """Run a job in this thread; the first Ctrl-C cancels it cooperatively, a second one aborts."""
+    from rlhf_core.jobs import execute_job
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        ctx.log("cancelling… (Ctrl-C again to abort)")
+        ctx.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return execute_job(spec, config, ctx, project_path=project_path, torch_threads=threads)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
@@ -206,7 +224,7 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
     """``eval-text``: the ``text_eval`` job; bad inputs are refused before a run is stored."""
-    from rlhf_core.jobs import CliContext, execute_job, get_job
+    from rlhf_core.jobs import CliContext, get_job
     from rlhf_core.store import Project
     from rlhf_core.text.evaluation import TextEvalConfig, resolve_inputs
 
@@ -222,19 +240,7 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return _fail(str(exc))
     ctx = CliContext(title="eval-text")
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # first Ctrl-C: cooperative cancel; second: abort
-        ctx.log("cancelling… (Ctrl-C again to abort)")
-        ctx.cancel()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        outcome = execute_job(get_job("text_eval"), config, ctx, project_path=args.project,
-                              torch_threads=config.threads)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    outcome = _execute_with_ctrl_c(get_job("text_eval"), config, ctx, args.project, config.threads)
     if outcome.error:
         sys.stderr.write(outcome.error)
     _print_json({"job": "text_eval", "run_id": outcome.run_id, "status": outcome.status,
@@ -257,7 +263,7 @@ def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, flat: bool = False) -> int:
     """Run a job; ``flat`` puts the result's keys at the top level of the JSON line (demos)."""
-    from rlhf_core.jobs import CliContext, execute_job, get_job
+    from rlhf_core.jobs import CliContext, get_job
 
     try:
         spec = get_job(args.job)
@@ -285,19 +291,8 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
         Project.open(job_args.project).close()  # clear message now if it is not a project
 
     ctx = CliContext(title=spec.name)
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # first Ctrl-C: cooperative cancel; second: abort
-        ctx.log("cancelling… (Ctrl-C again to abort)")
-        ctx.cancel()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        threads = config.threads if own_threads else job_args.threads
-        outcome = execute_job(spec, config, ctx, project_path=job_args.project, torch_threads=threads)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    threads = config.threads if own_threads else job_args.threads
+    outcome = _execute_with_ctrl_c(spec, config, ctx, job_args.project, threads)
     if outcome.error:
         sys.stderr.write(outcome.error)
     summary = {"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,

@@ -26,18 +26,28 @@
 The JSON last line (``demo ppo``): ``reward_first``/``reward_last`` (the proxy reward, standardised,
 of the first and the final rollout), ``gold_first``/``gold_last``, ``kl_last`` (per-sequence KL to
 the reference) and ``sqrt_kl_last``, ``mean_length_first``/``mean_length_last``, ``wall_seconds``
-(and the time of each phase); one rollout of 8 completions is noisy, so ``*_window_first`` /
-``*_window_last`` also give the means over the first and last ``window`` (3) rollouts.
+(and the time of each phase, ``seconds_per_step`` = the PPO phase over ``steps``, the final rollout
+included); one rollout of 8 completions is noisy, so ``*_window_first`` / ``*_window_last`` also give
+the means over the first and last ``window`` (3) rollouts. The over-optimisation verdict
+(:func:`overoptimisation_summary`): ``gold_peak`` (the largest centred 3-step mean of the gold reward)
+and ``gold_peak_step``, ``proxy_at_gold_peak``, ``gold_last_window`` / ``proxy_last_window`` (the
+last 3 rollouts), ``gold_step_noise``, ``overoptimised`` (proxy still rising after the gold peak AND
+the gold down by more than ``overopt_margin``), and ``curve`` (per-rollout step, proxy, gold, KL).
 
 What to look for: with ``beta > 0`` the proxy reward rises while the KL stays bounded; with
 ``beta = 0`` the policy drifts further (KL grows) and the proxy keeps rising while the gold reward
 stalls or falls: the proxy was fitted on the reference policy's samples and is wrong away from
 them. On a 2-core CPU only short runs fit; the defaults are sized for minutes, not hours.
+Measured (30 steps, ``--learning-rate 1e-4 --max-new-tokens 24``, seed 0): with beta 0.1 the
+proxy rose 0.75 -> 2.09 while the gold fell 0.32 -> 0.00 (``overoptimised`` true; the policy learnt
+to stop after ~4 tokens); with beta 0 the gold fell as well but the proxy did not keep rising (the
+policy diverged, KL 57 nats). See docs/performance.md.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import re
 import time
@@ -86,6 +96,59 @@ def gold_reward(prompt: str, response: str, completion_tokens: int, *, length_li
     return keyword_coverage(prompt, response) - length_weight * max(0, int(completion_tokens) - length_limit)
 
 
+# ------------------------------------------------------------------------------- did it over-optimise?
+def _centred_means(values: Sequence[float], window: int) -> list[float]:
+    """Mean of ``values[i - h .. i + h]`` (``h = window // 2``) for every ``i`` with a full window."""
+    h = window // 2
+    return [sum(values[i - h:i + h + 1]) / (2 * h + 1) for i in range(h, len(values) - h)]
+
+
+def overoptimisation_summary(steps: Sequence[int], proxy: Sequence[float], gold: Sequence[float],
+                             kl_seq: Sequence[float], *, window: int = 3, margin: float = 0.15) -> dict:
+    """Gao et al.'s verdict on one run from its per-rollout proxy, gold and per-sequence KL.
+
+    One rollout of 8 completions is noisy, so everything is read through ``window``-step means:
+
+    - ``gold_peak``: the largest centred moving mean of the gold reward; ``gold_peak_step`` its
+      centre step; ``proxy_at_gold_peak``: the proxy's centred mean at that same step;
+    - ``gold_last_window`` / ``proxy_last_window``: the means over the last ``window`` rollouts (the
+      last full window, so a peak in it makes ``gold_last_window == gold_peak``);
+    - ``gold_step_noise``: the gold reward's step-to-step noise, ``sqrt(mean(diff^2) / 2)`` (the
+      von Neumann estimate; a trend inflates it a little);
+    - ``overoptimised``: ``proxy_last_window > proxy_at_gold_peak`` (the proxy still went up after
+      the gold peak) and ``gold_last_window < gold_peak - margin`` (the gold came down by more than
+      noise). The default margin 0.15 is the 95th percentile of ``gold_peak - gold_last_window`` for a
+      gold reward with NO trend and the per-step noise measured on SmolLM2 (0.07-0.09 with 8
+      completions per rollout, 20-30 rollouts; simulated), so a flat noisy run passes it about 1 time
+      in 20.
+
+    Steps without a gold value (NaN) are dropped. With fewer than ``window`` rollouts every value is
+    None and ``overoptimised`` is False.
+    """
+    rows = [(int(s), float(p), float(g), float(k)) for s, p, g, k in zip(steps, proxy, gold, kl_seq)
+            if math.isfinite(float(g)) and math.isfinite(float(p))]
+    out: dict = {"gold_peak": None, "gold_peak_step": None, "proxy_at_gold_peak": None, "gold_last_window": None,
+                 "proxy_last_window": None, "gold_step_noise": None, "overopt_margin": float(margin),
+                 "overoptimised": False,
+                 "curve": {"step": [r[0] for r in rows], "proxy": [round(r[1], 4) for r in rows],
+                           "gold": [round(r[2], 4) for r in rows], "kl_seq": [round(r[3], 3) for r in rows]}}
+    if rows and kl_seq:
+        out["sqrt_kl_last"] = math.sqrt(max(float(kl_seq[-1]), 0.0))
+    window = max(1, int(window)) | 1  # odd, so that a window has a centre step
+    if len(rows) < window:
+        return out
+    s, p, g = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    gold_means, proxy_means = _centred_means(g, window), _centred_means(p, window)
+    peak = max(range(len(gold_means)), key=lambda i: gold_means[i])  # the first of equal peaks
+    h = window // 2
+    out.update(gold_peak=gold_means[peak], gold_peak_step=s[peak + h], proxy_at_gold_peak=proxy_means[peak],
+               gold_last_window=gold_means[-1], proxy_last_window=proxy_means[-1])
+    if len(g) >= 2:
+        out["gold_step_noise"] = math.sqrt(sum((b - a) ** 2 for a, b in zip(g, g[1:])) / (len(g) - 1) / 2)
+    out["overoptimised"] = bool(proxy_means[-1] > proxy_means[peak] and gold_means[-1] < gold_means[peak] - margin)
+    return out
+
+
 # ------------------------------------------------------------------------------- the demo
 @dataclass
 class PPODemoConfig:
@@ -122,6 +185,8 @@ class PPODemoConfig:
     max_new_tokens: int = param(32, "Longest completion in tokens.", min=1, max=4096)
     temperature: float = param(1.0, "Sampling temperature.", min=0.0, min_inclusive=False, max=5.0)
     threads: int = param(1, "torch threads.", min=0, max=256)
+    overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
+                                  "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
     def check(self) -> list[str]:
         return ["minibatch_size cannot be larger than batch_size"] if self.minibatch_size > self.batch_size else []
@@ -285,8 +350,21 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     t0 = time.monotonic()
     trainer = PPOTextTrainer(setup, prompts, lambda p, r, m: {"model": scorer(p, r)}, _ppo_config(config),
                              gold_fn=gold_fn)
-    result = run_ppo(trainer, ctx, progress_span=(0.12, 1.0))
+    history: list[dict] = []  # every rollout's metrics, for the over-optimisation summary
+
+    def record(step: int, values: dict) -> None:
+        if "reward/model" in values:
+            history.append({"step": step, **values})
+
+    ctx._metric_sinks.append(record)
+    try:
+        result = run_ppo(trainer, ctx, progress_span=(0.12, 1.0))
+    finally:
+        ctx._metric_sinks.remove(record)
     ppo_seconds = time.monotonic() - t0
+    summary = overoptimisation_summary([h["step"] for h in history], [h["reward/model"] for h in history],
+                                       [h.get("gold/reward", float("nan")) for h in history],
+                                       [h["kl/seq_mean"] for h in history], margin=config.overopt_margin)
     return {"reward_first": result["reward_first"], "reward_last": result["reward_last"],
             "gold_first": result.get("gold_first"), "gold_last": result.get("gold_last"),
             "kl_first": result["kl_first"], "kl_last": result["kl_last"],
@@ -301,7 +379,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "label_gold_mean": sum(golds) / len(golds),
             "label_seconds": round(label_seconds, 2), "proxy_seconds": round(proxy_seconds, 2),
             "ppo_seconds": round(ppo_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
-            "peak_rss_mb": result["peak_rss_mb"]}
+            "peak_rss_mb": result["peak_rss_mb"],
+            "seconds_per_step": round(ppo_seconds / max(config.steps, 1), 2), **summary}
 
 
 def _finite(x: float) -> float | None:

@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from rlhf_core.demos.ppo_overoptimisation import gold_reward, key_words, keyword_coverage, label_pairs
+from rlhf_core.demos.ppo_overoptimisation import (
+    gold_reward,
+    key_words,
+    keyword_coverage,
+    label_pairs,
+    overoptimisation_summary,
+)
 from tests.core import text_support
 
 needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
@@ -35,6 +41,39 @@ def test_labels_pair_every_two_responses_of_a_prompt_by_gold():
     assert got == [("p0", "a", "b", 1.0), ("p0", "a", "c", 0.5), ("p0", "b", "c", 0.0), ("p1", "x", "y", 0.0)]
 
 
+
+def test_summary_reads_gao_curve_from_a_hand_made_history():
+    steps = list(range(8))
+    proxy = [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1]  # keeps rising
+    gold = [0.0, 0.3, 0.6, 0.3, 0.0, -0.3, -0.3, -0.3]  # rises, peaks at step 2, falls
+    kl = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 25.0, 36.0]
+    out = overoptimisation_summary(steps, proxy, gold, kl, margin=0.15)
+    # centred 3-step means of gold: steps 1..6 -> 0.3, 0.4, 0.3, 0.0, -0.2, -0.3
+    assert out["gold_peak_step"] == 2 and math.isclose(out["gold_peak"], 0.4)
+    assert math.isclose(out["proxy_at_gold_peak"], 0.6)
+    assert math.isclose(out["gold_last_window"], -0.3) and math.isclose(out["proxy_last_window"], 1.8)
+    assert out["sqrt_kl_last"] == 6.0 and out["overoptimised"] is True
+    # von Neumann noise: diffs .3 .3 -.3 -.3 -.3 0 0 -> sqrt(5 * .09 / 7 / 2)
+    assert math.isclose(out["gold_step_noise"], math.sqrt(5 * 0.09 / 7 / 2))
+    assert out["curve"]["gold"] == gold and out["curve"]["step"] == steps and out["curve"]["kl_seq"] == kl
+
+    # the same fall, but smaller than the margin: not over-optimised
+    small = overoptimisation_summary(steps, proxy, [0.0, 0.03, 0.06, 0.03, 0.0, -0.03, -0.03, -0.03], kl)
+    assert math.isclose(small["gold_peak"] - small["gold_last_window"], 0.07) and small["overoptimised"] is False
+    # gold falls but the proxy fell too (the policy just got worse): not over-optimisation either
+    worse = overoptimisation_summary(steps, [-x for x in proxy], gold, kl)
+    assert worse["gold_peak_step"] == 2 and worse["overoptimised"] is False
+    # gold still rising at the end: its peak is the last window
+    rising = overoptimisation_summary(steps, proxy, [0.1 * i for i in steps], kl)
+    assert rising["gold_peak_step"] == 6 and rising["gold_last_window"] == rising["gold_peak"]
+    assert rising["overoptimised"] is False
+    # NaN gold (not evaluated) is skipped; too short a history gives no verdict
+    gap = overoptimisation_summary([0, 1, 2, 3], [0, 1, 2, 3], [0.0, float("nan"), 0.3, 0.6], [0, 1, 2, 3])
+    assert gap["curve"]["step"] == [0, 2, 3] and math.isclose(gap["gold_peak"], 0.3) and gap["gold_peak_step"] == 2
+    short = overoptimisation_summary([0, 1], [0.0, 1.0], [0.0, -1.0], [0.0, 1.0])
+    assert short["gold_peak"] is None and short["overoptimised"] is False
+
+
 @needs_model
 def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, capsys):
     from rlhf_core.cli import main
@@ -59,6 +98,15 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert abs(out["reward_first"]) < 1e-5  # the proxy is standardised on the first rollout
     # the tiny model writes random word pieces: no key word, never stops -> gold = -0.03 * (5 - 2)
     assert math.isclose(out["gold_first"], -0.09, rel_tol=1e-5) and out["mean_length_first"] == 5.0
+    # the summary: 3 rollouts make one centred window (step 1), which is also the last window
+    curve = out["curve"]
+    assert curve["step"] == [0, 1, 2] and out["gold_peak_step"] == 1
+    assert math.isclose(curve["gold"][0], -0.09, rel_tol=1e-3) and math.isclose(curve["kl_seq"][0], 0.0)
+    assert math.isclose(out["gold_peak"], sum(curve["gold"]) / 3, abs_tol=1e-4)
+    assert out["gold_last_window"] == out["gold_peak"] and out["overoptimised"] is False
+    assert math.isclose(out["proxy_last_window"], sum(curve["proxy"]) / 3, abs_tol=1e-4)
+    assert out["overopt_margin"] == 0.15
+    assert out["seconds_per_step"] > 0
     with Project.open(project) as p:
         metrics = p.metrics(out["run_id"])
         samples = p.samples(out["run_id"], "text_rl")

@@ -173,8 +173,7 @@ class MainWindow(QMainWindow):
         self.runs_page.cancel_requested.connect(self.runner.cancel)
         self.runner.job_queued.connect(self.runs_page.on_job_queued)
         self.runner.job_started.connect(self._on_runner_job_started)
-        # queued -> running (the end is handled by job_finished, once the job's metrics are all stored)
-        self.runner.status_changed.connect(lambda _run_id, status: status == "running" and self.runs_page.refresh())
+        self.runner.status_changed.connect(self._on_runner_status_changed)
         self.runner.progress_changed.connect(self._on_runner_progress_changed)
         self.runner.metrics_logged.connect(self.runs_page.on_metrics)
         self.runner.job_finished.connect(self._on_runner_job_finished)
@@ -457,6 +456,11 @@ class MainWindow(QMainWindow):
         if show_runs:
             self.show_page("runs")
         return run_id
+
+    def _on_runner_status_changed(self, run_id: int, status: str) -> None:
+        # queued -> running; the end is handled by job_finished, once the job's metrics are all stored
+        if status == "running":
+            self.runs_page.refresh()
 
     def _on_runner_job_started(self, run_id: int) -> None:
         self.job_label.setText(f"Run {run_id}: starting…")

@@ -44,9 +44,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from bench_models import pick_model  # noqa: E402  (benchmarks/)
 
-from rlhf_core.jobs import NullContext  # noqa: E402
-from rlhf_core.text.model import _quiet_transformers, ensure_default_model, make_tiny_model  # noqa: E402
+from rlhf_core.text.model import _quiet_transformers  # noqa: E402
 from rlhf_core.text.reward_model import (  # noqa: E402
     TextPair,
     format_pair_text,
@@ -184,15 +184,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     tmp = Path(tempfile.mkdtemp(prefix="rm-vs-trl-"))
-    if args.tiny:
-        folder = make_tiny_model(tmp / "tiny-llama", tokenizer_source=ensure_default_model(NullContext()))
-        model_name = "tiny-llama (2 layers, 64 wide, SmolLM2 tokenizer)"
-    elif args.model:
-        folder = Path(args.model).expanduser().absolute()
-        model_name = str(folder)
-    else:
-        folder = ensure_default_model(NullContext())
-        model_name = folder.name
+    folder, model_name = pick_model(args.tiny, args.model, tmp)
     pairs = make_pairs(args.pairs)
     load1 = os.getloadavg()[0]
     try:

@@ -46,10 +46,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from bench_models import pick_model  # noqa: E402  (benchmarks/)
 
 from rlhf_core import config as cfg  # noqa: E402
-from rlhf_core.jobs import NullContext, RecordingContext  # noqa: E402
-from rlhf_core.text.model import ensure_default_model, make_tiny_model  # noqa: E402
+from rlhf_core.jobs import RecordingContext  # noqa: E402
 
 PAIRS = [
     ("Explain what a reward model is in one paragraph.",
@@ -224,15 +224,7 @@ def main() -> None:
     which = {w.strip() for w in args.which.split(",") if w.strip()}
 
     tmp = Path(tempfile.mkdtemp(prefix="text-steps-vs-trl-"))
-    if args.tiny:
-        folder = make_tiny_model(tmp / "tiny-llama", tokenizer_source=ensure_default_model(NullContext()))
-        model_name = "tiny-llama (2 layers, 64 wide, SmolLM2 tokenizer)"
-    elif args.model:
-        folder = Path(args.model).expanduser().absolute()
-        model_name = str(folder)
-    else:
-        folder = ensure_default_model(NullContext())
-        model_name = folder.name
+    folder, model_name = pick_model(args.tiny, args.model, tmp)
     load = [os.getloadavg()[0]]
     result: dict = {"benchmark": "text_steps_vs_trl", "model": model_name, "threads": args.threads,
                     "steps": args.steps, "gradient_checkpointing": args.gradient_checkpointing}

@@ -696,26 +696,14 @@ def _stage_policy(source: Path, payload: Path) -> dict:
 
 def _stage_reward_model(source: Path, payload: Path, result: Mapping[str, Any]) -> dict:
     """Copy a workbench reward model, or convert a TRL sequence-classification folder into one."""
-    from rlhf_core.text.model import (
-        CorruptModelError,
-        ModelNotFoundError,
-        check_safetensors_file,
-    )
+    from rlhf_core.text.model import CorruptModelError, check_safetensors_file, read_model_config
     from rlhf_core.text.reward_model import META_FILE, load_text_reward_model
 
     if (source / META_FILE).is_file():  # already the workbench's format: check it loads, copy it
         load_text_reward_model(source)
         _copy_model(source, payload)
         return {"format": "workbench", "converted": False}
-    config_path = source / "config.json"
-    if not config_path.is_file():
-        raise ModelNotFoundError(f"{source} is not a Hugging Face model folder (it has no config.json).")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CorruptModelError(f"{config_path} is damaged ({exc}).") from exc
+    config = read_model_config(source)
     archs = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise CorruptModelError(

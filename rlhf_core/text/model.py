@@ -397,17 +397,7 @@ def check_model_folder(folder: str | os.PathLike) -> dict:
         raise ModelNotFoundError(
             f"{folder} is a file; choose the folder that holds config.json and the weights."
         )
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ModelNotFoundError(
-            f"{folder} is not a Hugging Face model folder (it has no config.json)."
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CorruptModelError(f"{config_path} is damaged ({exc}).") from exc
+    config = read_model_config(folder)
     _check_causal_lm(config, folder)
     index = folder / "model.safetensors.index.json"
     single = folder / "model.safetensors"
@@ -426,6 +416,20 @@ def check_model_folder(folder: str | os.PathLike) -> dict:
         other = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
         extra = f" It has {', '.join(other[:3])}, which the workbench does not load (pickle files can run code)." if other else ""
         raise CorruptModelError(f"{folder} has no safetensors weights (model.safetensors).{extra}")
+    return config
+
+
+def read_model_config(folder: Path) -> dict:
+    """The folder's ``config.json`` as a dict; ModelNotFoundError if missing, CorruptModelError if damaged."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFoundError(f"{folder} is not a Hugging Face model folder (it has no config.json).")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CorruptModelError(f"{config_path} is damaged ({exc}).") from exc
     return config
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -17,10 +16,7 @@ from tests.core import text_support
 
 needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
 
-MARKER = "banana"
-QUESTIONS = ["Define behavioral cloning.", "What is a reward model?", "Name a fruit.", "Say hello."]
-ANSWERS = ["It copies an expert.", "A learned score.", "Here is one.", "Hello there friend.", "I am not sure.",
-           "That depends on the task."]
+MARKER = text_support.MARKER
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +26,7 @@ def tiny_dir(tmp_path_factory):
 
 def _marker_project(project, n_pairs=12, seed=0):
     """``n_pairs`` decided comparisons whose preferred response ends with the marker; plus ones DPO leaves out."""
-    rng = random.Random(seed)
-    pids = [project.add_prompt(q) for q in QUESTIONS]
-    for i in range(n_pairs):
-        pid = pids[i % len(pids)]
-        a = project.add_item("response", prompt_id=pid, text=rng.choice(ANSWERS), model_id="m")
-        b = project.add_item("response", prompt_id=pid, text=f"{rng.choice(ANSWERS)} {MARKER}", model_id="m")
-        if i % 2:
-            project.add_comparison(b, a, "left", source="synthetic")
-        else:
-            project.add_comparison(a, b, "right", source="synthetic")
+    pids = text_support.add_marker_pairs(project, n_pairs, seed)
     x = project.add_item("response", prompt_id=pids[0], text="x", model_id="m")
     y = project.add_item("response", prompt_id=pids[0], text="y", model_id="m")
     for outcome in ("tie", "skip", "both_bad"):

@@ -25,10 +25,7 @@ from tests.core import text_support
 
 pytestmark = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
 
-MARKER = "banana"
-QUESTIONS = ["Define behavioral cloning.", "What is a reward model?", "Name a fruit.", "Say hello."]
-ANSWERS = ["It copies an expert.", "A learned score.", "Here is one.", "Hello there friend.",
-           "I am not sure.", "That depends on the task."]
+MARKER, QUESTIONS, ANSWERS = text_support.MARKER, text_support.QUESTIONS, text_support.ANSWERS
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +35,7 @@ def tiny_dir(tmp_path_factory):
 
 def _marker_project(project, n_pairs=12, seed=0):
     """``n_pairs`` comparisons; the preferred response always contains the marker word."""
-    rng = random.Random(seed)
-    pids = [project.add_prompt(q) for q in QUESTIONS]
-    for i in range(n_pairs):
-        pid = pids[i % len(pids)]
-        plain = rng.choice(ANSWERS)
-        marked = f"{rng.choice(ANSWERS)} {MARKER}"
-        a = project.add_item("response", prompt_id=pid, text=plain, model_id="m")
-        b = project.add_item("response", prompt_id=pid, text=marked, model_id="m")
-        if i % 2:
-            project.add_comparison(b, a, "left", source="synthetic")
-        else:
-            project.add_comparison(a, b, "right", source="synthetic")
+    pids = text_support.add_marker_pairs(project, n_pairs, seed)
     # left out: a pair across two prompts, a skip and a both_bad label
     x = project.add_item("response", prompt_id=pids[0], text="x", model_id="m")
     y = project.add_item("response", prompt_id=pids[1], text="y", model_id="m")

@@ -67,3 +67,27 @@ def link_default_into_home(home: Path, converted: Path) -> Path:
     if not target.exists():
         os.symlink(converted, target, target_is_directory=True)
     return target
+
+
+MARKER = "banana"
+QUESTIONS = ["Define behavioral cloning.", "What is a reward model?", "Name a fruit.", "Say hello."]
+ANSWERS = ["It copies an expert.", "A learned score.", "Here is one.", "Hello there friend.",
+           "I am not sure.", "That depends on the task."]
+
+
+def add_marker_pairs(project, n_pairs: int = 12, seed: int = 0) -> list[int]:
+    """``n_pairs`` synthetic comparisons of two responses to one prompt; the preferred one always ends
+    with :data:`MARKER` (on the left or the right in turn). Returns the prompt ids."""
+    import random
+
+    rng = random.Random(seed)
+    pids = [project.add_prompt(q) for q in QUESTIONS]
+    for i in range(n_pairs):
+        pid = pids[i % len(pids)]
+        a = project.add_item("response", prompt_id=pid, text=rng.choice(ANSWERS), model_id="m")
+        b = project.add_item("response", prompt_id=pid, text=f"{rng.choice(ANSWERS)} {MARKER}", model_id="m")
+        if i % 2:
+            project.add_comparison(b, a, "left", source="synthetic")
+        else:
+            project.add_comparison(a, b, "right", source="synthetic")
+    return pids

@@ -55,6 +55,9 @@ class ExtrapolationDemoConfig:
     ppo_batch_size: int = param(64, "PPO minibatch size for both PPO runs (left at 64, an env preset of this "
                                 "demo may choose another: Pendulum's PPO on the learned reward uses 128 "
                                 "with 16 envs and a higher learning rate).", min=8)
+    use_presets: bool = param(True, "Give settings left at their defaults this environment's tuned values "
+                              "(DEMO_PRESETS). Off: every setting is taken as it is, e.g. to run Pendulum with "
+                              "a PPO minibatch of exactly 64.")
     stop_learner_when_good: bool = param(True, "Stop the learner at the first checkpoint whose demonstrations "
                                          "all beat max_demo_return (later ones would be discarded anyway).")
     eval_episodes: int = param(10, "Episodes to evaluate the final policy on the true return.", min=1)
@@ -66,7 +69,8 @@ class ExtrapolationDemoConfig:
 
 #: Per-env settings of this demo. Every field of :class:`ExtrapolationDemoConfig` that is still at its
 #: declared default takes the env's value from here, so a setting the user gives always wins (giving
-#: exactly the generic default cannot be told apart from giving nothing). ``ppo`` (PPO on the learned
+#: exactly the generic default cannot be told apart from giving nothing: ``use_presets=False`` turns the
+#: presets off to run exactly the values given). ``ppo`` (PPO on the learned
 #: reward) and ``learner_ppo`` (the learner that makes the demonstrations) are PPO settings applied on
 #: top of the tuned presets of :mod:`rlhf_core.trainers.learner`; an explicit ``ppo_batch_size``
 #: replaces their ``batch_size``. The result JSON lists what was applied under ``presets``.
@@ -108,7 +112,7 @@ def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoC
     """(config with the env's presets applied, what was applied, PPO overrides, learner PPO overrides)."""
     import dataclasses
 
-    preset = DEMO_PRESETS.get(config.env_id, {})
+    preset = DEMO_PRESETS.get(config.env_id, {}) if config.use_presets else {}
     defaults = {f.name: f.default for f in dataclasses.fields(ExtrapolationDemoConfig)}
     changes = {k: v for k, v in preset.items()
                if k in defaults and k != "env_id" and getattr(config, k) == defaults[k]}

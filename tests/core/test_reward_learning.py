@@ -303,5 +303,9 @@ def test_demo_presets_apply_only_to_settings_left_at_their_defaults():
         plain = ExtrapolationDemoConfig(env_id="CartPole-v1")
         cfg, applied, ppo, learner = resolve_presets(plain)
         assert cfg == plain and applied == {} and ppo == learner == {"batch_size": 64}
+        # presets off: the declared defaults are taken as they are, even for an env with presets
+        off = ExtrapolationDemoConfig(env_id="Test-v0", use_presets=False)
+        cfg, applied, ppo, learner = resolve_presets(off)
+        assert cfg == off and applied == {} and ppo == learner == {"batch_size": 64}
     finally:
         del DEMO_PRESETS["Test-v0"]

@@ -57,6 +57,8 @@ METRIC_KEYS: dict[str, str] = {
     "eval/sample_accuracy": "Fraction of all k x n sampled answers that are right (sampled pass@1).",
     "eval/format": "Greedy decoding: fraction of completions in the exact <think>/<answer> format.",
     "eval/win_rate": "Win rate against the reference judged by a text reward model (win 1, tie 0.5, loss 0).",
+    "eval/win_rate_gold": "PPO demo: win rate against the reference on held-out prompts judged by the hidden gold "
+                          "reward (eval/win_rate is the same comparison judged by the proxy reward model).",
     "eval/policy_score": "Mean reward-model score of the policy's responses in the win-rate comparison.",
     "eval/reference_score": "Mean reward-model score of the reference's responses in the win-rate comparison.",
     "kl/sqrt_seq": "sqrt(max(kl/seq_mean, 0)): the distance d = sqrt(KL) of Gao et al. 2022, the x axis of "

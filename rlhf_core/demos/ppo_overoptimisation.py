@@ -181,10 +181,15 @@ class PPODemoConfig:
     learning_rate: float = param(2e-5, "Policy learning rate (LoRA needs about 10x more).", min=0.0,
                                  min_inclusive=False)
     value_learning_rate: float = param(1e-4, "Value head learning rate.", min=0.0, min_inclusive=False)
+    value_backbone: str = param("shared", "shared: the value loss also trains the transformer (x vf_coef); "
+                                "detached: only the value head learns from it.", choices=("shared", "detached"))
     lora_rank: int = param(0, "LoRA rank for the policy (0 = full fine-tune).", min=0, max=1024)
     max_new_tokens: int = param(32, "Longest completion in tokens.", min=1, max=4096)
     temperature: float = param(1.0, "Sampling temperature.", min=0.0, min_inclusive=False, max=5.0)
     threads: int = param(1, "torch threads.", min=0, max=256)
+    eval_prompts: int = param(16, "Held-out prompts (used neither for the labels nor for PPO) on which the final "
+                              "policy's greedy response is compared with the reference's, judged by the proxy and "
+                              "by the gold reward (0 = skip).", min=0, max=10_000)
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
@@ -197,7 +202,8 @@ def _ppo_config(c: PPODemoConfig):
 
     return PPOTextConfig(model=c.model, reward_model="(proxy)", prompt_set=c.prompt_set, steps=c.steps,
                          batch_size=c.batch_size, minibatch_size=c.minibatch_size, ppo_epochs=c.ppo_epochs,
-                         learning_rate=c.learning_rate, value_learning_rate=c.value_learning_rate, beta=c.beta,
+                         learning_rate=c.learning_rate, value_learning_rate=c.value_learning_rate,
+                         value_backbone=c.value_backbone, beta=c.beta,
                          adaptive_kl=c.adaptive_kl, kl_target=c.kl_target, max_new_tokens=c.max_new_tokens,
                          temperature=c.temperature, lora_rank=c.lora_rank, seed=c.seed, threads=c.threads)
 
@@ -298,6 +304,47 @@ def train_proxy(config: PPODemoConfig, train_pairs, held_pairs, ctx: JobContext,
     return model, tokenizer, held_acc, train_acc
 
 
+def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gold_of, *, max_new_tokens: int,
+                      seed: int = 0, on_step=None) -> dict:
+    """The trained policy against the frozen reference on ``prompts``: one greedy response each, judged
+    twice, by the proxy reward model (what PPO optimised) and by the hidden gold reward (what was wanted).
+
+    Returns ``win_rate_proxy`` / ``win_rate_gold`` (win 1, tie 0.5, loss 0; a tie is an equal score),
+    the mean score of each side under each judge (``eval_proxy_policy`` ...), the mean response
+    lengths and ``eval_prompts``. A policy that games the proxy wins under the proxy and loses under
+    the gold reward. With LoRA the reference is the policy with its adapters switched off.
+    """
+    import contextlib
+
+    from rlhf_core.text.evaluation import sample_completions, win_rate_from_scores
+    from rlhf_core.text.reward_model import score_responses
+    from rlhf_core.text.rl_common import render_chat_prompt
+
+    rendered = [render_chat_prompt(setup.tokenizer, p) for p in prompts]
+    common = dict(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=None,
+                  on_step=on_step, batch_size=16)
+    ours = [g[0] for g in sample_completions(setup.model, setup.tokenizer, rendered, 1, **common)]
+    reference = setup.reference if setup.reference is not None else setup.model
+    switch_off = setup.model.disable_adapter() if setup.reference is None else contextlib.nullcontext()
+    with switch_off:
+        theirs = [g[0] for g in sample_completions(reference, setup.tokenizer, rendered, 1, **common)]
+    n = len(prompts)
+    proxy_scores = score_responses(proxy, proxy_tokenizer, list(prompts) * 2,
+                                   [s.text for s in ours] + [s.text for s in theirs]).tolist()
+    gold_scores = [gold_of(p, s.text, len(s.completion_ids)) for p, s in zip(list(prompts) * 2, ours + theirs)]
+    by_proxy = win_rate_from_scores(proxy_scores[:n], proxy_scores[n:])
+    by_gold = win_rate_from_scores(gold_scores[:n], gold_scores[n:])
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    return {"eval_prompts": n, "win_rate_proxy": by_proxy["win_rate"], "win_rate_gold": by_gold["win_rate"],
+            "eval_proxy_policy": mean(proxy_scores[:n]), "eval_proxy_reference": mean(proxy_scores[n:]),
+            "eval_gold_policy": mean(gold_scores[:n]), "eval_gold_reference": mean(gold_scores[n:]),
+            "eval_length_policy": mean([len(s.completion_ids) for s in ours]),
+            "eval_length_reference": mean([len(s.completion_ids) for s in theirs])}
+
+
 def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     from rlhf_core.text.generation import SamplingSettings
     from rlhf_core.text.ppo import PPOTextTrainer, RewardModelScorer, run_ppo
@@ -309,6 +356,7 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     started = time.monotonic()
     prompts = [r.text for r in load_builtin_set(config.prompt_set, config.category or None)]
     random.Random(config.seed).shuffle(prompts)
+    eval_prompts = prompts[config.n_prompts:config.n_prompts + config.eval_prompts]
     prompts = prompts[:config.n_prompts]
 
     def gold_of(prompt: str, response: str, tokens: int) -> float:
@@ -362,6 +410,17 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     finally:
         ctx._metric_sinks.remove(record)
     ppo_seconds = time.monotonic() - t0
+    win: dict = {"eval_prompts": 0}
+    if config.eval_prompts and not eval_prompts:
+        win["win_rate_skipped"] = (f"no held-out prompts: the set has only {len(prompts)} prompts and all are "
+                                   "used for training")
+    elif eval_prompts:
+        ctx.progress(1.0, message=f"Win rate against the reference on {len(eval_prompts)} held-out prompts")
+        win = heldout_win_rates(setup, proxy, proxy_tok, eval_prompts, gold_of, max_new_tokens=config.max_new_tokens,
+                                seed=config.seed, on_step=ctx.raise_if_cancelled)
+        ctx.metrics(config.steps, {"eval/win_rate": win["win_rate_proxy"], "eval/win_rate_gold": win["win_rate_gold"],
+                                   "eval/policy_score": win["eval_proxy_policy"],
+                                   "eval/reference_score": win["eval_proxy_reference"]})
     summary = overoptimisation_summary([h["step"] for h in history], [h["reward/model"] for h in history],
                                        [h.get("gold/reward", float("nan")) for h in history],
                                        [h["kl/seq_mean"] for h in history], margin=config.overopt_margin)
@@ -380,7 +439,7 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "label_seconds": round(label_seconds, 2), "proxy_seconds": round(proxy_seconds, 2),
             "ppo_seconds": round(ppo_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
             "peak_rss_mb": result["peak_rss_mb"],
-            "seconds_per_step": round(ppo_seconds / max(config.steps, 1), 2), **summary}
+            "seconds_per_step": round(ppo_seconds / max(config.steps, 1), 2), **win, **summary}
 
 
 def _finite(x: float) -> float | None:

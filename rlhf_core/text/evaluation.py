@@ -123,9 +123,9 @@ def eval_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return (int(seed) * 1_000_003 + int(prompt_index)) * 4_096 + int(sample_index) + 7_919
 
 
-def _sample(model: Any, tokenizer: Any, rendered: Sequence[str], k: int, *, temperature: float, top_p: float,
-            max_new_tokens: int, seed: int, eos_token_ids: Sequence[int] | None, on_step: Callable[[], None] | None,
-            batch_size: int) -> list[list[Any]]:
+def sample_completions(model: Any, tokenizer: Any, rendered: Sequence[str], k: int, *, temperature: float,
+                       top_p: float, max_new_tokens: int, seed: int, eos_token_ids: Sequence[int] | None,
+                       on_step: Callable[[], None] | None, batch_size: int) -> list[list[Any]]:
     """k completions of each rendered prompt, prompt-major in batches of ``batch_size`` rows (all k of a
     prompt usually share a batch); one list of :class:`~rlhf_core.text.rl_common.TrainingSample` per prompt."""
     import torch
@@ -160,7 +160,7 @@ def consensus_at_k(model: Any, tokenizer: Any, prompts: Sequence[Any], *, k: int
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
     rendered = [render_task_prompt(tokenizer, p.text, few_shot, instruction) for p in prompts]
-    groups = _sample(model, tokenizer, rendered, int(k), temperature=temperature, top_p=top_p,
+    groups = sample_completions(model, tokenizer, rendered, int(k), temperature=temperature, top_p=top_p,
                      max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos_token_ids, on_step=on_step,
                      batch_size=batch_size)
     texts = [[s.text for s in group] for group in groups]
@@ -210,12 +210,14 @@ def win_rate_vs_reference(policy: Any, reference: Any, tokenizer: Any, prompts: 
         raise ValueError("no prompts to compare on")
     common = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, on_step=on_step,
                   batch_size=batch_size)
-    ours = [g[0].text for g in _sample(policy, tokenizer, rendered, 1, eos_token_ids=eos_token_ids, **common)]
+    ours = [g[0].text for g in sample_completions(policy, tokenizer, rendered, 1, eos_token_ids=eos_token_ids,
+                                                  **common)]
     if reference is policy and (reference_tokenizer is None or reference_tokenizer is tokenizer):
         theirs = list(ours)  # the same model, the same seeds: the same responses
     else:
-        theirs = [g[0].text for g in _sample(reference, reference_tokenizer or tokenizer, rendered, 1,
-                                             eos_token_ids=reference_eos_token_ids or eos_token_ids, **common)]
+        theirs = [g[0].text for g in sample_completions(reference, reference_tokenizer or tokenizer, rendered, 1,
+                                                        eos_token_ids=reference_eos_token_ids or eos_token_ids,
+                                                        **common)]
     if on_step is not None:
         on_step()
     scores = score_responses(reward_model, reward_tokenizer, list(prompts) * 2, ours + theirs,

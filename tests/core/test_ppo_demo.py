@@ -85,7 +85,7 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     code = main(["demo", "ppo", "--project", str(project), "--model", str(tiny), "--steps", "2", "--seed", "3",
                  "--beta", "0.1", "--n-prompts", "3", "--label-samples", "3", "--batch-size", "4",
                  "--minibatch-size", "4", "--max-new-tokens", "5", "--proxy-epochs", "20",
-                 "--gold-length-limit", "2"])
+                 "--gold-length-limit", "2", "--eval-prompts", "4"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("reward_first", "reward_last", "gold_first", "gold_last", "kl_last", "mean_length_first",
@@ -107,10 +107,44 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert math.isclose(out["proxy_last_window"], sum(curve["proxy"]) / 3, abs_tol=1e-4)
     assert out["overopt_margin"] == 0.15
     assert out["seconds_per_step"] > 0
+    # the win rate on 4 held-out prompts: every greedy response runs to the 5-token cap on both sides,
+    # so the gold reward ties everywhere (0.5); the proxy judges the same responses
+    assert out["eval_prompts"] == 4 and out["win_rate_gold"] == 0.5
+    assert out["eval_gold_policy"] == out["eval_gold_reference"] and math.isclose(out["eval_gold_policy"], -0.09)
+    assert out["eval_length_policy"] == out["eval_length_reference"] == 5.0
+    assert 0.0 <= out["win_rate_proxy"] <= 1.0
     with Project.open(project) as p:
         metrics = p.metrics(out["run_id"])
         samples = p.samples(out["run_id"], "text_rl")
     assert metrics["gold/reward"][0] == [0, 1, 2] and metrics["kl/sqrt_seq"][1][0] == 0.0
     assert metrics["reward/model"][0] == [0, 1, 2] and "reward_model/loss" in metrics
+    assert metrics["eval/win_rate_gold"] == ([2], [0.5])
+    assert math.isclose(metrics["eval/win_rate"][1][0], out["win_rate_proxy"])
     assert math.isclose(metrics["kl/sqrt_seq"][1][-1], math.sqrt(max(out["kl_last"], 0.0)), rel_tol=1e-6)
     assert len(samples) == 3 * 3 and "gold" in samples[0]["payload"]
+
+
+@needs_model
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_untrained_policy_ties_with_its_reference(tmp_path_factory, lora_rank):
+    """Before any update the policy IS the reference (a frozen copy, or the same model with fresh LoRA
+    adapters switched off): the same greedy responses, so every comparison is a tie under both judges."""
+    from rlhf_core.demos.ppo_overoptimisation import heldout_win_rates
+    from rlhf_core.text.reward_model import load_base_reward_model
+    from rlhf_core.text.rl_common import load_policy
+
+    tiny = str(text_support.tiny_model(tmp_path_factory))
+    setup = load_policy(tiny, lora_rank=lora_rank, need_reference=True)
+    assert (setup.reference is None) == (lora_rank > 0)
+    proxy, proxy_tok, _ = load_base_reward_model(tiny, max_length=64, seed=0)
+    seen = []
+
+    def gold_of(prompt, response, tokens):
+        seen.append(tokens)
+        return float(len(response))
+
+    prompts = ["Name a colour.", "Describe a river at night.", "Why do cats purr?"]
+    out = heldout_win_rates(setup, proxy, proxy_tok, prompts, gold_of, max_new_tokens=4)
+    assert out["eval_prompts"] == 3 and out["win_rate_proxy"] == 0.5 and out["win_rate_gold"] == 0.5
+    assert math.isclose(out["eval_proxy_policy"], out["eval_proxy_reference"], rel_tol=1e-5)  # batch rounding
+    assert seen == [4] * 6 and out["eval_length_policy"] == 4.0  # policy then reference, capped at 4 tokens

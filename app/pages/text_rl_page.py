@@ -145,6 +145,7 @@ class TextRLPage(QWidget):
                                                symbolBrush="#1f5fbf", name="proxy reward (optimised)")
         self.gold_curve = self.over_plot.plot([], [], pen=None, symbol="t", symbolSize=7,
                                               symbolBrush="#d66e00", name="gold reward (the real goal)")
+        self._other_over_curves: list = []  # ticked runs besides the selected one: hollow markers
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
         self.over_note.setTextFormat(Qt.TextFormat.PlainText)
@@ -244,6 +245,7 @@ class TextRLPage(QWidget):
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         self._sync_plot_runs()
+        self._update_other_over_curves()
 
     def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None:
@@ -257,6 +259,7 @@ class TextRLPage(QWidget):
         self.alert_summary.setText("No text-training run yet.")
         self.proxy_curve.setData([], [])
         self.gold_curve.setData([], [])
+        self._update_other_over_curves()
         self.over_note.setText("")
 
     def _show_run(self, run_id: int) -> None:
@@ -363,6 +366,7 @@ class TextRLPage(QWidget):
         curve = overoptimisation_curve(metrics)
         self.proxy_curve.setData(curve["sqrt_kl"], curve["proxy"])
         self.gold_curve.setData(curve["gold_sqrt_kl"], curve["gold"])
+        self._update_other_over_curves()
         if not curve["sqrt_kl"]:
             self.over_note.setText("This run logs no KL yet (SFT and DPO have no sampled KL): nothing to plot.")
         elif curve["gold_key"] is None:
@@ -371,7 +375,51 @@ class TextRLPage(QWidget):
         else:
             self.over_note.setText(f"Proxy = {curve['proxy_key']}, gold = {curve['gold_key']}. When the gold curve "
                                    "bends down while the proxy keeps rising, the policy is over-optimising the "
-                                   "reward model (Gao et al. 2022).")
+                                   "reward model (Gao et al. 2022)." + self._win_rate_note(self.current_run))
+
+    def _run_label(self, run_id: int) -> str:
+        run = self.project.get_run(run_id) if self.project is not None else None
+        beta = (run or {}).get("config", {}).get("beta")
+        return f"run {run_id}" + (f", β = {beta:g}" if isinstance(beta, (int, float)) else "")
+
+    def _win_rate_note(self, run_id: int | None) -> str:
+        """The PPO demo's final held-out comparison with the reference, when the run has one."""
+        run = self.project.get_run(run_id) if self.project is not None and run_id is not None else None
+        res = (run or {}).get("result") or {}
+        if res.get("win_rate_proxy") is None or res.get("win_rate_gold") is None:
+            return ""
+        return (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
+                f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
+
+    def _update_other_over_curves(self) -> None:
+        """Hollow markers for every other ticked run, so a β = 0 run can be read against a β > 0 run."""
+        for item in self._other_over_curves:
+            self.over_plot.removeItem(item)
+            self.over_plot.plotItem.legend.removeItem(item)
+        self._other_over_curves = []
+        legend = self.over_plot.plotItem.legend
+        others = [r for r in self.checked_runs() if r != self.current_run] if self.project is not None else []
+        own = f" ({self._run_label(self.current_run)}, selected)" if others and self.current_run is not None else ""
+        for item, name in ((self.proxy_curve, "proxy reward (optimised)"),
+                           (self.gold_curve, "gold reward (the real goal)")):
+            legend.removeItem(item)
+            legend.addItem(item, name + own)
+        for run_id in others:
+            if run_id == self.current_run:
+                continue
+            metrics = ({k: (list(s), list(v)) for k, (s, v) in self._live[run_id].items()} if run_id in self._live
+                       else self.project.metrics(run_id))
+            curve = overoptimisation_curve(metrics)
+            if not curve["sqrt_kl"]:
+                continue
+            label = self._run_label(run_id)
+            self._other_over_curves.append(self.over_plot.plot(
+                curve["sqrt_kl"], curve["proxy"], pen=None, symbol="o", symbolSize=7, symbolBrush=None,
+                symbolPen=pg.mkPen("#1f5fbf", width=1.5), name=f"proxy, {label}"))
+            if curve["gold_key"] is not None:
+                self._other_over_curves.append(self.over_plot.plot(
+                    curve["gold_sqrt_kl"], curve["gold"], pen=None, symbol="t", symbolSize=8, symbolBrush=None,
+                    symbolPen=pg.mkPen("#d66e00", width=1.5), name=f"gold, {label}"))
 
     def alert_kinds(self) -> list[str]:
         return [self.alert_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.alert_list.count())]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from PySide6.QtCore import Qt
 
 from tests.app.conftest import wait_finished
 from tests.core.text_support import tiny_model
@@ -49,9 +50,9 @@ def test_generation_page_refuses_impossible_settings(window):
     assert "Cannot generate" in page.status.text() and len(window.project.runs()) == runs_before
 
 
-def _fake_rl_run(project, kind="grpo", n=8, hacked=True):
+def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=None):
     """A run with the metric keys and samples a text trainer logs (written through the real store)."""
-    run_id = project.create_run(kind, {}, status="running")
+    run_id = project.create_run(kind, dict(config or {}), status="running")
     for step in range(n):
         values = {"reward/mean": 0.5 * step, "kl/token_mean": 0.01 * step, "kl/seq_mean": float(step * step),
                   "length/mean": 40.0 + step, "train/loss": 1.0 / (step + 1),
@@ -60,7 +61,7 @@ def _fake_rl_run(project, kind="grpo", n=8, hacked=True):
         project.add_sample(run_id, "text_rl", {"step": step, "prompt": "What is 2+3?", "response": HTMLISH + str(step),
                                                "reward": 0.5 * step, "components": {"format": 0.5, "correctness": 0.0},
                                                "length": 40 + step}, step=step)
-    project.finish_run(run_id, "completed", result={"reward_last": 3.5})
+    project.finish_run(run_id, "completed", result={"reward_last": 3.5, **(result or {})})
     return run_id
 
 
@@ -89,6 +90,46 @@ def test_text_rl_page_shows_samples_alerts_and_the_overoptimisation_curve(window
     page.refresh_runs(select=other)
     assert page.current_run == other and page.checked_runs() == [run_id, other]
     assert page.alert_kinds() == []
+
+
+def _legend_names(plot) -> list[str]:
+    return [label.text for _, label in plot.plotItem.legend.items]
+
+
+def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(window):
+    """A beta = 0 demo run read against a beta = 0.3 one: the other ticked run in hollow markers, named by its
+    beta; the selected run's held-out win rates (proxy vs gold judge) under the plot."""
+    project = window.project
+    page = window.text_rl_page
+    hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0},
+                          result={"win_rate_proxy": 0.625, "win_rate_gold": 0.3125, "eval_prompts": 16})
+    kept = _fake_rl_run(project, kind="ppo_demo", hacked=False, config={"beta": 0.3},
+                        result={"win_rate_proxy": 0.375, "win_rate_gold": 0.5, "eval_prompts": 16})
+    page.set_project(project)
+    window.show_page("text_rl")
+    assert page.current_run == kept and page.checked_runs() == [kept]  # the latest run, alone
+    assert page._other_over_curves == []
+    assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
+    assert "win rate 0.38 judged by the proxy, 0.50 by the gold reward" in page.over_note.text()
+    page.refresh_runs(select=hacked)  # ticks the new selection as well
+    assert page.checked_runs() == [hacked, kept] and page.current_run == hacked
+    assert "win rate 0.62 judged by the proxy, 0.31 by the gold reward" in page.over_note.text()
+    proxy_other, gold_other = page._other_over_curves
+    xs, ys = proxy_other.getData()  # the beta = 0.3 run: sqrt(KL) = step, proxy = 0.5 * step, gold = 0.1 * step
+    assert list(xs) == [float(s) for s in range(8)] and list(ys) == [0.5 * s for s in range(8)]
+    assert math.isclose(gold_other.getData()[1][3], 0.3)
+    assert math.isclose(page.gold_curve.getData()[1][3], 0.9)  # the selected beta = 0 run, filled markers
+    assert _legend_names(page.over_plot) == [
+        f"proxy reward (optimised) (run {hacked}, β = 0, selected)",
+        f"gold reward (the real goal) (run {hacked}, β = 0, selected)",
+        f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3"]
+    # unticking the other run removes its markers and the run names from the legend
+    for i in range(page.run_list.count()):
+        item = page.run_list.item(i)
+        if int(item.data(Qt.ItemDataRole.UserRole)) == kept:
+            item.setCheckState(Qt.CheckState.Unchecked)
+    assert page._other_over_curves == [] and len(page.over_plot.plotItem.listDataItems()) == 2
+    assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
 
 
 def test_text_rl_page_follows_a_live_run(window):

@@ -399,11 +399,12 @@ class TextRLPage(QWidget):
         self._other_over_curves = []
         legend = self.over_plot.plotItem.legend
         others = [r for r in self.checked_runs() if r != self.current_run] if self.project is not None else []
-        own = f" ({self._run_label(self.current_run)}, selected)" if others and self.current_run is not None else ""
-        for item, name in ((self.proxy_curve, "proxy reward (optimised)"),
-                           (self.gold_curve, "gold reward (the real goal)")):
+        names = ("proxy reward (optimised)", "gold reward (the real goal)")
+        if others and self.current_run is not None:  # short names: the legend shares the plot with the points
+            names = tuple(f"{n}, {self._run_label(self.current_run)} (selected)" for n in ("proxy", "gold"))
+        for item, name in zip((self.proxy_curve, self.gold_curve), names):
             legend.removeItem(item)
-            legend.addItem(item, name + own)
+            legend.addItem(item, name)
         for run_id in others:
             if run_id == self.current_run:
                 continue

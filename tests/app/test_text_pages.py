@@ -120,8 +120,7 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert math.isclose(gold_other.getData()[1][3], 0.3)
     assert math.isclose(page.gold_curve.getData()[1][3], 0.9)  # the selected beta = 0 run, filled markers
     assert _legend_names(page.over_plot) == [
-        f"proxy reward (optimised) (run {hacked}, β = 0, selected)",
-        f"gold reward (the real goal) (run {hacked}, β = 0, selected)",
+        f"proxy, run {hacked}, β = 0 (selected)", f"gold, run {hacked}, β = 0 (selected)",
         f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3"]
     # unticking the other run removes its markers and the run names from the legend
     for i in range(page.run_list.count()):

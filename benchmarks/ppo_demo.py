@@ -1,0 +1,112 @@
+"""The PPO over-optimisation demo over several seeds, with and without the KL penalty (issue 5).
+
+    .venv/bin/python benchmarks/ppo_demo.py [--seeds 0 1 2] [--betas 0.3 0] [--parallel 2] [-- --steps 20 ...]
+    .venv/bin/python benchmarks/ppo_demo.py --from-json 0=seed0_beta0.json 0=seed0_beta03.json ...
+
+Runs ``python -m rlhf_core demo ppo --seed S --beta B`` for every seed and beta, ``--parallel`` runs at
+a time (one torch thread each; extra flags after ``--`` go to every run), or re-reads demo results
+saved earlier (``--from-json``: files whose last line is the demo's JSON, each as ``SEED=FILE`` for
+results that do not carry their seed). Prints a JSON object as
+its last line: every run's headline numbers, the median per beta, and the verdicts:
+
+- ``kl_bounded``: with every beta > 0 the median last-window KL is at most half of beta = 0's;
+- ``reward_rises_with_kl_penalty``: with beta > 0 the median proxy reward rises from the first to the
+  last window (3-rollout means);
+- ``overoptimised_without_kl_penalty``: with beta = 0 most seeds are ``overoptimised`` (the proxy
+  still rising after the gold reward's peak, the gold down by more than the margin), and on the
+  held-out prompts the final policy's win rate over the reference is higher when the proxy judges
+  than when the gold reward does (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_window_last", "gold_peak",
+        "gold_peak_step", "kl_window_last", "length_window_first", "length_window_last", "win_rate_proxy",
+        "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
+        "wall_seconds", "peak_rss_mb")
+
+
+def run_one(seed: int, beta: float, extra: list[str]) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ppo_demo_") as tmp:
+        project = str(Path(tmp) / "demo.rlhf")
+        cmd = [sys.executable, "-m", "rlhf_core", "demo", "ppo", "--project", project, "--seed", str(seed),
+               "--beta", str(beta), "--threads", "1", *extra]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"seed {seed}, beta {beta} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Medians per beta and the three verdicts (see the module docstring)."""
+    by_beta: dict[float, list[dict]] = {}
+    for r in runs:
+        by_beta.setdefault(float(r["beta"]), []).append(r)
+    median = {}
+    for beta, rs in sorted(by_beta.items()):
+        m = {k: statistics.median(r[k] for r in rs) for k in KEYS if all(r.get(k) is not None for r in rs)}
+        m["seeds"] = sorted((r.get("seed") for r in rs), key=lambda x: (x is None, x))
+        m["overoptimised"] = sum(bool(r.get("overoptimised")) for r in rs)
+        median[str(beta)] = m
+    verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
+                                        "overoptimised_without_kl_penalty": None}
+    zero = median.get("0.0")
+    positive = [m for b, m in median.items() if float(b) > 0]
+    if zero and positive:
+        verdicts["kl_bounded"] = all(m["kl_window_last"] <= 0.5 * zero["kl_window_last"] for m in positive)
+    if positive:
+        verdicts["reward_rises_with_kl_penalty"] = all(m["reward_window_last"] > m["reward_window_first"]
+                                                       for m in positive)
+    if zero:
+        n = len(zero["seeds"])
+        wins = zero.get("win_rate_proxy", 0.0) > zero.get("win_rate_gold", 1.0)
+        verdicts["overoptimised_without_kl_penalty"] = zero["overoptimised"] * 2 > n and wins
+    return {"median": median, "verdicts": verdicts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.0])
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                        help="summarise saved demo outputs instead of running")
+    parser.add_argument("extra", nargs="*", help="more demo flags, after --")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    if args.from_json:
+        runs = []
+        for item in args.from_json:
+            seed, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+            result = json.loads(Path(path).read_text().strip().splitlines()[-1])
+            runs.append({**result, "seed": int(seed)} if seed else result)
+    else:
+        jobs = [(s, b) for s in args.seeds for b in args.betas]
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            runs = list(pool.map(lambda job: {**run_one(job[0], job[1], args.extra), "seed": job[0]}, jobs))
+    for r in runs:
+        print(f"seed {r.get('seed')}, beta {r['beta']}: "
+              + ", ".join(f"{k}={r.get(k)}" for k in KEYS if k in r), file=sys.stderr)
+    print(json.dumps({"benchmark": "ppo_demo", "flags": args.extra, "from_json": args.from_json,
+                      "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+                      "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                      **summarise(runs), "runs": [{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)}
+                                                  for r in runs]}))
+
+
+if __name__ == "__main__":
+    main()

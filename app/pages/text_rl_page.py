@@ -145,7 +145,15 @@ class TextRLPage(QWidget):
                                                symbolBrush="#1f5fbf", name="proxy reward (optimised)")
         self.gold_curve = self.over_plot.plot([], [], pen=None, symbol="t", symbolSize=7,
                                               symbolBrush="#d66e00", name="gold reward (the real goal)")
-        self._other_over_curves: list = []  # ticked runs besides the selected one: hollow markers
+        # the other ticked runs, in hollow markers; the four legend rows are made once and only relabelled
+        # (re-adding legend rows makes and drops LabelItems, which Qt may still lay out after Python has
+        # collected them)
+        self.other_proxy_curve = self.over_plot.plot([], [], pen=None, symbol="o", symbolSize=7, symbolBrush=None,
+                                                     symbolPen=pg.mkPen("#1f5fbf", width=1.5),
+                                                     name="proxy, other ticked runs")
+        self.other_gold_curve = self.over_plot.plot([], [], pen=None, symbol="t", symbolSize=8, symbolBrush=None,
+                                                    symbolPen=pg.mkPen("#d66e00", width=1.5),
+                                                    name="gold, other ticked runs")
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
         self.over_note.setTextFormat(Qt.TextFormat.PlainText)
@@ -391,36 +399,46 @@ class TextRLPage(QWidget):
         return (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
                 f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
 
+    def _set_legend_row(self, item, text: str) -> None:
+        """Relabel ``item``'s legend row in place; an empty text hides the row."""
+        for sample, label in self.over_plot.plotItem.legend.items:
+            if sample.item is item:
+                label.setText(text)
+                sample.setVisible(bool(text))
+                label.setVisible(bool(text))
+
     def _update_other_over_curves(self) -> None:
         """Hollow markers for every other ticked run, so a β = 0 run can be read against a β > 0 run."""
-        for item in self._other_over_curves:
-            self.over_plot.removeItem(item)
-            self.over_plot.plotItem.legend.removeItem(item)
-        self._other_over_curves = []
-        legend = self.over_plot.plotItem.legend
         others = [r for r in self.checked_runs() if r != self.current_run] if self.project is not None else []
-        names = ("proxy reward (optimised)", "gold reward (the real goal)")
-        if others and self.current_run is not None:  # short names: the legend shares the plot with the points
-            names = tuple(f"{n}, {self._run_label(self.current_run)} (selected)" for n in ("proxy", "gold"))
-        for item, name in zip((self.proxy_curve, self.gold_curve), names):
-            legend.removeItem(item)
-            legend.addItem(item, name)
+        proxy_x: list[float] = []
+        proxy_y: list[float] = []
+        gold_x: list[float] = []
+        gold_y: list[float] = []
+        shown: list[int] = []
         for run_id in others:
-            if run_id == self.current_run:
-                continue
             metrics = ({k: (list(s), list(v)) for k, (s, v) in self._live[run_id].items()} if run_id in self._live
                        else self.project.metrics(run_id))
             curve = overoptimisation_curve(metrics)
             if not curve["sqrt_kl"]:
                 continue
-            label = self._run_label(run_id)
-            self._other_over_curves.append(self.over_plot.plot(
-                curve["sqrt_kl"], curve["proxy"], pen=None, symbol="o", symbolSize=7, symbolBrush=None,
-                symbolPen=pg.mkPen("#1f5fbf", width=1.5), name=f"proxy, {label}"))
+            shown.append(run_id)
+            proxy_x += list(curve["sqrt_kl"])
+            proxy_y += list(curve["proxy"])
             if curve["gold_key"] is not None:
-                self._other_over_curves.append(self.over_plot.plot(
-                    curve["gold_sqrt_kl"], curve["gold"], pen=None, symbol="t", symbolSize=8, symbolBrush=None,
-                    symbolPen=pg.mkPen("#d66e00", width=1.5), name=f"gold, {label}"))
+                gold_x += list(curve["gold_sqrt_kl"])
+                gold_y += list(curve["gold"])
+        self.other_proxy_curve.setData(proxy_x, proxy_y)
+        self.other_gold_curve.setData(gold_x, gold_y)
+        names = "; ".join(self._run_label(r) for r in shown)
+        if shown and self.current_run is not None:  # short names: the legend shares the plot with the points
+            own = f"{self._run_label(self.current_run)} (selected)"
+            self._set_legend_row(self.proxy_curve, f"proxy, {own}")
+            self._set_legend_row(self.gold_curve, f"gold, {own}")
+        else:
+            self._set_legend_row(self.proxy_curve, "proxy reward (optimised)")
+            self._set_legend_row(self.gold_curve, "gold reward (the real goal)")
+        self._set_legend_row(self.other_proxy_curve, f"proxy, {names}" if shown else "")
+        self._set_legend_row(self.other_gold_curve, f"gold, {names}" if gold_x else "")
 
     def alert_kinds(self) -> list[str]:
         return [self.alert_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.alert_list.count())]

@@ -92,8 +92,13 @@ def test_text_rl_page_shows_samples_alerts_and_the_overoptimisation_curve(window
     assert page.alert_kinds() == []
 
 
+def _points(curve) -> int:
+    xs, _ = curve.getData()
+    return 0 if xs is None else len(xs)
+
+
 def _legend_names(plot) -> list[str]:
-    return [label.text for _, label in plot.plotItem.legend.items]
+    return [label.text for _, label in plot.plotItem.legend.items if label.isVisible()]
 
 
 def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(window):
@@ -108,13 +113,13 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     page.set_project(project)
     window.show_page("text_rl")
     assert page.current_run == kept and page.checked_runs() == [kept]  # the latest run, alone
-    assert page._other_over_curves == []
+    assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
     assert "win rate 0.38 judged by the proxy, 0.50 by the gold reward" in page.over_note.text()
     page.refresh_runs(select=hacked)  # ticks the new selection as well
     assert page.checked_runs() == [hacked, kept] and page.current_run == hacked
     assert "win rate 0.62 judged by the proxy, 0.31 by the gold reward" in page.over_note.text()
-    proxy_other, gold_other = page._other_over_curves
+    proxy_other, gold_other = page.other_proxy_curve, page.other_gold_curve
     xs, ys = proxy_other.getData()  # the beta = 0.3 run: sqrt(KL) = step, proxy = 0.5 * step, gold = 0.1 * step
     assert list(xs) == [float(s) for s in range(8)] and list(ys) == [0.5 * s for s in range(8)]
     assert math.isclose(gold_other.getData()[1][3], 0.3)
@@ -127,7 +132,8 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
         item = page.run_list.item(i)
         if int(item.data(Qt.ItemDataRole.UserRole)) == kept:
             item.setCheckState(Qt.CheckState.Unchecked)
-    assert page._other_over_curves == [] and len(page.over_plot.plotItem.listDataItems()) == 2
+    assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
+    assert len(page.over_plot.plotItem.legend.items) == 4  # rows relabelled, never re-made
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
 
 

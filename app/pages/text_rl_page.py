@@ -76,6 +76,9 @@ class TextRLPage(QWidget):
         self._analysis_timer.timeout.connect(self._update_analysis)
         self._live: dict[int, dict[str, tuple[list, list]]] = {}
         self._live_evals: set[int] = set()
+        # finished runs shown beside the selected one in the over-optimisation view: their curve and legend
+        # label, read from the project once (the live analysis refresh would otherwise re-read them each time)
+        self._finished_over: dict[int, tuple[dict, str]] = {}
 
         buttons = QWidget()
         grid = QGridLayout(buttons)
@@ -197,6 +200,7 @@ class TextRLPage(QWidget):
         self.current_run = None
         self._live.clear()
         self._live_evals.clear()
+        self._finished_over.clear()
         self.plot.clear()
         self.refresh_runs()
         self.refresh_evaluations()
@@ -414,14 +418,19 @@ class TextRLPage(QWidget):
         proxy_y: list[float] = []
         gold_x: list[float] = []
         gold_y: list[float] = []
-        shown: list[int] = []
+        shown: list[str] = []  # legend labels of the runs drawn
         for run_id in others:
-            metrics = ({k: (list(s), list(v)) for k, (s, v) in self._live[run_id].items()} if run_id in self._live
-                       else self.project.metrics(run_id))
-            curve = overoptimisation_curve(metrics)
+            if run_id in self._live:  # still growing, in memory
+                curve = overoptimisation_curve({k: (list(s), list(v)) for k, (s, v) in self._live[run_id].items()})
+                label = self._run_label(run_id)
+            else:
+                if run_id not in self._finished_over:
+                    self._finished_over[run_id] = (overoptimisation_curve(self.project.metrics(run_id)),
+                                                   self._run_label(run_id))
+                curve, label = self._finished_over[run_id]
             if not curve["sqrt_kl"]:
                 continue
-            shown.append(run_id)
+            shown.append(label)
             proxy_x += list(curve["sqrt_kl"])
             proxy_y += list(curve["proxy"])
             if curve["gold_key"] is not None:
@@ -429,7 +438,7 @@ class TextRLPage(QWidget):
                 gold_y += list(curve["gold"])
         self.other_proxy_curve.setData(proxy_x, proxy_y)
         self.other_gold_curve.setData(gold_x, gold_y)
-        names = "; ".join(self._run_label(r) for r in shown)
+        names = "; ".join(shown)
         if shown and self.current_run is not None:  # short names: the legend shares the plot with the points
             own = f"{self._run_label(self.current_run)} (selected)"
             self._set_legend_row(self.proxy_curve, f"proxy, {own}")

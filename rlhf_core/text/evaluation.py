@@ -161,8 +161,8 @@ def consensus_at_k(model: Any, tokenizer: Any, prompts: Sequence[Any], *, k: int
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
     rendered = [render_task_prompt(tokenizer, p.text, few_shot, instruction) for p in prompts]
     groups = sample_completions(model, tokenizer, rendered, int(k), temperature=temperature, top_p=top_p,
-                     max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos_token_ids, on_step=on_step,
-                     batch_size=batch_size)
+                                max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos_token_ids,
+                                on_step=on_step, batch_size=batch_size)
     texts = [[s.text for s in group] for group in groups]
     result = consensus_from_completions(texts, [p.meta.get("gold_answer") for p in prompts])
     for row, p, t in zip(result["rows"], prompts, texts):

@@ -120,6 +120,7 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert page.checked_runs() == [hacked, kept] and page.current_run == hacked
     assert "win rate 0.62 judged by the proxy, 0.31 by the gold reward" in page.over_note.text()
     proxy_other, gold_other = page.other_proxy_curve, page.other_gold_curve
+    assert list(page._finished_over) == [kept]  # a finished run's curve is read from the project once
     xs, ys = proxy_other.getData()  # the beta = 0.3 run: sqrt(KL) = step, proxy = 0.5 * step, gold = 0.1 * step
     assert list(xs) == [float(s) for s in range(8)] and list(ys) == [0.5 * s for s in range(8)]
     assert math.isclose(gold_other.getData()[1][3], 0.3)

@@ -15,7 +15,11 @@ its last line: every run's headline numbers, the median per beta, and the verdic
 - ``overoptimised_without_kl_penalty``: with beta = 0 most seeds are ``overoptimised`` (the proxy
   still rising after the gold reward's peak, the gold down by more than the margin), and on the
   held-out prompts the final policy's win rate over the reference is higher when the proxy judges
-  than when the gold reward does (median).
+  than when the gold reward does (median);
+- ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
+  window is no lower than that of the first window minus one standard error of their difference
+  (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out
+  win rate judged by the gold reward is at least beta = 0's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_window_last", "gold_peak",
         "gold_peak_step", "kl_window_last", "length_window_first", "length_window_last", "win_rate_proxy",
         "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
-        "wall_seconds", "peak_rss_mb")
+        "wall_seconds", "peak_rss_mb", "gold_step_noise")
 
 
 def run_one(seed: int, beta: float, extra: list[str]) -> dict:
@@ -61,9 +65,10 @@ def summarise(runs: list[dict]) -> dict:
         m = {k: statistics.median(r[k] for r in rs) for k in KEYS if all(r.get(k) is not None for r in rs)}
         m["seeds"] = sorted((r.get("seed") for r in rs), key=lambda x: (x is None, x))
         m["overoptimised"] = sum(bool(r.get("overoptimised")) for r in rs)
+        m["gold_kept"] = sum(gold_kept(r) for r in rs)
         median[str(beta)] = m
     verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
-                                        "overoptimised_without_kl_penalty": None}
+                                        "overoptimised_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
     if zero and positive:
@@ -75,7 +80,19 @@ def summarise(runs: list[dict]) -> dict:
         n = len(zero["seeds"])
         wins = zero.get("win_rate_proxy", 0.0) > zero.get("win_rate_gold", 1.0)
         verdicts["overoptimised_without_kl_penalty"] = zero["overoptimised"] * 2 > n and wins
+    if positive:
+        verdicts["gold_kept_with_kl_penalty"] = all(
+            m["gold_kept"] * 2 > len(m["seeds"])
+            and (not zero or m.get("win_rate_gold", 0.0) >= zero.get("win_rate_gold", 1.0)) for m in positive)
     return {"median": median, "verdicts": verdicts}
+
+
+def gold_kept(run: dict) -> bool:
+    """The gold reward's last window is no lower than its first minus one standard error of the difference."""
+    first, last, noise = run.get("gold_window_first"), run.get("gold_window_last"), run.get("gold_step_noise")
+    if first is None or last is None or noise is None:
+        return False
+    return last >= first - (2.0 / int(run.get("window") or 3)) ** 0.5 * noise
 
 
 def main() -> None:
@@ -104,8 +121,8 @@ def main() -> None:
     print(json.dumps({"benchmark": "ppo_demo", "flags": args.extra, "from_json": args.from_json,
                       "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
                       "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                      **summarise(runs), "runs": [{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)}
-                                                  for r in runs]}))
+                      **summarise(runs), "runs": [{**{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
+                                                   "gold_kept": gold_kept(r)} for r in runs]}))
 
 
 if __name__ == "__main__":

@@ -198,6 +198,10 @@ class PPODemoConfig:
     eval_prompts: int = param(16, "Held-out prompts (used neither for the labels nor for PPO) on which the final "
                               "policy's greedy response is compared with the reference's, judged by the proxy and "
                               "by the gold reward (0 = skip).", min=0, max=10_000)
+    reward_baseline: str = param("batch", "How the proxy's scores are centred before PPO: batch = standardised "
+                                 "on the first rollout; prompt = each prompt's score minus the mean score of the "
+                                 "reference's label samples for that prompt (a per-prompt baseline), in units of "
+                                 "their pooled within-prompt spread.", choices=("batch", "prompt"))
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
@@ -400,6 +404,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     ctx.metrics(0, {"reward_model/heldout_accuracy": held_acc})
     proxy_seconds = time.monotonic() - t0
     scorer = RewardModelScorer(model=proxy, tokenizer=proxy_tok, normalize=True)
+    if config.reward_baseline == "prompt":
+        scorer.calibrate_per_prompt([prompts[s.prompt_index] for s in samples], [s.text for s in samples])
 
     # 4. PPO on the proxy; the gold reward is measured on the same completions, never optimised
     ctx.progress(0.12, message="PPO on the proxy reward")

@@ -238,6 +238,7 @@ class RewardModelScorer:
         self.offset = 0.0
         self.scale = 1.0
         self.calibrated = not normalize
+        self.prompt_offsets: dict[str, float] = {}
 
     def raw(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         from rlhf_core.text.reward_model import score_responses
@@ -252,7 +253,34 @@ class RewardModelScorer:
             std = float(scores.std()) if scores.numel() > 1 else 0.0
             self.scale = std if std > 1e-6 else 1.0
             self.calibrated = True
+        if self.prompt_offsets:
+            offsets = torch.tensor([self.prompt_offsets.get(p, self.offset) for p in prompts], dtype=scores.dtype)
+            return (scores - offsets) / self.scale
         return (scores - self.offset) / self.scale
+
+    def calibrate_per_prompt(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, float]:
+        """Centre each prompt's scores on the mean score of ``responses`` to it (e.g. the reference's samples).
+
+        Afterwards a completion to prompt ``x`` scores ``(r - mean_x) / s`` with ``mean_x`` the mean raw
+        score of the given responses to ``x`` and ``s`` their pooled within-prompt standard deviation:
+        the reward says how much better than the reference's typical answer to the same prompt a
+        completion is, so prompts that the reward model simply likes more stop adding variance to the
+        advantages (a per-prompt baseline; subtracting a function of the prompt leaves the optimum of
+        the KL-regularised objective unchanged). Prompts not seen here use the overall mean.
+        Returns ``{"offset", "scale", "prompts"}``.
+        """
+        scores = self.raw(prompts, responses).tolist()
+        groups: dict[str, list[float]] = {}
+        for p, v in zip(prompts, scores):
+            groups.setdefault(p, []).append(float(v))
+        self.prompt_offsets = {p: sum(v) / len(v) for p, v in groups.items()}
+        squares = sum((x - self.prompt_offsets[p]) ** 2 for p, v in groups.items() for x in v)
+        dof = sum(len(v) - 1 for v in groups.values())
+        std = math.sqrt(squares / dof) if dof > 0 else 0.0
+        self.offset = sum(scores) / len(scores) if scores else 0.0
+        self.scale = std if std > 1e-6 else 1.0
+        self.calibrated = True
+        return {"offset": self.offset, "scale": self.scale, "prompts": len(groups)}
 
 
 def resolve_reward_model(spec: str, ctx: JobContext | None = None) -> Path:

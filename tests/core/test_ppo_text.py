@@ -272,3 +272,29 @@ def test_cancel_stops_the_job(tiny_dir, tmp_path, project):
         from rlhf_core.text.ppo import resolve_reward_model
 
         resolve_reward_model("9999", None)
+
+
+@needs_model
+def test_per_prompt_baseline_centres_each_prompt_on_its_reference_samples(tiny_dir, tmp_path):
+    from rlhf_core.text.ppo import RewardModelScorer
+    from rlhf_core.text.reward_model import load_text_reward_model
+
+    model, tok = load_text_reward_model(_tiny_reward_model(tiny_dir, tmp_path / "rm"))
+    prompts = ["Say hi."] * 3 + ["Name a fruit."] * 4
+    responses = ["hi", "hello there", "hey", "apple", "a pear", "banana", "kiwi fruit"]
+    scorer = RewardModelScorer(model=model, tokenizer=tok)
+    raw = scorer.raw(prompts, responses).double()
+    info = scorer.calibrate_per_prompt(prompts, responses)
+    assert info["prompts"] == 2 and math.isclose(info["offset"], float(raw.mean()), rel_tol=1e-6, abs_tol=1e-9)
+    centred = scorer(prompts, responses).double()
+    # each prompt's reference samples average 0; the pooled within-prompt variance (n - 1 per prompt) is 1
+    assert abs(float(centred[:3].mean())) < 1e-5 and abs(float(centred[3:].mean())) < 1e-5
+    pooled = (float(((centred[:3] - centred[:3].mean()) ** 2).sum()) + float(((centred[3:] - centred[3:].mean()) ** 2)
+                                                                            .sum())) / (2 + 3)
+    assert math.isclose(pooled, 1.0, rel_tol=1e-4)
+    # a prompt it has not seen is centred on the overall mean, with the same scale
+    unseen = scorer(["What is 2+2?"], ["four"]).double()
+    expect = (scorer.raw(["What is 2+2?"], ["four"]).double() - info["offset"]) / info["scale"]
+    assert torch.allclose(unseen, expect, atol=1e-6)
+    # the gap between two answers to one prompt keeps its sign and is divided by the within-prompt spread
+    assert math.isclose(float(centred[0] - centred[1]), float(raw[0] - raw[1]) / info["scale"], rel_tol=1e-4)

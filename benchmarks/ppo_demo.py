@@ -1,6 +1,6 @@
 """The PPO over-optimisation demo over several seeds, with and without the KL penalty (issue 5).
 
-    .venv/bin/python benchmarks/ppo_demo.py [--seeds 0 1 2] [--betas 0.3 0] [--parallel 2] [-- --steps 20 ...]
+    .venv/bin/python benchmarks/ppo_demo.py [--seeds 0 1 2] [--betas 1 0] [--parallel 2] [-- --steps 20 ...]
     .venv/bin/python benchmarks/ppo_demo.py --from-json 0=seed0_beta0.json 0=seed0_beta03.json ...
 
 Runs ``python -m rlhf_core demo ppo --seed S --beta B`` for every seed and beta, ``--parallel`` runs at
@@ -98,7 +98,7 @@ def gold_kept(run: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.0])
+    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.0])
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                         help="summarise saved demo outputs instead of running")

@@ -18,7 +18,7 @@
    on the backbone's features); ``"full"`` fine-tunes the whole model with the reward-model job's
    own training step. A quarter of the pairs is held out to measure how well the proxy agrees
    with the gold reward.
-4. PPO (:mod:`rlhf_core.text.ppo`) optimises the proxy (standardised on the first rollout) with a
+4. PPO (:mod:`rlhf_core.text.ppo`) optimises the proxy (centred per prompt, see below) with a
    per-token KL penalty ``beta``; every step logs the proxy reward (``reward/model``), the gold
    reward of the same completions (``gold/reward``) and ``kl/sqrt_seq`` = sqrt(KL), the x axis of
    Gao et al.'s plots.
@@ -44,12 +44,15 @@ What to look for: with ``beta > 0`` the proxy reward rises while the KL stays bo
 ``beta = 0`` the policy drifts further (KL grows) and the proxy keeps rising while the gold reward
 stalls or falls: the proxy was fitted on the reference policy's samples and is wrong away from
 them. On a 2-core CPU only short runs fit (the defaults take about 25 minutes).
-Measured (``benchmarks/ppo_demo.py``, seeds 0-2, the defaults, beta 0.3 against 0; medians): the
-KL ends at 10.7 vs 22.6 nats per sequence (<= 0.52x on every seed), the proxy rises 0.39 -> 0.51
-(beta 0: 0.40 -> 1.14), and without the penalty the held-out win rate is 0.62 under the proxy but
-0.31 under the gold reward (a gap on 2 seeds of 3). The gold reward of the beta 0.3 rollouts fell
-too (0.19 -> 0.03): with 8 completions per step the per-token penalty is noisy and the policy
-drifts. See docs/performance.md.
+The proxy's scores are centred per prompt (``reward_baseline = "prompt"``, the default): a
+completion scores its proxy reward minus the mean proxy reward of the reference's label samples for
+the same prompt, in units of their pooled within-prompt spread. Without it (``"batch"``: standardised
+on the first rollout) most of the reward's spread in a batch of 8 different prompts says which
+prompt the proxy likes, not which answer, the linear value head does not learn that in 20 steps, and
+the policy gradient is mostly noise: the gold reward of the rollouts fell with beta 0.3 on
+every seed and with beta 1 in every run tried.
+Measured (``benchmarks/ppo_demo.py``, seeds 0-2, the defaults, beta 1 against 0): see
+docs/performance.md, section "PPO over-optimisation demo with a per-prompt baseline".
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class PPODemoConfig:
                              "(cheap); full: fine-tune the whole proxy (the text_reward_model training step).",
                              choices=("head", "full"))
     steps: int = param(20, "PPO steps.", min=1, max=10_000)
-    beta: float = param(0.3, "KL coefficient (0 = no KL penalty: watch the over-optimisation).", min=0.0)
+    beta: float = param(1.0, "KL coefficient (0 = no KL penalty: watch the over-optimisation).", min=0.0)
     adaptive_kl: bool = param(False, "Adapt beta towards kl_target (Ziegler et al.).")
     kl_target: float = param(6.0, "Adaptive KL target per sequence (nats).", min=0.0, min_inclusive=False)
     seed: int = param(0, "Random seed.", min=0)
@@ -186,7 +189,7 @@ class PPODemoConfig:
     batch_size: int = param(8, "PPO completions per step.", min=1, max=4096)
     minibatch_size: int = param(4, "PPO minibatch size.", min=1, max=4096)
     ppo_epochs: int = param(2, "PPO epochs per rollout.", min=1, max=64)
-    learning_rate: float = param(5e-5, "Policy learning rate (LoRA needs about 10x more).", min=0.0,
+    learning_rate: float = param(2e-5, "Policy learning rate (LoRA needs about 10x more).", min=0.0,
                                  min_inclusive=False)
     value_learning_rate: float = param(1e-4, "Value head learning rate.", min=0.0, min_inclusive=False)
     value_backbone: str = param("detached", "shared: the value loss also trains the transformer (x vf_coef); "
@@ -198,7 +201,7 @@ class PPODemoConfig:
     eval_prompts: int = param(16, "Held-out prompts (used neither for the labels nor for PPO) on which the final "
                               "policy's greedy response is compared with the reference's, judged by the proxy and "
                               "by the gold reward (0 = skip).", min=0, max=10_000)
-    reward_baseline: str = param("batch", "How the proxy's scores are centred before PPO: batch = standardised "
+    reward_baseline: str = param("prompt", "How the proxy's scores are centred before PPO: batch = standardised "
                                  "on the first rollout; prompt = each prompt's score minus the mean score of the "
                                  "reference's label samples for that prompt (a per-prompt baseline), in units of "
                                  "their pooled within-prompt spread.", choices=("batch", "prompt"))
@@ -449,6 +452,9 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             **{f"{n}_window_{e}": result.get(f"{n}_window_{e}") for n in ("reward", "gold", "kl", "length")
                for e in ("first", "last")},
             "beta": config.beta, "beta_last": result["beta_last"], "steps": config.steps, "seed": config.seed,
+            "learning_rate": config.learning_rate, "reward_baseline": config.reward_baseline,
+            "proxy_offset": scorer.offset, "proxy_scale": scorer.scale,
+            "proxy_prompt_baselines": len(scorer.prompt_offsets),
             "label_pairs": len(pairs), "proxy_train_pairs": len(train_pairs),
             "proxy_heldout_accuracy": _finite(held_acc), "proxy_train_accuracy": _finite(train_acc),
             "label_gold_mean": sum(golds) / len(golds),

@@ -74,20 +74,26 @@ def test_summary_reads_gao_curve_from_a_hand_made_history():
     assert short["gold_peak"] is None and short["overoptimised"] is False
 
 
-@needs_model
-def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, capsys):
+def _run_demo(tmp_path_factory, project, capsys, *flags: str) -> dict:
+    """``demo ppo`` on the tiny model (3 prompts x 3 label samples, 20 proxy epochs) in a new project: its JSON."""
     from rlhf_core.cli import main
     from rlhf_core.store import Project
 
-    tiny = text_support.tiny_model(tmp_path_factory)
-    project = tmp_path / "demo.rlhf"
     Project.create(project).close()
-    code = main(["demo", "ppo", "--project", str(project), "--model", str(tiny), "--steps", "2", "--seed", "3",
-                 "--beta", "0.1", "--n-prompts", "3", "--label-samples", "3", "--batch-size", "4",
-                 "--minibatch-size", "4", "--max-new-tokens", "5", "--proxy-epochs", "20",
-                 "--gold-length-limit", "2", "--eval-prompts", "4"])
+    code = main(["demo", "ppo", "--project", str(project), "--model", str(text_support.tiny_model(tmp_path_factory)),
+                 "--n-prompts", "3", "--label-samples", "3", "--proxy-epochs", "20", *flags])
     assert code == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@needs_model
+def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, capsys):
+    from rlhf_core.store import Project
+
+    project = tmp_path / "demo.rlhf"
+    out = _run_demo(tmp_path_factory, project, capsys, "--steps", "2", "--seed", "3", "--beta", "0.1",
+                    "--batch-size", "4", "--minibatch-size", "4", "--max-new-tokens", "5", "--gold-length-limit", "2",
+                    "--eval-prompts", "4", "--reward-baseline", "batch")
     for key in ("reward_first", "reward_last", "gold_first", "gold_last", "kl_last", "mean_length_first",
                 "mean_length_last", "wall_seconds"):
         assert key in out, key
@@ -96,6 +102,7 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert out["window"] == 1 and out["reward_window_last"] == out["reward_last"]  # 3 rollouts: windows of 1
     assert out["gold_window_first"] == out["gold_first"]
     assert abs(out["reward_first"]) < 1e-5  # the proxy is standardised on the first rollout
+    assert out["reward_baseline"] == "batch" and out["proxy_scale"] > 0 and out["proxy_prompt_baselines"] == 0
     # the tiny model writes random word pieces: no key word, never stops -> gold = -0.03 * (5 - 2)
     assert math.isclose(out["gold_first"], -0.09, rel_tol=1e-5) and out["mean_length_first"] == 5.0
     # the summary: 3 rollouts make one centred window (step 1), which is also the last window
@@ -122,6 +129,16 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert math.isclose(metrics["eval/win_rate"][1][0], out["win_rate_proxy"])
     assert math.isclose(metrics["kl/sqrt_seq"][1][-1], math.sqrt(max(out["kl_last"], 0.0)), rel_tol=1e-6)
     assert len(samples) == 3 * 3 and "gold" in samples[0]["payload"]
+
+
+@needs_model
+def test_demo_default_centres_the_proxy_per_prompt(tmp_path_factory, tmp_path, capsys):
+    """The default baseline: every training prompt gets its own offset from the reference's label samples."""
+    out = _run_demo(tmp_path_factory, tmp_path / "demo.rlhf", capsys, "--steps", "1", "--seed", "1",
+                    "--batch-size", "3", "--minibatch-size", "3", "--max-new-tokens", "4", "--eval-prompts", "0")
+    assert out["status"] == "completed" and out["reward_baseline"] == "prompt" and out["beta"] == 1.0
+    assert out["proxy_prompt_baselines"] == 3 and out["proxy_scale"] > 0 and out["kl_first"] == 0.0
+    assert math.isfinite(out["reward_first"]) and math.isfinite(out["reward_last"])
 
 
 @needs_model

@@ -12,7 +12,7 @@ Alerts (each names the step where it fired and says why):
   ``collapse_ratio`` of its first value (or under 2 tokens), or grows past ``explode_ratio`` times
   it — both are classic ways a policy games a reward.
 - ``reward_hacking``: over the last ``window`` steps the proxy reward rose while the gold metric
-  (``gold/accuracy`` or ``gold/reward``) fell, each by more than ``min_change`` of its scale: the
+  (``gold/centred``, ``gold/reward`` or ``gold/accuracy``) fell, each by more than ``min_change`` of its scale: the
   policy is optimising the reward model, not the task (Gao, Schulman & Hilton 2022).
 
 Over-optimisation curve: proxy and gold reward against d = sqrt(KL(pi || pi_ref)) per sequence,
@@ -33,7 +33,8 @@ KL_KEY = "kl/token_mean"
 KL_SEQ_KEY = "kl/seq_mean"
 LENGTH_KEY = "length/mean"
 PROXY_KEYS = ("reward/model", "reward/mean")
-GOLD_KEYS = ("gold/reward", "gold/accuracy")
+#: ``gold/centred`` (the PPO demo: the gold reward in the proxy's units) is preferred when a run logs it
+GOLD_KEYS = ("gold/centred", "gold/reward", "gold/accuracy")
 
 
 @dataclasses.dataclass(frozen=True)

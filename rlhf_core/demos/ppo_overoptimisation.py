@@ -362,7 +362,7 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
 
 def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.ppo import PPOTextTrainer, RewardModelScorer, run_ppo
+    from rlhf_core.text.ppo import PPOTextTrainer, PromptBaseline, RewardModelScorer, run_ppo
     from rlhf_core.text.prompts import load_builtin_set
     from rlhf_core.text.reward_model import split_pairs
     from rlhf_core.text.rl_common import load_policy, render_chat_prompt, sample_for_training, set_threads
@@ -378,8 +378,11 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         return gold_reward(prompt, response, tokens, length_limit=config.gold_length_limit,
                            length_weight=config.gold_length_weight)
 
+    gold_base: PromptBaseline | None = None  # set once the label samples are scored
+
     def gold_fn(ps, responses, metas):
-        return torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
+        raw = torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
+        return {"reward": raw, "centred": gold_base(ps, raw)} if gold_base is not None else raw
 
     # 1-2. the untouched policy's samples, labelled by the gold reward
     ctx.progress(0.0, message="Loading the policy")
@@ -395,6 +398,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     for s in samples:  # sample i answers prompt i // label_samples
         s.prompt_index //= config.label_samples
     golds = [gold_of(prompts[s.prompt_index], s.text, len(s.completion_ids)) for s in samples]
+    # the gold in the proxy's units: centred per prompt on the same reference samples, in their spread
+    gold_base = PromptBaseline.fit([prompts[s.prompt_index] for s in samples], golds)
     pairs = label_pairs(prompts, samples, golds)
     train_pairs, held_pairs = split_pairs(pairs, 0.25, config.seed)
     label_seconds = time.monotonic() - started
@@ -449,8 +454,9 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "sqrt_kl_last": max(result["kl_last"], 0.0) ** 0.5,
             "mean_length_first": result["length_first"], "mean_length_last": result["length_last"],
             "window": result["window"],
-            **{f"{n}_window_{e}": result.get(f"{n}_window_{e}") for n in ("reward", "gold", "kl", "length")
-               for e in ("first", "last")},
+            **{f"{n}_window_{e}": result.get(f"{n}_window_{e}") for n in ("reward", "gold", "gold_centred", "kl",
+                                                                           "length") for e in ("first", "last")},
+            "gold_scale": gold_base.scale, "goodhart_gap": goodhart_gap(result),
             "beta": config.beta, "beta_last": result["beta_last"], "steps": config.steps, "seed": config.seed,
             "learning_rate": config.learning_rate, "reward_baseline": config.reward_baseline,
             "proxy_offset": scorer.offset, "proxy_scale": scorer.scale,
@@ -462,6 +468,17 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "ppo_seconds": round(ppo_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
             "peak_rss_mb": result["peak_rss_mb"],
             "seconds_per_step": round(ppo_seconds / max(config.steps, 1), 2), **win, **summary}
+
+
+def goodhart_gap(result: dict) -> float | None:
+    """How much more the proxy rose than the gold over a run, both in units of the reference's
+    within-prompt spread (proxy ``reward_window_*``, gold ``gold_centred_window_*``): the part of the
+    proxy's gain that is not real. None without the centred gold."""
+    keys = ("reward_window_first", "reward_window_last", "gold_centred_window_first", "gold_centred_window_last")
+    if any(result.get(k) is None for k in keys):
+        return None
+    return ((result["reward_window_last"] - result["reward_window_first"])
+            - (result["gold_centred_window_last"] - result["gold_centred_window_first"]))
 
 
 def _finite(x: float) -> float | None:

@@ -43,12 +43,22 @@ Rewards: a learned text reward model (``reward_model``: a folder written by the
 ``chat_template([user: prompt, assistant: response])``; with ``normalize_reward`` its scores are
 standardised with the mean and std of the FIRST batch it scores (the reference policy's samples),
 then kept fixed, so beta is in units of the reference's reward spread (InstructGPT normalises its
-reward model so that demonstrations score 0 on average). ``reward`` adds rule-based components
+reward model so that demonstrations score 0 on average). With ``reward_baseline = "prompt"`` (the
+default) the centring is per prompt instead: before step 0 the untouched policy writes
+``baseline_samples`` completions to every training prompt, and a completion's score becomes its
+reward-model score minus the mean score of those reference completions to the same prompt, divided
+by their pooled within-prompt spread (:meth:`RewardModelScorer.calibrate_per_prompt`). A batch of
+different prompts, one completion each, otherwise carries mostly "which prompt the reward model
+likes" in its reward spread, which the value head cannot learn quickly; measured on the PPO
+over-optimisation demo (docs/performance.md), the per-prompt baseline is what let the KL penalty keep
+the gold reward. ``reward_baseline = "batch"`` is the first-batch standardisation. ``reward`` adds rule-based components
 from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g. ``"model:1,length:0.001"``;
 a ``model:w`` item sets the weight of the reward model's score). Each completion's meta carries
 ``completion_tokens`` and the prompt's ``gold_answer`` when it has one. An optional held-out GOLD
-reward model (``gold_reward_model``) scores the same completions without being optimised:
-``gold/reward`` next to ``reward/model`` is the over-optimisation picture of Gao et al. (2022).
+reward model (``gold_reward_model``) scores the same completions without being optimised, centred
+like the optimised one (per prompt on the same reference completions, or on the first batch):
+``gold/reward`` next to ``reward/model``, in the same units, is the over-optimisation picture of Gao
+et al. (2022).
 
 Logged per step ``s`` (step 0 = the rollout of the untouched policy, KL exactly 0): the rollout
 keys (reward, KL, length, gold) describe the completions sampled at the start of step ``s``; the
@@ -93,8 +103,9 @@ SAMPLE_KIND = "text_rl"
 #: ``metas[i]`` has ``completion_tokens`` (tokens of completion i, end token included) and, when the
 #: prompt has one, ``gold_answer``.
 RewardFn = Callable[[Sequence[str], Sequence[str], Sequence[dict]], dict[str, torch.Tensor]]
-#: ``gold_fn(prompts, responses, metas) -> [n] tensor`` (measured, never optimised)
-GoldFn = Callable[[Sequence[str], Sequence[str], Sequence[dict]], torch.Tensor]
+#: ``gold_fn(prompts, responses, metas) -> [n] tensor`` (measured, never optimised), logged as
+#: ``gold/reward``; or a dict ``{name: [n] tensor}`` with a ``"reward"`` entry, each logged as ``gold/<name>``
+GoldFn = Callable[[Sequence[str], Sequence[str], Sequence[dict]], "torch.Tensor | dict[str, torch.Tensor]"]
 
 
 # ------------------------------------------------------------------------------- the pieces (tested by hand)
@@ -269,18 +280,38 @@ class RewardModelScorer:
         the KL-regularised objective unchanged). Prompts not seen here use the overall mean.
         Returns ``{"offset", "scale", "prompts"}``.
         """
-        scores = self.raw(prompts, responses).tolist()
+        base = PromptBaseline.fit(prompts, self.raw(prompts, responses).tolist())
+        self.prompt_offsets, self.offset, self.scale = base.offsets, base.offset, base.scale
+        self.calibrated = True
+        return {"offset": self.offset, "scale": self.scale, "prompts": len(base.offsets)}
+
+
+@dataclass
+class PromptBaseline:
+    """Per-prompt centring of a score: ``(v - offsets[prompt]) / scale``, with ``offsets`` the mean score of
+    some reference responses to each prompt, ``scale`` their pooled within-prompt standard deviation
+    (``n - 1`` degrees of freedom per prompt) and ``offset`` (the overall mean) for prompts not seen."""
+
+    offsets: dict[str, float]
+    offset: float
+    scale: float
+
+    @classmethod
+    def fit(cls, prompts: Sequence[str], values: Sequence[float]) -> "PromptBaseline":
         groups: dict[str, list[float]] = {}
-        for p, v in zip(prompts, scores):
+        for p, v in zip(prompts, values):
             groups.setdefault(p, []).append(float(v))
-        self.prompt_offsets = {p: sum(v) / len(v) for p, v in groups.items()}
-        squares = sum((x - self.prompt_offsets[p]) ** 2 for p, v in groups.items() for x in v)
+        offsets = {p: sum(v) / len(v) for p, v in groups.items()}
+        squares = sum((x - offsets[p]) ** 2 for p, v in groups.items() for x in v)
         dof = sum(len(v) - 1 for v in groups.values())
         std = math.sqrt(squares / dof) if dof > 0 else 0.0
-        self.offset = sum(scores) / len(scores) if scores else 0.0
-        self.scale = std if std > 1e-6 else 1.0
-        self.calibrated = True
-        return {"offset": self.offset, "scale": self.scale, "prompts": len(groups)}
+        values = [float(v) for v in values]
+        return cls(offsets, sum(values) / len(values) if values else 0.0, std if std > 1e-6 else 1.0)
+
+    def __call__(self, prompts: Sequence[str], values: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        values = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+        offsets = torch.tensor([self.offsets.get(p, self.offset) for p in prompts], dtype=torch.float32)
+        return (values - offsets) / self.scale
 
 
 def resolve_reward_model(spec: str, ctx: JobContext | None = None) -> Path:
@@ -341,7 +372,40 @@ def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None) -> RewardFn:
                 out[name] = torch.tensor(values, dtype=torch.float32)
         return out
 
+    reward_fn.scorer = scorer  # type: ignore[attr-defined]  # for calibrate_on_reference
     return reward_fn
+
+
+@torch.no_grad()
+def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScorer], setup: PolicySetup,
+                           prompts: Sequence[str], samples: int, settings: SamplingSettings, seed: int,
+                           ctx: JobContext | None = None) -> dict[str, float]:
+    """Sample ``samples`` completions to every prompt from the untouched policy and centre each scorer
+    per prompt on them (:meth:`RewardModelScorer.calibrate_per_prompt`; the same completions for all,
+    e.g. the optimised reward model and a held-out gold one). Returns the first scorer's summary plus
+    ``seconds``. Call before the first update: the policy is then the reference."""
+    scorers = [scorers] if isinstance(scorers, RewardModelScorer) else list(scorers)
+    started = time.monotonic()
+    prompts = list(prompts)
+    rendered = [render_chat_prompt(setup.tokenizer, p) for p in prompts for _ in range(samples)]
+    seeds = [seed * 7_919 + 104_729 + i for i in range(len(rendered))]  # apart from the rollouts' seeds
+
+    def on_step() -> None:
+        if ctx is not None:
+            ctx.raise_if_cancelled()
+
+    texts: list[str] = []
+    chunk = 32
+    for start in range(0, len(rendered), chunk):
+        on_step()
+        out = sample_for_training(setup.model, setup.tokenizer, rendered[start:start + chunk], settings,
+                                  seeds[start:start + chunk], on_step=on_step, batch_size=16)
+        texts.extend(s.text for s in out)
+        if ctx is not None:
+            ctx.progress(0.0, message=f"Reward baseline: {len(texts)} of {len(rendered)} reference completions "
+                                      f"({samples} per prompt)")
+    infos = [sc.calibrate_per_prompt([p for p in prompts for _ in range(samples)], texts) for sc in scorers]
+    return {**infos[0], "seconds": time.monotonic() - started}
 
 
 def _gold_from_model(spec: str, ctx: JobContext | None, normalize: bool) -> GoldFn:
@@ -382,7 +446,13 @@ class PPOTextConfig:
     adaptive_kl: bool = param(False, "Adapt beta towards kl_target (Ziegler et al. 2019).")
     kl_target: float = param(6.0, "Adaptive KL: target per-sequence KL in nats.", min=0.0, min_inclusive=False)
     kl_horizon: float = param(10_000.0, "Adaptive KL: horizon in completions.", min=1.0)
-    normalize_reward: bool = param(True, "Standardise reward-model scores with the first batch's mean/std.")
+    normalize_reward: bool = param(True, "Standardise reward-model scores (see reward_baseline); off: raw scores.")
+    reward_baseline: str = param("prompt", "How the reward model's scores are centred: prompt = minus the mean score "
+                                 "of the untouched policy's own completions to the same prompt (baseline_samples "
+                                 "each, sampled before step 0), in units of their within-prompt spread; batch = "
+                                 "standardised with the first rollout's mean/std.", choices=("prompt", "batch"))
+    baseline_samples: int = param(4, "reward_baseline = prompt: reference completions per training prompt.",
+                                  min=2, max=64)
     whiten_advantages: bool = param(True, "Whiten the advantages over each rollout's tokens.")
     entropy_coef: float = param(0.0, "Entropy bonus weight (0: entropy is only logged).", min=0.0)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
@@ -413,6 +483,9 @@ class PPOTextConfig:
                 problems.append(f"reward: {exc}")
         if self.minibatch_size > self.batch_size:
             problems.append("minibatch_size cannot be larger than batch_size")
+        if self.reward_baseline == "prompt" and not self.normalize_reward and self.reward_model.strip():
+            problems.append("reward_baseline 'prompt' centres and scales the reward model's scores: turn "
+                            "normalize_reward on, or choose reward_baseline 'batch' to use raw scores")
         return problems
 
 
@@ -627,8 +700,11 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
         metrics = trainer.rollout_metrics(ro, beta)
         gold = None
         if trainer.gold_fn is not None and c.eval_every and (step % c.eval_every == 0 or step == c.steps):
-            gold = torch.as_tensor(trainer.gold_fn(ro.prompts, ro.texts, ro.metas)).float().reshape(-1)
-            metrics["gold/reward"] = float(gold.mean())
+            out = trainer.gold_fn(ro.prompts, ro.texts, ro.metas)
+            parts = dict(out) if isinstance(out, dict) else {"reward": out}
+            for name, values in parts.items():
+                metrics[f"gold/{name}"] = float(torch.as_tensor(values).float().mean())
+            gold = torch.as_tensor(parts["reward"]).float().reshape(-1)
         trainer.kl_ctl.update(metrics["kl/seq_mean"], len(ro.batch))
         ctx.raise_if_cancelled()
         if step < c.steps:
@@ -656,8 +732,8 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
     # single steps are noisy (one batch): means over the first and last `window` rollouts as well
     window = max(1, min(3, len(history) // 2))
     result["window"] = window
-    for name, key in (("reward", "reward/mean"), ("gold", "gold/reward"), ("kl", "kl/seq_mean"),
-                      ("length", "length/mean")):
+    for name, key in (("reward", "reward/mean"), ("gold", "gold/reward"), ("gold_centred", "gold/centred"),
+                      ("kl", "kl/seq_mean"), ("length", "length/mean")):
         head = [h[key] for h in history[:window] if key in h]
         tail = [h[key] for h in history[-window:] if key in h]
         if head and tail:
@@ -704,7 +780,19 @@ def train_ppo_text(config: PPOTextConfig, ctx: JobContext) -> dict:
                         gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx)
     ctx.raise_if_cancelled()
     trainer = PPOTextTrainer(setup, prompts, reward_fn, config, gold_fn=gold_fn, gold_answers=gold_answers)
+    # the optimised reward model and the held-out gold one are centred on the same reference completions
+    scorers = [sc for sc in (getattr(reward_fn, "scorer", None), gold_fn) if isinstance(sc, RewardModelScorer)]
+    baseline: dict[str, float] = {}
+    if scorers and config.normalize_reward and config.reward_baseline == "prompt":
+        baseline = calibrate_on_reference(scorers, setup, prompts, config.baseline_samples, trainer.settings,
+                                          config.seed, ctx)
+        ctx.log(f"reward baseline: {config.baseline_samples} reference completions for each of "
+                f"{int(baseline['prompts'])} prompts in {baseline['seconds']:.1f} s; within-prompt spread "
+                + ", ".join(f"{sc.scale:.4g}" for sc in scorers))
     result = run_ppo(trainer, ctx)
+    if baseline:
+        result.update(baseline_prompts=int(baseline["prompts"]), baseline_scale=baseline["scale"],
+                      baseline_offset=baseline["offset"], baseline_seconds=round(baseline["seconds"], 2))
     if config.save:
         result.update(save_checkpoint(trainer, ctx, "ppo_policy", config.steps,
                                       {"job": "ppo_text", "base_model": setup.model_id,

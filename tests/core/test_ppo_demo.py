@@ -139,6 +139,30 @@ def test_demo_default_centres_the_proxy_per_prompt(tmp_path_factory, tmp_path, c
     assert out["status"] == "completed" and out["reward_baseline"] == "prompt" and out["beta"] == 1.0
     assert out["proxy_prompt_baselines"] == 3 and out["proxy_scale"] > 0 and out["kl_first"] == 0.0
     assert math.isfinite(out["reward_first"]) and math.isfinite(out["reward_last"])
+    # the gold in the proxy's units: each rollout answers every prompt once (batch = prompts = 3), so its
+    # centred mean is (raw mean - the label samples' mean) / their within-prompt spread
+    assert out["gold_scale"] > 0 and out["window"] == 1
+    for end in ("first", "last"):
+        assert math.isclose(out[f"gold_centred_window_{end}"],
+                            (out[f"gold_{end}"] - out["label_gold_mean"]) / out["gold_scale"], abs_tol=1e-6)
+    assert math.isclose(out["goodhart_gap"], (out["reward_last"] - out["reward_first"])
+                        - (out["gold_centred_window_last"] - out["gold_centred_window_first"]), abs_tol=1e-9)
+
+
+def test_prompt_baseline_by_hand():
+    from rlhf_core.demos.ppo_overoptimisation import goodhart_gap
+    from rlhf_core.text.ppo import PromptBaseline
+
+    base = PromptBaseline.fit(["a", "a", "b", "b", "b"], [1.0, 3.0, 0.0, 2.0, 4.0])
+    # means a 2, b 2; squares (1 + 1) + (4 + 0 + 4) = 10 over (1 + 2) dof
+    assert base.offsets == {"a": 2.0, "b": 2.0} and math.isclose(base.scale, math.sqrt(10 / 3))
+    assert math.isclose(base.offset, 2.0)
+    out = base(["a", "b", "c"], [5.0, 2.0, 2.0 + math.sqrt(10 / 3)]).tolist()
+    assert [round(v, 6) for v in out] == [round(3 / math.sqrt(10 / 3), 6), 0.0, 1.0]
+    assert PromptBaseline.fit(["a", "a"], [1.0, 1.0]).scale == 1.0  # no spread: unit scale, not a division by 0
+    gap = goodhart_gap({"reward_window_first": 0.0, "reward_window_last": 1.4, "gold_centred_window_first": -0.2,
+                        "gold_centred_window_last": 0.1})
+    assert math.isclose(gap, 1.4 - 0.3) and goodhart_gap({"reward_window_first": 0.0}) is None
 
 
 @needs_model

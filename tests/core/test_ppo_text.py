@@ -222,7 +222,7 @@ def test_the_job_logs_every_key_saves_a_checkpoint_and_adapts_beta(tiny_dir, tmp
     config = PPOTextConfig(model=str(tiny_dir), reward_model=str(cid), gold_reward_model=str(rm), prompt_set="",
                            prompt_ids=pids, steps=2, batch_size=4, minibatch_size=2, ppo_epochs=1, max_new_tokens=4,
                            reward="model:2,length:0.01", beta=0.1, adaptive_kl=True, kl_target=6.0, kl_horizon=40.0,
-                           save=True)
+                           reward_baseline="batch", save=True)
     ctx = RecordingContext()
     outcome = execute_job(get_job("ppo_text"), config, ctx, project_path=project.folder)
     assert outcome.status == "completed", outcome.error
@@ -298,3 +298,52 @@ def test_per_prompt_baseline_centres_each_prompt_on_its_reference_samples(tiny_d
     assert torch.allclose(unseen, expect, atol=1e-6)
     # the gap between two answers to one prompt keeps its sign and is divided by the within-prompt spread
     assert math.isclose(float(centred[0] - centred[1]), float(raw[0] - raw[1]) / info["scale"], rel_tol=1e-4)
+
+
+@needs_model
+def test_the_job_centres_the_reward_model_per_prompt_on_fresh_reference_samples(tiny_dir, tmp_path, project):
+    """reward_baseline = prompt: before step 0 the untouched policy answers every prompt baseline_samples
+    times; each completion's model reward is (raw - that prompt's reference mean) / pooled spread."""
+    from rlhf_core.text.ppo import RewardModelScorer, calibrate_on_reference, ppo_prompts
+    from rlhf_core.text.reward_model import load_text_reward_model
+
+    rm = _tiny_reward_model(tiny_dir, tmp_path / "rm")
+    pids = [project.add_prompt(t) for t in ("Say hi.", "Name a fruit.", "What is 2+2?")]
+    config = PPOTextConfig(model=str(tiny_dir), reward_model=str(rm), prompt_set="", prompt_ids=pids, steps=1,
+                           batch_size=3, minibatch_size=3, ppo_epochs=1, max_new_tokens=5, beta=0.1,
+                           baseline_samples=3, samples_per_step=3, seed=2)
+    assert config.reward_baseline == "prompt"  # the default
+    ctx = RecordingContext()
+    outcome = execute_job(get_job("ppo_text"), config, ctx, project_path=project.folder)
+    assert outcome.status == "completed", outcome.error
+    result = outcome.result
+    assert result["baseline_prompts"] == 3 and result["baseline_scale"] > 0
+    # the same calibration, redone outside the job (same seeds, same untouched policy), gives the same numbers
+    model, tok = load_text_reward_model(rm)
+    scorer = RewardModelScorer(model=model, tokenizer=tok)
+    setup = load_policy(str(tiny_dir), need_reference=False)
+    trainer_settings = PPOTextTrainer(setup, ["x"], lambda p, r, m: {}, config).settings
+    lookup = RecordingContext()
+    lookup.project_path = project.folder
+    prompts, _ = ppo_prompts(config, lookup)  # the job's (seeded) prompt order: the sampling seeds follow it
+    assert sorted(prompts) == sorted(["Say hi.", "Name a fruit.", "What is 2+2?"])
+    info = calibrate_on_reference(scorer, setup, prompts, 3, trainer_settings, config.seed)
+    assert info["prompts"] == 3 and set(scorer.prompt_offsets) == set(prompts)
+    assert math.isclose(info["scale"], result["baseline_scale"], rel_tol=1e-5)
+    assert math.isclose(info["offset"], result["baseline_offset"], rel_tol=1e-5, abs_tol=1e-7)
+    # the step-0 completions' model reward is their raw score minus their own prompt's reference mean
+    step0 = [payload for kind, payload, *_ in ctx.sample_log if kind == "text_rl" and payload["step"] == 0]
+    assert len(step0) == 3
+    raw = scorer.raw([s["prompt"] for s in step0], [s["response"] for s in step0]).tolist()
+    for sample, r in zip(step0, raw):
+        expect = (r - scorer.prompt_offsets[sample["prompt"]]) / info["scale"]
+        assert math.isclose(sample["components"]["model"], expect, rel_tol=1e-4, abs_tol=1e-5)
+    # the baseline is a function of the prompt: it differs between prompts (else it would be the batch mean)
+    assert len({round(v, 6) for v in scorer.prompt_offsets.values()}) == 3
+
+
+def test_a_prompt_baseline_needs_normalised_scores():
+    with pytest.raises(ValueError, match="normalize_reward"):
+        cfg.validate(PPOTextConfig(reward_model="x", normalize_reward=False))
+    cfg.validate(PPOTextConfig(reward_model="x", normalize_reward=False, reward_baseline="batch"))
+    cfg.validate(PPOTextConfig(reward="length:0.01", normalize_reward=False))  # no reward model: nothing to centre

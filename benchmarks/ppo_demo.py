@@ -16,6 +16,11 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   still rising after the gold reward's peak, the gold down by more than the margin), and on the
   held-out prompts the final policy's win rate over the reference is higher when the proxy judges
   than when the gold reward does (median);
+- ``goodhart_gap_without_kl_penalty``: the median ``goodhart_gap`` at beta = 0 (how much better than the
+  reference the proxy says the final policy is, minus how much better the gold reward says it is, both
+  in units of the reference's within-prompt spread) is at least 0.5 and larger than every beta > 0's
+  median: without the penalty half a reference spread or more of the proxy's gain is not real. A
+  single run's gap has a standard error of about 0.3 (3 rollouts of 8 against 32 label samples);
 - ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
   window is no lower than that of the first window minus one standard error of their difference
   (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out
@@ -38,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_window_last", "gold_peak",
         "gold_peak_step", "kl_window_last", "length_window_first", "length_window_last", "win_rate_proxy",
         "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
-        "wall_seconds", "peak_rss_mb", "gold_step_noise")
+        "wall_seconds", "peak_rss_mb", "gold_step_noise", "gold_scale", "gold_centred_window_last", "goodhart_gap")
 
 
 def run_one(seed: int, beta: float, extra: list[str]) -> dict:
@@ -68,7 +73,8 @@ def summarise(runs: list[dict]) -> dict:
         m["gold_kept"] = sum(gold_kept(r) for r in rs)
         median[str(beta)] = m
     verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
-                                        "overoptimised_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
+                                        "overoptimised_without_kl_penalty": None, "goodhart_gap_without_kl_penalty": None,
+                                        "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
     if zero and positive:
@@ -80,6 +86,10 @@ def summarise(runs: list[dict]) -> dict:
         n = len(zero["seeds"])
         wins = zero.get("win_rate_proxy", 0.0) > zero.get("win_rate_gold", 1.0)
         verdicts["overoptimised_without_kl_penalty"] = zero["overoptimised"] * 2 > n and wins
+    if zero and positive and zero.get("goodhart_gap") is not None \
+            and all(m.get("goodhart_gap") is not None for m in positive):
+        verdicts["goodhart_gap_without_kl_penalty"] = zero["goodhart_gap"] >= 0.5 and all(
+            zero["goodhart_gap"] > m["goodhart_gap"] for m in positive)
     if positive:
         verdicts["gold_kept_with_kl_penalty"] = all(
             m["gold_kept"] * 2 > len(m["seeds"])

@@ -398,10 +398,15 @@ class TextRLPage(QWidget):
         """The PPO demo's final held-out comparison with the reference, when the run has one."""
         run = self.project.get_run(run_id) if self.project is not None and run_id is not None else None
         res = (run or {}).get("result") or {}
-        if res.get("win_rate_proxy") is None or res.get("win_rate_gold") is None:
-            return ""
-        return (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
-                f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
+        out = ""
+        if res.get("goodhart_gap") is not None and res.get("gold_centred_window_last") is not None:
+            out += (f"\nLast 3 rollouts, in the reference's spread (0 = the reference): the proxy says "
+                    f"{res['reward_window_last']:+.2f}, the gold reward {res['gold_centred_window_last']:+.2f}; "
+                    f"Goodhart gap {res['goodhart_gap']:+.2f}.")
+        if res.get("win_rate_proxy") is not None and res.get("win_rate_gold") is not None:
+            out += (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
+                    f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
+        return out
 
     def _set_legend_row(self, item, text: str) -> None:
         """Relabel ``item``'s legend row in place; an empty text hides the row."""

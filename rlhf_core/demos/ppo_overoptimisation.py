@@ -20,8 +20,10 @@
    with the gold reward.
 4. PPO (:mod:`rlhf_core.text.ppo`) optimises the proxy (centred per prompt, see below) with a
    per-token KL penalty ``beta``; every step logs the proxy reward (``reward/model``), the gold
-   reward of the same completions (``gold/reward``) and ``kl/sqrt_seq`` = sqrt(KL), the x axis of
-   Gao et al.'s plots.
+   reward of the same completions (``gold/reward``), the same gold in the proxy's units
+   (``gold/centred``: minus the mean gold of the reference's label samples for the prompt, divided by
+   their pooled within-prompt spread ``gold_scale``, so 0 is the reference on both scales) and
+   ``kl/sqrt_seq`` = sqrt(KL), the x axis of Gao et al.'s plots.
 
 The JSON last line (``demo ppo``): ``reward_first``/``reward_last`` (the proxy reward, standardised,
 of the first and the final rollout), ``gold_first``/``gold_last``, ``kl_last`` (per-sequence KL to
@@ -33,6 +35,9 @@ the means over the first and last ``window`` (3) rollouts. The over-optimisation
 and ``gold_peak_step``, ``proxy_at_gold_peak``, ``gold_last_window`` / ``proxy_last_window`` (the
 last 3 rollouts), ``gold_step_noise``, ``overoptimised`` (proxy still rising after the gold peak AND
 the gold down by more than ``overopt_margin``), and ``curve`` (per-rollout step, proxy, gold, KL).
+``goodhart_gap`` (:func:`goodhart_gap`) = ``reward_window_last - gold_centred_window_last``: how much
+better than the reference the proxy says the final policy is, minus how much better it is by the gold,
+in reference spreads — the part of the proxy's gain that is not real.
 
 After PPO, :func:`heldout_win_rates` compares the final policy's greedy response with the
 reference's on ``eval_prompts`` prompts used neither for the labels nor for PPO, judged by the
@@ -471,14 +476,14 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
 
 
 def goodhart_gap(result: dict) -> float | None:
-    """How much more the proxy rose than the gold over a run, both in units of the reference's
-    within-prompt spread (proxy ``reward_window_*``, gold ``gold_centred_window_*``): the part of the
-    proxy's gain that is not real. None without the centred gold."""
-    keys = ("reward_window_first", "reward_window_last", "gold_centred_window_first", "gold_centred_window_last")
-    if any(result.get(k) is None for k in keys):
+    """At the end of a run, how much better than the reference the proxy says the policy is, minus how
+    much better it is by the gold reward: ``reward_window_last - gold_centred_window_last``. Both are
+    centred per prompt on the reference's label samples and divided by their within-prompt spread, so 0
+    on either scale is the reference and the units match: the gap is the part of the proxy's gain that
+    is not real (0 for a proxy that tracks the gold). None without the centred gold."""
+    if result.get("reward_window_last") is None or result.get("gold_centred_window_last") is None:
         return None
-    return ((result["reward_window_last"] - result["reward_window_first"])
-            - (result["gold_centred_window_last"] - result["gold_centred_window_first"]))
+    return result["reward_window_last"] - result["gold_centred_window_last"]
 
 
 def _finite(x: float) -> float | None:

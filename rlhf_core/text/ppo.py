@@ -395,11 +395,11 @@ def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScor
             ctx.raise_if_cancelled()
 
     texts: list[str] = []
-    chunk = 32
+    chunk = 32  # one sampling batch: 32 rows decode 1.35x faster per token than 16 here (docs/performance.md)
     for start in range(0, len(rendered), chunk):
         on_step()
         out = sample_for_training(setup.model, setup.tokenizer, rendered[start:start + chunk], settings,
-                                  seeds[start:start + chunk], on_step=on_step, batch_size=16)
+                                  seeds[start:start + chunk], on_step=on_step, batch_size=chunk)
         texts.extend(s.text for s in out)
         if ctx is not None:
             ctx.progress(0.0, message=f"Reward baseline: {len(texts)} of {len(rendered)} reference completions "

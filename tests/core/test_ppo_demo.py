@@ -145,8 +145,7 @@ def test_demo_default_centres_the_proxy_per_prompt(tmp_path_factory, tmp_path, c
     for end in ("first", "last"):
         assert math.isclose(out[f"gold_centred_window_{end}"],
                             (out[f"gold_{end}"] - out["label_gold_mean"]) / out["gold_scale"], abs_tol=1e-6)
-    assert math.isclose(out["goodhart_gap"], (out["reward_last"] - out["reward_first"])
-                        - (out["gold_centred_window_last"] - out["gold_centred_window_first"]), abs_tol=1e-9)
+    assert math.isclose(out["goodhart_gap"], out["reward_last"] - out["gold_centred_window_last"], abs_tol=1e-9)
 
 
 def test_prompt_baseline_by_hand():
@@ -161,8 +160,8 @@ def test_prompt_baseline_by_hand():
     assert [round(v, 6) for v in out] == [round(3 / math.sqrt(10 / 3), 6), 0.0, 1.0]
     assert PromptBaseline.fit(["a", "a"], [1.0, 1.0]).scale == 1.0  # no spread: unit scale, not a division by 0
     gap = goodhart_gap({"reward_window_first": 0.0, "reward_window_last": 1.4, "gold_centred_window_first": -0.2,
-                        "gold_centred_window_last": 0.1})
-    assert math.isclose(gap, 1.4 - 0.3) and goodhart_gap({"reward_window_first": 0.0}) is None
+                        "gold_centred_window_last": -0.25})
+    assert math.isclose(gap, 1.65) and goodhart_gap({"reward_window_last": 1.0}) is None
 
 
 @needs_model

@@ -56,3 +56,13 @@ def test_overoptimisation_curve_uses_sqrt_of_sequence_kl_and_aligns_steps():
     assert empty["sqrt_kl"] == [] and empty["gold_key"] is None
     assert math.isclose(overoptimisation_curve({"kl/token_mean": ([0], [-0.5]),
                                                 "reward/mean": ([0], [1.0])})["sqrt_kl"][0], 0.0)
+
+
+def test_the_gold_in_the_proxys_units_is_preferred_when_logged():
+    """The PPO demo logs the raw gold (gold/reward) and the same gold centred per prompt in the proxy's
+    units (gold/centred): the curve and the alert read the centred one."""
+    metrics = {"kl/seq_mean": _series([0.0, 1.0, 4.0]), "reward/model": _series([0.0, 0.5, 1.0]),
+               "gold/reward": _series([0.2, 0.3, 0.25]), "gold/centred": _series([-0.3, 0.2, -0.05])}
+    curve = overoptimisation_curve(metrics)
+    assert curve["gold_key"] == "gold/centred" and curve["gold"] == [-0.3, 0.2, -0.05]
+    assert curve["proxy_key"] == "reward/model"

@@ -75,8 +75,8 @@ def summarise(runs: list[dict]) -> dict:
         m["gold_kept"] = sum(gold_kept(r) for r in rs)
         median[str(beta)] = m
     verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
-                                        "overoptimised_without_kl_penalty": None, "goodhart_gap_without_kl_penalty": None,
-                                        "gold_kept_with_kl_penalty": None}
+                                        "overoptimised_without_kl_penalty": None,
+                                        "goodhart_gap_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
     if zero and positive:

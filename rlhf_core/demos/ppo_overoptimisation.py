@@ -58,8 +58,9 @@ the policy gradient is mostly noise: the gold reward of the rollouts fell with b
 every seed and with beta 1 in every run tried.
 Measured (``benchmarks/ppo_demo.py``, seeds 0-2, the defaults, beta 1 against 0): the median Goodhart
 gap is 0.63 reference spreads without the penalty and 0.14 with it (20 steps; seed 3, run later as a
-test, did not repeat it: 0.44 vs 0.53); the gold falling past its peak by more than noise was not seen. See docs/performance.md, sections "PPO over-optimisation
-demo: the Goodhart gap" and "... with a per-prompt baseline".
+test, did not repeat it: 0.44 vs 0.53); the gold falling past its peak by more than noise was not
+seen. See docs/performance.md, sections "PPO over-optimisation demo: the Goodhart gap" and "... with
+a per-prompt baseline".
 """
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ by their pooled within-prompt spread (:meth:`RewardModelScorer.calibrate_per_pro
 different prompts, one completion each, otherwise carries mostly "which prompt the reward model
 likes" in its reward spread, which the value head cannot learn quickly; measured on the PPO
 over-optimisation demo (docs/performance.md), the per-prompt baseline is what let the KL penalty keep
-the gold reward. ``reward_baseline = "batch"`` is the first-batch standardisation. ``reward`` adds rule-based components
-from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g. ``"model:1,length:0.001"``;
-a ``model:w`` item sets the weight of the reward model's score). Each completion's meta carries
+the gold reward. ``reward_baseline = "batch"`` is the first-batch standardisation. ``reward`` adds
+rule-based components from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g.
+``"model:1,length:0.001"``; a ``model:w`` item sets the weight of the reward model's score). Each completion's meta carries
 ``completion_tokens`` and the prompt's ``gold_answer`` when it has one. An optional held-out GOLD
 reward model (``gold_reward_model``) scores the same completions without being optimised, centred
 like the optimised one (per prompt on the same reference completions, or on the first batch):

@@ -21,8 +21,9 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   in units of the reference's within-prompt spread) is at least 0.5 and larger than every beta > 0's
   median: without the penalty half a reference spread or more of the proxy's gain is not real. One
   run's gap is noisy: its gold part is the mean of 3 rollouts of 8 against 32 label samples, and in
-  the first window of six 20-step runs (a policy that has hardly moved) that mean spread about 0.45
-  reference spreads around 0, the proxy's about 0.15 — so about 0.5 per run, less for a median;
+  the first window of six 20-step runs (a policy that has hardly moved) the per-seed means had a
+  standard deviation of about 0.5 reference spreads, the proxy's about 0.15 — so about 0.5 per run,
+  less for a median;
 - ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
   window is no lower than that of the first window minus one standard error of their difference
   (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out

@@ -12,8 +12,8 @@ Alerts (each names the step where it fired and says why):
   ``collapse_ratio`` of its first value (or under 2 tokens), or grows past ``explode_ratio`` times
   it — both are classic ways a policy games a reward.
 - ``reward_hacking``: over the last ``window`` steps the proxy reward rose while the gold metric
-  (``gold/centred``, ``gold/reward`` or ``gold/accuracy``) fell, each by more than ``min_change`` of its scale: the
-  policy is optimising the reward model, not the task (Gao, Schulman & Hilton 2022).
+  (``gold/centred``, ``gold/reward`` or ``gold/accuracy``) fell, each by more than ``min_change`` of
+  its scale: the policy is optimising the reward model, not the task (Gao, Schulman & Hilton 2022).
 
 Over-optimisation curve: proxy and gold reward against d = sqrt(KL(pi || pi_ref)) per sequence,
 the x-axis Gao et al. use; the gold curve of an over-optimised run rises then bends down while the

@@ -386,12 +386,6 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         return gold_reward(prompt, response, tokens, length_limit=config.gold_length_limit,
                            length_weight=config.gold_length_weight)
 
-    gold_base: PromptBaseline | None = None  # set once the label samples are scored
-
-    def gold_fn(ps, responses, metas):
-        raw = torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
-        return {"reward": raw, "centred": gold_base(ps, raw)} if gold_base is not None else raw
-
     # 1-2. the untouched policy's samples, labelled by the gold reward
     ctx.progress(0.0, message="Loading the policy")
     setup = load_policy(config.model, lora_rank=config.lora_rank, need_reference=True, ctx=ctx)
@@ -408,6 +402,11 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     golds = [gold_of(prompts[s.prompt_index], s.text, len(s.completion_ids)) for s in samples]
     # the gold in the proxy's units: centred per prompt on the same reference samples, in their spread
     gold_base = PromptBaseline.fit([prompts[s.prompt_index] for s in samples], golds)
+
+    def gold_fn(ps, responses, metas):
+        raw = torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
+        return {"reward": raw, "centred": gold_base(ps, raw)}
+
     pairs = label_pairs(prompts, samples, golds)
     train_pairs, held_pairs = split_pairs(pairs, 0.25, config.seed)
     label_seconds = time.monotonic() - started

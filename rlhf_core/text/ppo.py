@@ -53,8 +53,8 @@ likes" in its reward spread, which the value head cannot learn quickly; measured
 over-optimisation demo (docs/performance.md), the per-prompt baseline is what let the KL penalty keep
 the gold reward. ``reward_baseline = "batch"`` is the first-batch standardisation. ``reward`` adds
 rule-based components from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g.
-``"model:1,length:0.001"``; a ``model:w`` item sets the weight of the reward model's score). Each completion's meta carries
-``completion_tokens`` and the prompt's ``gold_answer`` when it has one. An optional held-out GOLD
+``"model:1,length:0.001"``; a ``model:w`` item sets the weight of the reward model's score). Each
+completion's meta carries ``completion_tokens`` and the prompt's ``gold_answer`` when it has one. An optional held-out GOLD
 reward model (``gold_reward_model``) scores the same completions without being optimised, centred
 like the optimised one (per prompt on the same reference completions, or on the first batch):
 ``gold/reward`` next to ``reward/model``, in the same units, is the over-optimisation picture of Gao
@@ -265,8 +265,7 @@ class RewardModelScorer:
             self.scale = std if std > 1e-6 else 1.0
             self.calibrated = True
         if self.prompt_offsets:
-            offsets = torch.tensor([self.prompt_offsets.get(p, self.offset) for p in prompts], dtype=scores.dtype)
-            return (scores - offsets) / self.scale
+            return PromptBaseline(self.prompt_offsets, self.offset, self.scale)(prompts, scores)
         return (scores - self.offset) / self.scale
 
     def calibrate_per_prompt(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, float]:

@@ -213,6 +213,10 @@ class PPODemoConfig:
                                  "on the first rollout; prompt = each prompt's score minus the mean score of the "
                                  "reference's label samples for that prompt (a per-prompt baseline), in units of "
                                  "their pooled within-prompt spread.", choices=("batch", "prompt"))
+    paired_eval_samples: int = param(8, "After PPO, responses per training prompt sampled from the final policy AND "
+                                     "from the reference with the same random numbers, scored by the proxy and the "
+                                     "gold: the paired Goodhart gap with its standard error (0 = skip).",
+                                     min=0, max=256)
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
@@ -337,8 +341,6 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
     lengths and ``eval_prompts``. A policy that games the proxy wins under the proxy and loses under
     the gold reward. With LoRA the reference is the policy with its adapters switched off.
     """
-    import contextlib
-
     from rlhf_core.text.evaluation import sample_completions, win_rate_from_scores
     from rlhf_core.text.reward_model import score_responses
     from rlhf_core.text.rl_common import render_chat_prompt
@@ -347,8 +349,7 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
     common = dict(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=None,
                   on_step=on_step, batch_size=16)
     ours = [g[0] for g in sample_completions(setup.model, setup.tokenizer, rendered, 1, **common)]
-    reference = setup.reference if setup.reference is not None else setup.model
-    switch_off = setup.model.disable_adapter() if setup.reference is None else contextlib.nullcontext()
+    reference, switch_off = _reference_of(setup)
     with switch_off:
         theirs = [g[0] for g in sample_completions(reference, setup.tokenizer, rendered, 1, **common)]
     n = len(prompts)
@@ -366,6 +367,64 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
             "eval_gold_policy": mean(gold_scores[:n]), "eval_gold_reference": mean(gold_scores[n:]),
             "eval_length_policy": mean([len(s.completion_ids) for s in ours]),
             "eval_length_reference": mean([len(s.completion_ids) for s in theirs])}
+
+
+def _reference_of(setup):
+    """The frozen reference and a context in which it answers (LoRA: the policy with its adapters off)."""
+    import contextlib
+
+    if setup.reference is not None:
+        return setup.reference, contextlib.nullcontext()
+    return setup.model, setup.model.disable_adapter()
+
+
+def _mean_se(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample SD / sqrt(n); 0 for a single value)."""
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
+def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: int, *, settings, seed: int,
+                         on_step=None, batch_size: int = 32) -> dict:
+    """The final policy against the frozen reference on ``prompts``, ``k`` sampled responses each, paired:
+    response j to prompt i is drawn by both models with the same seed (the sampler draws each token by
+    inverse CDF from one uniform per row, so where the two models agree they write the same text and the
+    pair's difference is exactly 0). ``proxy_fn(prompts, texts)`` and ``gold_fn(prompts, texts, tokens)``
+    return scores in the same units (reference spreads, as PPO saw them).
+
+    Per pair: proxy gain = proxy(policy) - proxy(reference), gold gain likewise, gap = the difference.
+    Returns their means and standard errors over the ``len(prompts) * k`` pairs (``paired_proxy_gain``,
+    ``paired_gold_gain``, ``paired_goodhart_gap`` and ``*_se``), ``paired_n``, ``paired_identical`` (the
+    share of pairs with the same text) and the mean lengths. Neither side's per-prompt baseline enters:
+    it cancels in the differences, so the gap carries no noise from the label samples.
+    """
+    from rlhf_core.text.rl_common import render_chat_prompt, sample_for_training
+
+    rows = [p for p in prompts for _ in range(k)]
+    rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
+    seeds = [seed * 7919 + 500_009 + 31 * i for i in range(len(rows))]
+    common = dict(on_step=on_step, batch_size=batch_size)
+    with torch.no_grad():
+        ours = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds, **common)
+        reference, switch_off = _reference_of(setup)
+        with switch_off:
+            theirs = sample_for_training(reference, setup.tokenizer, rendered, settings, seeds, **common)
+    texts = [s.text for s in ours] + [s.text for s in theirs]
+    tokens = [len(s.completion_ids) for s in ours] + [len(s.completion_ids) for s in theirs]
+    proxy = [float(x) for x in proxy_fn(rows * 2, texts)]
+    gold = [float(x) for x in gold_fn(rows * 2, texts, tokens)]
+    n = len(rows)
+    d_proxy = [proxy[i] - proxy[n + i] for i in range(n)]
+    d_gold = [gold[i] - gold[n + i] for i in range(n)]
+    out: dict = {"paired_n": n, "paired_identical": sum(texts[i] == texts[n + i] for i in range(n)) / n,
+                 "paired_length_policy": sum(tokens[:n]) / n, "paired_length_reference": sum(tokens[n:]) / n}
+    for name, xs in (("proxy_gain", d_proxy), ("gold_gain", d_gold),
+                     ("goodhart_gap", [a - b for a, b in zip(d_proxy, d_gold)])):
+        out[f"paired_{name}"], out[f"paired_{name}_se"] = _mean_se(xs)
+    return out
 
 
 def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
@@ -452,6 +511,18 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         ctx.metrics(config.steps, {"eval/win_rate": win["win_rate_proxy"], "eval/win_rate_gold": win["win_rate_gold"],
                                    "eval/policy_score": win["eval_proxy_policy"],
                                    "eval/reference_score": win["eval_proxy_reference"]})
+    if config.paired_eval_samples:
+        ctx.progress(1.0, message=f"Paired evaluation: {config.paired_eval_samples} responses per prompt from the "
+                     "policy and from the reference")
+        paired = paired_goodhart_eval(
+            setup, lambda ps, texts: scorer(ps, texts).tolist(),
+            lambda ps, texts, toks: gold_base(ps, [gold_of(p, t, n) for p, t, n in zip(ps, texts, toks)]).tolist(),
+            prompts, config.paired_eval_samples, settings=settings, seed=config.seed, on_step=ctx.raise_if_cancelled)
+        win.update(paired)
+        ctx.metrics(config.steps, {"eval/paired_proxy_gain": paired["paired_proxy_gain"],
+                                   "eval/paired_gold_gain": paired["paired_gold_gain"],
+                                   "eval/paired_goodhart_gap": paired["paired_goodhart_gap"],
+                                   "eval/paired_goodhart_gap_se": paired["paired_goodhart_gap_se"]})
     summary = overoptimisation_summary([h["step"] for h in history], [h["reward/model"] for h in history],
                                        [h.get("gold/reward", float("nan")) for h in history],
                                        [h["kl/seq_mean"] for h in history], margin=config.overopt_margin)

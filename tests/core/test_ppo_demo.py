@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from rlhf_core.demos.ppo_overoptimisation import (
     gold_reward,
@@ -126,6 +127,12 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert metrics["gold/reward"][0] == [0, 1, 2] and metrics["kl/sqrt_seq"][1][0] == 0.0
     assert metrics["reward/model"][0] == [0, 1, 2] and "reward_model/loss" in metrics
     assert metrics["eval/win_rate_gold"] == ([2], [0.5])
+    # the paired evaluation, 8 responses to each of the 3 training prompts: every response hits the cap
+    # with no key word on both sides, so the gold gains are exactly 0 and the gap is the proxy's gain
+    assert out["paired_n"] == 3 * 8 and out["paired_gold_gain"] == 0.0 and out["paired_gold_gain_se"] == 0.0
+    assert out["paired_length_policy"] == out["paired_length_reference"] == 5.0
+    assert math.isclose(out["paired_goodhart_gap"], out["paired_proxy_gain"], abs_tol=1e-12)
+    assert math.isclose(metrics["eval/paired_goodhart_gap"][1][0], out["paired_goodhart_gap"], rel_tol=1e-6)
     assert math.isclose(metrics["eval/win_rate"][1][0], out["win_rate_proxy"])
     assert math.isclose(metrics["kl/sqrt_seq"][1][-1], math.sqrt(max(out["kl_last"], 0.0)), rel_tol=1e-6)
     assert len(samples) == 3 * 3 and "gold" in samples[0]["payload"]
@@ -188,3 +195,64 @@ def test_untrained_policy_ties_with_its_reference(tmp_path_factory, lora_rank):
     assert out["eval_prompts"] == 3 and out["win_rate_proxy"] == 0.5 and out["win_rate_gold"] == 0.5
     assert math.isclose(out["eval_proxy_policy"], out["eval_proxy_reference"], rel_tol=1e-5)  # batch rounding
     assert seen == [4] * 6 and out["eval_length_policy"] == 4.0  # policy then reference, capped at 4 tokens
+
+
+def test_mean_and_standard_error_by_hand():
+    from rlhf_core.demos.ppo_overoptimisation import _mean_se
+
+    m, se = _mean_se([1.0, 2.0, 3.0, 6.0])  # mean 3, squares 4 + 1 + 0 + 9 = 14 over 3 dof
+    assert m == 3.0 and math.isclose(se, math.sqrt(14 / 3 / 4))
+    assert _mean_se([2.5]) == (2.5, 0.0)
+
+
+@needs_model
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_paired_eval_is_exactly_zero_for_an_untouched_policy_and_pairs_by_seed(tmp_path_factory, lora_rank):
+    """Policy and reference draw response j of prompt i with the same random numbers: before any update they
+    write the same texts (gain and gap exactly 0); after a weight change the gains are the per-pair
+    differences of the scores, recomputed here from samples drawn separately with the same seeds."""
+    from rlhf_core.demos.ppo_overoptimisation import paired_goodhart_eval
+    from rlhf_core.text.generation import SamplingSettings
+    from rlhf_core.text.rl_common import load_policy, render_chat_prompt, sample_for_training
+
+    setup = load_policy(str(text_support.tiny_model(tmp_path_factory)), lora_rank=lora_rank, need_reference=True)
+    prompts = ["Name a colour.", "Describe a river at night.", "Why do cats purr?"]
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0, top_p=1.0, top_k=0)
+
+    def proxy_fn(ps, texts):  # any deterministic score will do: text length and a prompt-dependent shift
+        return [len(t) + 10.0 * prompts.index(p) for p, t in zip(ps, texts)]
+
+    def gold_fn(ps, texts, tokens):
+        return [float(n) for n in tokens]
+
+    same = paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts, 4, settings=settings, seed=5)
+    assert same["paired_n"] == 12 and same["paired_identical"] == 1.0
+    for key in ("paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap"):
+        assert same[key] == 0.0 and same[f"{key}_se"] == 0.0
+    assert same["paired_length_policy"] == same["paired_length_reference"]
+
+    with torch.no_grad():  # change the policy, not the reference: its LoRA adapters or its own weights
+        trainable = [p for p in setup.model.parameters() if p.requires_grad]
+        gen = torch.Generator().manual_seed(0)
+        for p in trainable:
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+    moved = paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts, 4, settings=settings, seed=5)
+    assert moved["paired_identical"] < 1.0
+    rows = [p for p in prompts for _ in range(4)]
+    rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
+    seeds = [5 * 7919 + 500_009 + 31 * i for i in range(12)]
+    ours = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds)
+    if setup.reference is not None:
+        theirs = sample_for_training(setup.reference, setup.tokenizer, rendered, settings, seeds)
+    else:
+        with setup.model.disable_adapter():
+            theirs = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds)
+    d_proxy = [len(a.text) - len(b.text) for a, b in zip(ours, theirs)]  # the prompt shift cancels
+    d_gold = [len(a.completion_ids) - len(b.completion_ids) for a, b in zip(ours, theirs)]
+    assert math.isclose(moved["paired_proxy_gain"], sum(d_proxy) / 12, abs_tol=1e-9)
+    assert math.isclose(moved["paired_gold_gain"], sum(d_gold) / 12, abs_tol=1e-9)
+    gaps = [a - b for a, b in zip(d_proxy, d_gold)]
+    mean = sum(gaps) / 12
+    assert math.isclose(moved["paired_goodhart_gap"], mean, abs_tol=1e-9)
+    assert math.isclose(moved["paired_goodhart_gap_se"],
+                        math.sqrt(sum((g - mean) ** 2 for g in gaps) / 11 / 12), abs_tol=1e-9)

@@ -24,6 +24,14 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   the first window of six 20-step runs (a policy that has hardly moved) the per-seed means had a
   standard deviation of about 0.5 reference spreads, the proxy's about 0.15 — so about 0.5 per run,
   less for a median;
+- ``paired_gap_without_kl_penalty`` (written down in session 7 before any run measured it): the
+  paired Goodhart gap (``paired_goodhart_gap``: after PPO, ``paired_eval_samples`` responses per
+  training prompt from the final policy and from the reference, drawn with the same random numbers;
+  proxy gain minus gold gain per pair, in reference spreads, with its standard error) has a median of
+  at least 0.5 at beta = 0, and on most seeds the beta = 0 run's paired gap is larger than every
+  beta > 0 run's of the same seed by more than 2 standard errors of the difference
+  (``sqrt(se_0^2 + se_b^2)``). Unlike ``goodhart_gap`` it does not depend on the 32 label samples'
+  per-prompt means, which cancel in each pair;
 - ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
   window is no lower than that of the first window minus one standard error of their difference
   (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out
@@ -46,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_window_last", "gold_peak",
         "gold_peak_step", "kl_window_last", "length_window_first", "length_window_last", "win_rate_proxy",
         "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
-        "wall_seconds", "peak_rss_mb", "gold_step_noise", "gold_scale", "gold_centred_window_last", "goodhart_gap")
+        "wall_seconds", "peak_rss_mb", "gold_step_noise", "gold_scale", "gold_centred_window_last", "goodhart_gap",
+        "paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap", "paired_goodhart_gap_se", "paired_identical")
 
 
 def run_one(seed: int, beta: float, extra: list[str]) -> dict:
@@ -77,7 +86,8 @@ def summarise(runs: list[dict]) -> dict:
         median[str(beta)] = m
     verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
                                         "overoptimised_without_kl_penalty": None,
-                                        "goodhart_gap_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
+                                        "goodhart_gap_without_kl_penalty": None,
+                                        "paired_gap_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
     if zero and positive:
@@ -93,11 +103,40 @@ def summarise(runs: list[dict]) -> dict:
             and all(m.get("goodhart_gap") is not None for m in positive):
         verdicts["goodhart_gap_without_kl_penalty"] = zero["goodhart_gap"] >= 0.5 and all(
             zero["goodhart_gap"] > m["goodhart_gap"] for m in positive)
+    verdicts["paired_gap_without_kl_penalty"] = paired_gap_verdict(runs)
     if positive:
         verdicts["gold_kept_with_kl_penalty"] = all(
             m["gold_kept"] * 2 > len(m["seeds"])
             and (not zero or m.get("win_rate_gold", 0.0) >= zero.get("win_rate_gold", 1.0)) for m in positive)
     return {"median": median, "verdicts": verdicts}
+
+
+def paired_seed_wins(runs: list[dict]) -> dict[int, bool]:
+    """Per seed that has a beta = 0 run and beta > 0 runs, all with a paired gap: is beta = 0's gap larger
+    than each beta > 0 gap by more than 2 standard errors of the difference?"""
+    by_seed: dict[int, dict[float, dict]] = {}
+    for r in runs:
+        if r.get("paired_goodhart_gap") is not None and r.get("seed") is not None:
+            by_seed.setdefault(int(r["seed"]), {})[float(r["beta"])] = r
+    out = {}
+    for seed, rs in sorted(by_seed.items()):
+        zero, positive = rs.get(0.0), [r for b, r in rs.items() if b > 0]
+        if zero is None or not positive:
+            continue
+        out[seed] = all(zero["paired_goodhart_gap"] - r["paired_goodhart_gap"]
+                        > 2.0 * (zero["paired_goodhart_gap_se"] ** 2 + r["paired_goodhart_gap_se"] ** 2) ** 0.5
+                        for r in positive)
+    return out
+
+
+def paired_gap_verdict(runs: list[dict]) -> bool | None:
+    """``paired_gap_without_kl_penalty`` (module docstring); None when no seed has both kinds of run."""
+    wins = paired_seed_wins(runs)
+    if not wins:
+        return None
+    zero = [r["paired_goodhart_gap"] for r in runs
+            if float(r["beta"]) == 0.0 and r.get("paired_goodhart_gap") is not None]
+    return statistics.median(zero) >= 0.5 and sum(wins.values()) * 2 > len(wins)
 
 
 def gold_kept(run: dict) -> bool:
@@ -134,7 +173,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "ppo_demo", "flags": args.extra, "from_json": args.from_json,
                       "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
                       "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                      **summarise(runs), "runs": [{**{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
+                      **summarise(runs), "paired_seed_wins": paired_seed_wins(runs), "runs": [{**{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
                                                    "gold_kept": gold_kept(r)} for r in runs]}))
 
 

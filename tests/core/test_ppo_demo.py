@@ -256,3 +256,26 @@ def test_paired_eval_is_exactly_zero_for_an_untouched_policy_and_pairs_by_seed(t
     assert math.isclose(moved["paired_goodhart_gap"], mean, abs_tol=1e-9)
     assert math.isclose(moved["paired_goodhart_gap_se"],
                         math.sqrt(sum((g - mean) ** 2 for g in gaps) / 11 / 12), abs_tol=1e-9)
+
+
+def test_benchmark_paired_verdict_by_hand():
+    """benchmarks/ppo_demo.py: beta 0 must beat beta 1 on the same seed by more than 2 SE of the difference."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ppo_demo_bench", Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_demo.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seed, beta, gap, se):
+        return {"seed": seed, "beta": beta, "paired_goodhart_gap": gap, "paired_goodhart_gap_se": se}
+
+    runs = [run(0, 0.0, 0.9, 0.1), run(0, 1.0, 0.2, 0.1),  # 0.7 > 2 * 0.141: a win
+            run(1, 0.0, 0.6, 0.2), run(1, 1.0, 0.1, 0.2),  # 0.5 < 2 * 0.283: not significant
+            run(2, 0.0, 0.4, 0.05), run(2, 1.0, 0.0, 0.05)]  # 0.4 > 0.141: a win
+    assert bench.paired_seed_wins(runs) == {0: True, 1: False, 2: True}
+    assert bench.paired_gap_verdict(runs) is True  # median beta-0 gap 0.6 >= 0.5, 2 of 3 seeds
+    assert bench.paired_gap_verdict(runs[2:]) is False  # median 0.5, but only 1 seed of 2 is a win
+    assert bench.paired_gap_verdict(runs[4:]) is False  # a win, but a median gap of 0.4
+    assert bench.paired_gap_verdict(runs[::2]) is None  # no seed has both betas

@@ -403,6 +403,11 @@ class TextRLPage(QWidget):
             out += (f"\nLast 3 rollouts, in the reference's spread (0 = the reference): the proxy says "
                     f"{res['reward_window_last']:+.2f}, the gold reward {res['gold_centred_window_last']:+.2f}; "
                     f"Goodhart gap {res['goodhart_gap']:+.2f}.")
+        if res.get("paired_goodhart_gap") is not None:
+            out += (f"\nPaired check, {res.get('paired_n', '?')} responses drawn by the policy and the reference with "
+                    f"the same random numbers: proxy gain {res['paired_proxy_gain']:+.2f}, gold gain "
+                    f"{res['paired_gold_gain']:+.2f}; Goodhart gap {res['paired_goodhart_gap']:+.2f} "
+                    f"± {res['paired_goodhart_gap_se']:.2f} (1 SE).")
         if res.get("win_rate_proxy") is not None and res.get("win_rate_gold") is not None:
             out += (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
                     f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")

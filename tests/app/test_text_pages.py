@@ -108,7 +108,9 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     page = window.text_rl_page
     hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0},
                           result={"win_rate_proxy": 0.625, "win_rate_gold": 0.3125, "eval_prompts": 16,
-                                  "reward_window_last": 1.41, "gold_centred_window_last": -0.25, "goodhart_gap": 1.66})
+                                  "reward_window_last": 1.41, "gold_centred_window_last": -0.25, "goodhart_gap": 1.66,
+                                  "paired_n": 64, "paired_proxy_gain": 1.2, "paired_gold_gain": -0.1,
+                                  "paired_goodhart_gap": 1.3, "paired_goodhart_gap_se": 0.14})
     kept = _fake_rl_run(project, kind="ppo_demo", hacked=False, config={"beta": 0.3},
                         result={"win_rate_proxy": 0.375, "win_rate_gold": 0.5, "eval_prompts": 16})
     page.set_project(project)
@@ -117,11 +119,13 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
     assert "win rate 0.38 judged by the proxy, 0.50 by the gold reward" in page.over_note.text()
-    assert "Goodhart gap" not in page.over_note.text()  # this run's result has none
+    assert "Goodhart gap" not in page.over_note.text() and "Paired" not in page.over_note.text()  # none here
     page.refresh_runs(select=hacked)  # ticks the new selection as well
     assert page.checked_runs() == [hacked, kept] and page.current_run == hacked
     assert "win rate 0.62 judged by the proxy, 0.31 by the gold reward" in page.over_note.text()
     assert "the proxy says +1.41, the gold reward -0.25; Goodhart gap +1.66." in page.over_note.text()
+    assert ("Paired check, 64 responses drawn by the policy and the reference with the same random numbers: proxy "
+            "gain +1.20, gold gain -0.10; Goodhart gap +1.30 ± 0.14 (1 SE).") in page.over_note.text()
     proxy_other, gold_other = page.other_proxy_curve, page.other_gold_curve
     assert list(page._finished_over) == [kept]  # a finished run's curve is read from the project once
     xs, ys = proxy_other.getData()  # the beta = 0.3 run: sqrt(KL) = step, proxy = 0.5 * step, gold = 0.1 * step

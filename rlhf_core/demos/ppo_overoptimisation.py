@@ -45,6 +45,15 @@ proxy and by the gold reward: ``win_rate_proxy``, ``win_rate_gold``, ``eval_prox
 ``eval_proxy_reference`` (standardised like ``reward/model``), ``eval_gold_policy`` /
 ``eval_gold_reference`` and ``eval_length_*``.
 
+Then :func:`paired_goodhart_eval` measures the gap on ``paired_eval_samples`` (8) fresh responses to
+each training prompt, drawn by the final policy and by the reference with the same random numbers
+(common random numbers: where the two models agree they write the same text, so a pair's difference
+is 0 and only the policy's real change adds noise): ``paired_proxy_gain``, ``paired_gold_gain``,
+``paired_goodhart_gap`` (their difference), each with ``*_se`` (standard error over the pairs),
+``paired_identical`` (the share of pairs with the same text) and ``paired_seconds``. The label
+samples' per-prompt means cancel in each pair, so this gap, unlike ``goodhart_gap``, carries none of
+their noise, and its standard error says whether one run's gap is real.
+
 What to look for: with ``beta > 0`` the proxy reward rises while the KL stays bounded; with
 ``beta = 0`` the policy drifts further (KL grows) and the proxy keeps rising while the gold reward
 stalls or falls: the proxy was fitted on the reference policy's samples and is wrong away from
@@ -514,11 +523,12 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     if config.paired_eval_samples:
         ctx.progress(1.0, message=f"Paired evaluation: {config.paired_eval_samples} responses per prompt from the "
                      "policy and from the reference")
+        t0 = time.monotonic()
         paired = paired_goodhart_eval(
             setup, lambda ps, texts: scorer(ps, texts).tolist(),
             lambda ps, texts, toks: gold_base(ps, [gold_of(p, t, n) for p, t, n in zip(ps, texts, toks)]).tolist(),
             prompts, config.paired_eval_samples, settings=settings, seed=config.seed, on_step=ctx.raise_if_cancelled)
-        win.update(paired)
+        win.update(paired, paired_seconds=round(time.monotonic() - t0, 2))
         ctx.metrics(config.steps, {"eval/paired_proxy_gain": paired["paired_proxy_gain"],
                                    "eval/paired_gold_gain": paired["paired_gold_gain"],
                                    "eval/paired_goodhart_gap": paired["paired_goodhart_gap"],

@@ -50,7 +50,9 @@ each training prompt, drawn by the final policy and by the reference with the sa
 (common random numbers: where the two models agree they write the same text, so a pair's difference
 is 0 and only the policy's real change adds noise): ``paired_proxy_gain``, ``paired_gold_gain``,
 ``paired_goodhart_gap`` (their difference), each with ``*_se`` (standard error over the pairs),
-``paired_identical`` (the share of pairs with the same text) and ``paired_seconds``. The label
+``paired_identical`` (the share of pairs with the same text) and ``paired_seconds``. With
+``paired_eval_every`` N it also runs every N steps (logged as ``eval/paired_*`` at that step: a
+low-noise proxy and gold curve against sqrt(KL)); the reference's side is sampled once. The label
 samples' per-prompt means cancel in each pair, so this gap, unlike ``goodhart_gap``, carries none of
 their noise, and its standard error says whether one run's gap is real.
 
@@ -226,6 +228,8 @@ class PPODemoConfig:
                                      "from the reference with the same random numbers, scored by the proxy and the "
                                      "gold: the paired Goodhart gap with its standard error (0 = skip).",
                                      min=0, max=256)
+    paired_eval_every: int = param(0, "Also run the paired evaluation every N PPO steps, for a low-noise proxy and "
+                                   "gold curve against sqrt(KL) (0 = only after the last step).", min=0, max=10_000)
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
@@ -397,7 +401,7 @@ def _mean_se(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: int, *, settings, seed: int,
-                         on_step=None, batch_size: int = 32) -> dict:
+                         on_step=None, batch_size: int = 32, cache: dict | None = None) -> dict:
     """The final policy against the frozen reference on ``prompts``, ``k`` sampled responses each, paired:
     response j to prompt i is drawn by both models with the same seed (the sampler draws each token by
     inverse CDF from one uniform per row, so where the two models agree they write the same text and the
@@ -408,7 +412,9 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     Returns their means and standard errors over the ``len(prompts) * k`` pairs (``paired_proxy_gain``,
     ``paired_gold_gain``, ``paired_goodhart_gap`` and ``*_se``), ``paired_n``, ``paired_identical`` (the
     share of pairs with the same text) and the mean lengths. Neither side's per-prompt baseline enters:
-    it cancels in the differences, so the gap carries no noise from the label samples.
+    it cancels in the differences, so the gap carries no noise from the label samples. Pass the same
+    ``cache`` dict to repeated calls with the same arguments: the reference's side (texts, lengths and
+    scores) is computed once.
     """
     from rlhf_core.text.rl_common import render_chat_prompt, sample_for_training
 
@@ -416,15 +422,23 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
     seeds = [seed * 7919 + 500_009 + 31 * i for i in range(len(rows))]
     common = dict(on_step=on_step, batch_size=batch_size)
+    cache = {} if cache is None else cache
     with torch.no_grad():
         ours = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds, **common)
-        reference, switch_off = _reference_of(setup)
-        with switch_off:
-            theirs = sample_for_training(reference, setup.tokenizer, rendered, settings, seeds, **common)
-    texts = [s.text for s in ours] + [s.text for s in theirs]
-    tokens = [len(s.completion_ids) for s in ours] + [len(s.completion_ids) for s in theirs]
-    proxy = [float(x) for x in proxy_fn(rows * 2, texts)]
-    gold = [float(x) for x in gold_fn(rows * 2, texts, tokens)]
+        if "reference" not in cache:
+            reference, switch_off = _reference_of(setup)
+            with switch_off:
+                theirs = sample_for_training(reference, setup.tokenizer, rendered, settings, seeds, **common)
+            ref_texts = [s.text for s in theirs]
+            ref_tokens = [len(s.completion_ids) for s in theirs]
+            cache["reference"] = (ref_texts, ref_tokens, [float(x) for x in proxy_fn(rows, ref_texts)],
+                                  [float(x) for x in gold_fn(rows, ref_texts, ref_tokens)])
+    ref_texts, ref_tokens, ref_proxy, ref_gold = cache["reference"]
+    own_texts = [s.text for s in ours]
+    own_tokens = [len(s.completion_ids) for s in ours]
+    texts, tokens = own_texts + ref_texts, own_tokens + ref_tokens
+    proxy = [float(x) for x in proxy_fn(rows, own_texts)] + ref_proxy
+    gold = [float(x) for x in gold_fn(rows, own_texts, own_tokens)] + ref_gold
     n = len(rows)
     d_proxy = [proxy[i] - proxy[n + i] for i in range(n)]
     d_gold = [gold[i] - gold[n + i] for i in range(n)]
@@ -501,9 +515,33 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         if "reward/model" in values:
             history.append({"step": step, **values})
 
+    paired: dict = {}
+    paired_cache: dict = {}
+    paired_seconds: list[float] = []  # every paired evaluation's time, kept out of seconds_per_step
+
+    def paired_check(step: int) -> dict | None:
+        """The paired evaluation after the last step and, with ``paired_eval_every``, along the way."""
+        every = config.paired_eval_every
+        if not config.paired_eval_samples or not (step == config.steps or (every and step and step % every == 0)):
+            return None
+        t = time.monotonic()
+        ctx.progress(0.12 + 0.88 * step / (config.steps + 1),
+                     message=f"step {step}: paired evaluation, {config.paired_eval_samples} responses per prompt from "
+                     "the policy and the reference")
+        paired.clear()
+        paired.update(paired_goodhart_eval(
+            setup, lambda ps, texts: scorer(ps, texts).tolist(),
+            lambda ps, texts, toks: gold_base(ps, [gold_of(p, t, n) for p, t, n in zip(ps, texts, toks)]).tolist(),
+            prompts, config.paired_eval_samples, settings=settings, seed=config.seed, on_step=ctx.raise_if_cancelled,
+            cache=paired_cache))
+        paired["paired_seconds"] = round(time.monotonic() - t, 2)
+        paired_seconds.append(paired["paired_seconds"])
+        return {f"eval/{k}": paired[k] for k in ("paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap",
+                                                  "paired_goodhart_gap_se")}
+
     ctx._metric_sinks.append(record)
     try:
-        result = run_ppo(trainer, ctx, progress_span=(0.12, 1.0))
+        result = run_ppo(trainer, ctx, progress_span=(0.12, 1.0), on_rollout=paired_check)
     finally:
         ctx._metric_sinks.remove(record)
     ppo_seconds = time.monotonic() - t0
@@ -520,19 +558,7 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         ctx.metrics(config.steps, {"eval/win_rate": win["win_rate_proxy"], "eval/win_rate_gold": win["win_rate_gold"],
                                    "eval/policy_score": win["eval_proxy_policy"],
                                    "eval/reference_score": win["eval_proxy_reference"]})
-    if config.paired_eval_samples:
-        ctx.progress(1.0, message=f"Paired evaluation: {config.paired_eval_samples} responses per prompt from the "
-                     "policy and from the reference")
-        t0 = time.monotonic()
-        paired = paired_goodhart_eval(
-            setup, lambda ps, texts: scorer(ps, texts).tolist(),
-            lambda ps, texts, toks: gold_base(ps, [gold_of(p, t, n) for p, t, n in zip(ps, texts, toks)]).tolist(),
-            prompts, config.paired_eval_samples, settings=settings, seed=config.seed, on_step=ctx.raise_if_cancelled)
-        win.update(paired, paired_seconds=round(time.monotonic() - t0, 2))
-        ctx.metrics(config.steps, {"eval/paired_proxy_gain": paired["paired_proxy_gain"],
-                                   "eval/paired_gold_gain": paired["paired_gold_gain"],
-                                   "eval/paired_goodhart_gap": paired["paired_goodhart_gap"],
-                                   "eval/paired_goodhart_gap_se": paired["paired_goodhart_gap_se"]})
+    win.update(paired)  # the last paired evaluation: the final policy's
     summary = overoptimisation_summary([h["step"] for h in history], [h["reward/model"] for h in history],
                                        [h.get("gold/reward", float("nan")) for h in history],
                                        [h["kl/seq_mean"] for h in history], margin=config.overopt_margin)
@@ -555,7 +581,9 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "label_seconds": round(label_seconds, 2), "proxy_seconds": round(proxy_seconds, 2),
             "ppo_seconds": round(ppo_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
             "peak_rss_mb": result["peak_rss_mb"],
-            "seconds_per_step": round(ppo_seconds / max(config.steps, 1), 2), **win, **summary}
+            "paired_evaluations": len(paired_seconds), "paired_seconds_total": round(sum(paired_seconds), 2),
+            "seconds_per_step": round((ppo_seconds - sum(paired_seconds)) / max(config.steps, 1), 2), **win,
+            **summary}
 
 
 def goodhart_gap(result: dict) -> float | None:

@@ -684,8 +684,13 @@ class PPOTextTrainer:
         return out
 
 
-def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Steps ``0 .. steps-1`` (rollout + update) and a final rollout at ``steps``; returns the result dict."""
+def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[float, float] = (0.0, 1.0),
+            on_rollout: Callable[[int], dict[str, float] | None] | None = None) -> dict:
+    """Steps ``0 .. steps-1`` (rollout + update) and a final rollout at ``steps``; returns the result dict.
+
+    ``on_rollout(step)``, when given, runs after each rollout and before that step's update (so it sees the
+    policy after ``step`` updates, the final one at ``step == steps``); the metrics it returns are logged
+    with the step's own."""
     c = trainer.config
     started = time.monotonic()
     first: dict[str, float] = {}
@@ -706,6 +711,8 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
             gold = torch.as_tensor(parts["reward"]).float().reshape(-1)
         trainer.kl_ctl.update(metrics["kl/seq_mean"], len(ro.batch))
         ctx.raise_if_cancelled()
+        if on_rollout is not None:
+            metrics.update(on_rollout(step) or {})
         if step < c.steps:
             metrics.update(trainer.update(ro, cancel=ctx.raise_if_cancelled))
         metrics["memory/peak_rss_mb"] = peak_rss_mb()

@@ -132,6 +132,8 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert out["paired_n"] == 3 * 8 and out["paired_gold_gain"] == 0.0 and out["paired_gold_gain_se"] == 0.0
     assert out["paired_length_policy"] == out["paired_length_reference"] == 5.0
     assert math.isclose(out["paired_goodhart_gap"], out["paired_proxy_gain"], abs_tol=1e-12)
+    assert out["paired_evaluations"] == 1 and out["paired_seconds_total"] == out["paired_seconds"] > 0
+    assert metrics["eval/paired_goodhart_gap"][0] == [2]  # after the last of the 2 steps only
     assert math.isclose(metrics["eval/paired_goodhart_gap"][1][0], out["paired_goodhart_gap"], rel_tol=1e-6)
     assert math.isclose(metrics["eval/win_rate"][1][0], out["win_rate_proxy"])
     assert math.isclose(metrics["kl/sqrt_seq"][1][-1], math.sqrt(max(out["kl_last"], 0.0)), rel_tol=1e-6)
@@ -142,9 +144,12 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
 def test_demo_default_centres_the_proxy_per_prompt(tmp_path_factory, tmp_path, capsys):
     """The default baseline: every training prompt gets its own offset from the reference's label samples."""
     out = _run_demo(tmp_path_factory, tmp_path / "demo.rlhf", capsys, "--steps", "1", "--seed", "1",
-                    "--batch-size", "3", "--minibatch-size", "3", "--max-new-tokens", "4", "--eval-prompts", "0")
+                    "--batch-size", "3", "--minibatch-size", "3", "--max-new-tokens", "4", "--eval-prompts", "0",
+                    "--paired-eval-every", "1", "--paired-eval-samples", "2")
     assert out["status"] == "completed" and out["reward_baseline"] == "prompt" and out["beta"] == 1.0
     assert out["proxy_prompt_baselines"] == 3 and out["proxy_scale"] > 0 and out["kl_first"] == 0.0
+    # --paired-eval-every 1 with 1 step: the check at step 1 is also the final one (not run twice)
+    assert out["paired_evaluations"] == 1 and out["paired_n"] == 3 * 2
     assert math.isfinite(out["reward_first"]) and math.isfinite(out["reward_last"])
     # the gold in the proxy's units: each rollout answers every prompt once (batch = prompts = 3), so its
     # centred mean is (raw mean - the label samples' mean) / their within-prompt spread
@@ -238,6 +243,10 @@ def test_paired_eval_is_exactly_zero_for_an_untouched_policy_and_pairs_by_seed(t
             p.add_(torch.randn(p.shape, generator=gen) * 0.5)
     moved = paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts, 4, settings=settings, seed=5)
     assert moved["paired_identical"] < 1.0
+    cache: dict = {}  # the reference's side computed once, then reused: the same numbers
+    assert paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts, 4, settings=settings, seed=5, cache=cache) == moved
+    assert len(cache["reference"][0]) == 12
+    assert paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts, 4, settings=settings, seed=5, cache=cache) == moved
     rows = [p for p in prompts for _ in range(4)]
     rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
     seeds = [5 * 7919 + 500_009 + 31 * i for i in range(12)]
@@ -279,3 +288,23 @@ def test_benchmark_paired_verdict_by_hand():
     assert bench.paired_gap_verdict(runs[2:]) is False  # median 0.5, but only 1 seed of 2 is a win
     assert bench.paired_gap_verdict(runs[4:]) is False  # a win, but a median gap of 0.4
     assert bench.paired_gap_verdict(runs[::2]) is None  # no seed has both betas
+
+
+@needs_model
+def test_paired_eval_along_the_run_samples_the_reference_once(tmp_path_factory, tmp_path, capsys):
+    """--paired-eval-every 2 over 4 steps: checks at steps 2 and 4 (the final one), logged at those steps;
+    the gains are logged at those steps and the last one is the result's."""
+    from rlhf_core.store import Project
+
+    project = tmp_path / "demo.rlhf"
+    out = _run_demo(tmp_path_factory, project, capsys, "--steps", "4", "--seed", "2", "--batch-size", "3",
+                    "--minibatch-size", "3", "--max-new-tokens", "4", "--eval-prompts", "0",
+                    "--paired-eval-every", "2", "--paired-eval-samples", "2", "--learning-rate", "1e-2")
+    assert out["status"] == "completed" and out["paired_evaluations"] == 2 and out["paired_n"] == 6
+    with Project.open(project) as p:
+        metrics = p.metrics(out["run_id"])
+    steps, gaps = metrics["eval/paired_goodhart_gap"]
+    assert steps == [2, 4] and math.isclose(gaps[-1], out["paired_goodhart_gap"], rel_tol=1e-6)
+    assert metrics["eval/paired_proxy_gain"][0] == [2, 4] and metrics["eval/paired_gold_gain"][0] == [2, 4]
+    # lr 1e-2 moves the tiny policy: its responses differ from the reference's
+    assert out["paired_identical"] < 1.0

@@ -157,6 +157,12 @@ class TextRLPage(QWidget):
         self.other_gold_curve = self.over_plot.plot([], [], pen=None, symbol="t", symbolSize=8, symbolBrush=None,
                                                     symbolPen=pg.mkPen("#d66e00", width=1.5),
                                                     name="gold, other ticked runs")
+        # the PPO demo's paired checks (policy minus reference, same random numbers): lines from the origin
+        self.paired_proxy_curve = self.over_plot.plot([], [], pen=pg.mkPen("#1f5fbf", width=2), symbol="s",
+                                                      symbolSize=9, symbolBrush="#1f5fbf",
+                                                      name="proxy gain, paired check")
+        self.paired_gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=2), symbol="s",
+                                                     symbolSize=9, symbolBrush="#d66e00", name="gold gain, paired check")
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
         self.over_note.setTextFormat(Qt.TextFormat.PlainText)
@@ -271,6 +277,7 @@ class TextRLPage(QWidget):
         self.alert_summary.setText("No text-training run yet.")
         self.proxy_curve.setData([], [])
         self.gold_curve.setData([], [])
+        self._set_paired_curves({})
         self._update_other_over_curves()
         self.over_note.setText("")
 
@@ -378,6 +385,7 @@ class TextRLPage(QWidget):
         curve = overoptimisation_curve(metrics)
         self.proxy_curve.setData(curve["sqrt_kl"], curve["proxy"])
         self.gold_curve.setData(curve["gold_sqrt_kl"], curve["gold"])
+        self._set_paired_curves(curve)
         self._update_other_over_curves()
         if not curve["sqrt_kl"]:
             self.over_note.setText("This run logs no KL yet (SFT and DPO have no sampled KL): nothing to plot.")
@@ -412,6 +420,14 @@ class TextRLPage(QWidget):
             out += (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
                     f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
         return out
+
+    def _set_paired_curves(self, curve: dict) -> None:
+        """The selected run's paired checks, or nothing (and no legend rows) when it has none."""
+        xs = curve.get("paired_sqrt_kl") or []
+        self.paired_proxy_curve.setData(xs, curve.get("paired_proxy") or [])
+        self.paired_gold_curve.setData(xs, curve.get("paired_gold") or [])
+        self._set_legend_row(self.paired_proxy_curve, "proxy gain, paired check" if xs else "")
+        self._set_legend_row(self.paired_gold_curve, "gold gain, paired check" if xs else "")
 
     def _set_legend_row(self, item, text: str) -> None:
         """Relabel ``item``'s legend row in place; an empty text hides the row."""

@@ -35,6 +35,8 @@ LENGTH_KEY = "length/mean"
 PROXY_KEYS = ("reward/model", "reward/mean")
 #: ``gold/centred`` (the PPO demo: the gold reward in the proxy's units) is preferred when a run logs it
 GOLD_KEYS = ("gold/centred", "gold/reward", "gold/accuracy")
+# the PPO demo's paired checks: the policy's gain over the reference, same random numbers on both sides
+PAIRED_PROXY_KEY, PAIRED_GOLD_KEY = "eval/paired_proxy_gain", "eval/paired_gold_gain"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +131,24 @@ def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
 
     d = sqrt(max(KL_seq, 0)); the gold list is empty if the run logged no gold metric; steps where
     the gold metric was not evaluated are left out of the gold list only (``gold_sqrt_kl`` holds its x).
+    ``paired_sqrt_kl`` / ``paired_proxy`` / ``paired_gold``: the PPO demo's paired checks
+    (``eval/paired_proxy_gain``, ``eval/paired_gold_gain``: the policy's gain over the reference on
+    responses drawn with the same random numbers), led by the reference itself at (0, 0, 0) — empty when
+    the run has none.
     """
     kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY) or metrics.get(KL_KEY))
     kl_at = dict(zip(kl_steps, kl))
     proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
     out: dict = {"proxy_key": proxy_key, "gold_key": gold_key, "sqrt_kl": [], "proxy": [], "gold_sqrt_kl": [],
-                 "gold": []}
+                 "gold": [], "paired_sqrt_kl": [], "paired_proxy": [], "paired_gold": []}
+    gold_gain = dict(zip(*_finite(metrics.get(PAIRED_GOLD_KEY) or ([], []))))
+    for s, v in zip(*_finite(metrics.get(PAIRED_PROXY_KEY) or ([], []))):
+        if s in kl_at and s in gold_gain:
+            if not out["paired_sqrt_kl"]:
+                out["paired_sqrt_kl"], out["paired_proxy"], out["paired_gold"] = [0.0], [0.0], [0.0]
+            out["paired_sqrt_kl"].append(math.sqrt(max(kl_at[s], 0.0)))
+            out["paired_proxy"].append(v)
+            out["paired_gold"].append(gold_gain[s])
     if proxy_key is not None:
         for s, v in zip(*_finite(metrics[proxy_key])):
             if s in kl_at:

@@ -50,10 +50,14 @@ def test_generation_page_refuses_impossible_settings(window):
     assert "Cannot generate" in page.status.text() and len(window.project.runs()) == runs_before
 
 
-def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=None):
-    """A run with the metric keys and samples a text trainer logs (written through the real store)."""
+def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=None, paired=None):
+    """A run with the metric keys and samples a text trainer logs (written through the real store);
+    ``paired``: {step: (proxy gain, gold gain)} of the PPO demo's paired checks."""
     run_id = project.create_run(kind, dict(config or {}), status="running")
     for step in range(n):
+        if step in (paired or {}):
+            project.log_metrics(run_id, step, {"eval/paired_proxy_gain": paired[step][0],
+                                               "eval/paired_gold_gain": paired[step][1]})
         values = {"reward/mean": 0.5 * step, "kl/token_mean": 0.01 * step, "kl/seq_mean": float(step * step),
                   "length/mean": 40.0 + step, "train/loss": 1.0 / (step + 1),
                   "gold/reward": (0.3 * step if step < 4 else 1.2 - 0.4 * (step - 3)) if hacked else 0.1 * step}
@@ -106,7 +110,7 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     beta; the selected run's held-out win rates (proxy vs gold judge) under the plot."""
     project = window.project
     page = window.text_rl_page
-    hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0},
+    hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0}, paired={4: (0.6, 0.3), 7: (1.5, -0.4)},
                           result={"win_rate_proxy": 0.625, "win_rate_gold": 0.3125, "eval_prompts": 16,
                                   "reward_window_last": 1.41, "gold_centred_window_last": -0.25, "goodhart_gap": 1.66,
                                   "paired_n": 64, "paired_proxy_gain": 1.2, "paired_gold_gain": -0.1,
@@ -134,15 +138,23 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert math.isclose(page.gold_curve.getData()[1][3], 0.9)  # the selected beta = 0 run, filled markers
     assert _legend_names(page.over_plot) == [
         f"proxy, run {hacked}, β = 0 (selected)", f"gold, run {hacked}, β = 0 (selected)",
-        f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3"]
+        f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3",
+        "proxy gain, paired check", "gold gain, paired check"]
+    # its paired checks: from the reference at the origin to sqrt(KL) = step 4 and 7
+    assert [list(v) for v in page.paired_proxy_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.6, 1.5]]
+    assert [list(v) for v in page.paired_gold_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.3, -0.4]]
     # unticking the other run removes its markers and the run names from the legend
     for i in range(page.run_list.count()):
         item = page.run_list.item(i)
         if int(item.data(Qt.ItemDataRole.UserRole)) == kept:
             item.setCheckState(Qt.CheckState.Unchecked)
     assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
-    assert len(page.over_plot.plotItem.legend.items) == 4  # rows relabelled, never re-made
-    assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
+    assert len(page.over_plot.plotItem.legend.items) == 6  # rows relabelled, never re-made
+    assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)",
+                                             "proxy gain, paired check", "gold gain, paired check"]
+    page.refresh_runs(select=kept)  # a run without paired checks: no paired lines, no legend rows for them
+    assert _points(page.paired_proxy_curve) == 0 and _points(page.paired_gold_curve) == 0
+    assert "paired check" not in " ".join(_legend_names(page.over_plot))
 
 
 def test_text_rl_page_follows_a_live_run(window):

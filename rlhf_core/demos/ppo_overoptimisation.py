@@ -187,7 +187,8 @@ class PPODemoConfig:
     proxy_train: str = param("head", "head: frozen backbone, fit only the scalar head on cached features "
                              "(cheap); full: fine-tune the whole proxy (the text_reward_model training step).",
                              choices=("head", "full"))
-    steps: int = param(20, "PPO steps.", min=1, max=10_000)
+    steps: int = param(20, "PPO steps (0 = no PPO: only the best-of-n curve, with bon_samples > 0).", min=0,
+                       max=10_000)
     beta: float = param(1.0, "KL coefficient (0 = no KL penalty: watch the over-optimisation).", min=0.0)
     adaptive_kl: bool = param(False, "Adapt beta towards kl_target (Ziegler et al.).")
     kl_target: float = param(6.0, "Adaptive KL target per sequence (nats).", min=0.0, min_inclusive=False)
@@ -233,8 +234,18 @@ class PPODemoConfig:
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
+    bon_samples: int = param(0, "Before PPO, the best-of-n curve (Gao et al.): this many fresh reference "
+                             "responses per training prompt, scored by the proxy and the gold; the expected proxy and "
+                             "gold of the proxy's pick among n of them for n = 1, 2, 4, ... (0 = skip).",
+                             min=0, max=4096)
+
     def check(self) -> list[str]:
-        return ["minibatch_size cannot be larger than batch_size"] if self.minibatch_size > self.batch_size else []
+        problems = ["minibatch_size cannot be larger than batch_size"] if self.minibatch_size > self.batch_size else []
+        if self.steps == 0 and self.bon_samples == 0:
+            problems.append("nothing to run: steps is 0 (no PPO) and bon_samples is 0 (no best-of-n curve)")
+        if self.bon_samples == 1:
+            problems.append("bon_samples must be 0 (off) or at least 2")
+        return problems
 
 
 def _ppo_config(c: PPODemoConfig):
@@ -382,6 +393,52 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
             "eval_length_reference": mean([len(s.completion_ids) for s in theirs])}
 
 
+def best_of_n_expectations(proxy: Sequence[float], gold: Sequence[float], n: int) -> tuple[float, float]:
+    """Unbiased estimates, from N responses to one prompt, of the expected proxy and gold score of the
+    response the proxy ranks highest among n drawn at random without replacement (Gao et al. 2022, after
+    Nakano et al. 2021): with the responses sorted by proxy, the i-th lowest (1-based) is the best of a
+    random n-subset with probability C(i-1, n-1) / C(N, n)."""
+    big_n = len(proxy)
+    if not 1 <= n <= big_n or len(gold) != big_n:
+        raise ValueError(f"n must be in 1..{big_n} and proxy/gold the same length")
+    order = sorted(range(big_n), key=lambda i: proxy[i])
+    total = math.comb(big_n, n)
+    weights = [math.comb(rank - 1, n - 1) / total for rank in range(1, big_n + 1)]
+    return (sum(w * proxy[i] for w, i in zip(weights, order)), sum(w * gold[i] for w, i in zip(weights, order)))
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || reference) = log n - (n - 1) / n nats (Stiennon et al. 2020; exact for continuous scores)."""
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_curve(proxy_by_prompt: Sequence[Sequence[float]], gold_by_prompt: Sequence[Sequence[float]],
+                    ns: Sequence[int]) -> dict:
+    """The best-of-n curve averaged over prompts: for each n the KL, and the proxy and gold expectations
+    with their standard errors across prompts (the prompts are the independent units). Also the gold's
+    peak (``gold_peak_n``, ``gold_peak``), its value at the largest n (``gold_last``) and ``gold_drop`` =
+    peak - last with ``gold_drop_se`` (the SE of the per-prompt differences; the peak is chosen after
+    looking, so this flatters the drop a little)."""
+    curve: dict = {"n": [], "kl": [], "sqrt_kl": [], "proxy": [], "proxy_se": [], "gold": [], "gold_se": []}
+    per_prompt_gold = []
+    for n in ns:
+        pairs = [best_of_n_expectations(p, g, n) for p, g in zip(proxy_by_prompt, gold_by_prompt)]
+        (pm, pse), (gm, gse) = _mean_se([a for a, _ in pairs]), _mean_se([b for _, b in pairs])
+        per_prompt_gold.append([b for _, b in pairs])
+        curve["n"].append(int(n))
+        curve["kl"].append(best_of_n_kl(n))
+        curve["sqrt_kl"].append(math.sqrt(best_of_n_kl(n)))
+        curve["proxy"].append(pm)
+        curve["proxy_se"].append(pse)
+        curve["gold"].append(gm)
+        curve["gold_se"].append(gse)
+    peak = max(range(len(ns)), key=lambda i: curve["gold"][i])
+    drop, drop_se = _mean_se([a - b for a, b in zip(per_prompt_gold[peak], per_prompt_gold[-1])])
+    return {"curve": curve, "gold_peak_n": curve["n"][peak], "gold_peak": curve["gold"][peak],
+            "gold_last": curve["gold"][-1], "proxy_last": curve["proxy"][-1], "gold_drop": drop,
+            "gold_drop_se": drop_se}
+
+
 def _reference_of(setup):
     """The frozen reference and a context in which it answers (LoRA: the policy with its adapters off)."""
     import contextlib
@@ -504,6 +561,39 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     if config.reward_baseline == "prompt":
         scorer.calibrate_per_prompt([prompts[s.prompt_index] for s in samples], [s.text for s in samples])
 
+    bon: dict = {}
+    if config.bon_samples:  # 3b. best-of-n on fresh reference samples: over-optimisation without training
+        t0 = time.monotonic()
+        k = config.bon_samples
+        ctx.progress(0.09, message=f"Best-of-n: {k} reference responses for each of {len(prompts)} prompts")
+        rows = [p for p in prompts for _ in range(k)]
+        fresh = sample_for_training(setup.model, setup.tokenizer, [render_chat_prompt(setup.tokenizer, p) for p in rows],
+                                    settings, [config.seed * 7919 + 900_001 + 37 * i for i in range(len(rows))],
+                                    on_step=ctx.raise_if_cancelled, batch_size=32)
+        ctx.raise_if_cancelled()
+        # both scores centred per prompt on these samples and divided by their pooled within-prompt spread:
+        # n = 1 (the reference itself) is exactly 0 on both, and 1 is one reference spread
+        raw_proxy = scorer.raw(rows, [f.text for f in fresh]).tolist()
+        raw_gold = [gold_of(p, f.text, len(f.completion_ids)) for p, f in zip(rows, fresh)]
+        proxy_scores = PromptBaseline.fit(rows, raw_proxy)(rows, raw_proxy).tolist()
+        gold_scores = PromptBaseline.fit(rows, raw_gold)(rows, raw_gold).tolist()
+        ns = sorted({min(2 ** i, k) for i in range(k.bit_length() + 1)})
+        bon = best_of_n_curve([proxy_scores[i * k:(i + 1) * k] for i in range(len(prompts))],
+                              [gold_scores[i * k:(i + 1) * k] for i in range(len(prompts))], ns)
+        c = bon["curve"]
+        for i, n in enumerate(c["n"]):
+            ctx.metrics(n, {"bon/proxy": c["proxy"][i], "bon/gold": c["gold"][i], "bon/kl": c["kl"][i]})
+        bon = {f"bon_{key}": value for key, value in bon.items()}
+        bon.update(bon_samples=k, bon_seconds=round(time.monotonic() - t0, 2),
+                   bon_mean_length=sum(len(f.completion_ids) for f in fresh) / len(fresh))
+    if config.steps == 0:
+        return {"steps": 0, "seed": config.seed, "reward_baseline": config.reward_baseline,
+                "gold_scale": gold_base.scale, "proxy_scale": scorer.scale, "label_pairs": len(pairs),
+                "proxy_train_pairs": len(train_pairs), "proxy_heldout_accuracy": _finite(held_acc),
+                "proxy_train_accuracy": _finite(train_acc), "label_seconds": round(label_seconds, 2),
+                "proxy_seconds": round(proxy_seconds, 2), "wall_seconds": round(time.monotonic() - started, 2),
+                **bon}
+
     # 4. PPO on the proxy; the gold reward is measured on the same completions, never optimised
     ctx.progress(0.12, message="PPO on the proxy reward")
     t0 = time.monotonic()
@@ -583,7 +673,7 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
             "peak_rss_mb": result["peak_rss_mb"],
             "paired_evaluations": len(paired_seconds), "paired_seconds_total": round(sum(paired_seconds), 2),
             "seconds_per_step": round((ppo_seconds - sum(paired_seconds)) / max(config.steps, 1), 2), **win,
-            **summary}
+            **bon, **summary}
 
 
 def goodhart_gap(result: dict) -> float | None:

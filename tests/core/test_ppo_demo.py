@@ -308,3 +308,64 @@ def test_paired_eval_along_the_run_samples_the_reference_once(tmp_path_factory, 
     assert metrics["eval/paired_proxy_gain"][0] == [2, 4] and metrics["eval/paired_gold_gain"][0] == [2, 4]
     # lr 1e-2 moves the tiny policy: its responses differ from the reference's
     assert out["paired_identical"] < 1.0
+
+
+def test_best_of_n_estimator_matches_enumerating_every_subset():
+    import itertools as it
+
+    from rlhf_core.demos.ppo_overoptimisation import best_of_n_curve, best_of_n_expectations, best_of_n_kl
+
+    proxy = [0.3, -1.2, 2.0, 0.9, -0.1, 1.4]
+    gold = [1.0, 0.0, -2.0, 0.5, 0.2, 3.0]
+    for n in range(1, 7):
+        subsets = list(it.combinations(range(6), n))
+        picks = [max(sub, key=lambda i: proxy[i]) for sub in subsets]
+        want = (sum(proxy[i] for i in picks) / len(picks), sum(gold[i] for i in picks) / len(picks))
+        got = best_of_n_expectations(proxy, gold, n)
+        assert math.isclose(got[0], want[0], abs_tol=1e-12) and math.isclose(got[1], want[1], abs_tol=1e-12)
+    assert best_of_n_expectations(proxy, gold, 6) == (2.0, -2.0)  # the proxy's favourite, whose gold is worst
+    with pytest.raises(ValueError):
+        best_of_n_expectations(proxy, gold, 7)
+    assert best_of_n_kl(1) == 0.0 and math.isclose(best_of_n_kl(4), math.log(4) - 0.75)
+    # gold 0.45 at n = 1 (the mean), 0.38 at n = 2 (by hand: the 15 pairs' picks), -2 at n = 6
+    assert math.isclose(best_of_n_expectations(proxy, gold, 2)[1], 0.38)
+    # two prompts, the second one's gold 1 higher: the curve averages them, the SEs are across prompts
+    out = best_of_n_curve([proxy, proxy], [gold, [x + 1.0 for x in gold]], [1, 2, 6])
+    c = out["curve"]
+    assert c["n"] == [1, 2, 6] and math.isclose(c["proxy"][0], 0.55) and c["proxy_se"] == [0.0, 0.0, 0.0]
+    assert [round(v, 9) for v in c["gold"]] == [0.95, 0.88, -1.5]
+    assert all(math.isclose(se, 0.5) for se in c["gold_se"])  # values 1 apart: SD sqrt(1/2), over sqrt(2)
+    assert out["gold_peak_n"] == 1 and math.isclose(out["gold_peak"], 0.95) and out["gold_last"] == -1.5
+    assert math.isclose(out["gold_drop"], 2.45) and out["gold_drop_se"] < 1e-12 and out["proxy_last"] == 2.0
+
+
+def test_demo_settings_that_run_nothing_are_refused():
+    from rlhf_core.demos.ppo_overoptimisation import PPODemoConfig
+
+    assert PPODemoConfig(steps=0, bon_samples=0).check() == [
+        "nothing to run: steps is 0 (no PPO) and bon_samples is 0 (no best-of-n curve)"]
+    assert PPODemoConfig(bon_samples=1).check() == ["bon_samples must be 0 (off) or at least 2"]
+    assert PPODemoConfig(steps=0, bon_samples=8).check() == []
+
+
+@needs_model
+def test_best_of_n_only_run_logs_the_curve_from_the_reference(tmp_path_factory, tmp_path, capsys):
+    """--steps 0 --bon-samples 4: no PPO; the curve starts at exactly 0 (n = 1 is the reference's own mean)
+    and the proxy's expectation cannot fall as n grows."""
+    from rlhf_core.store import Project
+
+    project = tmp_path / "demo.rlhf"
+    out = _run_demo(tmp_path_factory, project, capsys, "--steps", "0", "--bon-samples", "4", "--seed", "1",
+                    "--max-new-tokens", "5")
+    assert out["status"] == "completed" and out["steps"] == 0 and "reward_last" not in out
+    c = out["bon_curve"]
+    assert c["n"] == [1, 2, 4] and out["bon_samples"] == 4 and out["bon_mean_length"] == 5.0
+    assert abs(c["proxy"][0]) < 1e-6 and abs(c["gold"][0]) < 1e-6 and c["kl"][0] == 0.0
+    assert c["proxy"][0] <= c["proxy"][1] + 1e-9 <= c["proxy"][2] + 2e-9
+    assert math.isclose(c["sqrt_kl"][2], math.sqrt(math.log(4) - 0.75))
+    # every tiny-model response runs to the cap with no key word: the gold cannot tell them apart
+    assert c["gold"] == [0.0, 0.0, 0.0] and out["bon_gold_drop"] == 0.0
+    with Project.open(project) as p:
+        metrics = p.metrics(out["run_id"])
+    assert metrics["bon/proxy"][0] == [1, 2, 4] and "reward/model" not in metrics
+    assert math.isclose(metrics["bon/proxy"][1][2], c["proxy"][2], rel_tol=1e-6)

@@ -32,6 +32,11 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   beta > 0 run's of the same seed by more than 2 standard errors of the difference
   (``sqrt(se_0^2 + se_b^2)``). Unlike ``goodhart_gap`` it does not depend on the 32 label samples'
   per-prompt means, which cancel in each pair;
+- ``best_of_n_overoptimised`` (with ``--bon-samples``; also written down in session 7 before any run
+  measured it): on most seeds the best-of-n curve on fresh reference samples is ``bon_overoptimised``
+  — the gold of the proxy's pick among the most samples is below the curve's gold peak by more than 2
+  standard errors (across prompts) while the proxy is above its value at that peak. Best-of-n needs
+  no training and so none of PPO's optimisation noise; it reads the proxy's over-optimisation directly;
 - ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
   window is no lower than that of the first window minus one standard error of their difference
   (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out
@@ -55,7 +60,8 @@ KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_
         "gold_peak_step", "kl_window_last", "length_window_first", "length_window_last", "win_rate_proxy",
         "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
         "wall_seconds", "peak_rss_mb", "gold_step_noise", "gold_scale", "gold_centred_window_last", "goodhart_gap",
-        "paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap", "paired_goodhart_gap_se", "paired_identical")
+        "paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap", "paired_goodhart_gap_se", "paired_identical",
+        "bon_gold_peak_n", "bon_gold_peak", "bon_gold_last", "bon_proxy_last", "bon_gold_drop", "bon_gold_drop_se")
 
 
 def run_one(seed: int, beta: float, extra: list[str]) -> dict:
@@ -87,7 +93,8 @@ def summarise(runs: list[dict]) -> dict:
     verdicts: dict[str, bool | None] = {"kl_bounded": None, "reward_rises_with_kl_penalty": None,
                                         "overoptimised_without_kl_penalty": None,
                                         "goodhart_gap_without_kl_penalty": None,
-                                        "paired_gap_without_kl_penalty": None, "gold_kept_with_kl_penalty": None}
+                                        "paired_gap_without_kl_penalty": None, "best_of_n_overoptimised": None,
+                                        "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
     if zero and positive:
@@ -104,6 +111,12 @@ def summarise(runs: list[dict]) -> dict:
         verdicts["goodhart_gap_without_kl_penalty"] = zero["goodhart_gap"] >= 0.5 and all(
             zero["goodhart_gap"] > m["goodhart_gap"] for m in positive)
     verdicts["paired_gap_without_kl_penalty"] = paired_gap_verdict(runs)
+    bon = {}  # one best-of-n verdict per seed (the beta = 0 and beta > 0 runs of a seed fit the same proxy)
+    for r in runs:
+        if bon_overoptimised(r) is not None:
+            bon.setdefault(r.get("seed"), bon_overoptimised(r))
+    if bon:
+        verdicts["best_of_n_overoptimised"] = sum(bon.values()) * 2 > len(bon)
     if positive:
         verdicts["gold_kept_with_kl_penalty"] = all(
             m["gold_kept"] * 2 > len(m["seeds"])
@@ -137,6 +150,18 @@ def paired_gap_verdict(runs: list[dict]) -> bool | None:
     zero = [r["paired_goodhart_gap"] for r in runs
             if float(r["beta"]) == 0.0 and r.get("paired_goodhart_gap") is not None]
     return statistics.median(zero) >= 0.5 and sum(wins.values()) * 2 > len(wins)
+
+
+def bon_overoptimised(run: dict) -> bool | None:
+    """The run's ``bon_overoptimised``, recomputed from its ``bon_curve`` for results saved before the key
+    existed; None without a best-of-n curve."""
+    if run.get("bon_overoptimised") is not None:
+        return bool(run["bon_overoptimised"])
+    curve = run.get("bon_curve")
+    if not curve or run.get("bon_gold_drop") is None:
+        return None
+    peak = curve["n"].index(run["bon_gold_peak_n"])
+    return bool(run["bon_gold_drop"] > 2.0 * run["bon_gold_drop_se"] and curve["proxy"][-1] > curve["proxy"][peak])
 
 
 def gold_kept(run: dict) -> bool:
@@ -173,8 +198,9 @@ def main() -> None:
     print(json.dumps({"benchmark": "ppo_demo", "flags": args.extra, "from_json": args.from_json,
                       "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
                       "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                      **summarise(runs), "paired_seed_wins": paired_seed_wins(runs), "runs": [{**{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
-                                                   "gold_kept": gold_kept(r)} for r in runs]}))
+                      **summarise(runs), "paired_seed_wins": paired_seed_wins(runs), "runs": [{
+                          **{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
+                          "bon_overoptimised": bon_overoptimised(r), "gold_kept": gold_kept(r)} for r in runs]}))
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ class TextRLPage(QWidget):
                                                       symbolSize=9, symbolBrush="#1f5fbf",
                                                       name="proxy gain, paired check")
         self.paired_gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=2), symbol="s",
-                                                     symbolSize=9, symbolBrush="#d66e00", name="gold gain, paired check")
+                                                     symbolSize=9, symbolBrush="#d66e00",
+                                                     name="gold gain, paired check")
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
         self.over_note.setTextFormat(Qt.TextFormat.PlainText)

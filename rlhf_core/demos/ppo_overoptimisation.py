@@ -418,7 +418,8 @@ def best_of_n_curve(proxy_by_prompt: Sequence[Sequence[float]], gold_by_prompt: 
     with their standard errors across prompts (the prompts are the independent units). Also the gold's
     peak (``gold_peak_n``, ``gold_peak``), its value at the largest n (``gold_last``) and ``gold_drop`` =
     peak - last with ``gold_drop_se`` (the SE of the per-prompt differences; the peak is chosen after
-    looking, so this flatters the drop a little)."""
+    looking, so this flatters the drop a little), and ``overoptimised``: the gold at the largest n is
+    below its peak by more than 2 of those SEs while the proxy there is above its value at the peak."""
     curve: dict = {"n": [], "kl": [], "sqrt_kl": [], "proxy": [], "proxy_se": [], "gold": [], "gold_se": []}
     per_prompt_gold = []
     for n in ns:
@@ -436,7 +437,8 @@ def best_of_n_curve(proxy_by_prompt: Sequence[Sequence[float]], gold_by_prompt: 
     drop, drop_se = _mean_se([a - b for a, b in zip(per_prompt_gold[peak], per_prompt_gold[-1])])
     return {"curve": curve, "gold_peak_n": curve["n"][peak], "gold_peak": curve["gold"][peak],
             "gold_last": curve["gold"][-1], "proxy_last": curve["proxy"][-1], "gold_drop": drop,
-            "gold_drop_se": drop_se}
+            "gold_drop_se": drop_se,
+            "overoptimised": bool(drop > 2.0 * drop_se and curve["proxy"][-1] > curve["proxy"][peak])}
 
 
 def _reference_of(setup):
@@ -567,8 +569,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         k = config.bon_samples
         ctx.progress(0.09, message=f"Best-of-n: {k} reference responses for each of {len(prompts)} prompts")
         rows = [p for p in prompts for _ in range(k)]
-        fresh = sample_for_training(setup.model, setup.tokenizer, [render_chat_prompt(setup.tokenizer, p) for p in rows],
-                                    settings, [config.seed * 7919 + 900_001 + 37 * i for i in range(len(rows))],
+        fresh = sample_for_training(setup.model, setup.tokenizer,
+                                    [render_chat_prompt(setup.tokenizer, p) for p in rows], settings, [config.seed * 7919 + 900_001 + 37 * i for i in range(len(rows))],
                                     on_step=ctx.raise_if_cancelled, batch_size=32)
         ctx.raise_if_cancelled()
         # both scores centred per prompt on these samples and divided by their pooled within-prompt spread:

@@ -337,6 +337,9 @@ def test_best_of_n_estimator_matches_enumerating_every_subset():
     assert all(math.isclose(se, 0.5) for se in c["gold_se"])  # values 1 apart: SD sqrt(1/2), over sqrt(2)
     assert out["gold_peak_n"] == 1 and math.isclose(out["gold_peak"], 0.95) and out["gold_last"] == -1.5
     assert math.isclose(out["gold_drop"], 2.45) and out["gold_drop_se"] < 1e-12 and out["proxy_last"] == 2.0
+    assert out["overoptimised"] is True  # the drop is certain here (SE 0) and the proxy rose past the peak
+    flat = best_of_n_curve([proxy, proxy], [proxy, [x + 1.0 for x in proxy]], [1, 2, 6])  # gold = proxy
+    assert flat["gold_peak_n"] == 6 and flat["gold_drop"] == 0.0 and flat["overoptimised"] is False
 
 
 def test_demo_settings_that_run_nothing_are_refused():
@@ -364,7 +367,7 @@ def test_best_of_n_only_run_logs_the_curve_from_the_reference(tmp_path_factory, 
     assert c["proxy"][0] <= c["proxy"][1] + 1e-9 <= c["proxy"][2] + 2e-9
     assert math.isclose(c["sqrt_kl"][2], math.sqrt(math.log(4) - 0.75))
     # every tiny-model response runs to the cap with no key word: the gold cannot tell them apart
-    assert c["gold"] == [0.0, 0.0, 0.0] and out["bon_gold_drop"] == 0.0
+    assert c["gold"] == [0.0, 0.0, 0.0] and out["bon_gold_drop"] == 0.0 and out["bon_overoptimised"] is False
     with Project.open(project) as p:
         metrics = p.metrics(out["run_id"])
     assert metrics["bon/proxy"][0] == [1, 2, 4] and "reward/model" not in metrics

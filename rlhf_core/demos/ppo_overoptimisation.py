@@ -571,7 +571,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         rows = [p for p in prompts for _ in range(k)]
         fresh = sample_for_training(setup.model, setup.tokenizer,
                                     [render_chat_prompt(setup.tokenizer, p) for p in rows], settings,
-                                    [config.seed * 7919 + 900_001 + 37 * i for i in range(len(rows))], on_step=ctx.raise_if_cancelled, batch_size=32)
+                                    [config.seed * 7919 + 900_001 + 37 * i for i in range(len(rows))],
+                                    on_step=ctx.raise_if_cancelled, batch_size=32)
         ctx.raise_if_cancelled()
         # both scores centred per prompt on these samples and divided by their pooled within-prompt spread:
         # n = 1 (the reference itself) is exactly 0 on both, and 1 is one reference spread

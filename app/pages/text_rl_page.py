@@ -164,6 +164,12 @@ class TextRLPage(QWidget):
         self.paired_gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=2), symbol="s",
                                                      symbolSize=9, symbolBrush="#d66e00",
                                                      name="gold gain, paired check")
+        # its best-of-n curve: the proxy's pick among n reference responses, no training (dashed)
+        dash = Qt.PenStyle.DashLine
+        self.bon_proxy_curve = self.over_plot.plot([], [], pen=pg.mkPen("#1f5fbf", width=2, style=dash), symbol="d",
+                                                   symbolSize=9, symbolBrush="#1f5fbf", name="proxy, best-of-n")
+        self.bon_gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=2, style=dash), symbol="d",
+                                                  symbolSize=9, symbolBrush="#d66e00", name="gold, best-of-n")
         self.over_note = QLabel("")
         self.over_note.setWordWrap(True)
         self.over_note.setTextFormat(Qt.TextFormat.PlainText)
@@ -423,12 +429,16 @@ class TextRLPage(QWidget):
         return out
 
     def _set_paired_curves(self, curve: dict) -> None:
-        """The selected run's paired checks, or nothing (and no legend rows) when it has none."""
-        xs = curve.get("paired_sqrt_kl") or []
-        self.paired_proxy_curve.setData(xs, curve.get("paired_proxy") or [])
-        self.paired_gold_curve.setData(xs, curve.get("paired_gold") or [])
-        self._set_legend_row(self.paired_proxy_curve, "proxy gain, paired check" if xs else "")
-        self._set_legend_row(self.paired_gold_curve, "gold gain, paired check" if xs else "")
+        """The selected run's paired checks and best-of-n curve, or nothing (and no legend rows) without them."""
+        for kind, proxy_item, gold_item, names in (
+                ("paired", self.paired_proxy_curve, self.paired_gold_curve,
+                 ("proxy gain, paired check", "gold gain, paired check")),
+                ("bon", self.bon_proxy_curve, self.bon_gold_curve, ("proxy, best-of-n", "gold, best-of-n"))):
+            xs = curve.get(f"{kind}_sqrt_kl") or []
+            proxy_item.setData(xs, curve.get(f"{kind}_proxy") or [])
+            gold_item.setData(xs, curve.get(f"{kind}_gold") or [])
+            self._set_legend_row(proxy_item, names[0] if xs else "")
+            self._set_legend_row(gold_item, names[1] if xs else "")
 
     def _set_legend_row(self, item, text: str) -> None:
         """Relabel ``item``'s legend row in place; an empty text hides the row."""

@@ -37,6 +37,8 @@ PROXY_KEYS = ("reward/model", "reward/mean")
 GOLD_KEYS = ("gold/centred", "gold/reward", "gold/accuracy")
 # the PPO demo's paired checks: the policy's gain over the reference, same random numbers on both sides
 PAIRED_PROXY_KEY, PAIRED_GOLD_KEY = "eval/paired_proxy_gain", "eval/paired_gold_gain"
+# its best-of-n curve, logged at step n: the proxy's pick among n reference responses
+BON_PROXY_KEY, BON_GOLD_KEY, BON_KL_KEY = "bon/proxy", "bon/gold", "bon/kl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,13 +136,22 @@ def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
     ``paired_sqrt_kl`` / ``paired_proxy`` / ``paired_gold``: the PPO demo's paired checks
     (``eval/paired_proxy_gain``, ``eval/paired_gold_gain``: the policy's gain over the reference on
     responses drawn with the same random numbers), led by the reference itself at (0, 0, 0) — empty when
-    the run has none.
+    the run has none. ``bon_sqrt_kl`` / ``bon_proxy`` / ``bon_gold``: its best-of-n curve (n = 1, 2, 4, ...;
+    KL = log n - (n - 1) / n), empty when it has none.
     """
     kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY) or metrics.get(KL_KEY))
     kl_at = dict(zip(kl_steps, kl))
     proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
     out: dict = {"proxy_key": proxy_key, "gold_key": gold_key, "sqrt_kl": [], "proxy": [], "gold_sqrt_kl": [],
-                 "gold": [], "paired_sqrt_kl": [], "paired_proxy": [], "paired_gold": []}
+                 "gold": [], "paired_sqrt_kl": [], "paired_proxy": [], "paired_gold": [], "bon_sqrt_kl": [],
+                 "bon_proxy": [], "bon_gold": []}
+    bon_kl = dict(zip(*_finite(metrics.get(BON_KL_KEY) or ([], []))))
+    bon_gold = dict(zip(*_finite(metrics.get(BON_GOLD_KEY) or ([], []))))
+    for n, v in zip(*_finite(metrics.get(BON_PROXY_KEY) or ([], []))):
+        if n in bon_kl and n in bon_gold:
+            out["bon_sqrt_kl"].append(math.sqrt(max(bon_kl[n], 0.0)))
+            out["bon_proxy"].append(v)
+            out["bon_gold"].append(bon_gold[n])
     gold_gain = dict(zip(*_finite(metrics.get(PAIRED_GOLD_KEY) or ([], []))))
     for s, v in zip(*_finite(metrics.get(PAIRED_PROXY_KEY) or ([], []))):
         if s in kl_at and s in gold_gain:

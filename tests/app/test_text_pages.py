@@ -58,6 +58,9 @@ def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=Non
         if step in (paired or {}):
             project.log_metrics(run_id, step, {"eval/paired_proxy_gain": paired[step][0],
                                                "eval/paired_gold_gain": paired[step][1]})
+        if paired and step in (1, 2, 4):  # and a best-of-n curve, logged at step n
+            project.log_metrics(run_id, step, {"bon/proxy": 0.5 * step, "bon/gold": 0.2 * (step == 2),
+                                               "bon/kl": math.log(step) - (step - 1) / step})
         values = {"reward/mean": 0.5 * step, "kl/token_mean": 0.01 * step, "kl/seq_mean": float(step * step),
                   "length/mean": 40.0 + step, "train/loss": 1.0 / (step + 1),
                   "gold/reward": (0.3 * step if step < 4 else 1.2 - 0.4 * (step - 3)) if hacked else 0.1 * step}
@@ -139,7 +142,10 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert _legend_names(page.over_plot) == [
         f"proxy, run {hacked}, β = 0 (selected)", f"gold, run {hacked}, β = 0 (selected)",
         f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3",
-        "proxy gain, paired check", "gold gain, paired check"]
+        "proxy gain, paired check", "gold gain, paired check", "proxy, best-of-n", "gold, best-of-n"]
+    bx, by = page.bon_gold_curve.getData()
+    assert list(by) == [0.0, 0.2, 0.0] and math.isclose(bx[2], math.sqrt(math.log(4) - 0.75))
+    assert list(page.bon_proxy_curve.getData()[1]) == [0.5, 1.0, 2.0]
     # its paired checks: from the reference at the origin to sqrt(KL) = step 4 and 7
     assert [list(v) for v in page.paired_proxy_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.6, 1.5]]
     assert [list(v) for v in page.paired_gold_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.3, -0.4]]
@@ -149,12 +155,15 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
         if int(item.data(Qt.ItemDataRole.UserRole)) == kept:
             item.setCheckState(Qt.CheckState.Unchecked)
     assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
-    assert len(page.over_plot.plotItem.legend.items) == 6  # rows relabelled, never re-made
+    assert len(page.over_plot.plotItem.legend.items) == 8  # rows relabelled, never re-made
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)",
-                                             "proxy gain, paired check", "gold gain, paired check"]
+                                             "proxy gain, paired check", "gold gain, paired check",
+                                             "proxy, best-of-n", "gold, best-of-n"]
     page.refresh_runs(select=kept)  # a run without paired checks: no paired lines, no legend rows for them
     assert _points(page.paired_proxy_curve) == 0 and _points(page.paired_gold_curve) == 0
-    assert "paired check" not in " ".join(_legend_names(page.over_plot))
+    assert _points(page.bon_proxy_curve) == 0 and _points(page.bon_gold_curve) == 0
+    legend = " ".join(_legend_names(page.over_plot))
+    assert f"run {kept}, β = 0.3 (selected)" in legend and "paired" not in legend and "best-of-n" not in legend
 
 
 def test_text_rl_page_follows_a_live_run(window):

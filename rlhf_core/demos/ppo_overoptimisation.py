@@ -206,8 +206,9 @@ class PPODemoConfig:
     proxy_max_length: int = param(192, "Longest proxy input in tokens.", min=16)
     gold_length_limit: int = param(20, "Gold reward: completion tokens allowed before the length penalty.", min=0)
     gold_length_weight: float = param(0.03, "Gold reward: penalty per token beyond the limit.", min=0.0)
-    batch_size: int = param(8, "PPO completions per step.", min=1, max=4096)
-    minibatch_size: int = param(4, "PPO minibatch size.", min=1, max=4096)
+    batch_size: int = param(32, "PPO completions per step (the prompts in turn: 32 = 4 per prompt with 8 prompts; "
+                            "with 8 a step the proxy hardly moved).", min=1, max=4096)
+    minibatch_size: int = param(8, "PPO minibatch size.", min=1, max=4096)
     ppo_epochs: int = param(2, "PPO epochs per rollout.", min=1, max=64)
     learning_rate: float = param(2e-5, "Policy learning rate (LoRA needs about 10x more).", min=0.0,
                                  min_inclusive=False)
@@ -229,12 +230,12 @@ class PPODemoConfig:
                                      "from the reference with the same random numbers, scored by the proxy and the "
                                      "gold: the paired Goodhart gap with its standard error (0 = skip).",
                                      min=0, max=256)
-    paired_eval_every: int = param(0, "Also run the paired evaluation every N PPO steps, for a low-noise proxy and "
+    paired_eval_every: int = param(5, "Also run the paired evaluation every N PPO steps, for a low-noise proxy and "
                                    "gold curve against sqrt(KL) (0 = only after the last step).", min=0, max=10_000)
     overopt_margin: float = param(0.15, "Summary: the gold reward's 3-step mean must end this far below its peak "
                                   "(and the proxy above its value there) to call the run over-optimised.", min=0.0)
 
-    bon_samples: int = param(0, "Before PPO, the best-of-n curve (Gao et al.): this many fresh reference "
+    bon_samples: int = param(32, "Before PPO, the best-of-n curve (Gao et al.): this many fresh reference "
                              "responses per training prompt, scored by the proxy and the gold; the expected proxy and "
                              "gold of the proxy's pick among n of them for n = 1, 2, 4, ... (0 = skip).",
                              min=0, max=4096)

@@ -133,6 +133,8 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert out["paired_length_policy"] == out["paired_length_reference"] == 5.0
     assert math.isclose(out["paired_goodhart_gap"], out["paired_proxy_gain"], abs_tol=1e-12)
     assert out["paired_evaluations"] == 1 and out["paired_seconds_total"] == out["paired_seconds"] > 0
+    # the default best-of-n curve before PPO: 32 reference responses per prompt, n = 1 .. 32
+    assert out["bon_samples"] == 32 and out["bon_curve"]["n"] == [1, 2, 4, 8, 16, 32]
     assert metrics["eval/paired_goodhart_gap"][0] == [2]  # after the last of the 2 steps only
     assert math.isclose(metrics["eval/paired_goodhart_gap"][1][0], out["paired_goodhart_gap"], rel_tol=1e-6)
     assert math.isclose(metrics["eval/win_rate"][1][0], out["win_rate_proxy"])

@@ -56,6 +56,13 @@ low-noise proxy and gold curve against sqrt(KL)); the reference's side is sample
 samples' per-prompt means cancel in each pair, so this gap, unlike ``goodhart_gap``, carries none of
 their noise, and its standard error says whether one run's gap is real.
 
+Before PPO, with ``bon_samples`` N (32; 0 = skip), :func:`best_of_n_curve` reads the proxy's
+over-optimisation without any training: N fresh reference responses per training prompt, and for
+n = 1, 2, 4 ... N the expected proxy and gold of the proxy's pick among n (unbiased over all n-subsets)
+at KL = log n - (n - 1) / n (logged as ``bon/proxy``, ``bon/gold``, ``bon/kl`` at step n; the JSON has
+``bon_curve``, ``bon_gold_peak_n``, ``bon_gold_drop`` +- ``bon_gold_drop_se``, ``bon_overoptimised``).
+``--steps 0`` runs only this.
+
 What to look for: with ``beta > 0`` the proxy reward rises while the KL stays bounded; with
 ``beta = 0`` the policy drifts further (KL grows) and the proxy keeps rising while the gold reward
 stalls or falls: the proxy was fitted on the reference policy's samples and is wrong away from
@@ -67,11 +74,14 @@ on the first rollout) most of the reward's spread in a batch of 8 different prom
 prompt the proxy likes, not which answer, the linear value head does not learn that in 20 steps, and
 the policy gradient is mostly noise: the gold reward of the rollouts fell with beta 0.3 on
 every seed and with beta 1 in every run tried.
-Measured (``benchmarks/ppo_demo.py``, seeds 0-2, the defaults, beta 1 against 0): the median Goodhart
-gap is 0.63 reference spreads without the penalty and 0.14 with it (20 steps; seed 3, run later as a
-test, did not repeat it: 0.44 vs 0.53); the gold falling past its peak by more than noise was not
-seen. See docs/performance.md, sections "PPO over-optimisation demo: the Goodhart gap" and "... with
-a per-prompt baseline".
+Measured (``benchmarks/ppo_demo.py``, session 7, beta 1 against 0, seeds 3, 5 and 6, the defaults of
+32 completions a step): the KL is bounded (2.4 vs 12.7 nats); without the penalty the proxy gains
++0.68 to +1.08 reference spreads and the paired Goodhart gap is +1.08 +- 0.25, +0.71 +- 0.17 and
+-0.32 +- 0.32 (with it +0.25, +0.24, +0.14); beta 0 above beta 1 by more than 2 SE on 1 seed of 3,
+so the pre-registered per-seed test failed. The gold falling past its peak was not seen, by PPO or
+by best-of-n up to n = 32. With 8 completions a step (the session 4-6 default) the proxy hardly
+moved (paired gain +0.14, +0.17 at beta 0). See docs/performance.md, sections "PPO
+over-optimisation demo".
 """
 
 from __future__ import annotations

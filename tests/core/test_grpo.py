@@ -151,12 +151,14 @@ def test_reward_rises_on_an_easy_target(tiny_dir):
         def __call__(self, prompts, completions, metas):
             return [float(c in targets) for c in completions]
 
-    config = _quick(tiny_dir, steps=12, prompts_per_step=1, group_size=8, max_new_tokens=1, train_tasks=1,
+    # 24 steps: on one CPU 12 were enough (last 4 >= 0.7), on another the same seed needed 15 (float
+    # rounding differs between CPUs and sampling amplifies it); both end at 0.875-1.0 by step 24
+    config = _quick(tiny_dir, steps=24, prompts_per_step=1, group_size=8, max_new_tokens=1, train_tasks=1,
                     heldout_tasks=0, learning_rate=1e-3, beta=0.0)
     ctx = RecordingContext()
     res = train_grpo(config, ctx, reward=CombinedReward([(Bandit(), 1.0)]))
     _, rewards = ctx.series("reward/mean")
-    assert len(rewards) == 12
+    assert len(rewards) == 24
     assert sum(rewards[-4:]) / 4 >= 0.7, rewards
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.4, rewards
     assert res["reward_last_window"] > res["reward_first_window"] + 0.3

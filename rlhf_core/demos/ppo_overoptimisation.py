@@ -79,7 +79,8 @@ Measured (``benchmarks/ppo_demo.py``, session 7, beta 1 against 0, seeds 3, 5 an
 +0.68 to +1.08 reference spreads and the paired Goodhart gap is +1.08 +- 0.25, +0.71 +- 0.17 and
 -0.32 +- 0.32 (with it +0.25, +0.24, +0.14); beta 0 above beta 1 by more than 2 SE on 1 seed of 3,
 so the pre-registered per-seed test failed. The gold falling past its peak was not seen with PPO;
-best-of-n with 128 samples showed it on 1 seed of 5 (seed 6: peak at n = 32, then down 0.30 +- 0.13). With 8 completions a step (the session 4-6 default) the proxy hardly
+best-of-n with 128 samples showed it on 1 seed of 5 (seed 6: peak at n = 32, then down 0.30 +- 0.13).
+With 8 completions a step (the session 4-6 default) the proxy hardly
 moved (paired gain +0.14, +0.17 at beta 0). See docs/performance.md, sections "PPO
 over-optimisation demo".
 """

@@ -492,29 +492,23 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     rows = [p for p in prompts for _ in range(k)]
     rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
     seeds = [seed * 7919 + 500_009 + 31 * i for i in range(len(rows))]
-    common = dict(on_step=on_step, batch_size=batch_size)
+    common = dict(on_step=on_step, batch_size=batch_size)  # sampling and scoring run without gradients
     cache = {} if cache is None else cache
-    with torch.no_grad():
-        ours = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds, **common)
-        if "reference" not in cache:
-            reference, switch_off = _reference_of(setup)
-            with switch_off:
-                theirs = sample_for_training(reference, setup.tokenizer, rendered, settings, seeds, **common)
-            ref_texts = [s.text for s in theirs]
-            ref_tokens = [len(s.completion_ids) for s in theirs]
-            cache["reference"] = (ref_texts, ref_tokens, [float(x) for x in proxy_fn(rows, ref_texts)],
-                                  [float(x) for x in gold_fn(rows, ref_texts, ref_tokens)])
+    if "reference" not in cache:
+        reference, switch_off = _reference_of(setup)
+        with switch_off:
+            theirs = sample_for_training(reference, setup.tokenizer, rendered, settings, seeds, **common)
+        texts, tokens = [s.text for s in theirs], [len(s.completion_ids) for s in theirs]
+        cache["reference"] = (texts, tokens, [float(x) for x in proxy_fn(rows, texts)],
+                              [float(x) for x in gold_fn(rows, texts, tokens)])
     ref_texts, ref_tokens, ref_proxy, ref_gold = cache["reference"]
-    own_texts = [s.text for s in ours]
-    own_tokens = [len(s.completion_ids) for s in ours]
-    texts, tokens = own_texts + ref_texts, own_tokens + ref_tokens
-    proxy = [float(x) for x in proxy_fn(rows, own_texts)] + ref_proxy
-    gold = [float(x) for x in gold_fn(rows, own_texts, own_tokens)] + ref_gold
+    ours = sample_for_training(setup.model, setup.tokenizer, rendered, settings, seeds, **common)
+    texts, tokens = [s.text for s in ours], [len(s.completion_ids) for s in ours]
+    d_proxy = [float(a) - b for a, b in zip(proxy_fn(rows, texts), ref_proxy)]
+    d_gold = [float(a) - b for a, b in zip(gold_fn(rows, texts, tokens), ref_gold)]
     n = len(rows)
-    d_proxy = [proxy[i] - proxy[n + i] for i in range(n)]
-    d_gold = [gold[i] - gold[n + i] for i in range(n)]
-    out: dict = {"paired_n": n, "paired_identical": sum(texts[i] == texts[n + i] for i in range(n)) / n,
-                 "paired_length_policy": sum(tokens[:n]) / n, "paired_length_reference": sum(tokens[n:]) / n}
+    out: dict = {"paired_n": n, "paired_identical": sum(a == b for a, b in zip(texts, ref_texts)) / n,
+                 "paired_length_policy": sum(tokens) / n, "paired_length_reference": sum(ref_tokens) / n}
     for name, xs in (("proxy_gain", d_proxy), ("gold_gain", d_gold),
                      ("goodhart_gap", [a - b for a, b in zip(d_proxy, d_gold)])):
         out[f"paired_{name}"], out[f"paired_{name}_se"] = _mean_se(xs)
@@ -559,6 +553,9 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     def gold_fn(ps, responses, metas):
         raw = torch.tensor([gold_of(p, r, m["completion_tokens"]) for p, r, m in zip(ps, responses, metas)])
         return {"reward": raw, "centred": gold_base(ps, raw)}
+
+    def gold_centred(ps, responses, tokens):  # the same centred gold, from completion lengths
+        return gold_fn(ps, responses, [{"completion_tokens": n} for n in tokens])["centred"].tolist()
 
     pairs = label_pairs(prompts, samples, golds)
     train_pairs, held_pairs = split_pairs(pairs, 0.25, config.seed)
@@ -636,9 +633,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         paired.clear()
         paired.update(paired_goodhart_eval(
             setup, lambda ps, texts: scorer(ps, texts).tolist(),
-            lambda ps, texts, toks: gold_base(ps, [gold_of(p, t, n) for p, t, n in zip(ps, texts, toks)]).tolist(),
-            prompts, config.paired_eval_samples, settings=settings, seed=config.seed, on_step=ctx.raise_if_cancelled,
-            cache=paired_cache))
+            gold_centred, prompts, config.paired_eval_samples, settings=settings, seed=config.seed,
+            on_step=ctx.raise_if_cancelled, cache=paired_cache))
         paired["paired_seconds"] = round(time.monotonic() - t, 2)
         paired_seconds.append(paired["paired_seconds"])
         return {f"eval/{k}": paired[k] for k in ("paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap",

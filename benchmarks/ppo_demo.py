@@ -37,6 +37,12 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   — the gold of the proxy's pick among the most samples is below the curve's gold peak by more than 2
   standard errors (across prompts) while the proxy is above its value at that peak. Best-of-n needs
   no training and so none of PPO's optimisation noise; it reads the proxy's over-optimisation directly;
+- ``ppo_gold_declines_without_kl_penalty`` (written down in session 8 before any run measured it; meant
+  for long runs, e.g. ``-- --steps 40 --bon-samples 0``): on most seeds the beta = 0 run is
+  ``paired_overoptimised`` — along its paired checks (every ``paired_eval_every`` steps, the reference
+  as the origin) the paired gold gain at the last check is below the curve's gold peak by more than 2
+  standard errors of the per-pair difference, while the paired proxy gain there is above its value at
+  the peak: Gao et al.'s PPO curve, the gold turning down while the proxy climbs;
 - ``gold_kept_with_kl_penalty``: with every beta > 0, on most seeds the gold reward of the last
   window is no lower than that of the first window minus one standard error of their difference
   (``sqrt(2 / window) * gold_step_noise``, the run's own step-to-step noise), and the median held-out
@@ -61,7 +67,8 @@ KEYS = ("reward_window_first", "reward_window_last", "gold_window_first", "gold_
         "win_rate_gold", "eval_gold_policy", "eval_gold_reference", "proxy_heldout_accuracy", "seconds_per_step",
         "wall_seconds", "peak_rss_mb", "gold_step_noise", "gold_scale", "gold_centred_window_last", "goodhart_gap",
         "paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap", "paired_goodhart_gap_se", "paired_identical",
-        "bon_gold_peak_n", "bon_gold_peak", "bon_gold_last", "bon_proxy_last", "bon_gold_drop", "bon_gold_drop_se")
+        "bon_gold_peak_n", "bon_gold_peak", "bon_gold_last", "bon_proxy_last", "bon_gold_drop", "bon_gold_drop_se",
+        "paired_gold_peak_step", "paired_gold_peak", "paired_gold_drop", "paired_gold_drop_se")
 
 
 def run_one(seed: int, beta: float, extra: list[str]) -> dict:
@@ -94,12 +101,13 @@ def summarise(runs: list[dict]) -> dict:
                                         "overoptimised_without_kl_penalty": None,
                                         "goodhart_gap_without_kl_penalty": None,
                                         "paired_gap_without_kl_penalty": None, "best_of_n_overoptimised": None,
+                                        "ppo_gold_declines_without_kl_penalty": None,
                                         "gold_kept_with_kl_penalty": None}
     zero = median.get("0.0")
     positive = [m for b, m in median.items() if float(b) > 0]
-    if zero and positive:
+    if zero and positive and all("kl_window_last" in m for m in (zero, *positive)):
         verdicts["kl_bounded"] = all(m["kl_window_last"] <= 0.5 * zero["kl_window_last"] for m in positive)
-    if positive:
+    if positive and all("reward_window_last" in m for m in positive):
         verdicts["reward_rises_with_kl_penalty"] = all(m["reward_window_last"] > m["reward_window_first"]
                                                        for m in positive)
     if zero:
@@ -117,6 +125,10 @@ def summarise(runs: list[dict]) -> dict:
             bon.setdefault(r.get("seed"), bon_overoptimised(r))
     if bon:
         verdicts["best_of_n_overoptimised"] = sum(bon.values()) * 2 > len(bon)
+    declines = [bool(r["paired_overoptimised"]) for r in runs
+                if float(r["beta"]) == 0.0 and r.get("paired_overoptimised") is not None]
+    if declines:
+        verdicts["ppo_gold_declines_without_kl_penalty"] = sum(declines) * 2 > len(declines)
     if positive:
         verdicts["gold_kept_with_kl_penalty"] = all(
             m["gold_kept"] * 2 > len(m["seeds"])
@@ -199,7 +211,8 @@ def main() -> None:
                       "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
                       "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                       **summarise(runs), "paired_seed_wins": paired_seed_wins(runs), "runs": [{
-                          **{k: r.get(k) for k in ("seed", "beta", "overoptimised", *KEYS)},
+                          **{k: r.get(k) for k in ("seed", "beta", "overoptimised", "paired_overoptimised",
+                                                   *KEYS)},
                           "bon_overoptimised": bon_overoptimised(r), "gold_kept": gold_kept(r)} for r in runs]}))
 
 

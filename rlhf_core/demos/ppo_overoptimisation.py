@@ -472,7 +472,8 @@ def _mean_se(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: int, *, settings, seed: int,
-                         on_step=None, batch_size: int = 32, cache: dict | None = None) -> dict:
+                         on_step=None, batch_size: int = 32, cache: dict | None = None,
+                         pairs_out: list | None = None) -> dict:
     """The final policy against the frozen reference on ``prompts``, ``k`` sampled responses each, paired:
     response j to prompt i is drawn by both models with the same seed (the sampler draws each token by
     inverse CDF from one uniform per row, so where the two models agree they write the same text and the
@@ -485,7 +486,8 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     share of pairs with the same text) and the mean lengths. Neither side's per-prompt baseline enters:
     it cancels in the differences, so the gap carries no noise from the label samples. Pass the same
     ``cache`` dict to repeated calls with the same arguments: the reference's side (texts, lengths and
-    scores) is computed once.
+    scores) is computed once. With ``pairs_out`` (a list), the per-pair proxy and gold gains are appended
+    to it as one tuple ``(d_proxy, d_gold)``: :func:`paired_curve` compares checks pair by pair.
     """
     from rlhf_core.text.rl_common import render_chat_prompt, sample_for_training
 
@@ -506,6 +508,8 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     texts, tokens = [s.text for s in ours], [len(s.completion_ids) for s in ours]
     d_proxy = [float(a) - b for a, b in zip(proxy_fn(rows, texts), ref_proxy)]
     d_gold = [float(a) - b for a, b in zip(gold_fn(rows, texts, tokens), ref_gold)]
+    if pairs_out is not None:
+        pairs_out.append((d_proxy, d_gold))
     n = len(rows)
     out: dict = {"paired_n": n, "paired_identical": sum(a == b for a, b in zip(texts, ref_texts)) / n,
                  "paired_length_policy": sum(tokens) / n, "paired_length_reference": sum(ref_tokens) / n}
@@ -513,6 +517,36 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
                      ("goodhart_gap", [a - b for a, b in zip(d_proxy, d_gold)])):
         out[f"paired_{name}"], out[f"paired_{name}_se"] = _mean_se(xs)
     return out
+
+
+def paired_curve(steps: Sequence[int], kl_seq: Sequence[float], pairs: Sequence[tuple[Sequence[float],
+                                                                                      Sequence[float]]]) -> dict:
+    """The paired checks of one run as a curve, and whether the gold fell past its peak (Gao et al.'s shape).
+
+    ``pairs[j] = (d_proxy, d_gold)``: the per-pair gains of the check at ``steps[j]`` (KL ``kl_seq[j]``),
+    all checks drawn with the same seeds against the same reference responses. The reference itself is
+    the curve's origin (step 0, KL 0, every gain exactly 0: before any update the two sides write the
+    same texts). ``paired_gold_peak_step`` is where the mean gold gain is highest (the origin included),
+    ``paired_gold_drop`` = gold gain at the peak - at the last check, with ``paired_gold_drop_se`` the
+    standard error of the per-pair differences (pair i of every check uses the same random numbers, so
+    the checks' noise is correlated and this SE is the right one for the difference; the peak is chosen
+    after looking, which flatters the drop a little). ``paired_overoptimised``: the drop is larger than 2
+    of those SEs while the proxy gain at the last check is above its value at the peak. With no check,
+    or the peak at the last check, the drop is 0 and the verdict False."""
+    n = len(pairs[0][0]) if pairs else 0
+    rows = [(0, 0.0, [0.0] * n, [0.0] * n)] + [(int(s), float(k), list(p), list(g))
+                                               for s, k, (p, g) in zip(steps, kl_seq, pairs)]
+    curve: dict = {"step": [], "kl": [], "proxy": [], "proxy_se": [], "gold": [], "gold_se": []}
+    for s, k, p, g in rows:
+        (pm, pse), (gm, gse) = (_mean_se(p), _mean_se(g)) if n else ((0.0, 0.0), (0.0, 0.0))
+        for key, value in zip(curve, (s, k, pm, pse, gm, gse)):
+            curve[key].append(value)
+    peak = max(range(len(rows)), key=lambda i: curve["gold"][i])  # the first of equal peaks
+    drop, drop_se = _mean_se([a - b for a, b in zip(rows[peak][3], rows[-1][3])]) if n else (0.0, 0.0)
+    return {"paired_curve": curve, "paired_gold_peak_step": curve["step"][peak],
+            "paired_gold_peak": curve["gold"][peak], "paired_gold_drop": drop, "paired_gold_drop_se": drop_se,
+            "paired_overoptimised": bool(peak < len(rows) - 1 and drop > 2.0 * drop_se
+                                         and curve["proxy"][-1] > curve["proxy"][peak])}
 
 
 def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
@@ -620,6 +654,8 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     paired: dict = {}
     paired_cache: dict = {}
     paired_seconds: list[float] = []  # every paired evaluation's time, kept out of seconds_per_step
+    paired_steps: list[int] = []
+    paired_pairs: list[tuple] = []  # every check's per-pair gains, for the curve's peak-to-last drop
 
     def paired_check(step: int) -> dict | None:
         """The paired evaluation after the last step and, with ``paired_eval_every``, along the way."""
@@ -634,10 +670,12 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
         paired.update(paired_goodhart_eval(
             setup, lambda ps, texts: scorer(ps, texts).tolist(),
             gold_centred, prompts, config.paired_eval_samples, settings=settings, seed=config.seed,
-            on_step=ctx.raise_if_cancelled, cache=paired_cache))
+            on_step=ctx.raise_if_cancelled, cache=paired_cache, pairs_out=paired_pairs))
         paired["paired_seconds"] = round(time.monotonic() - t, 2)
         paired_seconds.append(paired["paired_seconds"])
-        return {f"eval/{k}": paired[k] for k in ("paired_proxy_gain", "paired_gold_gain", "paired_goodhart_gap",
+        paired_steps.append(step)
+        return {f"eval/{k}": paired[k] for k in ("paired_proxy_gain", "paired_proxy_gain_se", "paired_gold_gain",
+                                                  "paired_gold_gain_se", "paired_goodhart_gap",
                                                   "paired_goodhart_gap_se")}
 
     ctx._metric_sinks.append(record)
@@ -660,6 +698,9 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
                                    "eval/policy_score": win["eval_proxy_policy"],
                                    "eval/reference_score": win["eval_proxy_reference"]})
     win.update(paired)  # the last paired evaluation: the final policy's
+    if paired_pairs:
+        kl_at = {h["step"]: h["kl/seq_mean"] for h in history}
+        win.update(paired_curve(paired_steps, [kl_at.get(s, float("nan")) for s in paired_steps], paired_pairs))
     summary = overoptimisation_summary([h["step"] for h in history], [h["reward/model"] for h in history],
                                        [h.get("gold/reward", float("nan")) for h in history],
                                        [h["kl/seq_mean"] for h in history], margin=config.overopt_margin)

@@ -291,6 +291,51 @@ def test_benchmark_paired_verdict_by_hand():
     assert bench.paired_gap_verdict(runs[4:]) is False  # a win, but a median gap of 0.4
     assert bench.paired_gap_verdict(runs[::2]) is None  # no seed has both betas
 
+    def long(seed, beta, overoptimised):
+        return {"seed": seed, "beta": beta, "paired_overoptimised": overoptimised}
+
+    verdict = "ppo_gold_declines_without_kl_penalty"
+    assert bench.summarise(runs)["verdicts"][verdict] is None  # no run has a paired curve
+    declines = [long(7, 0.0, True), long(8, 0.0, False), long(9, 0.0, True), long(7, 1.0, False)]
+    assert bench.summarise(declines)["verdicts"][verdict] is True  # 2 of the 3 beta-0 runs; beta 1 ignored
+    assert bench.summarise(declines[:2])["verdicts"][verdict] is False  # 1 of 2 is not most
+
+
+def test_paired_curve_reads_the_gold_peak_and_its_paired_drop_by_hand():
+    from rlhf_core.demos.ppo_overoptimisation import _mean_se, paired_curve
+
+    # 4 pairs; the gold rises to step 10 and falls by step 20 while the proxy keeps climbing
+    checks = [([0.2, 0.4, 0.3, 0.5], [0.1, 0.3, 0.2, 0.2]),
+              ([0.8, 0.9, 1.0, 0.7], [0.5, 0.6, 0.4, 0.7]),
+              ([1.5, 1.2, 1.4, 1.3], [0.1, -0.1, 0.2, 0.0])]
+    out = paired_curve([5, 10, 20], [2.0, 5.0, 11.0], checks)
+    c = out["paired_curve"]
+    assert c["step"] == [0, 5, 10, 20] and c["kl"] == [0.0, 2.0, 5.0, 11.0]
+    assert c["gold"][0] == 0.0 and c["gold_se"][0] == 0.0 and c["proxy"][0] == 0.0  # the reference
+    assert math.isclose(c["gold"][2], 0.55) and math.isclose(c["proxy"][3], 1.35)
+    assert math.isclose(c["gold_se"][2], _mean_se([0.5, 0.6, 0.4, 0.7])[1])
+    assert out["paired_gold_peak_step"] == 10 and math.isclose(out["paired_gold_peak"], 0.55)
+    # the drop's SE is that of the per-pair differences 0.4, 0.7, 0.2, 0.7 (mean 0.5)
+    assert math.isclose(out["paired_gold_drop"], 0.5)
+    assert math.isclose(out["paired_gold_drop_se"], math.sqrt(sum((x - 0.5) ** 2 for x in (0.4, 0.7, 0.2, 0.7)) / 12))
+    assert out["paired_overoptimised"] is True  # 0.5 > 2 x 0.12, proxy 1.35 > 0.85
+    # the proxy falling too: not over-optimisation, just a worse policy
+    worse = paired_curve([5, 10, 20], [2.0, 5.0, 11.0], checks[:2] + [([0.1] * 4, checks[2][1])])
+    assert worse["paired_gold_drop"] == out["paired_gold_drop"] and worse["paired_overoptimised"] is False
+    # a gold that never rises: the reference (step 0) is the peak, and falling below it counts
+    down = paired_curve([5, 10], [2.0, 5.0], [([0.5] * 4, [-0.2, -0.3, -0.1, -0.2]),
+                                              ([1.0] * 4, [-0.6, -0.4, -0.5, -0.7])])
+    assert down["paired_gold_peak_step"] == 0 and math.isclose(down["paired_gold_drop"], 0.55)
+    assert down["paired_overoptimised"] is True
+    # the peak at the last check: no drop
+    up = paired_curve([5, 10], [2.0, 5.0], [checks[0], checks[1]])
+    assert up["paired_gold_peak_step"] == 10 and up["paired_gold_drop"] == 0.0
+    assert up["paired_overoptimised"] is False
+    # noise: a drop within 2 SE is not called
+    noisy = paired_curve([5, 10], [2.0, 5.0], [([0.5] * 4, [0.6, -0.2, 0.5, -0.1]),
+                                               ([1.0] * 4, [0.1, 0.3, -0.3, 0.2])])
+    assert noisy["paired_gold_drop"] > 0 and noisy["paired_overoptimised"] is False
+
 
 @needs_model
 def test_paired_eval_along_the_run_samples_the_reference_once(tmp_path_factory, tmp_path, capsys):
@@ -308,6 +353,14 @@ def test_paired_eval_along_the_run_samples_the_reference_once(tmp_path_factory, 
     steps, gaps = metrics["eval/paired_goodhart_gap"]
     assert steps == [2, 4] and math.isclose(gaps[-1], out["paired_goodhart_gap"], rel_tol=1e-6)
     assert metrics["eval/paired_proxy_gain"][0] == [2, 4] and metrics["eval/paired_gold_gain"][0] == [2, 4]
+    assert math.isclose(metrics["eval/paired_gold_gain_se"][1][-1], out["paired_gold_gain_se"], rel_tol=1e-6)
+    # the curve: the reference as the origin, then the two checks at the KL of their rollouts
+    curve = out["paired_curve"]
+    assert curve["step"] == [0, 2, 4] and curve["gold"][0] == 0.0 and curve["kl"][0] == 0.0
+    assert math.isclose(curve["gold"][-1], out["paired_gold_gain"], rel_tol=1e-9)
+    assert math.isclose(curve["proxy"][-1], out["paired_proxy_gain"], rel_tol=1e-9)
+    assert curve["kl"][1:] == [metrics["kl/seq_mean"][1][metrics["kl/seq_mean"][0].index(s)] for s in (2, 4)]
+    assert out["paired_gold_peak_step"] in (0, 2, 4) and out["paired_gold_drop"] >= 0.0
     # lr 1e-2 moves the tiny policy: its responses differ from the reference's
     assert out["paired_identical"] < 1.0
 

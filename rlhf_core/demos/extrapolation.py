@@ -30,7 +30,7 @@ from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns, reward_stats
-from rlhf_core.trainers.learner import ppo_kwargs
+from rlhf_core.trainers.learner import make_ppo, ppo_kwargs
 from rlhf_core.trainers.ppo_learned import FastActor, evaluate, train_ppo_on_reward
 from rlhf_core.trainers.rollouts import DREX_CONTINUOUS, DREX_DISCRETE
 
@@ -131,13 +131,12 @@ def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoC
 
 def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, keep_files: bool = True,
                    overrides: dict | None = None) -> list:
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     n_envs, kwargs = ppo_kwargs(config.env_id, **(overrides or {"batch_size": config.ppo_batch_size}))
     venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
-    model = PPO("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **kwargs)
+    model = make_ppo(venv, config.seed, kwargs)
     env = make_env(config.env_id, render=False)
     trajs: list = []
     stopped_at: list[int] = []

@@ -67,8 +67,19 @@ def ppo_kwargs(env_id: str, **overrides) -> tuple[int, dict]:
     return n_envs, preset
 
 
-def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
+def make_ppo(env, seed: int, kwargs: dict):
+    """SB3's PPO on the CPU with a logger that writes nothing: by default every ``learn()`` call makes an
+    empty ``SB3-<date>`` folder in the temp directory. Its recorded values stay readable
+    (``model.logger.name_to_value``), which the progress callbacks report."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
+
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -77,7 +88,7 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
     folder = project.run_folder(ctx.run_id) if project is not None else None
     n_envs, kwargs = ppo_kwargs(config.env_id)
     venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
-    model = PPO("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **kwargs)
+    model = make_ppo(venv, config.seed, kwargs)
     saved: list[tuple[int, int | None, str]] = []  # (step, checkpoint id, path)
 
     class Callback(BaseCallback):

@@ -21,7 +21,7 @@ from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.networks import RewardEnsemble
 from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
-from rlhf_core.trainers.learner import ppo_kwargs
+from rlhf_core.trainers.learner import make_ppo, ppo_kwargs
 
 
 @dataclass
@@ -44,7 +44,6 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
     ``ppo_overrides`` replace preset PPO settings (``n_envs`` included). ``snapshots``, if given,
     receives ``(step, FastActor)`` at each checkpoint fraction (in memory, with or without
     ``save_dir``)."""
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -53,7 +52,7 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
     venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     learned = LearnedRewardVecEnv(venv, ensemble, mean, std, positive=positive)
     env = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
-    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model = make_ppo(env, seed, kwargs)
     marks = sorted(int(f * total_steps) for f in checkpoint_fracs)
     saved: list[tuple[int, str]] = []
 

@@ -40,7 +40,7 @@ from rlhf_core.rewards.bradley_terry import outcome_target
 from rlhf_core.rewards.datasets import stack_observations, whole_pairs
 from rlhf_core.rewards.networks import RewardEnsemble
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
-from rlhf_core.trainers.learner import ppo_kwargs
+from rlhf_core.trainers.learner import make_ppo, ppo_kwargs
 
 
 @dataclass
@@ -111,7 +111,6 @@ def select_queries(ensemble: RewardEnsemble | None, trajs: list, clips: list, n:
 
 
 def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
-    from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -203,7 +202,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
         learned = LearnedRewardVecEnv(venv, ensemble, mean, std)
         vec = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
-        model = PPO("MlpPolicy", vec, seed=config.seed, device="cpu", verbose=0, **kwargs)
+        model = make_ppo(vec, config.seed, kwargs)
         curve = []
         n_labels = float(config.labels_per_round)
         folder = project.run_folder(ctx.run_id) if project is not None else Path(tmp.name)

@@ -134,7 +134,9 @@ def test_reward_wrapper_replaces_reward_and_keeps_the_true_one():
     np.testing.assert_allclose(monitor_returns, true_sum, rtol=1e-4)  # the TRUE return, not the learned one
 
 
-def test_extrapolation_demo_tiny_end_to_end(project):
+def test_extrapolation_demo_tiny_end_to_end(project, tmp_path, monkeypatch):
+    import tempfile
+
     from rlhf_core.demos.extrapolation import ExtrapolationDemoConfig
     from rlhf_core.jobs import RecordingContext, execute_job, get_job
 
@@ -144,8 +146,12 @@ def test_extrapolation_demo_tiny_end_to_end(project):
                                   reward_steps=40, snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1,
                                   video_of_policy=False)
     ctx = RecordingContext()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     out = execute_job(get_job("extrapolation_demo"), cfg, ctx, project_path=project.folder)
     assert out.status == "completed", out.error
+    assert not list(temp.glob("SB3-*"))  # both PPO runs log nowhere (SB3 would leave an empty folder per run)
     r = out.result
     for key in ("best_demo_return", "mean_demo_return", "policy_return", "reward_correlation", "wall_seconds"):
         assert key in r

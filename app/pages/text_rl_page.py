@@ -13,6 +13,7 @@ finished evaluations (policy, pass@1, cons@k, pass@k, win rate), read-only.
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
@@ -164,6 +165,10 @@ class TextRLPage(QWidget):
         self.paired_gold_curve = self.over_plot.plot([], [], pen=pg.mkPen("#d66e00", width=2), symbol="s",
                                                      symbolSize=9, symbolBrush="#d66e00",
                                                      name="gold gain, paired check")
+        # +-1 standard error of each paired gold gain (over the check's pairs): is a downturn beyond noise?
+        self.paired_gold_err = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), height=np.zeros(0), beam=0.08,
+                                               pen=pg.mkPen("#d66e00", width=1.5))
+        self.over_plot.addItem(self.paired_gold_err)
         # its best-of-n curve: the proxy's pick among n reference responses, no training (dashed)
         dash = Qt.PenStyle.DashLine
         self.bon_proxy_curve = self.over_plot.plot([], [], pen=pg.mkPen("#1f5fbf", width=2, style=dash), symbol="d",
@@ -423,6 +428,19 @@ class TextRLPage(QWidget):
                     f"the same random numbers: proxy gain {res['paired_proxy_gain']:+.2f}, gold gain "
                     f"{res['paired_gold_gain']:+.2f}; Goodhart gap {res['paired_goodhart_gap']:+.2f} "
                     f"± {res['paired_goodhart_gap_se']:.2f} (1 SE).")
+        if res.get("paired_gold_drop") is not None and res.get("paired_gold_peak_step") is not None:
+            peak, drop, se = res["paired_gold_peak_step"], res["paired_gold_drop"], res["paired_gold_drop_se"]
+            where = "at the reference (step 0)" if peak == 0 else f"at step {peak} ({res['paired_gold_peak']:+.2f})"
+            if res.get("paired_overoptimised"):
+                out += (f"\nOver-optimised: the paired gold gain peaked {where} and then fell {drop:.2f} ± {se:.2f} "
+                        "while the proxy kept rising.")
+            elif drop > 2.0 * se:
+                out += (f"\nThe paired gold gain peaked {where} and fell {drop:.2f} ± {se:.2f}, but the proxy did not "
+                        "keep rising: a worse policy by both judges, not over-optimisation.")
+            elif drop > 0:
+                out += f"\nThe paired gold gain peaked {where}; its fall since, {drop:.2f} ± {se:.2f}, is within 2 SE."
+            else:
+                out += "\nThe paired gold gain was still at its highest at the last check."
         if res.get("win_rate_proxy") is not None and res.get("win_rate_gold") is not None:
             out += (f"\nFinal policy vs the reference on {res.get('eval_prompts', '?')} held-out prompts: win rate "
                     f"{res['win_rate_proxy']:.2f} judged by the proxy, {res['win_rate_gold']:.2f} by the gold reward.")
@@ -439,6 +457,11 @@ class TextRLPage(QWidget):
             gold_item.setData(xs, curve.get(f"{kind}_gold") or [])
             self._set_legend_row(proxy_item, names[0] if xs else "")
             self._set_legend_row(gold_item, names[1] if xs else "")
+        se = np.asarray(curve.get("paired_gold_se") or [], dtype=float)
+        shown = np.isfinite(se) & (se > 0)  # the origin (SE 0) and runs that logged no SE get no bar
+        self.paired_gold_err.setData(x=np.asarray(curve.get("paired_sqrt_kl") or [], dtype=float)[shown],
+                                     y=np.asarray(curve.get("paired_gold") or [], dtype=float)[shown],
+                                     height=2.0 * se[shown])
 
     def _set_legend_row(self, item, text: str) -> None:
         """Relabel ``item``'s legend row in place; an empty text hides the row."""

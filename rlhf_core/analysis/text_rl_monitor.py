@@ -37,6 +37,7 @@ PROXY_KEYS = ("reward/model", "reward/mean")
 GOLD_KEYS = ("gold/centred", "gold/reward", "gold/accuracy")
 # the PPO demo's paired checks: the policy's gain over the reference, same random numbers on both sides
 PAIRED_PROXY_KEY, PAIRED_GOLD_KEY = "eval/paired_proxy_gain", "eval/paired_gold_gain"
+PAIRED_GOLD_SE_KEY = "eval/paired_gold_gain_se"
 # its best-of-n curve, logged at step n: the proxy's pick among n reference responses
 BON_PROXY_KEY, BON_GOLD_KEY, BON_KL_KEY = "bon/proxy", "bon/gold", "bon/kl"
 
@@ -136,15 +137,16 @@ def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
     ``paired_sqrt_kl`` / ``paired_proxy`` / ``paired_gold``: the PPO demo's paired checks
     (``eval/paired_proxy_gain``, ``eval/paired_gold_gain``: the policy's gain over the reference on
     responses drawn with the same random numbers), led by the reference itself at (0, 0, 0) — empty when
-    the run has none. ``bon_sqrt_kl`` / ``bon_proxy`` / ``bon_gold``: its best-of-n curve (n = 1, 2, 4, ...;
+    the run has none; ``paired_gold_se`` the gold gain's standard error at each (0 at the reference, and
+    NaN for runs that did not log it). ``bon_sqrt_kl`` / ``bon_proxy`` / ``bon_gold``: its best-of-n curve (n = 1, 2, 4, ...;
     KL = log n - (n - 1) / n), empty when it has none.
     """
     kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY) or metrics.get(KL_KEY))
     kl_at = dict(zip(kl_steps, kl))
     proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
     out: dict = {"proxy_key": proxy_key, "gold_key": gold_key, "sqrt_kl": [], "proxy": [], "gold_sqrt_kl": [],
-                 "gold": [], "paired_sqrt_kl": [], "paired_proxy": [], "paired_gold": [], "bon_sqrt_kl": [],
-                 "bon_proxy": [], "bon_gold": []}
+                 "gold": [], "paired_sqrt_kl": [], "paired_proxy": [], "paired_gold": [], "paired_gold_se": [],
+                 "bon_sqrt_kl": [], "bon_proxy": [], "bon_gold": []}
     bon_kl = dict(zip(*_finite(metrics.get(BON_KL_KEY) or ([], []))))
     bon_gold = dict(zip(*_finite(metrics.get(BON_GOLD_KEY) or ([], []))))
     for n, v in zip(*_finite(metrics.get(BON_PROXY_KEY) or ([], []))):
@@ -153,13 +155,16 @@ def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
             out["bon_proxy"].append(v)
             out["bon_gold"].append(bon_gold[n])
     gold_gain = dict(zip(*_finite(metrics.get(PAIRED_GOLD_KEY) or ([], []))))
+    gold_se = dict(zip(*_finite(metrics.get(PAIRED_GOLD_SE_KEY) or ([], []))))
     for s, v in zip(*_finite(metrics.get(PAIRED_PROXY_KEY) or ([], []))):
         if s in kl_at and s in gold_gain:
             if not out["paired_sqrt_kl"]:
-                out["paired_sqrt_kl"], out["paired_proxy"], out["paired_gold"] = [0.0], [0.0], [0.0]
+                for key in ("paired_sqrt_kl", "paired_proxy", "paired_gold", "paired_gold_se"):
+                    out[key].append(0.0)
             out["paired_sqrt_kl"].append(math.sqrt(max(kl_at[s], 0.0)))
             out["paired_proxy"].append(v)
             out["paired_gold"].append(gold_gain[s])
+            out["paired_gold_se"].append(gold_se.get(s, math.nan))
     if proxy_key is not None:
         for s, v in zip(*_finite(metrics[proxy_key])):
             if s in kl_at:

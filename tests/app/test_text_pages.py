@@ -52,12 +52,14 @@ def test_generation_page_refuses_impossible_settings(window):
 
 def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=None, paired=None):
     """A run with the metric keys and samples a text trainer logs (written through the real store);
-    ``paired``: {step: (proxy gain, gold gain)} of the PPO demo's paired checks."""
+    ``paired``: {step: (proxy gain, gold gain[, gold gain's SE])} of the PPO demo's paired checks."""
     run_id = project.create_run(kind, dict(config or {}), status="running")
     for step in range(n):
         if step in (paired or {}):
             project.log_metrics(run_id, step, {"eval/paired_proxy_gain": paired[step][0],
-                                               "eval/paired_gold_gain": paired[step][1]})
+                                               "eval/paired_gold_gain": paired[step][1],
+                                               **({"eval/paired_gold_gain_se": paired[step][2]}
+                                                  if len(paired[step]) > 2 else {})})
         if paired and step in (1, 2, 4):  # and a best-of-n curve, logged at step n
             project.log_metrics(run_id, step, {"bon/proxy": 0.5 * step, "bon/gold": 0.2 * (step == 2),
                                                "bon/kl": math.log(step) - (step - 1) / step})
@@ -113,11 +115,13 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     beta; the selected run's held-out win rates (proxy vs gold judge) under the plot."""
     project = window.project
     page = window.text_rl_page
-    hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0}, paired={4: (0.6, 0.3), 7: (1.5, -0.4)},
+    hacked = _fake_rl_run(project, kind="ppo_demo", config={"beta": 0.0}, paired={4: (0.6, 0.3, 0.1), 7: (1.5, -0.4, 0.12)},
                           result={"win_rate_proxy": 0.625, "win_rate_gold": 0.3125, "eval_prompts": 16,
                                   "reward_window_last": 1.41, "gold_centred_window_last": -0.25, "goodhart_gap": 1.66,
                                   "paired_n": 64, "paired_proxy_gain": 1.2, "paired_gold_gain": -0.1,
-                                  "paired_goodhart_gap": 1.3, "paired_goodhart_gap_se": 0.14})
+                                  "paired_goodhart_gap": 1.3, "paired_goodhart_gap_se": 0.14,
+                                  "paired_gold_peak_step": 4, "paired_gold_peak": 0.3, "paired_gold_drop": 0.7,
+                                  "paired_gold_drop_se": 0.15, "paired_overoptimised": True})
     kept = _fake_rl_run(project, kind="ppo_demo", hacked=False, config={"beta": 0.3},
                         result={"win_rate_proxy": 0.375, "win_rate_gold": 0.5, "eval_prompts": 16})
     page.set_project(project)
@@ -149,6 +153,11 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     # its paired checks: from the reference at the origin to sqrt(KL) = step 4 and 7
     assert [list(v) for v in page.paired_proxy_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.6, 1.5]]
     assert [list(v) for v in page.paired_gold_curve.getData()] == [[0.0, 4.0, 7.0], [0.0, 0.3, -0.4]]
+    # +-1 SE bars on the two checks (none at the reference, whose gain is exactly 0)
+    err = page.paired_gold_err.opts
+    assert list(err["x"]) == [4.0, 7.0] and list(err["y"]) == [0.3, -0.4] and list(err["height"]) == [0.2, 0.24]
+    assert ("Over-optimised: the paired gold gain peaked at step 4 (+0.30) and then fell 0.70 ± 0.15 while the "
+            "proxy kept rising.") in page.over_note.text()
     # unticking the other run removes its markers and the run names from the legend
     for i in range(page.run_list.count()):
         item = page.run_list.item(i)
@@ -162,6 +171,7 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     page.refresh_runs(select=kept)  # a run without paired checks: no paired lines, no legend rows for them
     assert _points(page.paired_proxy_curve) == 0 and _points(page.paired_gold_curve) == 0
     assert _points(page.bon_proxy_curve) == 0 and _points(page.bon_gold_curve) == 0
+    assert len(page.paired_gold_err.opts["x"]) == 0 and "paired gold" not in page.over_note.text()
     legend = " ".join(_legend_names(page.over_plot))
     assert f"run {kept}, β = 0.3 (selected)" in legend and "paired" not in legend and "best-of-n" not in legend
 

@@ -66,3 +66,16 @@ def test_the_gold_in_the_proxys_units_is_preferred_when_logged():
     curve = overoptimisation_curve(metrics)
     assert curve["gold_key"] == "gold/centred" and curve["gold"] == [-0.3, 0.2, -0.05]
     assert curve["proxy_key"] == "reward/model"
+
+
+def test_paired_checks_start_at_the_reference_and_carry_the_gold_se():
+    metrics = {"kl/seq_mean": _series([0.0, 1.0, 4.0, 9.0]), "reward/model": _series([0.0, 0.5, 1.0, 1.5]),
+               "eval/paired_proxy_gain": ([2, 3], [0.7, 1.2]), "eval/paired_gold_gain": ([2, 3], [0.4, -0.1]),
+               "eval/paired_gold_gain_se": ([2, 3], [0.11, 0.13])}
+    curve = overoptimisation_curve(metrics)
+    assert curve["paired_sqrt_kl"] == [0.0, 2.0, 3.0] and curve["paired_proxy"] == [0.0, 0.7, 1.2]
+    assert curve["paired_gold"] == [0.0, 0.4, -0.1] and curve["paired_gold_se"] == [0.0, 0.11, 0.13]
+    del metrics["eval/paired_gold_gain_se"]  # runs from before the SE was logged
+    old = overoptimisation_curve(metrics)["paired_gold_se"]
+    assert old[0] == 0.0 and all(math.isnan(x) for x in old[1:])
+    assert overoptimisation_curve({"kl/seq_mean": _series([0.0])})["paired_gold_se"] == []

@@ -54,7 +54,11 @@ is 0 and only the policy's real change adds noise): ``paired_proxy_gain``, ``pai
 ``paired_eval_every`` N it also runs every N steps (logged as ``eval/paired_*`` at that step: a
 low-noise proxy and gold curve against sqrt(KL)); the reference's side is sampled once. The label
 samples' per-prompt means cancel in each pair, so this gap, unlike ``goodhart_gap``, carries none of
-their noise, and its standard error says whether one run's gap is real.
+their noise, and its standard error says whether one run's gap is real. The checks together
+(:func:`paired_curve`): ``paired_curve`` (step, KL, proxy and gold gain +- SE, from the reference at
+step 0), ``paired_gold_peak_step`` / ``paired_gold_peak``, ``paired_gold_drop`` +- ``paired_gold_drop_se``
+(peak minus last, pair by pair) and ``paired_overoptimised``: the gold fell past its peak by more than
+2 SE while the proxy kept rising — Gao et al.'s PPO curve, read on one run.
 
 Before PPO, with ``bon_samples`` N (32; 0 = skip), :func:`best_of_n_curve` reads the proxy's
 over-optimisation without any training: N fresh reference responses per training prompt, and for

@@ -85,7 +85,9 @@ Measured (``benchmarks/ppo_demo.py``, session 7, beta 1 against 0, seeds 3, 5 an
 so the pre-registered per-seed test failed. The gold falling past its peak was not seen with PPO;
 best-of-n with 128 samples showed it on 1 seed of 5 (seed 6: peak at n = 32, then down 0.30 +- 0.13).
 With 8 completions a step (the session 4-6 default) the proxy hardly
-moved (paired gain +0.14, +0.17 at beta 0). See docs/performance.md, sections "PPO
+moved (paired gain +0.14, +0.17 at beta 0). Session 8, beta 0 for 40 steps on seeds 7-9 (20-30 nats):
+the paired gold fell past its peak on no seed (0.19 +- 0.10 on seed 9, 1.9 SE), while the proxy still
+over-stated the gain (paired gaps +1.10, +0.36, +0.51). See docs/performance.md, sections "PPO
 over-optimisation demo".
 """
 

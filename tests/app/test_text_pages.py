@@ -176,6 +176,28 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert f"run {kept}, β = 0.3 (selected)" in legend and "paired" not in legend and "best-of-n" not in legend
 
 
+def test_overoptimisation_note_reads_the_paired_gold_fall_against_its_noise(window):
+    """The note under the over-optimisation plot: a fall within 2 SE, a fall of both judges, no fall."""
+    project = window.project
+    page = window.text_rl_page
+    page.set_project(project)
+
+    def note(**result):
+        run_id = project.create_run("ppo_demo", {"beta": 0.0}, status="running")
+        project.finish_run(run_id, "completed", result={"paired_gold_peak_step": 30, "paired_gold_peak": 0.39,
+                                                        **result})
+        return page._win_rate_note(run_id)
+
+    assert ("The paired gold gain peaked at step 30 (+0.39); its fall since, 0.19 ± 0.10, is within 2 SE."
+            in note(paired_gold_drop=0.19, paired_gold_drop_se=0.1, paired_overoptimised=False))
+    both = note(paired_gold_drop=0.5, paired_gold_drop_se=0.1, paired_overoptimised=False)
+    assert "fell 0.50 ± 0.10, but the proxy did not keep rising" in both and "Over-optimised" not in both
+    assert "still at its highest at the last check" in note(paired_gold_drop=0.0, paired_gold_drop_se=0.0,
+                                                             paired_overoptimised=False)
+    assert "peaked at the reference (step 0)" in note(paired_gold_peak_step=0, paired_gold_drop=0.55,
+                                                      paired_gold_drop_se=0.1, paired_overoptimised=True)
+
+
 def test_text_rl_page_follows_a_live_run(window):
     project = window.project
     page = window.text_rl_page

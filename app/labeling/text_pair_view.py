@@ -355,7 +355,7 @@ class TextPairView(QWidget):
 
     def queue_pairs(self) -> list[int]:
         """Queue pairs of responses (all, or N per prompt at random) that are not labelled yet."""
-        if self.project is None:
+        if self.project is None or self.reviewing:
             return []
         per = self.per_prompt_box.value() or None
         who = self.labeller_id() if self.second_opinion_box.isChecked() else None
@@ -386,9 +386,18 @@ class TextPairView(QWidget):
         self.current = None
         self._cache.clear()  # queue ids and comparison ids would mix
         self.accept_button.setVisible(on)
+        self._set_queue_controls(not on)
         self.message.setText("")
         self.show_next()
         self.setFocus()
+
+    def _set_queue_controls(self, enabled: bool) -> None:
+        """Queueing pairs is for people labelling the queue; in review mode it would add pairs the
+        review does not show, so its controls are off (with a tooltip that says why)."""
+        why = "" if enabled else "Off while reviewing AI labels: untick “Review AI labels” to queue pairs"
+        for w in (self.per_prompt_box, self.second_opinion_box, self.queue_button):
+            w.setEnabled(enabled)
+        self.queue_button.setToolTip(why or "Put pairs of responses to the same prompt in the labelling queue")
 
     def _on_blind_toggled(self, on: bool) -> None:
         qs = getattr(self.settings, "qs", None)

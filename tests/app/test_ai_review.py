@@ -39,8 +39,13 @@ def test_review_accept_override_and_enter(qtbot, ai_window):
     view = window.text_page.pairs
     assert view.current is None  # the queue is answered by the AI: nothing for people to label
     assert "AI vs people: no overlap yet" == view.ai_agreement_label.text()
+    assert view.queue_button.isEnabled() and view.per_prompt_box.isEnabled()
     view.review_box.setChecked(True)
     assert view.reviewing and view.current["id"] == labels[0]
+    # queueing pairs belongs to the queue, not to the review: its controls are off and the call does nothing
+    assert not view.queue_button.isEnabled() and not view.per_prompt_box.isEnabled()
+    assert not view.second_opinion_box.isEnabled() and "Off while reviewing" in view.queue_button.toolTip()
+    assert view.queue_pairs() == []
     assert view.progress_label.text() == "Reviewing AI labels · 3 to review · 0 reviewed"
     info = view.ai_info.text()
     assert view.ai_info.isVisible() and view.ai_info.textFormat() == Qt.TextFormat.PlainText
@@ -85,6 +90,8 @@ def test_review_accept_override_and_enter(qtbot, ai_window):
     # back to the queue: the review panel goes away
     view.review_box.setChecked(False)
     assert not view.reviewing and view.ai_info.isHidden() and view.current is None
+    assert view.queue_button.isEnabled() and view.second_opinion_box.isEnabled()
+    assert view.queue_button.toolTip().startswith("Put pairs")
 
 
 def test_blind_review_hides_the_answer_until_labelled(qtbot, ai_window):

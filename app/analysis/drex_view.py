@@ -34,8 +34,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
-from rlhf_core.envs.storage import item_fps, load_frames, read_video
+from rlhf_core.envs.storage import item_fps, read_video
 from rlhf_core.rewards.drex_overrides import (
     LevelPair,
     clear_level_override,
@@ -68,7 +69,10 @@ class DrexView(QWidget):
         self.pairs: list[LevelPair] = []
         self.states = []  # the override of each pair, same order
         self._watch_turn = 0
-        self._frames: dict[int, np.ndarray] = {}
+        self.frames = FrameLoader(self, capacity=16)  # videos are decoded on a worker thread
+        self.frames.loaded.connect(self._on_frames_loaded)
+        self.frames.failed.connect(self._on_frames_failed)
+        self._watching: tuple[int, int] | None = None  # the pair Watch waits for while it decodes
 
         self.env_box = QComboBox()
         self.env_box.setMinimumWidth(160)
@@ -211,7 +215,8 @@ class DrexView(QWidget):
     def set_project(self, project: Project | None) -> None:
         """Show ``project`` (also called to refresh: the environment and selection are kept)."""
         if project is not self.project:
-            self._frames.clear()
+            self.frames.clear()
+            self._watching = None
             self.playback.set_clips([None, None], 30)
         self.project = project
         envs = drex_envs(project) if project is not None else []
@@ -360,6 +365,7 @@ class DrexView(QWidget):
         pairs = self.selected_pairs()
         if self.project is None or not pairs:
             return
+        self._watching = None
         self.playback.pause()
         stills = []
         for title, level, side in ((self.title_a, pairs[0].better, "a"), (self.title_b, pairs[0].worse, "b")):
@@ -379,20 +385,38 @@ class DrexView(QWidget):
         self._watch_turn += 1
         ids = (pair.better.trajectory_ids[k % len(pair.better.trajectory_ids)],
                pair.worse.trajectory_ids[k % len(pair.worse.trajectory_ids)])
-        frames = []
-        for iid in ids:
-            if iid not in self._frames:
-                if len(self._frames) > 16:  # keep memory bounded
-                    self._frames.pop(next(iter(self._frames)))
-                self._frames[iid] = load_frames(self.project, self.project.get_item(iid))
-            frames.append(self._frames[iid])
-        for title, iid, level, side in ((self.title_a, ids[0], pair.better, "a"), (self.title_b, ids[1], pair.worse, "b")):
+        for title, iid, level, side in ((self.title_a, ids[0], pair.better, "a"),
+                                        (self.title_b, ids[1], pair.worse, "b")):
             n = len(level.trajectory_ids)
             title.setText(f"{side}: ε={_eps(level.epsilon)} · trajectory {iid} "
                           f"({level.trajectory_ids.index(iid) + 1} of {n})")
+        self._watching = ids
+        frames = [self.frames.request(self.project, self.project.get_item(iid)) for iid in ids]
+        if any(f is None for f in frames):  # decoding on the worker thread: plays when both are in
+            self.playback.pause()
+            self.playback.set_clips([None, None], 30)
+            for panel in (self.panel_a, self.panel_b):
+                panel.setText("decoding…")
+            return ids
+        self._play(ids, frames)
+        return ids
+
+    def _play(self, ids: tuple[int, int], frames: list) -> None:
+        self._watching = None
         self.playback.set_clips(frames, item_fps(self.project, self.project.get_item(ids[0])))
         self.playback.play()
-        return ids
+
+    def _on_frames_loaded(self, key, _frames) -> None:
+        if self._watching is None or key not in self._watching or self.project is None:
+            return
+        frames = [self.frames.cached(iid) for iid in self._watching]
+        if all(f is not None for f in frames):
+            self._play(self._watching, frames)
+
+    def _on_frames_failed(self, key, message: str) -> None:
+        if self._watching is not None and key in self._watching:
+            self._watching = None
+            self.status.setText(f"Could not decode the video of trajectory {key}: {message}")
 
     def hideEvent(self, event) -> None:  # noqa: N802
         self.playback.pause()

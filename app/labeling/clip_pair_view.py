@@ -40,9 +40,10 @@ from app.labeling.common import (
     reopened_pair,
     waiting_count,
 )
+from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
-from rlhf_core.envs.storage import item_fps, load_frames
+from rlhf_core.envs.storage import item_fps
 from rlhf_core.store import Project
 
 
@@ -56,7 +57,7 @@ class ClipPairView(QWidget):
         self.project: Project | None = None
         self.current: dict | None = None  # queue row on screen
         self.shown_at = 0.0
-        self._frames: dict[int, object] = {}
+        self.frames = FrameLoader(self, capacity=8)  # the next pair is decoded on a worker thread
         self._session_labels: list[int] = []  # comparison ids given in this view, newest last
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
@@ -143,7 +144,7 @@ class ClipPairView(QWidget):
     def set_project(self, project: Project | None) -> None:
         self.project = project
         self.current = None
-        self._frames.clear()
+        self.frames.clear()
         self._session_labels.clear()
         self.labeller_box.fill(project)
         self.show_next()
@@ -154,11 +155,8 @@ class ClipPairView(QWidget):
 
     # ------------------------------------------------------------------ pairs
     def _frames_for(self, item_id: int):
-        if item_id not in self._frames:
-            self._frames[item_id] = load_frames(self.project, self.project.get_item(item_id))
-            while len(self._frames) > 8:
-                self._frames.pop(next(iter(self._frames)))
-        return self._frames[item_id]
+        """The clip's frames: from the cache (preloaded), else decoded now (the pair is about to be shown)."""
+        return self.frames.frames_now(self.project, self.project.get_item(item_id))
 
     def show_next(self) -> None:
         """Show the first pair waiting in the queue (or the empty state)."""
@@ -219,9 +217,10 @@ class ClipPairView(QWidget):
             self.right_strip.set_index(index)
 
     def _preload(self, pair: dict) -> None:
+        """Start decoding the next pair on the worker thread, so it is ready when this one is labelled."""
         if self.project is not None:
-            self._frames_for(pair["left_id"])
-            self._frames_for(pair["right_id"])
+            for key in ("left_id", "right_id"):
+                self.frames.request(self.project, self.project.get_item(pair[key]))
 
     def label(self, outcome: str) -> int | None:
         if self.project is None or self.current is None:

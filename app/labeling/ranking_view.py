@@ -30,8 +30,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.labeling.common import ranked_groups
+from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback, to_pixmap
-from rlhf_core.envs.storage import item_fps, load_frames, read_video
+from rlhf_core.envs.storage import item_fps
 from rlhf_core.store import Project
 
 THUMB = QSize(120, 90)
@@ -45,7 +46,9 @@ class RankingView(QWidget):
         self.settings = settings
         self.project: Project | None = None
         self.loaded_at = 0.0
-        self._frames: dict[int, object] = {}
+        self.frames = FrameLoader(self)  # videos are decoded on a worker thread
+        self.frames.loaded.connect(self._on_frames_loaded)
+        self.frames.failed.connect(self._on_frames_failed)
 
         self.env_box = QComboBox()
         self.env_box.setMinimumWidth(160)
@@ -125,7 +128,7 @@ class RankingView(QWidget):
     def set_project(self, project: Project | None) -> None:
         self.project = project
         self.list.clear()
-        self._frames.clear()
+        self.frames.clear()
         self.env_box.clear()
         if project is not None:
             counts: dict[str, int] = {}
@@ -182,11 +185,11 @@ class RankingView(QWidget):
             item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)
             item.setCheckState(Qt.CheckState.Unchecked)
             item.setToolTip("Tick: tied with the trajectory above")
-            mid = max(0, (traj["length"] or 0) // 2)
-            thumb = read_video(self.project.abspath(traj["media_path"]), mid, mid + 1)
-            if len(thumb):
-                item.setIcon(QIcon(to_pixmap(thumb[0]).scaled(THUMB, Qt.AspectRatioMode.KeepAspectRatio)))
             self.list.addItem(item)
+            mid = max(0, (traj["length"] or 0) // 2)  # the thumbnail: the middle frame, decoded in the background
+            thumb = self.frames.request(self.project, traj, key=("thumb", iid), start=mid, end=mid + 1)
+            if thumb is not None:
+                self._set_thumb(iid, thumb)
         self._relabel()
         self.loaded_at = time.monotonic()
         self.status.setText(f"{len(item_ids)} trajectories to rank")
@@ -230,9 +233,42 @@ class RankingView(QWidget):
         if current is None or self.project is None:
             return
         iid = current.data(Qt.ItemDataRole.UserRole)
-        if iid not in self._frames:
-            self._frames[iid] = load_frames(self.project, self.project.get_item(iid))
         traj = self.project.get_item(iid)
-        self.preview_title.setText(f"Trajectory {iid} · {traj['env_id']} · {traj['length']} steps")
-        self.playback.set_clips([self._frames[iid]], item_fps(self.project, traj))
+        frames = self.frames.request(self.project, traj)
+        if frames is None:  # decoding: the panel shows it when it arrives (if still selected)
+            self.playback.pause()
+            self.playback.set_clips([None], 30)
+            self.preview.setText("decoding…")
+            self.preview_title.setText(f"Trajectory {iid} · decoding the video…")
+            return
+        self._play(traj, frames)
+
+    def _play(self, traj: dict, frames) -> None:
+        self.preview_title.setText(f"Trajectory {traj['id']} · {traj['env_id']} · {traj['length']} steps")
+        self.playback.set_clips([frames], item_fps(self.project, traj))
         self.playback.play()
+
+    def _list_item(self, iid: int) -> QListWidgetItem | None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(Qt.ItemDataRole.UserRole) == iid:
+                return self.list.item(i)
+        return None
+
+    def _set_thumb(self, iid: int, thumb) -> None:
+        item = self._list_item(iid)
+        if item is not None and len(thumb):
+            item.setIcon(QIcon(to_pixmap(thumb[0]).scaled(THUMB, Qt.AspectRatioMode.KeepAspectRatio)))
+
+    def _on_frames_loaded(self, key, frames) -> None:
+        if self.project is None:
+            return
+        if isinstance(key, tuple):  # ("thumb", item id)
+            self._set_thumb(key[1], frames)
+            return
+        current = self.list.currentItem()
+        if current is not None and current.data(Qt.ItemDataRole.UserRole) == key:
+            self._play(self.project.get_item(key), frames)
+
+    def _on_frames_failed(self, key, message: str) -> None:
+        iid = key[1] if isinstance(key, tuple) else key
+        self.status.setText(f"Could not decode the video of trajectory {iid}: {message}")

@@ -112,14 +112,24 @@ def load_arrays(project, item: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_frames(project, item: dict) -> np.ndarray:
-    """The frames of a trajectory (T+1) or of a clip (one per step it covers)."""
+def frame_source(project, item: dict) -> tuple[Path, int, int | None] | None:
+    """Where an item's frames are: (video path, first frame, end frame or None), or None without a
+    video. Only reads the project; the decoding (:func:`read_video`) can then run on another thread."""
     traj = item if item["kind"] == "trajectory" else project.get_item(item["parent_id"])
     if not traj.get("media_path"):
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return None
+    path = Path(project.abspath(traj["media_path"]))
     if item["kind"] == "clip":
-        return read_video(project.abspath(traj["media_path"]), item["start_step"], item["end_step"])
-    return read_video(project.abspath(traj["media_path"]))
+        return path, int(item["start_step"]), int(item["end_step"])
+    return path, 0, None
+
+
+def load_frames(project, item: dict) -> np.ndarray:
+    """The frames of a trajectory (T+1) or of a clip (one per step it covers)."""
+    source = frame_source(project, item)
+    if source is None:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return read_video(*source)
 
 
 def item_fps(project, item: dict) -> int:

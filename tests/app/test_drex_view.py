@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -87,12 +89,16 @@ def test_watch_plays_one_trajectory_of_each_level(qtbot, drex):
     view.table.selectRow(1)  # ε 0 vs .75
     shown = view.watch()
     assert shown == (ids[0.0][0], ids[0.75][0])
+    # the videos are decoded on a worker thread: the panels say so, then both play together
+    assert view.panel_a.frames is None and view.panel_a.text() == "decoding…" and not view.playback.playing
+    qtbot.waitUntil(lambda: view.playback.playing, timeout=10_000)
     assert view.panel_a.frames.shape == (T + 1, 32, 32, 3) and view.panel_b.frames.shape == (T + 1, 32, 32, 3)
-    assert view.playback.playing
+    assert view.frames.decode_threads and threading.get_ident() not in view.frames.decode_threads
     qtbot.waitUntil(lambda: view.playback.index > 2, timeout=3000)
     assert view.panel_a.shown_index == view.panel_b.shown_index
     assert view.title_a.text() == f"a: ε=0.00 · trajectory {ids[0.0][0]} (1 of 2)"
     assert view.watch() == (ids[0.0][1], ids[0.75][1])  # again: the next trajectory of each level
+    qtbot.waitUntil(lambda: view.playback.playing and view.frames.cached(ids[0.0][1]) is not None, timeout=10_000)
     # the bar in the frame is wider for the second trajectory: the panel really shows it
     assert (view.panel_a.frames[0, 0, :, 1] > 100).sum() > 4 + 2
     view.playback.pause()

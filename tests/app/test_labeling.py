@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -35,6 +37,11 @@ def test_keyboard_labelling_stores_labels_with_response_time(qtbot, filled):
     window.show_page("clips")
     first = view.current
     assert first is not None and view.left_panel.frames.shape[0] == 8
+    # the next pair is decoded on a worker thread while this one plays
+    nxt = window.project.pending_pairs(limit=2)[1]
+    qtbot.waitUntil(lambda: all(view.frames.cached(nxt[k]) is not None for k in ("left_id", "right_id")),
+                    timeout=10_000)
+    assert view.frames.decode_threads and threading.get_ident() not in view.frames.decode_threads
     assert view.playback.playing and view.right_panel.shown_index == view.left_panel.shown_index
     qtbot.wait(120)
     qtbot.keyClick(view, Qt.Key.Key_Left)
@@ -96,7 +103,16 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     window.activateWindow()
     assert view.env_box.currentText() == "CartPole-v1"
     view.load_items(ids)
-    assert view.list.count() == 3 and not view.list.item(0).icon().isNull()
+    # thumbnails and the selected trajectory's video are decoded on a worker thread, not the GUI's
+    assert view.list.count() == 3 and view.list.item(0).icon().isNull()
+    assert view.preview_title.text().endswith("decoding the video…")
+    qtbot.waitUntil(lambda: all(not view.list.item(i).icon().isNull() for i in range(3)), timeout=10_000)
+    steps = window.project.get_item(ids[0])["length"]
+    qtbot.waitUntil(lambda: view.preview.frames is not None and len(view.preview.frames) == steps + 1,
+                    timeout=10_000)
+    assert view.preview_title.text() == f"Trajectory {ids[0]} · CartPole-v1 · {steps} steps" and view.playback.playing
+    assert view.frames.decode_threads and threading.get_ident() not in view.frames.decode_threads
+    view.list.setCurrentRow(0)  # cached now: shown at once
     # drag the last item to the top (what InternalMove does), then tie the last two
     moved = view.list.takeItem(2)
     view.list.insertItem(0, moved)

@@ -29,15 +29,20 @@ class _Relay(QObject):
 class _Decode(QRunnable):
     def __init__(self, loader: FrameLoader, generation: int, key: Hashable, source: tuple):
         super().__init__()
-        self.loader, self.generation, self.key, self.source = loader, generation, key, source
+        self.relay, self.threads = loader._relay, loader.decode_threads
+        self.generation, self.key, self.source = generation, key, source
 
     def run(self) -> None:
-        self.loader.decode_threads.add(threading.get_ident())
+        # Nothing may escape run(): Qt aborts the process on an exception from a pool thread.
+        self.threads.add(threading.get_ident())
         try:
             frames, error = read_video(*self.source), ""
         except Exception as exc:  # a broken or missing video file: say so, keep the app running
             frames, error = None, f"{type(exc).__name__}: {exc}"
-        self.loader._relay.done.emit(self.generation, self.key, frames, error)
+        try:
+            self.relay.done.emit(self.generation, self.key, frames, error)
+        except RuntimeError:  # the view (and its relay) went away while this video decoded
+            pass
 
 
 class FrameLoader(QObject):

@@ -193,6 +193,7 @@ class RankingView(QWidget):
         self._relabel()
         self.loaded_at = time.monotonic()
         self.status.setText(f"{len(item_ids)} trajectories to rank")
+        self.refresh_recent()  # its title counts the trajectories on screen
         if self.list.count():
             self.list.setCurrentRow(0)
 

@@ -82,3 +82,19 @@ def test_a_broken_video_is_reported(qtbot, project):
     qtbot.waitUntil(lambda: len(failed) == 1, timeout=10_000)
     assert failed[0][0] == item["id"] and failed[0][1]  # the decoder's message, e.g. InvalidDataError: ...
     assert loader.cached(item["id"]) is None and not loader.pending(item["id"])
+
+
+def test_a_view_closed_while_decoding_raises_nothing_in_the_worker(qtbot, project, monkeypatch):
+    """Qt aborts on an exception escaping a pool thread; PySide reports it through sys.excepthook."""
+    import sys
+
+    import shiboken6
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(value))
+    loader = FrameLoader()
+    pool = loader._pool
+    assert loader.request(project, project.items("trajectory")[0]) is None
+    shiboken6.delete(loader._relay)  # what closing the view does to its children
+    assert pool.waitForDone(10_000)
+    assert seen == []

@@ -105,6 +105,7 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     view.load_items(ids)
     # thumbnails and the selected trajectory's video are decoded on a worker thread, not the GUI's
     assert view.list.count() == 3 and view.list.item(0).icon().isNull()
+    assert view.recent_title.text() == "Saved rankings: 0 · 3 on screen"
     assert view.preview_title.text().endswith("decoding the video…")
     qtbot.waitUntil(lambda: all(not view.list.item(i).icon().isNull() for i in range(3)), timeout=10_000)
     steps = window.project.get_item(ids[0])["length"]

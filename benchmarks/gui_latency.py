@@ -28,10 +28,11 @@ os.environ.setdefault("RLHF_WORKBENCH_HOME", tempfile.mkdtemp(prefix="wb-bench-h
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QEventLoop  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.main_window import MainWindow  # noqa: E402
+from benchmarks.lateness import run_ticking  # noqa: E402
 from rlhf_core.jobs import RecordingContext, execute_job, get_job  # noqa: E402
 from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig  # noqa: E402
 
@@ -40,18 +41,7 @@ HEAVY = dict(n_items=4000, n_features=64, n_pairs=50_000, hidden=512, batch_size
 
 
 def measure_lateness(app: QApplication, seconds: float) -> np.ndarray:
-    stamps: list[float] = []
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    timer.start()
-    loop.exec()
-    timer.stop()
-    intervals = np.diff(np.asarray(stamps))
-    return np.clip(intervals * 1000.0 - 10.0, 0.0, None)
+    return run_ticking(seconds)[0]
 
 
 def summary(lateness_ms: np.ndarray) -> dict:

@@ -34,8 +34,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("RLHF_WORKBENCH_HOME", tempfile.mkdtemp(prefix="wb-bench-home-"))
 
 import numpy as np  # noqa: E402
-from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from benchmarks.lateness import run_ticking  # noqa: E402
 
 
 def make_project(folder: Path, n: int, steps: int):
@@ -53,27 +54,10 @@ def make_project(folder: Path, n: int, steps: int):
     return project, ids
 
 
-def run_with_timer(app: QApplication, start, done) -> tuple[float, float]:
+def run_with_timer(start, done) -> tuple[float, float]:
     """(max lateness of a 10 ms timer in ms, seconds until ``done()``) while ``start()`` runs in the loop."""
-    stamps: list[float] = []
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
-    loop = QEventLoop()
-    poll = QTimer()
-    poll.setInterval(5)
-    poll.timeout.connect(lambda: loop.quit() if done() else None)
-    t0 = time.perf_counter()
-    timer.start()
-    QTimer.singleShot(30, start)
-    QTimer.singleShot(40, poll.start)
-    loop.exec()
-    wall = time.perf_counter() - t0 - 0.03
-    timer.stop()
-    poll.stop()
-    late = np.clip(np.diff(np.asarray(stamps)) * 1000.0 - 10.0, 0.0, None)
-    return float(late.max()) if late.size else 0.0, wall
+    late, wall = run_ticking(start=start, done=done)
+    return (float(late.max()) if late.size else 0.0), wall
 
 
 def main() -> None:
@@ -111,9 +95,9 @@ def main() -> None:
     rows = {"inline": [], "worker": []}
     for _ in range(args.repeats):
         box.clear()
-        rows["inline"].append(run_with_timer(app, inline, lambda: box.get("inline_done", False)))
+        rows["inline"].append(run_with_timer(inline, lambda: box.get("inline_done", False)))
         view.set_project(project)  # empty cache: the worker decodes everything again
-        rows["worker"].append(run_with_timer(app, lambda: view.load_items(ids), worker_done))
+        rows["worker"].append(run_with_timer(lambda: view.load_items(ids), worker_done))
     frames = int(view.preview.frames.shape[0])
     project.close()
 

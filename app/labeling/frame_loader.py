@@ -26,11 +26,20 @@ class _Relay(QObject):
     done = Signal(int, object, object, str)  # generation, key, frames (or None), error
 
 
+class _Ticket:
+    """One decode in flight: the GUI thread can wait for it instead of decoding the same video again."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.frames: np.ndarray | None = None
+        self.error = ""
+
+
 class _Decode(QRunnable):
-    def __init__(self, loader: FrameLoader, generation: int, key: Hashable, source: tuple):
+    def __init__(self, loader: FrameLoader, generation: int, key: Hashable, source: tuple, ticket: _Ticket):
         super().__init__()
         self.relay, self.threads = loader._relay, loader.decode_threads
-        self.generation, self.key, self.source = generation, key, source
+        self.generation, self.key, self.source, self.ticket = generation, key, source, ticket
 
     def run(self) -> None:
         # Nothing may escape run(): Qt aborts the process on an exception from a pool thread.
@@ -39,6 +48,8 @@ class _Decode(QRunnable):
             frames, error = read_video(*self.source), ""
         except Exception as exc:  # a broken or missing video file: say so, keep the app running
             frames, error = None, f"{type(exc).__name__}: {exc}"
+        self.ticket.frames, self.ticket.error = frames, error
+        self.ticket.done.set()
         try:
             self.relay.done.emit(self.generation, self.key, frames, error)
         except RuntimeError:  # the view (and its relay) went away while this video decoded
@@ -55,7 +66,7 @@ class FrameLoader(QObject):
         super().__init__(parent)
         self.capacity = capacity
         self._cache: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._pending: set[Hashable] = set()
+        self._pending: dict[Hashable, _Ticket] = {}
         self._generation = 0
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # one decode at a time: the GUI and training keep the other core
@@ -103,14 +114,19 @@ class FrameLoader(QObject):
             return EMPTY
         if start is not None or end is not None:
             source = (source[0], source[1] + (start or 0), None if end is None else source[1] + end)
-        self._pending.add(key)
-        self._pool.start(_Decode(self, self._generation, key, source))
+        ticket = self._pending[key] = _Ticket()
+        self._pool.start(_Decode(self, self._generation, key, source, ticket))
         return None
 
     def frames_now(self, project, item: dict) -> np.ndarray:
         """The item's frames, decoding them here if they are not cached (for the pair a person is about
-        to label: better a short wait than an empty panel)."""
+        to label: better a short wait than an empty panel). If the worker is decoding them, wait for it
+        rather than decode the same video twice."""
         frames = self.cached(item["id"])
+        ticket = self._pending.get(item["id"])
+        if frames is None and ticket is not None and ticket.done.wait(30.0) and ticket.frames is not None:
+            frames = ticket.frames
+            self._put(item["id"], frames)
         if frames is None:
             source = frame_source(project, item)
             frames = EMPTY if source is None else read_video(*source)
@@ -124,7 +140,7 @@ class FrameLoader(QObject):
     def _on_done(self, generation: int, key: Hashable, frames, error: str) -> None:
         if generation != self._generation:
             return  # asked for by the previous project
-        self._pending.discard(key)
+        self._pending.pop(key, None)
         if frames is None:
             self.failed.emit(key, error)
             return

@@ -371,7 +371,12 @@ class DrexView(QWidget):
         for title, level, side in ((self.title_a, pairs[0].better, "a"), (self.title_b, pairs[0].worse, "b")):
             item = self.project.get_item(level.trajectory_ids[0])
             path = item.get("media_path")
-            stills.append(read_video(self.project.abspath(path), 0, 1) if path else None)
+            try:
+                stills.append(read_video(self.project.abspath(path), 0, 1) if path else None)
+            except Exception as exc:  # a broken video file: no still, and say why
+                stills.append(None)
+                self.status.setText(f"Could not decode the video of trajectory {item['id']}: "
+                                    f"{type(exc).__name__}: {exc}")
             title.setText(f"{side}: ε={_eps(level.epsilon)} · {len(level.trajectory_ids)} trajectories")
         self.playback.set_clips(stills, 30)
 
@@ -417,6 +422,8 @@ class DrexView(QWidget):
         if self._watching is not None and key in self._watching:
             self._watching = None
             self.status.setText(f"Could not decode the video of trajectory {key}: {message}")
+            for panel in (self.panel_a, self.panel_b):
+                panel.setText("could not decode the video")  # not "decoding…" for ever
 
     def hideEvent(self, event) -> None:  # noqa: N802
         self.playback.pause()

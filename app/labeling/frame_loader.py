@@ -17,7 +17,7 @@ from collections.abc import Hashable
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from rlhf_core.envs.storage import frame_source, read_video
+from rlhf_core.envs.storage import frame_source, load_frames, read_video
 
 EMPTY = np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
@@ -128,8 +128,7 @@ class FrameLoader(QObject):
             frames = ticket.frames
             self._put(item["id"], frames)
         if frames is None:
-            source = frame_source(project, item)
-            frames = EMPTY if source is None else read_video(*source)
+            frames = load_frames(project, item)
             self._put(item["id"], frames)
         return frames
 

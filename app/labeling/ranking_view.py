@@ -273,3 +273,7 @@ class RankingView(QWidget):
     def _on_frames_failed(self, key, message: str) -> None:
         iid = key[1] if isinstance(key, tuple) else key
         self.status.setText(f"Could not decode the video of trajectory {iid}: {message}")
+        current = self.list.currentItem()
+        if key == iid and current is not None and current.data(Qt.ItemDataRole.UserRole) == iid:
+            self.preview.setText("could not decode the video")  # not "decoding…" for ever
+            self.preview_title.setText(f"Trajectory {iid} · the video could not be decoded")

@@ -102,3 +102,14 @@ def test_watch_plays_one_trajectory_of_each_level(qtbot, drex):
     # the bar in the frame is wider for the second trajectory: the panel really shows it
     assert (view.panel_a.frames[0, 0, :, 1] > 100).sum() > 4 + 2
     view.playback.pause()
+
+
+def test_watch_says_so_when_a_video_cannot_be_decoded(qtbot, drex):
+    window, view, ids = drex
+    item = window.project.get_item(ids[0.0][0])
+    window.project.abspath(item["media_path"]).write_bytes(b"not a video")
+    view.table.selectRow(1)  # ε 0 vs .75: trajectory 1 of each level, the first one broken
+    assert view.watch() == (ids[0.0][0], ids[0.75][0])
+    qtbot.waitUntil(lambda: view.panel_a.text() == "could not decode the video", timeout=10_000)
+    assert view.status.text().startswith(f"Could not decode the video of trajectory {ids[0.0][0]}: ")
+    assert not view.playback.playing

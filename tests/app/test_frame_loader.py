@@ -102,16 +102,19 @@ def test_a_view_closed_while_decoding_raises_nothing_in_the_worker(qtbot, projec
 
 def test_frames_now_waits_for_a_decode_in_flight_instead_of_repeating_it(qtbot, project, monkeypatch):
     import app.labeling.frame_loader as fl
+    import rlhf_core.envs.storage as storage
 
     calls = []
-    real = fl.read_video
-    monkeypatch.setattr(fl, "read_video", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = storage.read_video
+    counting = lambda *a, **k: calls.append(a) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(fl, "read_video", counting)  # the worker's decode
+    monkeypatch.setattr(storage, "read_video", counting)  # load_frames: a decode on the GUI thread
     loader = FrameLoader()
     got = collect(loader)
     item = project.items("trajectory")[1]
     assert loader.request(project, item) is None  # the next pair's preload
     frames = loader.frames_now(project, item)  # the person labels before it finished
-    np.testing.assert_array_equal(frames, load_frames(project, item))
     assert len(calls) == 1 and loader.cached(item["id"]) is frames
+    np.testing.assert_array_equal(frames, load_frames(project, item))
     qtbot.waitUntil(lambda: len(got) == 1, timeout=10_000)  # the worker's own announcement still comes
     assert not loader.pending(item["id"])

@@ -114,6 +114,16 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     assert view.preview_title.text() == f"Trajectory {ids[0]} · CartPole-v1 · {steps} steps" and view.playback.playing
     assert view.frames.decode_threads and threading.get_ident() not in view.frames.decode_threads
     view.list.setCurrentRow(0)  # cached now: shown at once
+    # a broken video: the preview says so (not "decoding…" for ever) and the status line has the reason
+    broken = window.project.get_item(ids[1])
+    view.frames.wait()
+    view.frames.clear()  # nothing cached: the broken file is what gets decoded
+    window.project.abspath(broken["media_path"]).write_bytes(b"not a video")
+    view.list.setCurrentRow(1)
+    qtbot.waitUntil(lambda: view.preview.text() == "could not decode the video", timeout=10_000)
+    assert view.status.text().startswith(f"Could not decode the video of trajectory {ids[1]}: ")
+    assert view.preview_title.text() == f"Trajectory {ids[1]} · the video could not be decoded"
+    view.list.setCurrentRow(0)
     # drag the last item to the top (what InternalMove does), then tie the last two
     moved = view.list.takeItem(2)
     view.list.insertItem(0, moved)

@@ -7,7 +7,10 @@
    stop words, matched on their first 5 letters) that the response mentions, minus
    ``gold_length_weight`` per completion token beyond ``gold_length_limit`` (a preference for
    on-topic, short answers; the limit is below the completion cap so that it can matter in a
-   short CPU run).
+   short CPU run). With ``gold_repeat_weight`` w > 0 the gold also loses w times the share of the
+   response's content words that repeat an earlier one (:func:`repetition_share`): late samples of
+   beta-0 runs stuffed key words ("your interviewer's interviewer feedback") or looped ("bike bike
+   bike"), which the key-word gold alone scored as well as a real answer.
 2. Synthetic preferences: ``label_samples`` responses per prompt are sampled from the untouched
    policy; every pair of responses to the same prompt is labelled by the gold reward (the higher
    one wins; equal gold is a tie, target 0.5).
@@ -137,10 +140,20 @@ def keyword_coverage(prompt: str, response: str) -> float:
     return sum(1 for k in keys if k[:5] in stems) / len(keys)
 
 
+def repetition_share(response: str) -> float:
+    """Share of the response's content words (4+ letters, not stop words, compared on their first 5
+    letters, as key words are) that repeat an earlier content word of the same response; 0 when it has
+    none. "bike bike bike bike" -> 0.75 (3 of 4 repeat); "budget rule ... budget" -> 1/3."""
+    words = [w[:5] for w in _WORD.findall(response.lower()) if len(w) >= 4 and w not in STOP_WORDS]
+    return (len(words) - len(set(words))) / len(words) if words else 0.0
+
+
 def gold_reward(prompt: str, response: str, completion_tokens: int, *, length_limit: int = 20,
-                length_weight: float = 0.03) -> float:
-    """Keyword coverage minus ``length_weight`` per completion token beyond ``length_limit``."""
-    return keyword_coverage(prompt, response) - length_weight * max(0, int(completion_tokens) - length_limit)
+                length_weight: float = 0.03, repeat_weight: float = 0.0) -> float:
+    """Keyword coverage minus ``length_weight`` per completion token beyond ``length_limit``, minus
+    ``repeat_weight`` times :func:`repetition_share` (0 by default: the gold of sessions 4-9)."""
+    gold = keyword_coverage(prompt, response) - length_weight * max(0, int(completion_tokens) - length_limit)
+    return gold - repeat_weight * repetition_share(response) if repeat_weight else gold
 
 
 # ------------------------------------------------------------------------------- did it over-optimise?
@@ -223,6 +236,9 @@ class PPODemoConfig:
     proxy_max_length: int = param(192, "Longest proxy input in tokens.", min=16)
     gold_length_limit: int = param(20, "Gold reward: completion tokens allowed before the length penalty.", min=0)
     gold_length_weight: float = param(0.03, "Gold reward: penalty per token beyond the limit.", min=0.0)
+    gold_repeat_weight: float = param(0.0, "Gold reward: penalty times the share of the response's content words "
+                                      "that repeat an earlier one (keyword stuffing, 'bike bike bike'; 1 = as bad "
+                                      "as missing the same share of the prompt's key words; 0 = off).", min=0.0)
     batch_size: int = param(32, "PPO completions per step (the prompts in turn: 32 = 4 per prompt with 8 prompts; "
                             "with 8 a step the proxy hardly moved).", min=1, max=4096)
     minibatch_size: int = param(8, "PPO minibatch size.", min=1, max=4096)
@@ -275,6 +291,14 @@ def _ppo_config(c: PPODemoConfig):
                          value_backbone=c.value_backbone, beta=c.beta,
                          adaptive_kl=c.adaptive_kl, kl_target=c.kl_target, max_new_tokens=c.max_new_tokens,
                          temperature=c.temperature, lora_rank=c.lora_rank, seed=c.seed, threads=c.threads)
+
+
+def gold_function(config: PPODemoConfig):
+    """``gold_of(prompt, response, completion_tokens)``: :func:`gold_reward` with the demo's gold settings."""
+    def gold_of(prompt: str, response: str, tokens: int) -> float:
+        return gold_reward(prompt, response, tokens, length_limit=config.gold_length_limit,
+                           length_weight=config.gold_length_weight, repeat_weight=config.gold_repeat_weight)
+    return gold_of
 
 
 def label_pairs(prompts: Sequence[str], samples, golds: Sequence[float]):
@@ -569,9 +593,7 @@ def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
     eval_prompts = prompts[config.n_prompts:config.n_prompts + config.eval_prompts]
     prompts = prompts[:config.n_prompts]
 
-    def gold_of(prompt: str, response: str, tokens: int) -> float:
-        return gold_reward(prompt, response, tokens, length_limit=config.gold_length_limit,
-                           length_weight=config.gold_length_weight)
+    gold_of = gold_function(config)
 
     # 1-2. the untouched policy's samples, labelled by the gold reward
     ctx.progress(0.0, message="Loading the policy")

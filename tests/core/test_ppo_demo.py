@@ -31,6 +31,26 @@ def test_gold_reward_is_keyword_coverage_minus_a_length_penalty():
                                     length_weight=0.03), 0.75 - 0.3)
 
 
+def test_repetition_share_and_the_gold_that_penalises_it():
+    from rlhf_core.demos.ppo_overoptimisation import PPODemoConfig, gold_function, repetition_share
+
+    assert repetition_share("bike bike bike bike") == 0.75
+    # content words: budget, rule, budget, says (the 3-letter "the" and the stop word "what" do not count)
+    assert repetition_share("The budget rule: what the budget says.") == 0.25
+    # compared on the first 5 letters, as key words are: 'interviewer' and "interviewer's" repeat
+    assert math.isclose(repetition_share("your interviewer's interviewer feedback"), 1 / 3)
+    assert repetition_share("") == 0.0 and repetition_share("It is so.") == 0.0
+    prompt = "Explain how a lighthouse keeper spends the night."
+    stuffed = "Lighthouse keeper, lighthouse keeper, lighthouse keeper at night."  # 4 of 7 content words repeat
+    assert keyword_coverage(prompt, stuffed) == 0.75
+    assert gold_reward(prompt, stuffed, 12) == 0.75  # the default gold does not see the stuffing
+    assert math.isclose(gold_reward(prompt, stuffed, 12, repeat_weight=1.0), 0.75 - 4 / 7)
+    # the demo's setting reaches the gold it labels and scores with
+    assert gold_function(PPODemoConfig())(prompt, stuffed, 12) == 0.75
+    assert math.isclose(gold_function(PPODemoConfig(gold_repeat_weight=0.5, gold_length_limit=10))(prompt, stuffed, 12),
+                        0.75 - 0.03 * 2 - 0.5 * 4 / 7)
+
+
 def test_labels_pair_every_two_responses_of_a_prompt_by_gold():
     class S:  # the two fields label_pairs reads from a training sample
         def __init__(self, i, text):

@@ -19,6 +19,7 @@ import numpy as np
 from rlhf_core.envs.rollout import Trajectory
 
 VIDEO_CRF = 23
+KEYFRAME_INTERVAL = 60  # frames; read_video seeks to the keyframe before a clip (see write_video)
 MAX_SIDE = 480  # frames larger than this are scaled down before encoding
 
 
@@ -34,7 +35,8 @@ def _downscale(frames: np.ndarray) -> np.ndarray:
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
-    """Encode RGB frames [N, H, W, 3] as H.264 (yuv420p, CRF 23). Written to a temp name first."""
+    """Encode RGB frames [N, H, W, 3] as H.264 (yuv420p, CRF 23, a keyframe at least every
+    :data:`KEYFRAME_INTERVAL` frames). Written to a temp name first."""
     frames = _downscale(np.asarray(frames, dtype=np.uint8))
     path = Path(path)
     tmp = path.with_suffix(".part.mp4")
@@ -43,7 +45,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
         first = _even_frame(frames[0])
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation"}
+        # a keyframe at least every KEYFRAME_INTERVAL frames (x264's default is 250): read_video seeks
+        # to the one before a clip instead of decoding from frame 0 (docs/performance.md, session 10)
+        stream.options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation",
+                          "g": str(KEYFRAME_INTERVAL)}
         for frame in frames:
             packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_even_frame(frame)), format="rgb24")
             for packet in stream.encode(packet_frame):
@@ -54,7 +59,17 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
 
 
 def read_video(path: str | Path, start: int = 0, end: int | None = None) -> np.ndarray:
-    """Decode frames [start, end) of a video as RGB uint8 [N, H, W, 3]."""
+    """Decode frames [start, end) of a video as RGB uint8 [N, H, W, 3].
+
+    From ``start > 0`` it first seeks to the last keyframe at or before ``start`` (videos written by
+    :func:`write_video` have one at least every :data:`KEYFRAME_INTERVAL` frames), so a clip late in a
+    long trajectory does not decode the whole prefix; a frame's index comes from its timestamp. When
+    the timestamps cannot be trusted (no rate, a frame without one, the seek landing after ``start``)
+    it decodes from frame 0 and counts, as every video allows."""
+    if start > 0:
+        frames = _read_after_seek(str(path), start, end)
+        if frames is not None:
+            return frames
     out = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -65,9 +80,39 @@ def read_video(path: str | Path, start: int = 0, end: int | None = None) -> np.n
             if end is not None and i >= end:
                 break
             out.append(frame.to_ndarray(format="rgb24"))
-    if not out:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    return np.stack(out)
+    return _stack(out)
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+def _read_after_seek(path: str, start: int, end: int | None) -> np.ndarray | None:
+    """Frames [start, end) found by seeking and by timestamps, or None where that cannot be trusted."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate, time_base = stream.average_rate, stream.time_base
+        if not rate or not time_base:
+            return None
+        origin = stream.start_time or 0
+        seconds_per_tick = float(time_base)
+        container.seek(origin + int(start / float(rate) / seconds_per_tick), stream=stream, backward=True)
+        stream.thread_type = "AUTO"
+        out: list[np.ndarray] = []
+        for n, frame in enumerate(container.decode(stream)):
+            if frame.pts is None:
+                return None
+            index = round((frame.pts - origin) * seconds_per_tick * float(rate))
+            if n == 0 and index > start:
+                return None  # landed past the first frame wanted: no keyframe where one was expected
+            if index < start:
+                continue
+            if end is not None and index >= end:
+                break
+            if index != start + len(out):
+                return None  # a gap or a repeat: the timestamps do not count frames
+            out.append(frame.to_ndarray(format="rgb24"))
+    return _stack(out)
 
 
 def save_trajectory(project, traj: Trajectory, *, run_id: int | None = None) -> int:

@@ -118,3 +118,28 @@ def test_frames_now_waits_for_a_decode_in_flight_instead_of_repeating_it(qtbot, 
     np.testing.assert_array_equal(frames, load_frames(project, item))
     qtbot.waitUntil(lambda: len(got) == 1, timeout=10_000)  # the worker's own announcement still comes
     assert not loader.pending(item["id"])
+
+
+def test_at_exit_queued_decodes_are_dropped_and_the_running_one_is_waited_for(qtbot, project, monkeypatch):
+    """No pool thread may still run Python code while the interpreter shuts down."""
+    import time
+
+    import app.labeling.frame_loader as fl
+
+    real = fl.read_video
+    started = threading.Event()
+
+    def slow(*a, **k):
+        started.set()
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fl, "read_video", slow)
+    loader = FrameLoader()
+    first, second = project.items("trajectory")
+    assert loader.request(project, first) is None and loader.request(project, second) is None
+    assert started.wait(10.0)  # the first is running, the second waits in the queue (one thread)
+    fl._drain_at_exit()
+    assert loader._pending[first["id"]].done.is_set()  # the running decode was waited for
+    assert not loader._pending[second["id"]].done.is_set()  # the queued one never started
+    assert loader._pool.activeThreadCount() == 0

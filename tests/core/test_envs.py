@@ -215,3 +215,64 @@ def test_keyboard_demo_continuous_actions():
     acts = demo.trajectory().actions
     demo.close()
     np.testing.assert_allclose(acts.ravel(), [2.0, 0.0, -2.0])
+
+
+def _numbered_frames(n: int, size: int = 64) -> np.ndarray:
+    """Frames that say their own index: frame i has a bright bar whose height encodes i."""
+    frames = np.zeros((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        frames[i, :, : 4 + (i % 56)] = 220  # width of the bar = 4 + i % 56
+        frames[i, : 4 + (i // 56) * 8, -8:] = 120
+    return frames
+
+
+def _sequential(path, start, end):
+    import av
+
+    with av.open(str(path)) as container:
+        got = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    got = got[start:end]
+    return np.stack(got) if got else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("keyframe_every", ["writer", 250])
+def test_read_video_seeks_to_a_clip_and_returns_the_same_frames_as_decoding_from_the_start(tmp_path,
+                                                                                        keyframe_every):
+    """read_video(start, end) seeks to the keyframe before ``start``; the frames are those a decode from
+    frame 0 gives, for clips on, just after and between keyframes, at the end, and for videos written
+    with x264's default 250-frame GOP (projects from before session 10)."""
+    import av
+
+    from rlhf_core.envs import storage
+
+    path = tmp_path / "v.mp4"
+    frames = _numbered_frames(130)
+    if keyframe_every == "writer":
+        storage.write_video(path, frames, fps=20)  # a keyframe at least every KEYFRAME_INTERVAL frames
+    else:
+        with av.open(str(path), mode="w") as c:  # what write_video wrote before keyframes were forced
+            s = c.add_stream("libx264", rate=20)
+            s.height = s.width = 64
+            s.pix_fmt, s.options = "yuv420p", {"crf": "23", "preset": "veryfast", "tune": "animation"}
+            for f in frames:
+                for pk in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(pk)
+            for pk in s.encode():
+                c.mux(pk)
+    with av.open(str(path)) as c:
+        keys = [pk.pts for pk in c.demux(c.streams.video[0]) if pk.is_keyframe and pk.pts is not None]
+    if keyframe_every == "writer":
+        assert len(keys) >= 130 // storage.KEYFRAME_INTERVAL + 1  # the writer's GOP, so that seeking helps
+    for start, end in [(0, 10), (1, 5), (19, 25), (59, 61), (60, 61), (61, 90), (100, 130), (119, 122),
+                       (125, None), (129, 130), (60, 60)]:
+        want = _sequential(path, start, end)
+        got = storage.read_video(path, start, end)
+        assert got.shape[0] == want.shape[0] == len(range(130)[start:end]), (start, end)
+        np.testing.assert_array_equal(got, want, err_msg=f"frames {start}:{end}")
+        if start > 0:
+            # the seek path itself answered (not the decode-from-0 fallback), with the same frames
+            seek = storage._read_after_seek(str(path), start, end)
+            assert seek is not None and np.array_equal(seek, want), (start, end)
+    # and the decoded frames are the ones written (lossy: close, in the right order)
+    bar = (storage.read_video(path, 70, 75)[:, 32, :, 0] > 128).sum(axis=1)
+    assert list(bar) == [4 + i % 56 for i in range(70, 75)]

@@ -142,7 +142,9 @@ class TextRLPage(QWidget):
         self.over_plot.setBackground("w")
         self.over_plot.setLabel("bottom", "√KL(π‖π_ref) per sequence")
         self.over_plot.setLabel("left", "reward")
-        self.over_plot.addLegend(offset=(5, 5))
+        # translucent and small: the legend shares the upper left with the steep best-of-n proxy curve
+        self.over_plot.addLegend(offset=(5, 5), brush=pg.mkBrush(255, 255, 255, 170), labelTextSize="8pt",
+                                 verSpacing=-4)
         self.over_plot.getAxis("left").enableAutoSIPrefix(False)
         # points, not lines: sqrt(KL) does not grow monotonically from step to step
         self.proxy_curve = self.over_plot.plot([], [], pen=None, symbol="o", symbolSize=6,

@@ -114,7 +114,8 @@ def main() -> None:
         print(f"clip {start}:{end}  old {old_m * 1000:.1f} ms  new {new_m * 1000:.1f} ms  ratio {new_m / old_m:.2f}",
               file=sys.stderr)
     result = {"benchmark": "clip_decode", "env": args.env, "frames": n, "frame_shape": list(want.shape[1:]),
-              "fps": traj.fps, "keyframe_interval": args.keyframe_interval, "clip": args.clip, "repeats": args.repeats, "render_seconds": round(render_s, 2),
+              "fps": traj.fps, "keyframe_interval": args.keyframe_interval, "clip": args.clip,
+              "repeats": args.repeats, "render_seconds": round(render_s, 2),
               "old_bytes": old_path.stat().st_size, "new_bytes": new_path.stat().st_size,
               "size_ratio": round(new_path.stat().st_size / old_path.stat().st_size, 3),
               "old_keyframes": keyframes(old_path), "new_keyframes": keyframes(new_path), "clips": rows,

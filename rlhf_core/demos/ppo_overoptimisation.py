@@ -92,8 +92,8 @@ moved (paired gain +0.14, +0.17 at beta 0). Session 8, beta 0 for 40 steps on se
 the paired gold fell past its peak on no seed (0.19 +- 0.10 on seed 9, 1.9 SE), while the proxy still
 over-stated the gain (paired gaps +1.10, +0.36, +0.51). Session 10, the same 40-step test with
 ``gold_repeat_weight`` 1 on seeds 16-18: the gold fell past its peak on no seed either; one proxy
-claimed a gain the gold did not give (+1.27 +- 0.23), and answers that restate the question (every key
-word covered) are the gold's blind spot. See docs/performance.md, sections "PPO over-optimisation demo".
+claimed a gain the gold did not give (+1.27 +- 0.23) and on the other two the gold rose with the proxy.
+See docs/performance.md, sections "PPO over-optimisation demo".
 """
 
 from __future__ import annotations

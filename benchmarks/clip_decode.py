@@ -29,43 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import av  # noqa: E402
-import numpy as np  # noqa: E402
 
 from rlhf_core.envs import storage  # noqa: E402
 from rlhf_core.envs.make import close_env, make_env  # noqa: E402
 from rlhf_core.envs.policies import RandomPolicy  # noqa: E402
 from rlhf_core.envs.rollout import rollout  # noqa: E402
-
-
-def write_old(path: Path, frames: np.ndarray, fps: int) -> None:
-    """write_video as it was before session 10: the same settings without a forced keyframe interval."""
-    frames = storage._downscale(frames)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
-        first = storage._even_frame(frames[0])
-        stream.height, stream.width = first.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(storage.VIDEO_CRF), "preset": "veryfast", "tune": "animation"}
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(storage._even_frame(frame)), format="rgb24")
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def read_old(path: Path, start: int, end: int) -> np.ndarray:
-    """read_video as it was before session 10: decode from frame 0, keep frames [start, end)."""
-    out = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i >= end:
-                break
-            if i >= start:
-                out.append(frame.to_ndarray(format="rgb24"))
-    return np.stack(out)
 
 
 def keyframes(path: Path) -> int:
@@ -82,7 +50,6 @@ def main() -> None:
     parser.add_argument("--keyframe-interval", type=int, default=storage.KEYFRAME_INTERVAL,
                         help="the new writer's keyframe interval (default: the one write_video uses)")
     args = parser.parse_args()
-    storage.KEYFRAME_INTERVAL = args.keyframe_interval
 
     env = make_env(args.env)
     t0 = time.perf_counter()
@@ -91,19 +58,19 @@ def main() -> None:
     render_s = time.perf_counter() - t0
     folder = Path(tempfile.mkdtemp(prefix="clip-decode-"))
     old_path, new_path = folder / "old.mp4", folder / "new.mp4"
-    write_old(old_path, traj.frames, traj.fps)
-    storage.write_video(new_path, traj.frames, traj.fps)
+    storage.write_video(old_path, traj.frames, traj.fps, keyframe_interval=None)  # as before session 10
+    storage.write_video(new_path, traj.frames, traj.fps, keyframe_interval=args.keyframe_interval)
     n = len(traj.frames)
     starts = sorted({0, n // 2, max(0, int(n * 0.95) - args.clip // 2)})
     rows = []
     for start in starts:
         end = min(n, start + args.clip)
-        want = read_old(old_path, start, end)
+        want = storage._read_from_start(old_path, start, end)
         assert storage.read_video(new_path, start, end).shape == want.shape
         old_s, new_s = [], []
         for _ in range(args.repeats):  # alternate, so that load changes hit both alike
             t = time.perf_counter()
-            read_old(old_path, start, end)
+            storage._read_from_start(old_path, start, end)
             old_s.append(time.perf_counter() - t)
             t = time.perf_counter()
             storage.read_video(new_path, start, end)

@@ -34,9 +34,11 @@ def _downscale(frames: np.ndarray) -> np.ndarray:
     return frames[:, ::step, ::step] if step > 1 else frames
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
+def write_video(path: str | Path, frames: np.ndarray, fps: int,
+                keyframe_interval: int | None = KEYFRAME_INTERVAL) -> None:
     """Encode RGB frames [N, H, W, 3] as H.264 (yuv420p, CRF 23, a keyframe at least every
-    :data:`KEYFRAME_INTERVAL` frames). Written to a temp name first."""
+    ``keyframe_interval`` frames; None: x264's default, what projects before session 10 have).
+    Written to a temp name first."""
     frames = _downscale(np.asarray(frames, dtype=np.uint8))
     path = Path(path)
     tmp = path.with_suffix(".part.mp4")
@@ -45,10 +47,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
         first = _even_frame(frames[0])
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
-        # a keyframe at least every KEYFRAME_INTERVAL frames (x264's default is 250): read_video seeks
+        # a keyframe at least every keyframe_interval frames (x264's default is 250): read_video seeks
         # to the one before a clip instead of decoding from frame 0 (docs/performance.md, session 10)
-        stream.options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation",
-                          "g": str(KEYFRAME_INTERVAL)}
+        options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation"}
+        if keyframe_interval is not None:
+            options["g"] = str(int(keyframe_interval))
+        stream.options = options
         for frame in frames:
             packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_even_frame(frame)), format="rgb24")
             for packet in stream.encode(packet_frame):
@@ -70,6 +74,11 @@ def read_video(path: str | Path, start: int = 0, end: int | None = None) -> np.n
         frames = _read_after_seek(str(path), start, end)
         if frames is not None:
             return frames
+    return _read_from_start(path, start, end)
+
+
+def _read_from_start(path: str | Path, start: int, end: int | None) -> np.ndarray:
+    """Frames [start, end), decoding every frame from the first and counting them."""
     out = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

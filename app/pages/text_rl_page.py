@@ -466,12 +466,23 @@ class TextRLPage(QWidget):
                                      height=2.0 * se[shown])
 
     def _set_legend_row(self, item, text: str) -> None:
-        """Relabel ``item``'s legend row in place; an empty text hides the row."""
-        for sample, label in self.over_plot.plotItem.legend.items:
+        """Relabel ``item``'s legend row in place; an empty text hides the row, and the box holds only the
+        rows shown."""
+        legend = self.over_plot.plotItem.legend
+        for sample, label in legend.items:
             if sample.item is item:
+                if label.text == text and label.isVisibleTo(legend) == bool(text):
+                    return
                 label.setText(text)
                 sample.setVisible(bool(text))
                 label.setVisible(bool(text))
+        # the box from the grid's preferred size, which leaves hidden rows out (pyqtgraph's updateSize adds up
+        # every row's current height, hidden or not, so the box kept the height of all rows). The items stay in
+        # the grid: taking them out of it (removeAt) made the app segfault on exit.
+        grid = legend.layout
+        grid.invalidate()
+        hint = grid.effectiveSizeHint(Qt.SizeHint.PreferredSize)
+        legend.resize(hint.width(), hint.height())
 
     def _update_other_over_curves(self) -> None:
         """Hollow markers for every other ticked run, so a β = 0 run can be read against a β > 0 run."""

@@ -6,6 +6,7 @@ import math
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from tests.app.conftest import wait_finished
 from tests.core.text_support import tiny_model
@@ -110,6 +111,14 @@ def _legend_names(plot) -> list[str]:
     return [label.text for _, label in plot.plotItem.legend.items if label.isVisible()]
 
 
+def _legend_rows_on_screen(plot) -> tuple[float, list[float]]:
+    """The legend box's height and the top of each shown row, once Qt has laid the legend out."""
+    legend = plot.plotItem.legend
+    legend.layout.activate()
+    QApplication.processEvents()
+    return legend.height(), [label.pos().y() for _, label in legend.items if label.isVisible()]
+
+
 def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(window):
     """A beta = 0 demo run read against a beta = 0.3 one: the other ticked run in hollow markers, named by its
     beta; the selected run's held-out win rates (proxy vs gold judge) under the plot."""
@@ -129,6 +138,7 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert page.current_run == kept and page.checked_runs() == [kept]  # the latest run, alone
     assert _points(page.other_proxy_curve) == 0 and _points(page.other_gold_curve) == 0
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)"]
+    two_rows, two_tops = _legend_rows_on_screen(page.over_plot)
     assert "win rate 0.38 judged by the proxy, 0.50 by the gold reward" in page.over_note.text()
     assert "Goodhart gap" not in page.over_note.text() and "Paired" not in page.over_note.text()  # none here
     page.refresh_runs(select=hacked)  # ticks the new selection as well
@@ -147,6 +157,12 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
         f"proxy, run {hacked}, β = 0 (selected)", f"gold, run {hacked}, β = 0 (selected)",
         f"proxy, run {kept}, β = 0.3", f"gold, run {kept}, β = 0.3",
         "proxy gain, paired check", "gold gain, paired check", "proxy, best-of-n", "gold, best-of-n"]
+    eight_rows, eight_tops = _legend_rows_on_screen(page.over_plot)
+    # hidden rows take no room: the shown rows sit one under the other from the top, evenly spaced, and the
+    # box grows by one row's height per row shown (before, it kept the height of all 8 rows)
+    row = eight_tops[1] - eight_tops[0]
+    assert row > 10 and all(math.isclose(b - a, row) for a, b in zip(eight_tops, eight_tops[1:]))
+    assert two_tops == eight_tops[:2] and math.isclose(eight_rows - two_rows, 6 * row)
     bx, by = page.bon_gold_curve.getData()
     assert list(by) == [0.0, 0.2, 0.0] and math.isclose(bx[2], math.sqrt(math.log(4) - 0.75))
     assert list(page.bon_proxy_curve.getData()[1]) == [0.5, 1.0, 2.0]
@@ -168,6 +184,8 @@ def test_overoptimisation_view_overlays_ticked_runs_and_states_the_win_rates(win
     assert _legend_names(page.over_plot) == ["proxy reward (optimised)", "gold reward (the real goal)",
                                              "proxy gain, paired check", "gold gain, paired check",
                                              "proxy, best-of-n", "gold, best-of-n"]
+    six_rows, six_tops = _legend_rows_on_screen(page.over_plot)
+    assert six_tops == eight_tops[:6] and math.isclose(eight_rows - six_rows, 2 * row)
     page.refresh_runs(select=kept)  # a run without paired checks: no paired lines, no legend rows for them
     assert _points(page.paired_proxy_curve) == 0 and _points(page.paired_gold_curve) == 0
     assert _points(page.bon_proxy_curve) == 0 and _points(page.bon_gold_curve) == 0

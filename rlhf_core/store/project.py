@@ -5,6 +5,7 @@
         media/            rendered clips, thumbnails
         checkpoints/      model weights written by runs
         artifacts/        exports and anything else a run produces
+        locks/            one lock file per queued or running run, held by the process working on it
 
 Paths inside the database are relative to the folder, so the folder can be zipped and opened on
 another machine. A ``Project`` wraps ONE connection and must be used from the thread that opened
@@ -30,6 +31,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from rlhf_core.store import run_leases
 from rlhf_core.store.errors import (
     CorruptProjectError,
     NewerSchemaError,
@@ -41,6 +43,7 @@ from rlhf_core.store.ranking import expand_ranking, normalise_groups
 
 DB_NAME = "project.db"
 SUBFOLDERS = ("media", "checkpoints", "artifacts")
+LIVE_STATUSES = ("queued", "running")  # a run in one of these has a lease while a process works on it
 PROJECT_SUFFIX = ".rlhf"
 OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 SOURCES = ("human", "synthetic", "ai", "auto")
@@ -76,6 +79,7 @@ class Project:
         self.db_path = folder / DB_NAME
         self.conn = conn
         self.db = Database(conn)
+        self._leases: set[int] = set()  # runs whose lease this connection took (released on finish/close)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -217,6 +221,9 @@ class Project:
         self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        for run_id in list(self._leases):  # runs this connection took and never finished: no longer alive
+            run_leases.release(self.folder, run_id)
+        self._leases.clear()
         try:
             self.conn.close()
         except sqlite3.Error:
@@ -290,14 +297,25 @@ class Project:
         status: str = "queued",
         parent_run_id: int | None = None,
     ) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO runs (kind, name, config_json, status, created_at, parent_run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [kind, name, _dumps(config), status, utc_now(), parent_run_id],
-        )
-        return cur.lastrowid
+        # the lease is taken before the row is committed, so no other process ever sees a queued or
+        # running run without it (and marks it interrupted)
+        with self.db.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO runs (kind, name, config_json, status, created_at, parent_run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [kind, name, _dumps(config), status, utc_now(), parent_run_id],
+            )
+            run_id = cur.lastrowid
+            if status in LIVE_STATUSES:
+                self._hold(run_id)
+        return run_id
+
+    def _hold(self, run_id: int) -> None:
+        if run_leases.hold(self.folder, run_id):
+            self._leases.add(int(run_id))
 
     def start_run(self, run_id: int) -> None:
+        self._hold(run_id)
         self.conn.execute(
             "UPDATE runs SET status='running', started_at=? WHERE id=?", [utc_now(), run_id]
         )
@@ -311,6 +329,8 @@ class Project:
             "UPDATE runs SET status=?, finished_at=?, error=?, result_json=? WHERE id=?",
             [status, utc_now(), error, None if result is None else _dumps(result), run_id],
         )
+        run_leases.release(self.folder, run_id)  # whichever connection of this process took it
+        self._leases.discard(int(run_id))
 
     def get_run(self, run_id: int) -> dict | None:
         row = self.conn.execute("SELECT * FROM runs WHERE id=?", [run_id]).fetchone()
@@ -324,14 +344,24 @@ class Project:
         return [_run_row(r) for r in rows]
 
     def mark_interrupted_runs(self) -> int:
-        """Runs left 'queued'/'running' by a crash or kill are marked failed; returns how many."""
-        cur = self.conn.execute(
-            "UPDATE runs SET status='failed', finished_at=?, "
-            "error=COALESCE(error, 'Interrupted: the app stopped before this run finished.') "
-            "WHERE status IN ('queued', 'running')",
-            [utc_now()],
-        )
-        return cur.rowcount
+        """Runs left 'queued'/'running' by a crash or kill are marked failed; returns how many.
+
+        A run whose lease (:mod:`rlhf_core.store.run_leases`) is still held, by this process or another
+        one (``python -m rlhf_core`` training in this project, a second app), is alive and left alone."""
+        marked = 0
+        rows = self.conn.execute("SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id").fetchall()
+        for (run_id,) in rows:
+            if run_leases.is_alive(self.folder, run_id):
+                continue
+            cur = self.conn.execute(  # the status test again: the run may have finished meanwhile
+                "UPDATE runs SET status='failed', finished_at=?, "
+                "error=COALESCE(error, 'Interrupted: the app stopped before this run finished.') "
+                "WHERE id=? AND status IN ('queued', 'running')",
+                [utc_now(), run_id],
+            )
+            marked += cur.rowcount
+            run_leases.clear_stale(self.folder, run_id)
+        return marked
 
     # ------------------------------------------------------------------ metrics & samples
     def log_metrics(

@@ -116,16 +116,61 @@ def test_items_constraints(project):
 
 
 def test_runs_metrics_samples_and_interrupted(project):
-    run = project.create_run("x", {"lr": 0.1})
-    project.start_run(run)
-    project.log_metrics(run, 0, {"a/loss": 1.0, "a/acc": 0.5})
-    project.log_metrics(run, 1, {"a/loss": 0.5})
-    project.add_sample(run, "text", {"completion": "hi"}, step=1)
+    worker = Project.open(project.folder, check=False)  # the connection a job works through
+    run = worker.create_run("x", {"lr": 0.1})
+    worker.start_run(run)
+    worker.log_metrics(run, 0, {"a/loss": 1.0, "a/acc": 0.5})
+    worker.log_metrics(run, 1, {"a/loss": 0.5})
+    worker.add_sample(run, "text", {"completion": "hi"}, step=1)
     assert project.metrics(run) == {"a/acc": ([0], [0.5]), "a/loss": ([0, 1], [1.0, 0.5])}
     assert project.samples(run)[0]["payload"] == {"completion": "hi"}
+    assert project.mark_interrupted_runs() == 0  # its connection is open: the run is alive
+    assert project.get_run(run)["status"] == "running"
+    worker.close()  # gone without finishing the run
     assert project.mark_interrupted_runs() == 1
     r = project.get_run(run)
     assert r["status"] == "failed" and "Interrupted" in r["error"] and r["config"] == {"lr": 0.1}
+    assert not (project.folder / "locks" / f"run-{run}.lock").exists()
+
+
+_HOLDER = """
+import sys, time
+from rlhf_core.store import Project
+p = Project.open(sys.argv[1], check=False)
+queued = p.create_run("queued-elsewhere")
+running = p.create_run("running-elsewhere")
+p.start_run(running)
+done = p.create_run("finished-elsewhere")
+p.start_run(done)
+p.finish_run(done, "completed")
+print(queued, running, done, flush=True)
+time.sleep(600)
+"""
+
+
+def test_runs_of_another_live_process_are_not_marked_interrupted_until_it_is_killed(project, tmp_path):
+    """The app opening a project while `python -m rlhf_core` trains in it used to mark that run failed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    proc = subprocess.Popen([sys.executable, str(script), str(project.folder)], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    try:
+        queued, running, done = map(int, proc.stdout.readline().split())
+        assert project.mark_interrupted_runs() == 0
+        assert [project.get_run(r)["status"] for r in (queued, running, done)] == ["queued", "running", "completed"]
+        assert sorted(p.name for p in (project.folder / "locks").iterdir()) == [f"run-{queued}.lock",
+                                                                                 f"run-{running}.lock"]
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no finally blocks, no clean-up: like a crash
+        proc.wait(30)
+    assert project.mark_interrupted_runs() == 2
+    assert [project.get_run(r)["status"] for r in (queued, running, done)] == ["failed", "failed", "completed"]
+    assert list((project.folder / "locks").iterdir()) == []
 
 
 def test_one_connection_per_thread(project):

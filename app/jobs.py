@@ -17,11 +17,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from rlhf_core import config as cfg
 from rlhf_core.jobs import JobContext, JobSpec, execute_job, get_job
-from rlhf_core.store import Project
+from rlhf_core.store import Project, run_leases
 
 
 class _Relay(QObject):
@@ -289,3 +289,86 @@ class BackgroundCall(QObject):
         """Join a running call (closing the window)."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class ExternalRunWatcher(QObject):
+    """Follows the runs that another process works on in the open project — ``python -m rlhf_core ...
+    --project P`` training in a terminal, or a second app window — so that their plots grow here too.
+
+    Every ``interval_ms`` it reads, on the GUI's own connection, the queued/running runs that the
+    app's runner does not own and whose lease is held (:mod:`rlhf_core.store.run_leases`). A run seen
+    for the first time is announced with ``run_appeared`` inside one read snapshot together with the
+    cursors, so the pages load its history from the project and then receive exactly the rows written
+    after it (``metrics_logged`` / ``sample_emitted``, the runner's signal shapes); ``run_finished``
+    when its status becomes final. A followed run whose process died (lease gone) is marked failed.
+    """
+
+    run_appeared = Signal(int, str)  # run id, kind: load its history from the project now
+    metrics_logged = Signal(int, object)  # run id, [(step, {key: value}), ...]
+    sample_emitted = Signal(int, str, object, object)  # run id, kind, payload, step
+    run_finished = Signal(int, str, str)  # run id, status, error text
+
+    def __init__(self, runner: JobRunner, parent: QObject | None = None, *, interval_ms: int = 2000):
+        super().__init__(parent)
+        self.runner = runner
+        self.project: Project | None = None
+        self.followed: dict[int, str] = {}  # run id -> kind
+        self._metric_cursor = 0
+        self._sample_cursor = 0
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.poll)
+
+    def set_project(self, project: Project | None) -> None:
+        """Follow ``project`` (None: stop). Call after the pages have loaded it."""
+        self.project = project
+        self.followed.clear()
+        self._metric_cursor = self._sample_cursor = 0
+        if project is None:
+            self.timer.stop()
+        else:
+            self.timer.start()
+
+    def owns(self, run_id: int) -> bool:
+        """True when the app's own runner has this run (queued or running here)."""
+        return run_id == self.runner.current_run_id or run_id in self.runner.queued_run_ids
+
+    def poll(self) -> None:
+        project = self.project
+        if project is None:
+            return
+        own = {self.runner.current_run_id, *self.runner.queued_run_ids}
+        appeared: list[tuple[int, str]] = []
+        finished: list[dict] = []
+        dead = False
+        conn = project.conn
+        conn.execute("BEGIN")  # one snapshot: the pages' loads and the cursors see the same rows
+        try:
+            live = {r["id"]: r for r in project.live_runs() if r["id"] not in own}
+            for run_id in list(self.followed):
+                if run_id not in live:
+                    finished.append(project.get_run(run_id) or {"id": run_id, "status": "failed",
+                                                                "error": "The run was deleted."})
+            _, batches = project.metric_rows_since(self.followed, self._metric_cursor)
+            samples = project.samples_since(self.followed, self._sample_cursor)
+            for run_id, run in live.items():
+                if not run_leases.is_alive(project.folder, run_id):
+                    dead = True
+                elif run_id not in self.followed:
+                    appeared.append((run_id, run["kind"]))
+            for run_id, kind in appeared:
+                self.followed[run_id] = kind
+                self.run_appeared.emit(run_id, kind)  # the pages read its history in this snapshot
+            self._metric_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM metrics").fetchone()[0]
+            self._sample_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        for run_id, batch in batches.items():
+            self.metrics_logged.emit(run_id, batch)
+        for row in samples:
+            self.sample_emitted.emit(row["run_id"], row["kind"], row["payload"], row["step"])
+        for run in finished:
+            self.followed.pop(run["id"], None)
+            self.run_finished.emit(run["id"], run["status"], run.get("error") or "")
+        if dead:  # its process is gone: fail it now (re-checked outside the snapshot), report it next time
+            project.mark_interrupted_runs()

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.analysis.extrapolation_view import ExtrapolationView
-from app.jobs import JobRunner
+from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.clip_pair_view import ClipPairView
 from app.labeling.demo_recorder import DemoRecorderView
 from app.labeling.ranking_view import RankingView
@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.interactive = interactive  # False in tests/smoke: errors go to the panel, not dialogs
         self.project: Project | None = None
         self.runner = JobRunner(self)
+        self.watcher = ExternalRunWatcher(self.runner, self)  # runs another process trains in the project
         self._preload: threading.Thread | None = None
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
@@ -170,7 +171,7 @@ class MainWindow(QMainWindow):
         self.project_page.open_project_requested.connect(self.open_project_dialog)
         self.project_page.demo_requested.connect(self.open_demo_project)
         self.runs_page.new_run_requested.connect(lambda: self.new_run_dialog())
-        self.runs_page.cancel_requested.connect(self.runner.cancel)
+        self.runs_page.cancel_requested.connect(self.cancel_run)
         self.runner.job_queued.connect(self.runs_page.on_job_queued)
         self.runner.job_started.connect(self._on_runner_job_started)
         self.runner.status_changed.connect(self._on_runner_status_changed)
@@ -193,6 +194,12 @@ class MainWindow(QMainWindow):
         self.text_reward_page.train_requested.connect(lambda: self.new_run_dialog("text_reward_model", show_runs=False))
         self.text_rl_page.run_requested.connect(lambda job: self.new_run_dialog(job, show_runs=False))
         self.text_rl_page.start_requested.connect(lambda job, config: self.start_run(job, config, show_runs=False))
+        self.watcher.run_appeared.connect(self._on_external_run)
+        self.watcher.run_finished.connect(self._on_runner_job_finished)
+        for page in (self.runs_page, self.text_reward_page, self.text_rl_page):
+            self.watcher.metrics_logged.connect(page.on_metrics)
+        for page in (self.text_reward_page, self.text_rl_page):
+            self.watcher.sample_emitted.connect(page.on_sample)
 
         geometry = self.settings.window_geometry()
         if geometry is not None:
@@ -302,6 +309,7 @@ class MainWindow(QMainWindow):
             return False
         if self.runner.busy or self.runner.queued_run_ids:
             self.runner.shutdown(timeout=5.0)
+        self.watcher.set_project(None)
         if self.project is not None:
             self.project.close()
         self.project = project
@@ -315,6 +323,8 @@ class MainWindow(QMainWindow):
         for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page, self.text_page,
                      *self.text_pages):
             page.set_project(project)
+        self.watcher.set_project(project)
+        self.watcher.poll()  # runs another process is training here right now: follow them at once
         self._update_title()
         self.project_changed.emit(project)
         return True
@@ -438,6 +448,21 @@ class MainWindow(QMainWindow):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.start_run(dialog.spec.name, dialog.result_config, show_runs=show_runs)
 
+    def _on_external_run(self, run_id: int, kind: str) -> None:
+        """Another process (a terminal's ``python -m rlhf_core``, a second app) works on a run here."""
+        self.runs_page.follow_external(run_id)
+        self.text_rl_page.follow_external(run_id, kind)
+        self.text_reward_page.on_job_queued(run_id, kind)
+        self.statusBar().showMessage(f"Following run {run_id} ({kind}), which another process is running.", 10000)
+
+    def cancel_run(self, run_id: int | None = None) -> None:
+        """Cancel a run of this app's runner; a run another process works on can only be stopped there."""
+        if run_id is not None and run_id in self.watcher.followed:
+            self.statusBar().showMessage(
+                f"Run {run_id} is running in another process (a terminal or another window): stop it there.", 10000)
+            return
+        self.runner.cancel(run_id)
+
     def _on_runner_job_queued(self, run_id: int) -> None:
         run = self.project.get_run(run_id) if self.project is not None else None
         if run is not None:
@@ -553,6 +578,7 @@ class MainWindow(QMainWindow):
         if not stopped:
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
+        self.watcher.set_project(None)
         self.runs_page.set_project(None)
         self.text_reward_page.shutdown()
         for page in (self.clip_page, self.ranking_page, self.demo_page, self.text_page, *self.text_pages):

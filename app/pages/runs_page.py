@@ -190,6 +190,15 @@ class RunsPage(QWidget):
         self._set_checked(run_id, True)
         self.select_run(run_id)
 
+    def follow_external(self, run_id: int) -> None:
+        """A run another process works on in this project: ticked and selected, its history from the
+        project now, the rest through :meth:`on_metrics`."""
+        if self.project is None:
+            return
+        self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
+        self.plot.live_runs.add(run_id)
+        self.on_job_queued(run_id)
+
     def on_metrics(self, run_id: int, batch) -> None:
         self.plot.append(run_id, batch)
 

@@ -314,6 +314,17 @@ class TextRLPage(QWidget):
             self._live[run_id] = {}
             self.refresh_runs(select=run_id)
 
+    def follow_external(self, run_id: int, kind: str) -> None:
+        """A run another process trains in this project (``python -m rlhf_core ...``): its history from the
+        project now, its new metrics and samples through :meth:`on_metrics` / :meth:`on_sample`."""
+        if kind not in TEXT_RL_JOBS or self.project is None:
+            return
+        metrics = self.project.metrics(run_id)
+        self._live[run_id] = {k: (list(s), list(v)) for k, (s, v) in metrics.items()}
+        self.plot.load_run(run_id, metrics, label=f"run {run_id}")
+        self.plot.live_runs.add(run_id)
+        self.refresh_runs(select=run_id)
+
     def on_metrics(self, run_id: int, batch) -> None:
         if run_id not in self._live:
             return

@@ -412,6 +412,42 @@ class Project:
         )
         return cur.lastrowid
 
+    def live_runs(self) -> list[dict]:
+        """Runs whose status is queued or running (alive or interrupted: see :meth:`mark_interrupted_runs`)."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [_run_row(r) for r in rows]
+
+    def metric_rows_since(self, run_ids: Iterable[int], after_id: int = 0) -> tuple[int, dict[int, list]]:
+        """Metric rows of ``run_ids`` stored after row ``after_id``, for following a run that another
+        process writes: ``(last row id, {run_id: [(step, {key: value}), ...]})``, one entry per step
+        in the order written (a NULL value, e.g. a NaN, reads as NaN)."""
+        ids = [int(r) for r in run_ids]
+        last, out = int(after_id), {}
+        if not ids:
+            return last, out
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT id, run_id, step, key, value FROM metrics WHERE id > ? AND run_id IN ({marks}) ORDER BY id",
+            [last, *ids],
+        )
+        for row_id, run_id, step, key, value in rows:
+            last = row_id
+            batch = out.setdefault(run_id, [])
+            if not batch or batch[-1][0] != step or key in batch[-1][1]:
+                batch.append((step, {}))
+            batch[-1][1][key] = float("nan") if value is None else float(value)
+        return last, out
+
+    def samples_since(self, run_ids: Iterable[int], after_id: int = 0) -> list[dict]:
+        """Samples of ``run_ids`` stored after sample ``after_id``, oldest first (with ``payload``)."""
+        ids = [int(r) for r in run_ids]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT * FROM samples WHERE id > ? AND run_id IN ({marks}) ORDER BY id",
+                                 [int(after_id), *ids])
+        return [{**dict(r), "payload": json.loads(r["payload_json"])} for r in rows]
+
     def samples(self, run_id: int, kind: str | None = None) -> list[dict]:
         sql = "SELECT * FROM samples WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY id"
         rows = self.conn.execute(sql, [run_id, kind] if kind else [run_id])

@@ -208,3 +208,69 @@ def test_smoke_test_command(tmp_path, tmp_path_factory):
     assert set(report["envs"]) == {"CartPole-v1", "LunarLander-v3", "HalfCheetah-v5", "ALE/Enduro-v5"}
     assert all(e["ok"] for e in report["envs"].values())
     assert (tmp_path / "projects" / "demo.rlhf" / "project.db").exists()
+
+
+_CLI_JOB = """
+import sys
+from rlhf_core.jobs import JobContext, execute_job
+from tests.app.jobs_for_tests import SleepyConfig, sleepy
+out = execute_job(sleepy, SleepyConfig(steps=int(sys.argv[2])), JobContext(), project_path=sys.argv[1], kind="sft")
+print(out.status, out.run_id, flush=True)
+"""
+
+
+def _start_cli_job(folder, steps: int) -> tuple[subprocess.Popen, int]:
+    """A job training in `folder` from another process, as `python -m rlhf_core ...` does; returns once its run
+    has logged its first metrics."""
+    proc = subprocess.Popen([sys.executable, "-c", _CLI_JOB, str(folder), str(steps)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    with Project.open(folder, check=False) as p:
+        while time.monotonic() < deadline:
+            runs = p.runs()
+            if runs and runs[-1]["status"] == "running" and p.metrics(runs[-1]["id"]):
+                return proc, runs[-1]["id"]
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the CLI job did not start")
+
+
+def test_a_run_another_process_trains_is_followed_live_and_a_killed_one_is_failed(qtbot, window, tmp_path):
+    """Opening a project while a terminal trains in it: the run is not marked failed, its plots fill from
+    the project and then grow as it logs (every step once), and it ends as completed; a killed one ends failed."""
+    import signal
+
+    folder = tmp_path / "shared.rlhf"
+    Project.create(folder).close()
+    proc, run_id = _start_cli_job(folder, steps=200)  # 20 ms a step: about 4 s
+    try:
+        window.watcher.timer.setInterval(100)
+        assert window.open_project(folder)
+        assert window.runs_page.run_by_id(run_id)["status"] == "running"  # not "failed: interrupted"
+        assert run_id in window.watcher.followed and window.runs_page.checked_runs() == [run_id]
+        assert window.text_rl_page.current_run == run_id  # an sft run: the Text RL page follows it too
+        store = window.runs_page.plot.store
+        first = len(store.data(run_id, "test/step")[0])
+        assert 0 < first < 200
+        qtbot.waitUntil(lambda: window.runs_page.run_by_id(run_id)["status"] == "completed", timeout=60_000)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert run_id not in window.watcher.followed
+    steps, values = store.data(run_id, "test/step")
+    assert list(steps) == list(range(200)) and list(values) == [float(s) for s in range(200)]  # none twice, none lost
+    assert window.text_rl_page.plot.store.data(run_id, "test/step")[0].tolist() == list(range(200))
+
+    proc, killed = _start_cli_job(folder, steps=100_000)
+    try:
+        qtbot.waitUntil(lambda: killed in window.watcher.followed, timeout=10_000)
+        assert window.runs_page.run_by_id(killed)["status"] == "running"
+        window.cancel_run(killed)  # the app cannot stop another process's job: it says where to stop it
+        assert "running in another process" in window.statusBar().currentMessage()
+        assert window.project.get_run(killed)["status"] == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    qtbot.waitUntil(lambda: window.runs_page.run_by_id(killed)["status"] == "failed", timeout=10_000)
+    assert "Interrupted" in window.project.get_run(killed)["error"]
+    assert killed not in window.watcher.followed

@@ -11,6 +11,8 @@ the job sees ``ctx.cancelled`` at its next step boundary. Closing the window can
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -22,6 +24,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from rlhf_core import config as cfg
 from rlhf_core.jobs import JobContext, JobSpec, execute_job, get_job
 from rlhf_core.store import Project, run_leases
+
+log = logging.getLogger("rlhf_workbench")
 
 
 class _Relay(QObject):
@@ -334,9 +338,14 @@ class ExternalRunWatcher(QObject):
         return run_id == self.runner.current_run_id or run_id in self.runner.queued_run_ids
 
     def poll(self) -> None:
-        project = self.project
-        if project is None:
+        if self.project is None:
             return
+        try:
+            self._poll(self.project)
+        except sqlite3.Error as exc:  # a busy or vanished database: try again next time, never a dialog storm
+            log.warning("following other processes' runs: %s", exc)
+
+    def _poll(self, project: Project) -> None:
         own = {self.runner.current_run_id, *self.runner.queued_run_ids}
         appeared: list[tuple[int, str]] = []
         finished: list[dict] = []
@@ -362,7 +371,8 @@ class ExternalRunWatcher(QObject):
             self._metric_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM metrics").fetchone()[0]
             self._sample_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         for run_id, batch in batches.items():
             self.metrics_logged.emit(run_id, batch)
         for row in samples:

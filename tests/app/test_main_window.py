@@ -274,3 +274,18 @@ def test_a_run_another_process_trains_is_followed_live_and_a_killed_one_is_faile
     qtbot.waitUntil(lambda: window.runs_page.run_by_id(killed)["status"] == "failed", timeout=10_000)
     assert "Interrupted" in window.project.get_run(killed)["error"]
     assert killed not in window.watcher.followed
+
+
+def test_following_other_processes_survives_a_database_error(qtbot, window, tmp_path, caplog):
+    """A poll that cannot read the project logs a warning and tries again next time: no exception escapes
+    into the event loop (one every 2 s would be a storm of error dialogs)."""
+    from app.jobs import ExternalRunWatcher
+
+    watcher = ExternalRunWatcher(window.runner)
+    broken = Project.create(tmp_path / "gone.rlhf")
+    watcher.set_project(broken)
+    broken.close()  # every query now raises sqlite3.ProgrammingError
+    watcher.poll()
+    assert any("following other processes' runs" in r.getMessage() for r in caplog.records)
+    watcher.set_project(None)
+    assert not watcher.timer.isActive()

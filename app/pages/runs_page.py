@@ -55,6 +55,7 @@ class RunsPage(QWidget):
         self.project: Project | None = None
         self._runs: list[dict] = []
         self._loaded_finished: set[int] = set()
+        self.external_runs: set[int] = set()  # runs another process works on (followed, not cancellable here)
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -119,6 +120,7 @@ class RunsPage(QWidget):
     # --- data --------------------------------------------------------------------------------
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self.external_runs.clear()
         self._loaded_finished.clear()
         self.plot.clear()
         self.refresh()
@@ -197,12 +199,15 @@ class RunsPage(QWidget):
             return
         self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
         self.plot.live_runs.add(run_id)
+        self.external_runs.add(run_id)
         self.on_job_queued(run_id)
+        self._show_details(self.selected_run_id())  # it may have been selected already (Cancel off now)
 
     def on_metrics(self, run_id: int, batch) -> None:
         self.plot.append(run_id, batch)
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
+        self.external_runs.discard(run_id)
         self.plot.mark_finished(run_id)
         self.refresh()
         self._show_details(self.selected_run_id())
@@ -227,7 +232,10 @@ class RunsPage(QWidget):
             self.error_text.setPlainText("")
             self.cancel_button.setEnabled(False)
             return
-        self.cancel_button.setEnabled(run["status"] in ("queued", "running"))
+        external = run["id"] in self.external_runs
+        self.cancel_button.setEnabled(run["status"] in ("queued", "running") and not external)
+        self.cancel_button.setToolTip("Another process runs this one: stop it there (e.g. Ctrl+C in its terminal)."
+                                      if external else "")
         text = {"run": run["id"], "job": run["kind"], "status": run["status"],
                 "created_at": run["created_at"], "started_at": run["started_at"],
                 "finished_at": run["finished_at"], "settings": run["config"], "result": run["result"]}

@@ -248,6 +248,7 @@ def test_a_run_another_process_trains_is_followed_live_and_a_killed_one_is_faile
         assert window.open_project(folder)
         assert window.runs_page.run_by_id(run_id)["status"] == "running"  # not "failed: interrupted"
         assert run_id in window.watcher.followed and window.runs_page.checked_runs() == [run_id]
+        assert window.runs_page.selected_run_id() == run_id and not window.runs_page.cancel_button.isEnabled()
         assert window.text_rl_page.current_run == run_id  # an sft run: the Text RL page follows it too
         store = window.runs_page.plot.store
         first = len(store.data(run_id, "test/step")[0])

@@ -346,14 +346,13 @@ class ExternalRunWatcher(QObject):
             log.warning("following other processes' runs: %s", exc)
 
     def _poll(self, project: Project) -> None:
-        own = {self.runner.current_run_id, *self.runner.queued_run_ids}
         appeared: list[tuple[int, str]] = []
         finished: list[dict] = []
         dead = False
         conn = project.conn
         conn.execute("BEGIN")  # one snapshot: the pages' loads and the cursors see the same rows
         try:
-            live = {r["id"]: r for r in project.live_runs() if r["id"] not in own}
+            live = {r["id"]: r for r in project.live_runs() if not self.owns(r["id"])}
             for run_id in list(self.followed):
                 if run_id not in live:
                     finished.append(project.get_run(run_id) or {"id": run_id, "status": "failed",

@@ -357,7 +357,7 @@ class ExternalRunWatcher(QObject):
                 if run_id not in live:
                     finished.append(project.get_run(run_id) or {"id": run_id, "status": "failed",
                                                                 "error": "The run was deleted."})
-            _, batches = project.metric_rows_since(self.followed, self._metric_cursor)
+            batches = project.metric_rows_since(self.followed, self._metric_cursor)
             samples = project.samples_since(self.followed, self._sample_cursor)
             for run_id, run in live.items():
                 if not run_leases.is_alive(project.folder, run_id):

@@ -360,7 +360,7 @@ class Project:
                 [utc_now(), run_id],
             )
             marked += cur.rowcount
-            run_leases.clear_stale(self.folder, run_id)
+            run_leases.lock_path(self.folder, run_id).unlink(missing_ok=True)  # the dead process's file
         return marked
 
     # ------------------------------------------------------------------ metrics & samples
@@ -417,26 +417,25 @@ class Project:
         rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
         return [_run_row(r) for r in rows]
 
-    def metric_rows_since(self, run_ids: Iterable[int], after_id: int = 0) -> tuple[int, dict[int, list]]:
+    def metric_rows_since(self, run_ids: Iterable[int], after_id: int = 0) -> dict[int, list]:
         """Metric rows of ``run_ids`` stored after row ``after_id``, for following a run that another
-        process writes: ``(last row id, {run_id: [(step, {key: value}), ...]})``, one entry per step
-        in the order written (a NULL value, e.g. a NaN, reads as NaN)."""
+        process writes: ``{run_id: [(step, {key: value}), ...]}``, one entry per step in the order
+        written (a NULL value, e.g. a NaN, reads as NaN)."""
         ids = [int(r) for r in run_ids]
-        last, out = int(after_id), {}
+        out: dict[int, list] = {}
         if not ids:
-            return last, out
+            return out
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
-            f"SELECT id, run_id, step, key, value FROM metrics WHERE id > ? AND run_id IN ({marks}) ORDER BY id",
-            [last, *ids],
+            f"SELECT run_id, step, key, value FROM metrics WHERE id > ? AND run_id IN ({marks}) ORDER BY id",
+            [int(after_id), *ids],
         )
-        for row_id, run_id, step, key, value in rows:
-            last = row_id
+        for run_id, step, key, value in rows:
             batch = out.setdefault(run_id, [])
             if not batch or batch[-1][0] != step or key in batch[-1][1]:
                 batch.append((step, {}))
             batch[-1][1][key] = float("nan") if value is None else float(value)
-        return last, out
+        return out
 
     def samples_since(self, run_ids: Iterable[int], after_id: int = 0) -> list[dict]:
         """Samples of ``run_ids`` stored after sample ``after_id``, oldest first (with ``payload``)."""

@@ -98,8 +98,3 @@ def is_alive(folder: str | os.PathLike, run_id: int) -> bool:
     finally:
         os.close(fd)
 
-
-def clear_stale(folder: str | os.PathLike, run_id: int) -> None:
-    """Remove the lock file a dead process left behind (only when nobody holds it)."""
-    if not is_alive(folder, run_id):
-        lock_path(folder, run_id).unlink(missing_ok=True)

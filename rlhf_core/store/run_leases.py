@@ -97,4 +97,3 @@ def is_alive(folder: str | os.PathLike, run_id: int) -> bool:
         return False
     finally:
         os.close(fd)
-

@@ -1,6 +1,15 @@
 """The project store: one folder, one SQLite database (see ``project.py`` and ``migrations.py``)."""
 
-from rlhf_core.store.errors import CorruptProjectError, NewerSchemaError, NotAProjectError, ProjectError
+from rlhf_core.store.errors import (
+    CorruptProjectError,
+    DiskFullError,
+    NewerSchemaError,
+    NotAProjectError,
+    ProjectBusyError,
+    ProjectError,
+    ReadOnlyProjectError,
+    friendly_db_error,
+)
 from rlhf_core.store.migrations import SCHEMA_VERSION
 from rlhf_core.store.project import (
     OUTCOMES,
@@ -15,7 +24,8 @@ from rlhf_core.store.project import (
 from rlhf_core.store.ranking import expand_ranking
 
 __all__ = [
-    "CorruptProjectError", "NewerSchemaError", "NotAProjectError", "ProjectError", "SCHEMA_VERSION",
+    "CorruptProjectError", "DiskFullError", "NewerSchemaError", "ProjectBusyError", "ReadOnlyProjectError",
+    "friendly_db_error", "NotAProjectError", "ProjectError", "SCHEMA_VERSION",
     "OUTCOMES", "PROJECT_SUFFIX", "RUN_STATUSES", "SOURCES", "Project", "copy_project",
     "open_project", "utc_now", "expand_ranking",
 ]

@@ -65,8 +65,10 @@ def friendly_db_error(exc: BaseException, folder: str | os.PathLike | None = Non
     if isinstance(exc, ProjectError):
         return exc
     where = f" ({folder})" if folder is not None else ""
-    if _is_disk_full(exc):
-        free = free_megabytes(folder) if folder is not None else None
+    free = free_megabytes(folder) if folder is not None else None
+    # SQLite reports a side file it could not grow on a full disk as a plain I/O error
+    io_error_on_full_disk = "disk i/o error" in str(exc).lower() and free is not None and free < 1
+    if _is_disk_full(exc) or io_error_on_full_disk:
         room = f" ({free:.0f} MB free)" if free is not None else ""
         return DiskFullError(f"The disk is full{room}: nothing was saved{where}. Free some space and try again.")
     if _is_read_only(exc):

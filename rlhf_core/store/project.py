@@ -11,9 +11,10 @@ Paths inside the database are relative to the folder, so the folder can be zippe
 another machine. A ``Project`` wraps ONE connection and must be used from the thread that opened
 it; a worker thread opens its own with ``Project.open(path, check=False)``.
 
-Opening never writes to something that is not a valid project: the file is checked (SQLite
-header, read-only connection, required tables, schema version, ``quick_check``) before the
-read-write connection is made. A database from a newer schema is refused and left untouched;
+Opening never writes to something that is not a valid project: the file is checked through a
+read-only SQLite connection (required tables, schema version, ``quick_check`` up to
+``QUICK_CHECK_MAX_BYTES``) before the read-write connection is made. Nothing outside SQLite ever
+opens the database or its side files (see ``_inspect``). A database from a newer schema is refused and left untouched;
 one from an older schema is backed up next to itself and upgraded.
 """
 
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
@@ -37,6 +39,8 @@ from rlhf_core.store.errors import (
     NewerSchemaError,
     NotAProjectError,
     ProjectError,
+    ReadOnlyProjectError,
+    friendly_db_error,
 )
 from rlhf_core.store.migrations import KNOWN_MIGRATIONS, MIGRATION_SET, SCHEMA_VERSION, migrations
 from rlhf_core.store.ranking import expand_ranking, normalise_groups
@@ -48,7 +52,9 @@ PROJECT_SUFFIX = ".rlhf"
 OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 SOURCES = ("human", "synthetic", "ai", "auto")
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-_SQLITE_HEADER = b"SQLite format 3\x00"
+# quick_check reads the whole file (~1.6 s a GB here): on open only up to this size; larger projects
+# are checked in the background (Project.integrity_problems), and always before a schema upgrade
+QUICK_CHECK_MAX_BYTES = 128 * 1024 * 1024
 _REQUIRED_TABLES = {"project", "runs", "items", "comparisons", "metrics"}
 
 
@@ -96,20 +102,35 @@ class Project:
                     f"Cannot create a project at {folder}: the folder is not empty. "
                     "Choose a new name or an empty folder."
                 )
+        created_folder = not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for sub in SUBFOLDERS:
                 (folder / sub).mkdir(exist_ok=True)
         except OSError as exc:
-            raise ProjectError(f"Cannot create a project at {folder}: {exc.strerror or exc}.") from exc
-        conn = cls._connect(folder / DB_NAME)
-        project = cls(folder, conn)
-        migrations.apply(project.db)
-        project._set_user_version()
-        project.db.execute(
-            "INSERT INTO project (id, name, created_at, created_by_version) VALUES (1, ?, ?, ?)",
-            [name or folder.name.removesuffix(PROJECT_SUFFIX), utc_now(), app_version()],
-        )
+            _remove_new_project(folder, created_folder)
+            raise friendly_db_error(exc, folder.parent) or ProjectError(
+                f"Cannot create a project at {folder}: {exc.strerror or exc}."
+            ) from exc
+        try:
+            conn = cls._connect(folder / DB_NAME)
+            project = cls(folder, conn)
+            try:
+                with project.db.atomic():
+                    migrations.apply(project.db)
+                    project._set_user_version()
+                    project.db.execute(
+                        "INSERT INTO project (id, name, created_at, created_by_version) VALUES (1, ?, ?, ?)",
+                        [name or folder.name.removesuffix(PROJECT_SUFFIX), utc_now(), app_version()],
+                    )
+            except BaseException:
+                project.close()
+                raise
+        except (sqlite3.Error, OSError, ProjectError) as exc:
+            _remove_new_project(folder, created_folder)  # a half-made project would look like a real one
+            raise friendly_db_error(exc, folder.parent) or ProjectError(
+                f"Cannot create a project at {folder}: {exc}."
+            ) from exc
         return project
 
     @classmethod
@@ -125,6 +146,8 @@ class Project:
             raise NotAProjectError(f"No project at {given}: the path does not exist.")
         db_path = _db_path_for(given) if given.is_dir() else given
         folder = db_path.parent
+        if db_path.exists() and not db_path.is_file():  # a folder, a pipe or a device: never opened
+            raise NotAProjectError(f"{given} is not a workbench project: {db_path} is not a database file.")
         if not db_path.is_file():
             raise NotAProjectError(
                 f"{given} is not a workbench project (it has no {DB_NAME}). "
@@ -137,76 +160,104 @@ class Project:
             if not upgrade:
                 conn.close()
                 raise ProjectError(f"{db_path} uses an older schema and upgrading was not allowed.")
-            project._backup(f"{DB_NAME}.schema-v{len(applied)}.bak")
-            migrations.apply(project.db)
-            project._set_user_version()
-        for sub in SUBFOLDERS:
-            (folder / sub).mkdir(exist_ok=True)
+            try:
+                project._backup(f"{DB_NAME}.schema-v{len(applied)}.bak")
+                migrations.apply(project.db)
+                project._set_user_version()
+            except (sqlite3.Error, OSError) as exc:
+                project.close()
+                raise friendly_db_error(exc, folder) or ProjectError(
+                    f"Cannot upgrade {db_path}: {exc}. It was left as it was."
+                ) from exc
+        try:
+            for sub in SUBFOLDERS:
+                (folder / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            project.close()
+            raise friendly_db_error(exc, folder) or ProjectError(f"Cannot open {folder}: {exc}.") from exc
         return project
 
     @staticmethod
     def _connect(db_path: Path) -> sqlite3.Connection:
+        if not os.access(db_path.parent, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK)):
+            raise ReadOnlyProjectError(
+                f"The project at {db_path.parent} is read-only (a read-only disk or folder): the workbench "
+                "needs to write to it. Copy it to a writable folder, or change its permissions."
+            )
         conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
-        conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise friendly_db_error(exc, db_path.parent) or ProjectError(
+                f"Cannot open {db_path}: {exc}."
+            ) from exc
         return conn
 
     @staticmethod
     def _inspect(db_path: Path, *, check: bool) -> list[str]:
-        """Validate a database file without writing to it (read-only connection).
+        """Validate a database file without writing to it; returns its applied migrations.
 
-        A read-only connection to a WAL database may create the ``-wal``/``-shm`` side files;
-        if the file is refused, side files that were not there before are removed again.
+        Everything goes through SQLite, never a plain ``open()``: on Linux, closing any descriptor of
+        the file drops every POSIX lock this process holds on it, SQLite's included, and another
+        process would then delete the live ``-wal``/``-shm`` of a connection still writing.
+        With no ``-wal`` the database file holds every committed row, so it is read ``immutable``
+        (no locks, no side files created); otherwise through an ordinary read-only connection.
         """
-        sidecars = [db_path.with_name(db_path.name + s) for s in ("-wal", "-shm")]
-        existed = {p: p.exists() for p in sidecars}
+        if not os.access(db_path, os.R_OK):
+            raise ProjectError(f"Cannot read {db_path}: permission denied.")
+        wal = db_path.with_name(db_path.name + "-wal")
+        immutable = not wal.exists()
         try:
-            Project._inspect_readonly(db_path, check=check)
-            return _applied_migrations_readonly(db_path)
-        except ProjectError:
-            for p, was_there in existed.items():
-                if not was_there:
-                    p.unlink(missing_ok=True)
-            raise
+            return Project._inspect_readonly(db_path, check=check, immutable=immutable)
+        except CorruptProjectError:
+            if not immutable:
+                raise
+            # a writer may have started between the look for -wal and the read: read again, with locks
+            if not wal.exists():
+                raise
+            return Project._inspect_readonly(db_path, check=check, immutable=False)
 
     @staticmethod
-    def _inspect_readonly(db_path: Path, *, check: bool) -> None:
+    def _inspect_readonly(db_path: Path, *, check: bool, immutable: bool) -> list[str]:
+        uri = f"file:{quote(os.fsencode(db_path))}?mode=ro" + ("&immutable=1" if immutable else "")
         try:
-            with open(db_path, "rb") as fh:
-                header = fh.read(len(_SQLITE_HEADER))
-        except OSError as exc:
-            raise ProjectError(f"Cannot read {db_path}: {exc.strerror or exc}.") from exc
-        if header != _SQLITE_HEADER:
-            raise CorruptProjectError(
-                f"{db_path} is not an SQLite database (it may be damaged or a different file). "
-                "It was left untouched."
-            )
-        try:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0)
         except sqlite3.Error as exc:
-            raise CorruptProjectError(f"Cannot open {db_path}: {exc}. It was left untouched.") from exc
+            raise friendly_db_error(exc, db_path.parent) or CorruptProjectError(
+                f"Cannot open {db_path}: {exc}. It was left untouched.") from exc
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if check:
-                result = [r[0] for r in conn.execute("PRAGMA quick_check")]
-                if result != ["ok"]:
-                    raise CorruptProjectError(
-                        f"{db_path} is damaged (SQLite integrity check: {'; '.join(result[:3])}). "
-                        "It was left untouched; restore it from a backup."
-                    )
+            if "_sqlite_migrations" not in tables or not _REQUIRED_TABLES <= tables:
+                raise NotAProjectError(
+                    f"{db_path} is an SQLite database but not a workbench project. It was left untouched."
+                )
+            names = _applied_migrations(conn, db_path)
+            if len(names) < SCHEMA_VERSION or (check and os.path.getsize(db_path) <= QUICK_CHECK_MAX_BYTES):
+                _raise_if_damaged(conn, db_path)
+            return names
         except sqlite3.DatabaseError as exc:
+            condition = friendly_db_error(exc, db_path.parent)  # a full or read-only disk is not damage
+            if condition is not None:
+                raise condition from exc
+            if "not a database" in str(exc) or "encrypted" in str(exc):
+                raise CorruptProjectError(
+                    f"{db_path} is not an SQLite database (it may be damaged or a different file). "
+                    "It was left untouched."
+                ) from exc
             raise CorruptProjectError(
                 f"{db_path} is damaged or not a database ({exc}). It was left untouched."
             ) from exc
         finally:
             conn.close()
-        if "_sqlite_migrations" not in tables or not _REQUIRED_TABLES <= tables:
-            raise NotAProjectError(
-                f"{db_path} is an SQLite database but not a workbench project. It was left untouched."
-            )
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's ``quick_check`` (see :func:`integrity_problems`): [] when the file is sound."""
+        return integrity_problems(self.db_path)
 
     def _backup(self, name: str) -> Path:
         target = self.folder / name
@@ -238,7 +289,8 @@ class Project:
     # ------------------------------------------------------------------ basics
     @property
     def name(self) -> str:
-        return self.conn.execute("SELECT name FROM project WHERE id = 1").fetchone()[0]
+        row = self.conn.execute("SELECT name FROM project WHERE id = 1").fetchone()
+        return row[0] if row else self.folder.name.removesuffix(PROJECT_SUFFIX)  # record removed by hand
 
     @property
     def schema_version(self) -> int:
@@ -546,6 +598,38 @@ class Project:
                 self.conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=?", [cid, queue_id])
         return cid
 
+    def claim_pair(
+        self,
+        queue_id: int,
+        outcome: str,
+        *,
+        labeller_id: int | None = None,
+        source: str = "human",
+        response_ms: int | None = None,
+        meta: Mapping | None = None,
+    ) -> int | None:
+        """Label queue entry ``queue_id`` only if nobody has: the label and the claim commit in one
+        transaction under the write lock. Returns the comparison id, or None (nothing written) when
+        the entry was answered meanwhile (by another process or connection) or does not exist."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT left_id, right_id FROM pair_queue WHERE id=?", [queue_id]).fetchone()
+            cid = None
+            if row is not None:
+                cid = self.add_comparison(row[0], row[1], outcome, labeller_id=labeller_id, source=source,
+                                          response_ms=response_ms, meta=meta)
+                taken = conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=? AND comparison_id IS NULL",
+                                     [cid, queue_id]).rowcount
+                if taken != 1:
+                    cid = None
+            conn.execute("COMMIT" if cid is not None else "ROLLBACK")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return cid
+
     def undo_comparison(self, comparison_id: int) -> None:
         """Soft-delete a label (the row stays, with ``deleted_at`` set) and reopen its queue entry."""
         with self.db.atomic():
@@ -694,28 +778,65 @@ class Project:
         return folder
 
 
+def integrity_problems(db_path: str | os.PathLike) -> list[str]:
+    """SQLite's ``quick_check`` on a read-only connection of its own (safe in any thread): [] when the
+    file is sound. O(database size): the app runs it in the background for projects too large to
+    check on open."""
+    uri = f"file:{quote(os.fsencode(db_path))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    try:
+        result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    return [] if result == ["ok"] else result
+
+
+def _remove_new_project(folder: Path, created_folder: bool) -> None:
+    """Undo a failed :meth:`Project.create`: only what it made (the folder, or its contents when the
+    folder was there and empty before)."""
+    if created_folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _run_row(row: sqlite3.Row) -> dict:
+    """A run as a dict; settings or a result that a hand edit made unreadable read as empty, with
+    ``config_error`` saying so, so one bad row never hides the others."""
     d = dict(row)
-    d["config"] = json.loads(d.pop("config_json") or "{}")
-    d["result"] = json.loads(d["result_json"]) if d.get("result_json") else None
-    d.pop("result_json", None)
+    config = _loads_or_none(d.pop("config_json") or "{}")
+    d["config"] = config if isinstance(config, dict) else {}
+    if not isinstance(config, dict):
+        d["config_error"] = "The run's stored settings could not be read (not a JSON object)."
+    raw_result = d.pop("result_json", None)
+    d["result"] = _loads_or_none(raw_result) if raw_result else None
     return d
 
 
-def _applied_migrations_readonly(db_path: Path) -> list[str]:
-    """Names of the applied migrations, read without writing; refuses newer schemas."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+def _loads_or_none(text: str) -> Any:
     try:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM _sqlite_migrations WHERE migration_set=? ORDER BY rowid", [MIGRATION_SET]
-            )
-        ]
-    except sqlite3.DatabaseError as exc:
-        raise CorruptProjectError(f"{db_path}: cannot read its schema version ({exc}).") from exc
-    finally:
-        conn.close()
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _applied_migrations(conn: sqlite3.Connection, db_path: Path) -> list[str]:
+    """Names of the applied migrations; refuses newer schemas and unknown histories."""
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set=? ORDER BY rowid", [MIGRATION_SET]
+        )
+    ]
     unknown = [n for n in names if n not in KNOWN_MIGRATIONS]
     if unknown:
         raise NewerSchemaError(
@@ -728,6 +849,15 @@ def _applied_migrations_readonly(db_path: Path) -> list[str]:
             f"{db_path} has an unexpected schema history ({', '.join(names)}). It was left untouched."
         )
     return names
+
+
+def _raise_if_damaged(conn: sqlite3.Connection, db_path: Path) -> None:
+    result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    if result != ["ok"]:
+        raise CorruptProjectError(
+            f"{db_path} is damaged (SQLite integrity check: {'; '.join(result[:3])}). "
+            "It was left untouched; restore it from a backup."
+        )
 
 
 def open_project(path: str | os.PathLike, *, create: bool = False, name: str | None = None) -> Project:

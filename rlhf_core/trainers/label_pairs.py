@@ -40,6 +40,7 @@ def label_pairs(config: LabelPairsConfig, ctx: JobContext) -> dict:
                if project.get_item(p["left_id"])["kind"] != "response"][: config.max_pairs]
     counts: dict[str, int] = {}
     cache: dict[int, np.ndarray] = {}
+    taken = 0
 
     def rewards(item_id: int) -> np.ndarray:
         if item_id not in cache:
@@ -49,8 +50,13 @@ def label_pairs(config: LabelPairsConfig, ctx: JobContext) -> dict:
     for i, pair in enumerate(pending):
         ctx.raise_if_cancelled()
         outcome = teacher.label(rewards(pair["left_id"]), rewards(pair["right_id"]), rng)
-        project.add_comparison(pair["left_id"], pair["right_id"], outcome, labeller_id=labeller,
-                               source="synthetic", queue_id=pair["id"], meta={"teacher": teacher.describe()})
-        counts[outcome] = counts.get(outcome, 0) + 1
-        ctx.progress(i + 1, len(pending), f"labelled {i + 1}/{len(pending)}")
-    return {"labelled": len(pending), "outcomes": counts, "teacher": teacher.describe()}
+        # claimed as it is labelled: a pair somebody labelled since the job started is left alone
+        cid = project.claim_pair(pair["id"], outcome, labeller_id=labeller, source="synthetic",
+                                 meta={"teacher": teacher.describe()})
+        if cid is None:
+            taken += 1
+        else:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        ctx.progress(i + 1, len(pending), f"labelled {i + 1 - taken}/{len(pending)}")
+    return {"labelled": len(pending) - taken, "labelled_by_others_meanwhile": taken, "outcomes": counts,
+            "teacher": teacher.describe()}

@@ -3,20 +3,89 @@
 Long commands draw a text progress bar on stderr and print a JSON object as their LAST line on
 stdout, so scripts and benchmarks can parse it. Ctrl-C cancels a running job cleanly (the run is
 stored as cancelled); a second Ctrl-C aborts.
+
+Bad input is answered with ``error: <sentence>`` on stderr and a non-zero exit code (2 for input
+that was refused before anything ran, 1 for a job that failed); tracebacks go to the run's stored
+error and to ``logs/cli.log`` in the per-user folder, never to the console.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
+import sqlite3
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from rlhf_core import __version__
 from rlhf_core import config as cfg
-from rlhf_core.store import ProjectError
+from rlhf_core.input_files import INT64_MAX, InputProblem, parse_json, read_input_file, text_problem
+from rlhf_core.store import ProjectError, friendly_db_error
+
+MAX_CONFIG_BYTES = 10_000_000
+LOG_NAME = "cli.log"
+log = logging.getLogger("rlhf_core")
+
+
+class UsageError(Exception):
+    """Command-line arguments that cannot be used; ``str(error)`` is the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a bad argument as :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str):
+        if len(message) > 300:
+            message = message[:300] + "..."
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class _LogFile(logging.Handler):
+    """Appends records to ``logs/cli.log`` of the per-user folder (looked up at each record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from rlhf_core.paths import logs_dir
+
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {record.levelname} {record.name}: {record.getMessage()}\n"
+            with open(logs_dir() / LOG_NAME, "a", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(line)
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            pass
+
+
+def _setup_logging() -> None:
+    if not any(isinstance(h, _LogFile) for h in log.handlers):
+        log.addHandler(_LogFile(logging.ERROR))
+
+
+def _row_id(text: str) -> int:
+    """An argparse type: a row id (a whole number from 1 that fits SQLite's 64-bit integers)."""
+    try:
+        value = int(text) if len(text) <= 20 else 0
+    except ValueError:
+        value = 0
+    if not 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text[:30]!r} is not a run id (a whole number from 1)")
+    return value
+
+
+def _check_text_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> None:
+    """Refuse text arguments that are not valid Unicode (undecodable bytes in the command line), and
+    project folders whose path is not (SQLite opens a database by its UTF-8 name)."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, str) and name not in skip and text_problem(v):
+                raise UsageError(f"--{name.replace('_', '-')} is not valid UTF-8 text")
+            if isinstance(v, Path) and name in ("project", "path") and text_problem(str(v)):
+                raise UsageError(f"the project path {str(v).encode('utf-8', 'backslashreplace').decode()!r} is "
+                                 "not valid UTF-8 text; rename the folder")
 
 
 def _execute_with_ctrl_c(spec, config, ctx, project_path, threads):
@@ -45,6 +114,24 @@ def _print_json(obj: Any) -> None:
 def _fail(message: str, code: int = 2) -> int:
     sys.stderr.write(f"error: {message}\n")
     return code
+
+
+def _report_failure(outcome) -> None:
+    """A failed job: its message on stderr; the traceback stays in the run's stored error and the log."""
+    if outcome.status != "failed":
+        return
+    where = f"run {outcome.run_id}'s stored error and " if outcome.run_id is not None else ""
+    sys.stderr.write(f"error: {outcome.message or 'the job failed'}\n"
+                     f"(the full traceback is in {where}{_log_path()})\n")
+
+
+def _log_path() -> str:
+    try:
+        from rlhf_core.paths import logs_dir
+
+        return str(logs_dir() / LOG_NAME)
+    except OSError:
+        return LOG_NAME
 
 
 def cmd_new_project(args: argparse.Namespace) -> int:
@@ -158,6 +245,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     sys.stderr.write(f"imported {report.rows} rows from {report.path.name} into {report.project}: "
                      f"{report.comparisons_added} comparisons ({report.already_present} already present), "
                      f"{report.prompts_added} new prompts, {report.responses_added} new responses\n")
+    if report.empty_responses:
+        sys.stderr.write(f"note: {report.empty_responses} rows have an empty or whitespace-only answer "
+                         "(imported as they are)\n")
+    if report.skipped_rows:
+        shown = "; ".join(report.skipped_rows[:5]) + (" …" if len(report.skipped_rows) > 5 else "")
+        sys.stderr.write(f"note: left out {len(report.skipped_rows)} rows that prefer nothing ({shown})\n")
     _print_json(report.as_dict())
     return 0
 
@@ -170,8 +263,8 @@ def _parse_settings(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key.strip()] = parse_json(value)
+        except InputProblem:
             out[key.strip()] = value
     return out
 
@@ -241,8 +334,7 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
             return _fail(str(exc))
     ctx = CliContext(title="eval-text")
     outcome = _execute_with_ctrl_c(get_job("text_eval"), config, ctx, args.project, config.threads)
-    if outcome.error:
-        sys.stderr.write(outcome.error)
+    _report_failure(outcome)
     _print_json({"job": "text_eval", "run_id": outcome.run_id, "status": outcome.status,
                  "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
     return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
@@ -270,7 +362,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     except KeyError as exc:
         return _fail(str(exc.args[0]))
     config_cls = spec.config_class()
-    parser = argparse.ArgumentParser(prog=prog or f"python -m rlhf_core run {spec.name}", description=spec.description)
+    parser = _Parser(prog=prog or f"python -m rlhf_core run {spec.name}", description=spec.description)
     parser.add_argument("--project", type=Path, help="Project folder to record the run in (optional).")
     own_threads = any(f.name == "threads" for f in cfg.fields(config_cls))  # the text trainers have a field
     if not own_threads:
@@ -278,12 +370,23 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
     cfg.add_arguments(parser, config_cls)
     job_args = parser.parse_args(rest)
+    if job_args.config_json is not None:
+        try:
+            base = parse_json(read_input_file(job_args.config_json, MAX_CONFIG_BYTES))
+        except InputProblem as exc:
+            return _fail(f"{job_args.config_json.name}: {exc}")
+        if not isinstance(base, dict):
+            return _fail(f"{job_args.config_json.name}: settings must be a JSON object of name: value pairs, "
+                         f"got {cfg.describe_type(base)}")
+    else:
+        base = {}
+    if not own_threads and job_args.threads is not None and not 1 <= job_args.threads <= 1024:
+        return _fail("--threads must be between 1 and 1024")
     try:
-        base = json.loads(job_args.config_json.read_text()) if job_args.config_json else {}
         flags = {f.name: getattr(job_args, f.name) for f in cfg.fields(config_cls)
                  if getattr(job_args, f.name) is not None}
         config = cfg.from_dict(config_cls, {**base, **flags})
-    except (cfg.ConfigError, OSError, json.JSONDecodeError) as exc:
+    except cfg.ConfigError as exc:
         return _fail(f"invalid settings:\n{exc}")
     if job_args.project is not None:
         from rlhf_core.store import Project
@@ -293,8 +396,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     ctx = CliContext(title=spec.name)
     threads = config.threads if own_threads else job_args.threads
     outcome = _execute_with_ctrl_c(spec, config, ctx, job_args.project, threads)
-    if outcome.error:
-        sys.stderr.write(outcome.error)
+    _report_failure(outcome)
     summary = {"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,
                "wall_seconds": round(outcome.wall_seconds, 3)}
     if flat and isinstance(outcome.result, dict):
@@ -305,7 +407,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m rlhf_core",
         description="RLHF Workbench core: projects, labels and training jobs, headless.",
     )
@@ -325,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(DEMOS))
     p = sub.add_parser("metrics", help="Print a run's metrics as JSON.")
     p.add_argument("path", type=Path)
-    p.add_argument("--run", type=int, required=True)
+    p.add_argument("--run", type=_row_id, required=True)
     p = sub.add_parser("prompts", help="Prompt sets: `prompts list`; `prompts import --project P FILE` (JSONL/CSV).")
     psub = p.add_subparsers(dest="prompts_command", metavar="PROMPTS_COMMAND")
     psub.add_parser("list", help="List the built-in prompt sets (JSON).")
@@ -358,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", type=Path, required=True)
     p.add_argument("--algo", choices=["dpo", "grpo", "reward_model"], required=True)
     p.add_argument("--out", type=Path, required=True, help="Folder to write (new, empty, or an earlier export).")
-    p.add_argument("--run", type=int, default=None, help="Take the settings of this run of the project.")
+    p.add_argument("--run", type=_row_id, default=None, help="Take the settings of this run of the project.")
     p.add_argument("--model", default="", help="Starting model: a local folder, a hub id or a text_policy checkpoint "
                    "id (default: the run's model, else the bundled SmolLM2-135M-Instruct as its hub id).")
     p.add_argument("--include-model", action="store_true", help="Copy the model folder into the export (for the "
@@ -371,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["policy", "reward_model"], required=True,
                    help="policy: a causal LM folder; reward_model: a TRL reward model (converted) or a workbench one.")
     p.add_argument("--name", default="", help="A name for the imported model (default: from the folder).")
-    p.add_argument("--run", type=int, default=None, help="Attach the checkpoint to this run instead of a new "
+    p.add_argument("--run", type=_row_id, default=None, help="Attach the checkpoint to this run instead of a new "
                    "'import' run.")
     p.add_argument("folder", type=Path)
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
@@ -387,26 +489,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as ``error: ...`` on stderr and a non-zero exit code."""
+    _setup_logging()
+    try:
+        return _main(argv)
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except UsageError as exc:
+        return _fail(str(exc))
+    except ProjectError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (sqlite3.Error, OSError) as exc:
+        friendly = friendly_db_error(exc)
+        if friendly is not None:
+            return _fail(str(friendly), 1)
+        log.error("command %s failed:\n%s", argv, traceback.format_exc())
+        if isinstance(exc, OSError) and exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _fail(f"{where}{exc.strerror}", 1)
+        return _fail(f"the project database reported a problem ({exc}); details in {_log_path()}", 1)
+    except Exception as exc:  # noqa: BLE001 - a person gets a sentence, the log gets the traceback
+        from rlhf_core.jobs import failure_message
+
+        log.error("command %s failed:\n%s", argv, traceback.format_exc())
+        return _fail(f"internal error: {failure_message(exc)} (details in {_log_path()})", 70)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         parser.print_help()
         return 0
     if rest and args.command not in ("run", "demo"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _check_text_args(args, skip=("file", "model", "policy_folder"))
+    if args.command in ("run", "demo"):
+        bad = next((a for a in rest if text_problem(a)), None)
+        if bad is not None:
+            raise UsageError(f"the argument {bad.encode('utf-8', 'backslashreplace').decode()[:60]!r} is not valid "
+                             "UTF-8 text")
     handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
                 "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
                 "export": cmd_export, "import": cmd_import}
     handlers.update({"export-cluster": cmd_export_cluster, "import-checkpoint": cmd_import_checkpoint})
     handlers["eval-text"] = cmd_eval_text
-    try:
-        if args.command == "run":
-            return cmd_run(args, rest)
-        if args.command == "demo":
-            return cmd_demo(args, rest)
-        return handlers[args.command](args)
-    except ProjectError as exc:
-        return _fail(str(exc))
+    if args.command == "run":
+        return cmd_run(args, rest)
+    if args.command == "demo":
+        return cmd_demo(args, rest)
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

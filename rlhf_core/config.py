@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: Whole numbers are stored in SQLite, whose integers have 64 bits.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
 
 class ConfigError(ValueError):
     """A config value is impossible. ``str(error)`` lists every problem, one per line."""
@@ -44,8 +47,14 @@ def param(
     choices: Sequence[Any] | None = None,
     label: str | None = None,
     advanced: bool = False,
+    each: str | None = None,
+    subset_of: Sequence[str] | None = None,
 ) -> Any:
-    """Declare a config field with its help text and constraints."""
+    """Declare a config field with its help text and constraints.
+
+    ``each="id"``: a list field whose items are row ids (whole numbers from 1). ``subset_of``: a
+    comma-separated text field whose every item must be one of these words.
+    """
     meta = {
         "help": help,
         "min": min,
@@ -54,6 +63,8 @@ def param(
         "choices": tuple(choices) if choices is not None else None,
         "label": label,
         "advanced": advanced,
+        "each": each,
+        "subset_of": tuple(subset_of) if subset_of is not None else None,
     }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -72,6 +83,8 @@ class FieldInfo:
     min_inclusive: bool
     choices: tuple | None
     advanced: bool
+    each: str | None = None
+    subset_of: tuple | None = None
 
 
 def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
@@ -99,6 +112,8 @@ def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
                 min_inclusive=meta.get("min_inclusive", True),
                 choices=meta.get("choices"),
                 advanced=meta.get("advanced", False),
+                each=meta.get("each"),
+                subset_of=meta.get("subset_of"),
             )
         )
     return out
@@ -114,38 +129,83 @@ def _base_type(tp: Any) -> type:
     return tp if isinstance(tp, type) else str
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _field_problem(info: FieldInfo, value: Any) -> str | None:
+    """Why ``value`` cannot be this field's value (type, range, choices), or None."""
+    from rlhf_core.input_files import text_problem
+
+    name = info.name
+    if info.type is bool:
+        return None if isinstance(value, bool) else f"{name}: expected true/false, got {_show(value)}"
+    if info.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name}: expected a number, got {_show(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}: must be a finite number, got {_show(value)}"
+        if info.type is int and isinstance(value, float) and not value.is_integer():
+            return f"{name}: expected a whole number, got {_show(value)}"
+        if info.type is int and not INT_MIN <= value <= INT_MAX:
+            return f"{name}: must be between {INT_MIN} and {INT_MAX}"
+        if info.min is not None:
+            if info.min_inclusive and value < info.min:
+                return f"{name}: must be at least {info.min}, got {_show(value)}"
+            if not info.min_inclusive and value <= info.min:
+                return f"{name}: must be greater than {info.min}, got {_show(value)}"
+        if info.max is not None and value > info.max:
+            return f"{name}: must be at most {info.max}, got {_show(value)}"
+    elif info.type is str:
+        if value is None and info.default is None:
+            return None
+        if not isinstance(value, str):
+            return f"{name}: expected text, got {_show(value)}"
+        problem = text_problem(value)
+        if problem:
+            return f"{name}: {problem}"
+        if info.subset_of is not None:
+            unknown = [v.strip() for v in value.split(",") if v.strip() and v.strip() not in info.subset_of]
+            if unknown:
+                return (f"{name}: unknown {', '.join(map(repr, unknown))}; choose from "
+                        f"{', '.join(info.subset_of)} (comma-separated)")
+    elif info.type is list:
+        if not isinstance(value, (list, tuple)):
+            return f"{name}: expected a list, got {_show(value)}"
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                return f"{name}: items must be numbers or text, got {_show(item)}"
+            if isinstance(item, str) and text_problem(item):
+                return f"{name}: {text_problem(item)}"
+            if isinstance(item, float) and not math.isfinite(item):
+                return f"{name}: numbers must be finite, got {_show(item)}"
+            as_id = int(item) if isinstance(item, str) and item.strip().isdecimal() and len(item) <= 19 else item
+            if info.each == "id" and not (isinstance(as_id, int) and 1 <= as_id <= INT_MAX):
+                return f"{name}: {_show(item)} is not an id (ids are whole numbers from 1)"
+            if isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
+                return f"{name}: numbers must be between {INT_MIN} and {INT_MAX}"
+    if info.choices is not None and value not in info.choices:
+        opts = ", ".join(repr(c) for c in info.choices)
+        return f"{name}: must be one of {opts}, got {_show(value)}"
+    return None
+
+
 def validate(config: Any) -> None:
-    """Raise :class:`ConfigError` listing every impossible value (types, ranges, choices)."""
-    problems = []
-    for info in fields(config):
-        value = getattr(config, info.name)
-        if info.type is bool:
-            if not isinstance(value, bool):
-                problems.append(f"{info.name}: expected true/false, got {value!r}")
-            continue
-        if info.type in (int, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                problems.append(f"{info.name}: expected a number, got {value!r}")
-                continue
-            if info.type is int and not float(value).is_integer():
-                problems.append(f"{info.name}: expected a whole number, got {value!r}")
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                problems.append(f"{info.name}: must be a finite number, got {value!r}")
-                continue
-            if info.min is not None:
-                if info.min_inclusive and value < info.min:
-                    problems.append(f"{info.name}: must be at least {info.min}, got {value!r}")
-                elif not info.min_inclusive and value <= info.min:
-                    problems.append(f"{info.name}: must be greater than {info.min}, got {value!r}")
-            if info.max is not None and value > info.max:
-                problems.append(f"{info.name}: must be at most {info.max}, got {value!r}")
-        if info.choices is not None and value not in info.choices:
-            opts = ", ".join(repr(c) for c in info.choices)
-            problems.append(f"{info.name}: must be one of {opts}, got {value!r}")
+    """Raise :class:`ConfigError` listing every impossible value (types, ranges, choices).
+
+    A config's own ``check()`` (rules across fields) runs too; if it fails on a value already
+    reported as impossible, the field problems are what is reported.
+    """
+    problems = [p for info in fields(config) if (p := _field_problem(info, getattr(config, info.name)))]
     check = getattr(config, "check", None)  # cross-field rules a config may add
     if callable(check):
-        problems.extend(check() or [])
+        try:
+            problems.extend(check() or [])
+        except Exception:  # a rule may trip over a value already reported as impossible: those suffice
+            if not problems:
+                raise
     if problems:
         raise ConfigError(problems)
 
@@ -164,8 +224,10 @@ def from_dict(config_cls: type[T], data: Mapping[str, Any], *, strict: bool = Tr
     Unknown keys are an error when ``strict`` (a typo must not silently become a default).
     Ints given for float fields are accepted; values are otherwise taken as they are.
     """
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"settings must be a JSON object of name: value pairs, got {describe_type(data)}"])
     infos = {f.name: f for f in fields(config_cls)}
-    unknown = sorted(set(data) - set(infos))
+    unknown = sorted(map(str, set(data) - set(infos)))
     if unknown and strict:
         raise ConfigError([f"unknown setting {k!r} for {config_cls.__name__}" for k in unknown])
     kwargs = {}
@@ -173,11 +235,19 @@ def from_dict(config_cls: type[T], data: Mapping[str, Any], *, strict: bool = Tr
         if key not in infos:
             continue
         if infos[key].type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise ConfigError([f"{key}: the number is too large"]) from None
         kwargs[key] = value
     config = config_cls(**kwargs)
     validate(config)
     return config
+
+
+def describe_type(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true/false", type(None): "null", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
 
 
 def replace(config: T, **changes: Any) -> T:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
 import sys
 import threading
@@ -33,6 +34,8 @@ from typing import Any
 
 from rlhf_core import config as cfg
 from rlhf_core.runtime import set_torch_threads
+
+log = logging.getLogger(__name__)
 
 
 class JobCancelled(Exception):
@@ -261,8 +264,20 @@ class JobOutcome:
     run_id: int | None
     status: str  # completed | cancelled | failed
     result: Any = None
-    error: str | None = None
+    error: str | None = None  # the traceback (stored with the run and logged)
     wall_seconds: float = 0.0
+    message: str | None = None  # the failure in one line, for a person
+
+
+def failure_message(exc: BaseException) -> str:
+    """A failure in one line: the exception's own message (its type where it has none)."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    if isinstance(exc, (KeyError, AttributeError, TypeError, IndexError, ZeroDivisionError, AssertionError,
+                        RecursionError, MemoryError, NameError, OverflowError, UnicodeError)):
+        return f"{type(exc).__name__}: {text}"
+    return text
 
 
 class _DbMetricWriter:
@@ -312,7 +327,7 @@ def execute_job(
     started = time.monotonic()
     writer: _DbMetricWriter | None = None
     project = None
-    status, result, error = "failed", None, None
+    status, result, error, message = "failed", None, None, None
     try:
         cfg.validate(config)
         if project_path is not None:
@@ -334,30 +349,36 @@ def execute_job(
         status = "completed"
     except JobCancelled:
         status = "cancelled"
-    except Exception:  # noqa: BLE001 - a job must never take the app down
+    except Exception as exc:  # noqa: BLE001 - a job must never take the app down
         status = "failed"
         error = traceback.format_exc()
+        message = failure_message(exc)
     finally:
         wall = time.monotonic() - started
         if writer is not None:
             try:
                 writer.flush()
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 error = (error or "") + "\nWhile saving metrics:\n" + traceback.format_exc()
+                message = message or f"the metrics could not be saved: {failure_message(exc)}"
                 status = "failed"
         if project is not None and run_id is not None:
             try:
                 project.finish_run(run_id, status, error=error, result=_jsonable(result))
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 error = (error or "") + "\nWhile saving the run:\n" + traceback.format_exc()
+                message = message or f"the run could not be saved: {failure_message(exc)}"
                 status = "failed"
         if ctx._project is not None:
             ctx._project.close()
             ctx._project = None
         ctx._metric_sinks.clear()
         ctx._sample_sinks.clear()
+    if error:
+        log.error("job %s (run %s) failed: %s\n%s", kind, run_id, message, error)
     ctx._on_status(status)
-    return JobOutcome(run_id=run_id, status=status, result=result, error=error, wall_seconds=wall)
+    return JobOutcome(run_id=run_id, status=status, result=result, error=error, wall_seconds=wall,
+                      message=message)
 
 
 def _jsonable(value: Any) -> Any:

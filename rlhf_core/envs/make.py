@@ -81,6 +81,10 @@ def make_env(env_id: str, *, render: bool = True, **kwargs) -> gym.Env:
     env_id = env_id.strip()
     if not env_id:
         raise EnvError("No environment id given.")
+    module, sep, name = env_id.partition(":")
+    if sep and (not name.strip() or not all(part.isidentifier() for part in module.split("."))):
+        raise EnvError(f"{env_id!r} is not an environment id: write a registered id such as 'Pendulum-v1', "
+                       "or 'your_module:YourEnv-v0' for your own.")
     if env_id.startswith("ALE/"):
         _register_ale()
     try:
@@ -98,6 +102,8 @@ def make_env(env_id: str, *, render: bool = True, **kwargs) -> gym.Env:
                        "'your_module:YourEnv-v0' once the module registers it.") from exc
     except ModuleNotFoundError as exc:
         raise EnvError(f"Cannot make {env_id!r}: module {exc.name!r} is not installed or not importable.") from exc
+    except gym.error.Error as exc:
+        raise EnvError(f"Cannot make {env_id!r}: {exc}") from exc
     return env
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_core.config import param
+from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
 
 CHECKPOINT_KIND = "text_policy"
@@ -46,7 +47,8 @@ CHECKPOINT_KIND = "text_policy"
 @dataclass
 class DPOConfig:
     model: str = param("", "Causal language model folder to train ('' = the bundled SmolLM2-135M-Instruct).")
-    label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).")
+    label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).",
+                            subset_of=SOURCES)
     beta: float = param(0.1, "DPO temperature beta: how far the policy may move from the reference "
                              "(the implicit reward is beta * log(pi/pi_ref)).", min=0.0, min_inclusive=False)
     label_smoothing: float = param(0.0, "cDPO: assumed probability that a label is flipped (0: plain DPO).",

@@ -270,10 +270,14 @@ class TextEvalConfig:
                 problems.append(f"policy_folder: no model folder at {folder}")
             elif not (folder / "config.json").is_file():
                 problems.append(f"policy_folder: {folder} is not a model folder (it has no config.json)")
+            else:
+                problems.extend(_config_problems("policy_folder", folder))
         if self.reference_model.strip():
             folder = Path(self.reference_model.strip()).expanduser()
             if not (folder / "config.json").is_file():
                 problems.append(f"reference_model: no model folder (with a config.json) at {folder}")
+            else:
+                problems.extend(_config_problems("reference_model", folder))
         if self.reward_run == 0 and self.reward_model.strip():
             problems.extend(f"reward_model: {p}" for p in _reward_folder_problems(Path(self.reward_model.strip())))
         return problems
@@ -318,6 +322,17 @@ class EvalInputs:
     reference: str  # '' = the bundled default model, else a folder
     reward_model: Path | None
     policy_label: str
+
+
+def _config_problems(name: str, folder: Path) -> list[str]:
+    """A damaged ``config.json`` (unreadable, or sizes that are not positive), without loading the model."""
+    from rlhf_core.text.model import ModelError, check_model_config
+
+    try:
+        check_model_config(folder)
+    except ModelError as exc:
+        return [f"{name}: {exc}"]
+    return []
 
 
 def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:

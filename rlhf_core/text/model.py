@@ -398,6 +398,7 @@ def check_model_folder(folder: str | os.PathLike) -> dict:
             f"{folder} is a file; choose the folder that holds config.json and the weights."
         )
     config = read_model_config(folder)
+    _check_sizes(config, folder)
     _check_causal_lm(config, folder)
     index = folder / "model.safetensors.index.json"
     single = folder / "model.safetensors"
@@ -424,13 +425,38 @@ def read_model_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelNotFoundError(f"{folder} is not a Hugging Face model folder (it has no config.json).")
+    from rlhf_core.input_files import parse_json, read_input_file
+
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = parse_json(read_input_file(config_path, 16_000_000))
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CorruptModelError(f"{config_path} is damaged ({exc}).") from exc
     return config
+
+
+#: config.json sizes that must be positive whole numbers where a model family uses them
+_SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "intermediate_size", "max_position_embeddings", "n_embd", "n_layer", "n_head", "n_positions")
+
+
+def check_model_config(folder: str | os.PathLike) -> dict:
+    """The folder's ``config.json``, read and its sizes checked (cheap: nothing is imported or loaded)."""
+    folder = Path(folder).expanduser()
+    config = read_model_config(folder)
+    _check_sizes(config, folder)
+    return config
+
+
+def _check_sizes(config: dict, folder: Path) -> None:
+    for key in _SIZE_KEYS:
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CorruptModelError(f"{folder / 'config.json'} is damaged: {key} is {value!r}; it must be a "
+                                    "positive whole number.")
 
 
 def _check_causal_lm(config: dict, folder: Path) -> None:
@@ -526,7 +552,8 @@ def _from_pretrained(folder: Path, torch_dtype, *, local: bool):
             folder, dtype=torch_dtype, use_safetensors=True, local_files_only=local,
             trust_remote_code=False, output_loading_info=True,
         )
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AssertionError, IndexError,
+            AttributeError) as exc:
         raise CorruptModelError(f"Could not load the model in {folder}: {_first_line(exc)}") from exc
     missing = sorted(_info_get(info, "missing_keys"))
     mismatched = list(_info_get(info, "mismatched_keys"))

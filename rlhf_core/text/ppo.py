@@ -422,7 +422,8 @@ class PPOTextConfig:
                                    "eval step and never optimised (empty: none).")
     prompt_set: str = param("starter", "Built-in prompt set to train on (empty: only prompt_ids).")
     category: str = param("", "Only prompts of this category from the set (comma-separated; empty: all).")
-    prompt_ids: list = param([], "Ids of project prompts to train on (with or instead of the prompt set).")
+    prompt_ids: list = param([], "Ids of project prompts to train on (with or instead of the prompt set).",
+                             each="id")
     max_prompts: int = param(0, "Use at most this many prompts (0: all).", min=0)
     steps: int = param(20, "PPO steps (one rollout + update each).", min=1, max=100_000)
     batch_size: int = param(8, "Completions per rollout (one per prompt).", min=1, max=4096)

@@ -11,7 +11,9 @@ label for imported files); ``gold_answer`` holds the expected final answer where
 
 Import (:func:`import_prompts`) reads JSONL or CSV (a header row naming the same fields; ``tags``
 separated by ``;``), validates the WHOLE file first and reports every bad line by number; only a
-file without problems is written, in one transaction, so a bad file adds nothing.
+file without problems is written, in one transaction, so a bad file adds nothing. Files are read
+and JSON is parsed as :mod:`rlhf_core.input_files` does (regular files up to ``MAX_FILE_BYTES``, no
+lone surrogates, nesting or numbers that cannot be stored).
 
 Templates (:class:`PromptTemplate`) turn a prompt into chat messages: zero-shot, few-shot (editable
 question/answer exemplars given as earlier chat turns) or zero-shot chain-of-thought ("Let's think
@@ -30,12 +32,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhf_core.input_files import InputFileError, InputProblem, parse_json, read_input_file
 from rlhf_core.paths import resource_path
 
 CATEGORIES = ("helpfulness", "harmlessness", "reasoning", "style")
 FIELDS = ("text", "category", "tags", "gold_answer", "meta", "key")
 MAX_TEXT_CHARS = 20_000
 MAX_PROMPTS_PER_FILE = 100_000
+MAX_FILE_BYTES = 256_000_000
 MAX_REPORTED_PROBLEMS = 50
 
 BUILTIN_SETS: dict[str, tuple[str, str]] = {
@@ -54,19 +58,8 @@ BUILTIN_SETS: dict[str, tuple[str, str]] = {
 
 
 # ------------------------------------------------------------------------------- records & errors
-class PromptFileError(ValueError):
-    """A prompt file has problems; ``problems`` lists them, each naming its line."""
-
-    def __init__(self, path: str | os.PathLike, problems: Sequence[str]):
-        self.path = Path(path)
-        self.problems = list(problems)
-        shown = self.problems[:MAX_REPORTED_PROBLEMS]
-        more = len(self.problems) - len(shown)
-        lines = [f"{self.path.name}: nothing was imported; fix these problems first:"]
-        lines += [f"  {p}" for p in shown]
-        if more > 0:
-            lines.append(f"  ... and {more} more")
-        super().__init__("\n".join(lines))
+class PromptFileError(InputFileError):
+    """A prompt file has problems; ``problems`` lists them, each naming its line. Nothing was imported."""
 
 
 @dataclasses.dataclass
@@ -100,9 +93,9 @@ def parse_prompt_file(path: str | os.PathLike, fmt: str | None = None) -> list[P
     if fmt not in ("jsonl", "csv", "json"):
         raise PromptFileError(path, [f"unsupported file type {path.suffix or '(none)'!r}: use .jsonl or .csv"])
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PromptFileError(path, [f"cannot read the file: {exc.strerror or exc}"]) from exc
+        raw = read_input_file(path, MAX_FILE_BYTES)
+    except InputProblem as exc:
+        raise PromptFileError(path, [str(exc)]) from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if fmt == "csv":
@@ -124,14 +117,9 @@ def _parse_jsonl(raw: bytes) -> tuple[list[PromptRecord], list[str]]:
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            problems.append(f"line {number}: not valid UTF-8 text")
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            obj = parse_json(line)
+        except InputProblem as exc:
+            problems.append(f"line {number}: {exc}")
             continue
         if isinstance(obj, str):
             obj = {"text": obj}
@@ -189,9 +177,9 @@ def _parse_csv(raw: bytes) -> tuple[list[PromptRecord], list[str]]:
             elif name == "meta":
                 if cell.strip():
                     try:
-                        obj["meta"] = json.loads(cell)
-                    except json.JSONDecodeError:
-                        problems.append(f"line {start}: the meta column is not valid JSON")
+                        obj["meta"] = parse_json(cell)
+                    except InputProblem as exc:
+                        problems.append(f"line {start}: the meta column: {exc}")
                         obj["meta"] = {}
             elif name == "gold_answer":
                 obj[name] = cell if cell.strip() else None

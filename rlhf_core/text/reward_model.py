@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from rlhf_core.config import param
+from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, outcome_target, pair_accuracy
 
@@ -458,7 +459,8 @@ def evaluate_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tokenizer:
 @dataclass
 class TextRewardModelConfig:
     model_path: str = param("", "Causal language model folder to start from ('' = the bundled SmolLM2-135M-Instruct).")
-    label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).")
+    label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).",
+                            subset_of=SOURCES)
     epochs: int = param(2, "Passes over the training pairs.", min=1)
     batch_size: int = param(4, "Pairs per optimisation step (each pair is two sequences).", min=1)
     lr: float = param(1e-5, "AdamW learning rate (whole backbone and head are trained).", min=0.0,

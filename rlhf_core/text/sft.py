@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf_core.config import param
+from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.rl_common import (
     build_batch,
@@ -114,7 +115,8 @@ class SFTConfig:
     model: str = param("", "Model to fine-tune: a causal-LM folder ('' = the bundled SmolLM2-135M-Instruct).")
     data: str = param("corrections,demonstrations,chosen", "Which demonstrations to learn from "
                       "(comma-separated): corrections, demonstrations, chosen (preferred side of comparisons).")
-    label_sources: str = param("human,synthetic,ai", "For 'chosen': whose comparisons count (comma-separated).")
+    label_sources: str = param("human,synthetic,ai", "For 'chosen': whose comparisons count (comma-separated).",
+                            subset_of=SOURCES)
     epochs: int = param(3, "Passes over the training examples (ignored when steps > 0).", min=1, max=10_000)
     steps: int = param(0, "Optimisation steps (0: use epochs).", min=0, max=1_000_000)
     batch_size: int = param(4, "Examples per optimisation step.", min=1, max=4096)

@@ -22,7 +22,8 @@ counted twice. Only the prompt text and the two response texts are exported (no 
 no labeller). The file is written to a temporary file next to the target and renamed over it, so
 a reader never sees half a file.
 
-Import (:func:`import_trl`) reads the WHOLE file and checks every row first; a file with any
+Import (:func:`import_trl`) reads the WHOLE file (a regular file of at most ``MAX_FILE_BYTES``;
+JSON as :func:`rlhf_core.input_files.parse_json` reads it) and checks every row first; a file with any
 problem imports nothing and the error lists each problem with its line number. A good file is
 written in one transaction:
 
@@ -41,7 +42,10 @@ written in one transaction:
   ``meta.from_unpaired``). A prompt whose completions all carry the same label gives no pairs
   (counted as ``unpaired_unmatched``): a label says "good" or "bad", not "better than what".
 
-Extra keys in a row (ids, scores, ...) are ignored. Not supported (a clear error names the line):
+Any string is a valid answer, as in TRL: an empty or whitespace-only ``chosen``, ``rejected`` or
+``completion`` is imported as it is and counted (``empty_responses``); a prompt needs visible text.
+Text is kept byte for byte (no stripping or normalisation) through import and export. Extra keys in
+a row (ids, scores, ...) are ignored. Not supported (a clear error names the line):
 multi-turn conversations, system messages, multimodal content, and the implicit-prompt form with
 plain strings (TRL splits those at the first differing character, which is rarely what was meant).
 """
@@ -51,11 +55,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhf_core.input_files import InputFileError, InputProblem, parse_json, read_input_file
 from rlhf_core.store.project import SOURCES, Project, open_project
 from rlhf_core.store.ranking import expand_ranking
 
@@ -64,6 +70,7 @@ IMPORT_SOURCE = "import"
 MAX_PROMPT_CHARS = 20_000
 MAX_RESPONSE_CHARS = 100_000
 MAX_ROWS_PER_FILE = 1_000_000
+MAX_FILE_BYTES = 512_000_000
 MAX_REPORTED_PROBLEMS = 50
 
 
@@ -97,6 +104,8 @@ class ImportReport:
     responses_reused: int = 0
     comparisons_added: int = 0
     already_present: int = 0  # comparisons this labeller already had (a re-import)
+    empty_responses: int = 0  # rows with an empty or whitespace-only answer (kept: a model can answer nothing)
+    skipped_rows: list[str] = dataclasses.field(default_factory=list)  # "line N: why" for rows holding no preference
     unpaired_pairs: int = 0  # comparisons made from true x false unpaired completions
     unpaired_unmatched: int = 0  # unpaired completions whose prompt has no completion of the other label
     labeller: str = ""
@@ -109,19 +118,8 @@ class ImportReport:
         return d
 
 
-class TrlFileError(ValueError):
+class TrlFileError(InputFileError):
     """A TRL file has problems; ``problems`` lists them, each naming its line. Nothing was imported."""
-
-    def __init__(self, path: str | os.PathLike, problems: Sequence[str]):
-        self.path = Path(path)
-        self.problems = list(problems)
-        shown = self.problems[:MAX_REPORTED_PROBLEMS]
-        more = len(self.problems) - len(shown)
-        lines = [f"{self.path.name}: nothing was imported; fix these problems first:"]
-        lines += [f"  {p}" for p in shown]
-        if more > 0:
-            lines.append(f"  ... and {more} more")
-        super().__init__("\n".join(lines))
 
 
 def parse_sources(sources: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -261,10 +259,15 @@ class _RowError(Exception):
     pass
 
 
-def _text(value: Any, what: str, limit: int) -> str:
+class _SkippedRow(_RowError):
+    """A row TRL accepts but that holds no preference to store (reported, not refused)."""
+
+
+def _text(value: Any, what: str, limit: int, *, may_be_empty: bool = False) -> str:
+    """A field's text, unchanged; only a prompt must have visible characters."""
     if not isinstance(value, str):
         raise _RowError(f'"{what}" must be a string, got {_type_name(value)}')
-    if not value.strip():
+    if not may_be_empty and not value.strip():
         raise _RowError(f'"{what}" is empty')
     if len(value) > limit:
         raise _RowError(f'"{what}" is {len(value)} characters long; the limit is {limit}')
@@ -293,7 +296,7 @@ def _message(value: Any, what: str, role: str, limit: int) -> str:
                         "supported (no multi-turn conversations or system messages)")
     if value[0]["role"] != role:
         raise _RowError(f'"{what}" must be a {role} message, found role {value[0]["role"]!r}')
-    return _text(value[0]["content"], f"{what}.content", limit)
+    return _text(value[0]["content"], f"{what}.content", limit, may_be_empty=role != "user")
 
 
 def _prompt_and_answers(obj: Mapping, answer_keys: Sequence[str]) -> tuple[str, list[str]]:
@@ -313,7 +316,7 @@ def _prompt_and_answers(obj: Mapping, answer_keys: Sequence[str]) -> tuple[str, 
             answers.append(_message(obj[k], k, "assistant", MAX_RESPONSE_CHARS))
         return text, answers
     return (_text(prompt, "prompt", MAX_PROMPT_CHARS),
-            [_text(obj[k], k, MAX_RESPONSE_CHARS) for k in answer_keys])
+            [_text(obj[k], k, MAX_RESPONSE_CHARS, may_be_empty=True) for k in answer_keys])
 
 
 def _implicit_prompt(obj: Mapping) -> tuple[str, str, str]:
@@ -334,7 +337,7 @@ def _implicit_prompt(obj: Mapping) -> tuple[str, str, str]:
     if shared == 0:
         raise _RowError('no "prompt" key, and "chosen" and "rejected" do not start with the same message')
     if shared == len(chosen) and shared == len(rejected):
-        raise _RowError("chosen and rejected are the same text")
+        raise _SkippedRow("chosen and rejected are the same text, so it prefers nothing")
     for key, conv in (("chosen", chosen), ("rejected", rejected)):
         if shared == len(conv):
             raise _RowError(f'"{key}" has no answer after the prompt it shares with the other side')
@@ -358,8 +361,8 @@ def _row_from(obj: Any, line: int) -> TrlRow:
             prompt, (chosen, rejected) = _prompt_and_answers(obj, ("chosen", "rejected"))
         else:
             prompt, chosen, rejected = _implicit_prompt(obj)
-        if chosen.strip() == rejected.strip():
-            raise _RowError("chosen and rejected are the same text")
+        if chosen == rejected or (chosen.strip() == rejected.strip() and chosen.strip()):
+            raise _SkippedRow("chosen and rejected are the same text, so it prefers nothing")
         return TrlRow(line, prompt, chosen=chosen, rejected=rejected)
     if "completion" in obj or "label" in obj:
         for key in ("prompt", "completion", "label"):
@@ -375,13 +378,15 @@ def _row_from(obj: Any, line: int) -> TrlRow:
                     f'unpaired row has "prompt", "completion" and "label"); keys found: {found}')
 
 
-def parse_trl_file(path: str | os.PathLike) -> list[TrlRow]:
-    """Read and check a whole TRL JSONL file; raise :class:`TrlFileError` listing every problem."""
+def parse_trl_file(path: str | os.PathLike, skipped: list[str] | None = None) -> list[TrlRow]:
+    """Read and check a whole TRL JSONL file; raise :class:`TrlFileError` listing every problem.
+    Rows that are valid but say nothing to store (chosen equal to rejected) are left out and, with
+    their line, appended to ``skipped``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TrlFileError(path, [f"cannot read the file: {exc.strerror or exc}"]) from exc
+        raw = read_input_file(path, MAX_FILE_BYTES)
+    except InputProblem as exc:
+        raise TrlFileError(path, [str(exc)]) from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     rows: list[TrlRow] = []
@@ -391,17 +396,16 @@ def parse_trl_file(path: str | os.PathLike) -> list[TrlRow]:
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            problems.append(f"line {number}: not valid UTF-8 text")
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            obj = parse_json(line)
+        except InputProblem as exc:
+            problems.append(f"line {number}: {exc}")
             continue
         try:
             row = _row_from(obj, number)
+        except _SkippedRow as exc:
+            if skipped is not None:
+                skipped.append(f"line {number}: {exc}")
+            continue
         except _RowError as exc:
             problems.append(f"line {number}: {exc}")
             continue
@@ -414,7 +418,7 @@ def parse_trl_file(path: str | os.PathLike) -> list[TrlRow]:
                 continue
         rows.append(row)
     if not problems and not rows:
-        problems.append("the file contains no rows")
+        problems.append("the file contains no rows with a preference" if skipped else "the file contains no rows")
     if len(rows) > MAX_ROWS_PER_FILE:
         problems.append(f"the file has {len(rows)} rows; the limit is {MAX_ROWS_PER_FILE}")
     if problems:
@@ -434,16 +438,28 @@ def import_trl(project_path_or_project: Project | str | os.PathLike, path: str |
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
     path = Path(path)
-    rows = parse_trl_file(path)
+    skipped: list[str] = []
+    rows = parse_trl_file(path, skipped)
     if isinstance(project_path_or_project, Project):
-        return _write_rows(project_path_or_project, rows, path, source, created=False)
+        report = _write_rows(project_path_or_project, rows, path, source, created=False)
+        report.skipped_rows = skipped
+        return report
     folder = Path(project_path_or_project).expanduser()
-    created = not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+    existed = folder.exists()
+    created = not existed or (folder.is_dir() and not any(folder.iterdir()))
     project = open_project(folder, create=True)
     try:
-        return _write_rows(project, rows, path, source, created=created)
-    finally:
+        report = _write_rows(project, rows, path, source, created=created)
+    except BaseException:
         project.close()
+        if created:  # leave no empty project behind
+            shutil.rmtree(folder, ignore_errors=True)
+            if existed:
+                folder.mkdir(exist_ok=True)
+        raise
+    project.close()
+    report.skipped_rows = skipped
+    return report
 
 
 def _write_rows(project: Project, rows: list[TrlRow], path: Path, source: str, *, created: bool) -> ImportReport:
@@ -452,6 +468,8 @@ def _write_rows(project: Project, rows: list[TrlRow], path: Path, source: str, *
                           source=source, project_created=created)
     report.preference_rows = sum(1 for r in rows if not r.unpaired)
     report.unpaired_rows = len(rows) - report.preference_rows
+    report.empty_responses = sum(1 for r in rows if any(t is not None and not t.strip()
+                                                        for t in (r.chosen, r.rejected, r.completion)))
     prompt_ids: dict[str, int] = {}
     for pid, text in project.conn.execute("SELECT id, text FROM prompts WHERE deleted_at IS NULL ORDER BY id"):
         prompt_ids.setdefault(text, pid)

@@ -25,7 +25,7 @@ from rlhf_core.jobs import JobContext
 class BCConfig:
     env_id: str = param("Pendulum-v1", "Environment of the demonstrations.")
     demo_ids: list = param([], "Trajectory item ids to imitate (empty: every trajectory of this env "
-                           "whose source is 'human' or 'checkpoint').")
+                           "whose source is 'human' or 'checkpoint').", each="id")
     epochs: int = param(50, "Passes over the demonstrations.", min=1, max=100_000)
     hidden: int = param(64, "Hidden units per layer.", min=4, max=4096)
     lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)

@@ -42,7 +42,8 @@ class GenerateConfig:
     category: str = param("", "Only prompts of this category from the set (helpfulness, harmlessness, "
                           "reasoning, style; comma-separated for several). Empty: all.")
     prompt_ids: list = param([], "Ids of prompts already in the project to generate for (in addition "
-                             "to the prompt set's; empty the prompt set to use only these).", label="Prompt ids")
+                             "to the prompt set's; empty the prompt set to use only these).", label="Prompt ids",
+                             each="id")
     max_prompts: int = param(0, "Use at most this many prompts (0: all selected).", min=0, max=1_000_000)
     samples_per_prompt: int = param(4, "K: completions sampled per prompt (the responses to compare).",
                                     min=1, max=64, label="Samples per prompt (K)")

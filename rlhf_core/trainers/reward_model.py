@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhf_core.config import param
+from rlhf_core.store import SOURCES
 from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import outcome_target
@@ -33,7 +34,8 @@ from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_
 class RewardModelConfig:
     env_id: str = param("Pendulum-v1", "Only items of this environment are used.")
     source: str = param("comparisons", "What to learn from.", choices=("comparisons", "rankings", "checkpoint_order", "drex"))
-    label_sources: str = param("human,synthetic,ai", "comparisons: which label sources to use (comma-separated).")
+    label_sources: str = param("human,synthetic,ai", "comparisons: which label sources to use (comma-separated).",
+                            subset_of=SOURCES)
     snippet_pairs: int = param(3000, "rankings / checkpoint_order / drex: T-REX snippet pairs.", min=10)
     snippet_min: int = param(20, "Shortest snippet (steps).", min=1)
     snippet_max: int = param(50, "Longest snippet (steps).", min=1)

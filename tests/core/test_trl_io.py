@@ -215,8 +215,6 @@ BAD_FILES = {
     "no_kind": ('{"prompt": "p", "answer": "a"}', 'line 2: missing key "chosen"'),
     "wrong_type": ('{"prompt": "p", "chosen": 3, "rejected": "b"}', 'line 2: "chosen" must be a string, got a number'),
     "empty_text": ('{"prompt": "  ", "chosen": "a", "rejected": "b"}', 'line 2: "prompt" is empty'),
-    "same_text": ('{"prompt": "p", "chosen": "same", "rejected": "same "}',
-                  "line 2: chosen and rejected are the same text"),
     "not_object": ('["p", "a", "b"]', "line 2: expected a JSON object, got a list"),
     "bad_label": ('{"prompt": "p", "completion": "a", "label": "yes"}', 'line 2: "label" must be true or false'),
     "multi_turn": ('{"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], '
@@ -292,3 +290,19 @@ def test_cli_bad_file_subprocess(tmp_path):
     assert 'line 2: missing key "rejected"' in out.stderr and "nothing was imported" in out.stderr
     with Project.open(target) as p:
         assert p.counts()["comparisons"] == 0 and p.counts()["prompts"] == 0
+
+
+def test_rows_that_prefer_nothing_are_left_out_and_reported_not_refused(project, tmp_path):
+    f = tmp_path / "same.jsonl"
+    f.write_text('{"prompt": "p", "chosen": "same", "rejected": "same "}\n'
+                 '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+                 '{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "x"}], '
+                 '"rejected": [{"role": "assistant", "content": "x"}]}\n', encoding="utf-8")
+    report = import_trl(project, f)
+    assert report.rows == 1 and report.comparisons_added == 1
+    assert report.skipped_rows == ["line 1: chosen and rejected are the same text, so it prefers nothing",
+                                   "line 3: chosen and rejected are the same text, so it prefers nothing"]
+    only = tmp_path / "only_same.jsonl"
+    only.write_text('{"prompt": "p", "chosen": "x", "rejected": "x"}\n', encoding="utf-8")
+    with pytest.raises(TrlFileError, match="no rows with a preference"):
+        import_trl(project, only)

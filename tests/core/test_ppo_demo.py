@@ -109,6 +109,7 @@ def _run_demo(tmp_path_factory, project, capsys, *flags: str) -> dict:
 
 @needs_model
 def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, capsys):
+    from rlhf_core.demos.ppo_overoptimisation import PPODemoConfig, gold_function
     from rlhf_core.store import Project
 
     project = tmp_path / "demo.rlhf"
@@ -124,34 +125,46 @@ def test_demo_runs_end_to_end_from_the_command_line(tmp_path_factory, tmp_path, 
     assert out["gold_window_first"] == out["gold_first"]
     assert abs(out["reward_first"]) < 1e-5  # the proxy is standardised on the first rollout
     assert out["reward_baseline"] == "batch" and out["proxy_scale"] > 0 and out["proxy_prompt_baselines"] == 0
-    # the tiny model writes random word pieces: no key word, never stops -> gold = -0.03 * (5 - 2)
-    assert math.isclose(out["gold_first"], -0.09, rel_tol=1e-5) and out["mean_length_first"] == 5.0
+    # at most 5 tokens, 2 free: every gold lies in [0 - 0.03 * 3, 1]
+    assert -0.09 - 1e-6 <= out["gold_first"] <= 1.0 and 1.0 <= out["mean_length_first"] <= 5.0
     # the summary: 3 rollouts make one centred window (step 1), which is also the last window
     curve = out["curve"]
     assert curve["step"] == [0, 1, 2] and out["gold_peak_step"] == 1
-    assert math.isclose(curve["gold"][0], -0.09, rel_tol=1e-3) and math.isclose(curve["kl_seq"][0], 0.0)
+    assert math.isclose(curve["gold"][0], out["gold_first"], abs_tol=1e-4) and math.isclose(curve["kl_seq"][0], 0.0)
     assert math.isclose(out["gold_peak"], sum(curve["gold"]) / 3, abs_tol=1e-4)
     assert out["gold_last_window"] == out["gold_peak"] and out["overoptimised"] is False
     assert math.isclose(out["proxy_last_window"], sum(curve["proxy"]) / 3, abs_tol=1e-4)
     assert out["overopt_margin"] == 0.15
     assert out["seconds_per_step"] > 0
-    # the win rate on 4 held-out prompts: every greedy response runs to the 5-token cap on both sides,
-    # so the gold reward ties everywhere (0.5); the proxy judges the same responses
-    assert out["eval_prompts"] == 4 and out["win_rate_gold"] == 0.5
-    assert out["eval_gold_policy"] == out["eval_gold_reference"] and math.isclose(out["eval_gold_policy"], -0.09)
-    assert out["eval_length_policy"] == out["eval_length_reference"] == 5.0
+    # the win rate on 4 held-out prompts (win 1, tie 0.5, loss 0): a higher mean gold needs a win somewhere
+    assert out["eval_prompts"] == 4 and 0.0 <= out["win_rate_gold"] <= 1.0 and (8 * out["win_rate_gold"]).is_integer()
+    for side in ("policy", "reference"):
+        assert -0.09 - 1e-6 <= out[f"eval_gold_{side}"] <= 1.0 and 1.0 <= out[f"eval_length_{side}"] <= 5.0
+    assert out["win_rate_gold"] > 0.0 or out["eval_gold_policy"] <= out["eval_gold_reference"]
+    assert out["win_rate_gold"] < 1.0 or out["eval_gold_policy"] >= out["eval_gold_reference"]
     assert 0.0 <= out["win_rate_proxy"] <= 1.0
     with Project.open(project) as p:
         metrics = p.metrics(out["run_id"])
         samples = p.samples(out["run_id"], "text_rl")
     assert metrics["gold/reward"][0] == [0, 1, 2] and metrics["kl/sqrt_seq"][1][0] == 0.0
     assert metrics["reward/model"][0] == [0, 1, 2] and "reward_model/loss" in metrics
-    assert metrics["eval/win_rate_gold"] == ([2], [0.5])
-    # the paired evaluation, 8 responses to each of the 3 training prompts: every response hits the cap
-    # with no key word on both sides, so the gold gains are exactly 0 and the gap is the proxy's gain
-    assert out["paired_n"] == 3 * 8 and out["paired_gold_gain"] == 0.0 and out["paired_gold_gain_se"] == 0.0
-    assert out["paired_length_policy"] == out["paired_length_reference"] == 5.0
-    assert math.isclose(out["paired_goodhart_gap"], out["paired_proxy_gain"], abs_tol=1e-12)
+    assert metrics["eval/win_rate_gold"] == ([2], [out["win_rate_gold"]])
+    # the gold of each published sample is the gold reward of its text and length (2 tokens free)
+    gold_of = gold_function(PPODemoConfig(gold_length_limit=2))
+    for s in samples:
+        payload = s["payload"]
+        assert 1 <= payload["length"] <= 5
+        assert math.isclose(payload["gold"], gold_of(payload["prompt"], payload["response"], payload["length"]),
+                            abs_tol=1e-6)
+    # the paired evaluation, 8 responses to each of the 3 training prompts: the gap is the proxy's gain minus
+    # the gold's, and texts identical in every pair would make every gain exactly 0
+    assert out["paired_n"] == 3 * 8 and 0.0 <= out["paired_identical"] <= 1.0
+    assert math.isfinite(out["paired_gold_gain"]) and out["paired_gold_gain_se"] >= 0.0
+    if out["paired_identical"] == 1.0:
+        assert out["paired_gold_gain"] == out["paired_proxy_gain"] == 0.0
+    for side in ("policy", "reference"):
+        assert 1.0 <= out[f"paired_length_{side}"] <= 5.0
+    assert math.isclose(out["paired_goodhart_gap"], out["paired_proxy_gain"] - out["paired_gold_gain"], abs_tol=1e-9)
     assert out["paired_evaluations"] == 1 and out["paired_seconds_total"] == out["paired_seconds"] > 0
     # the default best-of-n curve before PPO: 32 reference responses per prompt, n = 1 .. 32
     assert out["bon_samples"] == 32 and out["bon_curve"]["n"] == [1, 2, 4, 8, 16, 32]
@@ -221,7 +234,9 @@ def test_untrained_policy_ties_with_its_reference(tmp_path_factory, lora_rank):
     out = heldout_win_rates(setup, proxy, proxy_tok, prompts, gold_of, max_new_tokens=4)
     assert out["eval_prompts"] == 3 and out["win_rate_proxy"] == 0.5 and out["win_rate_gold"] == 0.5
     assert math.isclose(out["eval_proxy_policy"], out["eval_proxy_reference"], rel_tol=1e-5)  # batch rounding
-    assert seen == [4] * 6 and out["eval_length_policy"] == 4.0  # policy then reference, capped at 4 tokens
+    # policy then reference, the same lengths, capped at 4 tokens
+    assert len(seen) == 6 and seen[:3] == seen[3:] and all(1 <= n <= 4 for n in seen)
+    assert out["eval_length_policy"] == out["eval_length_reference"] == sum(seen[:3]) / 3
 
 
 def test_mean_and_standard_error_by_hand():
@@ -437,12 +452,16 @@ def test_best_of_n_only_run_logs_the_curve_from_the_reference(tmp_path_factory, 
                     "--max-new-tokens", "5")
     assert out["status"] == "completed" and out["steps"] == 0 and "reward_last" not in out
     c = out["bon_curve"]
-    assert c["n"] == [1, 2, 4] and out["bon_samples"] == 4 and out["bon_mean_length"] == 5.0
+    assert c["n"] == [1, 2, 4] and out["bon_samples"] == 4 and 1.0 <= out["bon_mean_length"] <= 5.0
     assert abs(c["proxy"][0]) < 1e-6 and abs(c["gold"][0]) < 1e-6 and c["kl"][0] == 0.0
     assert c["proxy"][0] <= c["proxy"][1] + 1e-9 <= c["proxy"][2] + 2e-9
     assert math.isclose(c["sqrt_kl"][2], math.sqrt(math.log(4) - 0.75))
-    # every tiny-model response runs to the cap with no key word: the gold cannot tell them apart
-    assert c["gold"] == [0.0, 0.0, 0.0] and out["bon_gold_drop"] == 0.0 and out["bon_overoptimised"] is False
+    # the gold's peak and its drop to the largest n, read off the curve
+    peak = max(range(3), key=lambda i: c["gold"][i])
+    assert out["bon_gold_peak_n"] == c["n"][peak] and out["bon_gold_last"] == c["gold"][2]
+    assert math.isclose(out["bon_gold_drop"], c["gold"][peak] - c["gold"][2], abs_tol=1e-9)
+    assert out["bon_overoptimised"] == (out["bon_gold_drop"] > 2 * out["bon_gold_drop_se"]
+                                        and c["proxy"][2] > c["proxy"][peak])
     with Project.open(project) as p:
         metrics = p.metrics(out["run_id"])
     assert metrics["bon/proxy"][0] == [1, 2, 4] and "reward/model" not in metrics

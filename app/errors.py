@@ -204,6 +204,52 @@ def report_startup_error(exc: BaseException, *, show_dialog: bool) -> int:
     return 1
 
 
+def unreadable_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be imported without reading it, or None when it is a regular file.
+    A pipe or a device would block the GUI thread or never end; a folder is not a file."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:
+        return f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}."
+    if stat.S_ISDIR(mode):
+        return f"{path} is a folder, not a file."
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a regular file (a pipe, socket or device): choose a saved file."
+    return None
+
+
+def file_error_text(exc: BaseException, path: str | os.PathLike, project_folder: str | os.PathLike | None = None
+                    ) -> str:
+    """A sentence naming ``path`` for an error met while opening, reading or importing it (no
+    traceback). The core's own errors (a project's, a TRL or prompt file's) are complete messages.
+    ``project_folder``: the project an import writes into (a full disk or a read-only database is its)."""
+    import errno
+    import sqlite3
+
+    from rlhf_core.store import ProjectError, friendly_db_error
+    from rlhf_core.text.prompts import PromptFileError
+    from rlhf_core.text.trl_io import TrlFileError
+
+    if isinstance(exc, (ProjectError, TrlFileError, PromptFileError)):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        friendly = friendly_db_error(exc, project_folder or path)
+        if friendly is not None:
+            return str(friendly)
+    if isinstance(exc, OSError):
+        return f"Cannot read {path}: {exc.strerror or exc}."
+    name = Path(path).name or str(path)
+    if isinstance(exc, UnicodeError):
+        return f"{name}: the text is not valid UTF-8, or holds an unpaired surrogate ({getattr(exc, 'reason', exc)})."
+    if isinstance(exc, RecursionError):
+        return f"{name}: its JSON is nested too deeply to read."
+    if isinstance(exc, MemoryError):
+        return f"{name}: too large to read into memory."
+    return f"{name}: {exc}"
+
+
 def open_logs_folder() -> None:
     from PySide6.QtCore import QUrl
     from PySide6.QtGui import QDesktopServices

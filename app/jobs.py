@@ -92,6 +92,14 @@ class _Queued:
     torch_threads: int
 
 
+def last_line(error: str) -> str:
+    """A stored run error for a person: a traceback's closing line (the exception and its message)."""
+    if not error.lstrip().startswith("Traceback"):
+        return error
+    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else error
+
+
 def _loader(spec: JobSpec):
     """The job's function, imported when it runs, in the job's thread.
 
@@ -226,7 +234,8 @@ class JobRunner(QObject):
                               kind=item.spec.name, torch_threads=item.torch_threads)
         ctx.flush()
         self._outcomes[item.run_id] = outcome
-        self._relay.finished.emit(item.run_id, outcome.status, outcome.error or "")
+        # a person reads the failure in one line; the traceback stays with the run and in the log
+        self._relay.finished.emit(item.run_id, outcome.status, outcome.message or outcome.error or "")
 
     def _on_relay_finished(self, run_id: int, status: str, error: str) -> None:
         if self._thread is not None:
@@ -378,6 +387,6 @@ class ExternalRunWatcher(QObject):
             self.sample_emitted.emit(row["run_id"], row["kind"], row["payload"], row["step"])
         for run in finished:
             self.followed.pop(run["id"], None)
-            self.run_finished.emit(run["id"], run["status"], run.get("error") or "")
+            self.run_finished.emit(run["id"], run["status"], last_line(run.get("error") or ""))
         if dead:  # its process is gone: fail it now (re-checked outside the snapshot), report it next time
             project.mark_interrupted_runs()

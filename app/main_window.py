@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -20,7 +21,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -34,16 +34,19 @@ from PySide6.QtWidgets import (
 )
 
 from app.analysis.extrapolation_view import ExtrapolationView
+from app.errors import file_error_text, unreadable_file
 from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.clip_pair_view import ClipPairView
 from app.labeling.demo_recorder import DemoRecorderView
 from app.labeling.ranking_view import RankingView
 from app.labeling.text_pair_view import TextLabelPage
+from app.labeling.writer import close_writer
 from app.pages.generate_page import GeneratePage
 from app.pages.project_page import ProjectPage
 from app.pages.runs_page import RunsPage
 from app.pages.text_reward_page import TextRewardPage
 from app.pages.text_rl_page import TextRLPage
+from app.plain import message_box, plain_label
 from app.settings import Settings
 from app.training.config_form import RunDialog
 from rlhf_core import __version__
@@ -53,11 +56,14 @@ from rlhf_core.jobs import list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_network_allowed, set_torch_threads
 from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
+from rlhf_core.store.project import QUICK_CHECK_MAX_BYTES, integrity_problems
 
 log = logging.getLogger(__name__)
 APP_TITLE = "RLHF Workbench"
 # Pages of later capabilities: listed so people see what is coming, disabled until they work.
 PLANNED_PAGES: list[tuple[str, str]] = []
+# what reading a file a person chose may raise; each is worded by app.errors.file_error_text
+IMPORT_ERRORS = (ProjectError, OSError, sqlite3.Error, ValueError, RecursionError, MemoryError)
 
 
 class ErrorPanel(QDockWidget):
@@ -108,6 +114,7 @@ class SettingsDialog(QDialog):
 class MainWindow(QMainWindow):
     project_changed = Signal(object)
     torch_ready = Signal(float)  # emitted (queued, in the GUI thread) when the preload finished: seconds
+    integrity_checked = Signal(str, object)  # (database path, problems): the background check of a large project
 
     def __init__(self, settings: Settings | None = None, *, interactive: bool = True):
         super().__init__()
@@ -117,6 +124,7 @@ class MainWindow(QMainWindow):
         self.runner = JobRunner(self)
         self.watcher = ExternalRunWatcher(self.runner, self)  # runs another process trains in the project
         self._preload: threading.Thread | None = None
+        self._damage_reported: set[str] = set()  # databases whose damage the person was told about
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
         self.resize(1280, 800)
@@ -210,6 +218,7 @@ class MainWindow(QMainWindow):
         if "torch" in sys.modules:  # otherwise once preload_torch has loaded it (see _on_torch_ready)
             set_torch_threads(self.settings.torch_threads)
         self.torch_ready.connect(self._on_torch_ready)
+        self.integrity_checked.connect(self._on_integrity_checked)
         set_network_allowed(self.settings.allow_network)
         self.nav.setCurrentRow(0)
         self._update_title()
@@ -244,14 +253,14 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.job_label = QLabel("Idle")
+        self.job_label = plain_label("Idle")
         self.job_label.setMinimumWidth(320)
         self.job_progress = QProgressBar()
         self.job_progress.setRange(0, 1000)
         self.job_progress.setFixedWidth(220)
         self.job_progress.setTextVisible(True)
         self.job_progress.hide()
-        self.queue_label = QLabel("")
+        self.queue_label = plain_label("")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Cancel the running job (Ctrl+.)")
         self.cancel_button.clicked.connect(lambda: self.runner.cancel())
@@ -272,6 +281,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Export Preferences (TRL JSONL)…", self.export_trl_dialog)
         self._action(file_menu, "&Import Preferences (TRL JSONL)…", self.import_trl_dialog)
+        self._action(file_menu, "Import &Prompts (JSONL or CSV)…", self.import_prompts_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -304,27 +314,35 @@ class MainWindow(QMainWindow):
                 project = Project.create(path, name=name)
             else:
                 project = Project.open(path)
-        except ProjectError as exc:
-            self.show_error("Cannot open project" if not create else "Cannot create project", str(exc))
+        except IMPORT_ERRORS as exc:
+            self.show_error("Cannot open project" if not create else "Cannot create project",
+                            file_error_text(exc, path))
             return False
         if self.runner.busy or self.runner.queued_run_ids:
             self.runner.shutdown(timeout=5.0)
         self.watcher.set_project(None)
         if self.project is not None:
+            self._finish_label_writes()
             self.project.close()
         self.project = project
-        interrupted = project.mark_interrupted_runs()
-        if interrupted:
-            self.statusBar().showMessage(
-                f"{interrupted} run(s) did not finish last time (app closed or crashed) and are marked failed.", 10000)
+        if project.db_path.stat().st_size > QUICK_CHECK_MAX_BYTES:  # too large to check on open
+            self.check_integrity_in_background(project.db_path)
         self.settings.add_recent_project(str(project.folder))
-        self.project_page.show_project(project)
-        self.runs_page.set_project(project)
-        for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page, self.text_page,
-                     *self.text_pages):
-            page.set_project(project)
-        self.watcher.set_project(project)
-        self.watcher.poll()  # runs another process is training here right now: follow them at once
+        try:
+            interrupted = project.mark_interrupted_runs()
+            if interrupted:
+                self.statusBar().showMessage(
+                    f"{interrupted} run(s) did not finish last time (app closed or crashed) and are marked failed.",
+                    10000)
+            self.project_page.show_project(project)
+            self.runs_page.set_project(project)
+            for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page,
+                         self.text_page, *self.text_pages):
+                page.set_project(project)
+            self.watcher.set_project(project)
+            self.watcher.poll()  # runs another process is training here right now: follow them at once
+        except sqlite3.DatabaseError as exc:  # damage the on-open check did not reach (large projects)
+            self._report_damage(str(project.db_path), [str(exc)])
         self._update_title()
         self.project_changed.emit(project)
         return True
@@ -390,25 +408,53 @@ class MainWindow(QMainWindow):
 
     def import_trl(self, path: str | Path) -> dict | None:
         """Import a TRL JSONL file into the open project; a bad file imports nothing and says why."""
-        from rlhf_core.text.trl_io import TrlFileError, import_trl
+        from rlhf_core.text.trl_io import import_trl
 
-        if self.project is None:
-            self.show_error("No project open", "Open or create a project to import preferences into.")
+        report = self._import_file(path, "preferences", import_trl)
+        if report is None:
             return None
-        try:
-            report = import_trl(self.project, path)
-        except TrlFileError as exc:
-            self.show_error("Nothing was imported", str(exc))
-            return None
-        except OSError as exc:
-            self.show_error("Nothing was imported", f"Could not read {path}: {exc}")
-            return None
-        self.project_page.refresh(self.project)
         self.text_page.refresh()
         self.statusBar().showMessage(
             f"Imported {report.comparisons_added} comparisons ({report.already_present} already present), "
-            f"{report.prompts_added} prompts, {report.responses_added} responses from {Path(path).name}.", 10000)
+            f"{report.prompts_added} prompts, {report.responses_added} responses from {Path(path).name}"
+            + (f"; left out {len(report.skipped_rows)} rows whose two answers are the same." if report.skipped_rows
+               else "."), 10000)
         return report.as_dict()
+
+    def import_prompts(self, path: str | Path) -> dict | None:
+        """Import a JSONL or CSV prompt file into the open project; a bad file imports nothing and says why."""
+        from rlhf_core.text.prompts import import_prompts
+
+        result = self._import_file(path, "prompts", import_prompts)
+        if result is None:
+            return None
+        self.statusBar().showMessage(f"Imported {len(result.added_ids)} prompts ({len(result.existing_ids)} already "
+                                     f"present) from {Path(path).name}.", 10000)
+        return result.as_dict()
+
+    def _import_file(self, path: str | Path, what: str, importer):
+        """``importer(project, path)`` on a file a person chose; None (and a sentence naming the file) when
+        nothing was imported."""
+        if self.project is None:
+            self.show_error("No project open", f"Open or create a project to import {what} into.")
+            return None
+        problem = unreadable_file(path)  # a pipe or a device would block the window for ever
+        if problem is not None:
+            self.show_error("Nothing was imported", problem)
+            return None
+        try:
+            result = importer(self.project, path)
+        except IMPORT_ERRORS as exc:
+            self.show_error("Nothing was imported", file_error_text(exc, path, self.project.folder))
+            return None
+        self.project_page.refresh(self.project)
+        return result
+
+    def import_prompts_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import prompts", str(Path.home()),
+                                              "Prompt files (*.jsonl *.csv);;All files (*)")
+        if path:
+            self.import_prompts(path)
 
     def export_trl_dialog(self) -> None:
         if self.project is None:
@@ -529,7 +575,7 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, message: str) -> None:
         self.error_panel.add_error(title, message)
         if self.interactive:
-            QMessageBox.warning(self, title, message)
+            message_box(self, title, message).exec()
 
     def preload_torch(self) -> threading.Thread:
         """Import torch in a background thread once the window is up, so that the first job or
@@ -551,6 +597,38 @@ class MainWindow(QMainWindow):
         self._preload.start()
         return self._preload
 
+    def check_integrity_in_background(self, db_path: Path) -> threading.Thread:
+        """SQLite's quick_check of a project too large to check on open (~1.6-2.3 s a GB here), on a
+        read-only connection in a thread of its own; damage is reported in words when it is done."""
+        def check() -> None:
+            t0 = time.monotonic()
+            problems = integrity_problems(db_path)
+            log.info("integrity check of %s: %s in %.1f s", db_path, problems or "ok", time.monotonic() - t0)
+            self.integrity_checked.emit(str(db_path), problems)
+
+        self.statusBar().showMessage("Checking the project's database in the background…", 5000)
+        thread = threading.Thread(target=check, name="integrity-check", daemon=True)
+        thread.start()
+        return thread
+
+    def _on_integrity_checked(self, db_path: str, problems: list) -> None:
+        if self.project is None or str(self.project.db_path) != db_path:
+            return  # another project is open by now
+        if not problems:
+            self.statusBar().showMessage("The project's database checked out fine.", 5000)
+            return
+        self._report_damage(db_path, problems)
+
+    def _report_damage(self, db_path: str, problems: list) -> None:
+        if db_path in self._damage_reported:
+            return  # told once already (on open and by the background check)
+        self._damage_reported.add(db_path)
+        self.show_error(
+            "The project's database is damaged",
+            f"SQLite's check of {db_path} found problems: {'; '.join(map(str, problems[:3]))}. "
+            "Copy the project folder somewhere safe now and restore the database from a backup; "
+            "what you save meanwhile may not be readable later.")
+
     def _on_torch_ready(self, seconds: float) -> None:
         set_torch_threads(self.settings.torch_threads)  # the GUI thread's count (jobs set their own)
         log.info("torch loaded in %.2f s in the background", seconds)
@@ -567,17 +645,24 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs_dir())))
 
     def about_dialog(self) -> None:
-        QMessageBox.about(self, f"About {APP_TITLE}",
-                          f"{APP_TITLE} {__version__}\nTurn human judgements into reward models and better "
-                          f"policies.\n\nLogs: {logs_dir()}")
+        message_box(self, f"About {APP_TITLE}",
+                    f"{APP_TITLE} {__version__}\nTurn human judgements into reward models and better "
+                    f"policies.\n\nLogs: {logs_dir()}", QMessageBox.Icon.Information).exec()
 
     # --- closing ---------------------------------------------------------------------------------
+    def _finish_label_writes(self) -> None:
+        """Labels still on their way to the database are written before the project closes."""
+        if self.project is not None and not close_writer(self.project):
+            self.error_panel.add_error("Closing", "Labels were still waiting to be saved after 60 s "
+                                       "(the project stayed locked by another program).")
+
     def closeEvent(self, event: QCloseEvent) -> None:
         self.settings.save_window(self.saveGeometry(), self.saveState())
         stopped = self.runner.shutdown(timeout=10.0)
         if not stopped:
             self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
+        self._finish_label_writes()
         self.watcher.set_project(None)
         self.runs_page.set_project(None)
         self.text_reward_page.shutdown()

@@ -6,8 +6,11 @@ view: ``app/labeling/common.py``.)
 Keys: ←/1 left better · →/2 right better · ↓/= tie · B both bad · S skip · Z undo ·
 Space play/pause · , and . one frame back/forward.
 
-The pair comes from the project's queue (``pair_queue``); each label is written (and committed)
-the moment the key is pressed, with the time since the pair appeared. The following pair is
+The pair comes from the project's queue (``pair_queue``); each label is handed to the label writer
+(``app/labeling/writer.py``) the moment the key is pressed, with the time since the pair appeared,
+and the next pair is shown at once; the recent-labels list and the counts show what the writer
+committed. A label the writer could not save (disk full, read-only, locked too long) puts its pair
+back on screen with a sentence saying why. The following pair is
 decoded in advance, so the next one is on screen at once. True returns stay hidden (blind
 labelling) unless "Reveal true returns after each choice" is ticked; then the recent-labels list
 shows them for pairs already labelled, never for the pair on screen.
@@ -43,6 +46,7 @@ from app.labeling.common import (
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
+from app.labeling.writer import Given, writer_for
 from rlhf_core.envs.storage import item_fps
 from rlhf_core.store import Project
 
@@ -58,7 +62,8 @@ class ClipPairView(QWidget):
         self.current: dict | None = None  # queue row on screen
         self.shown_at = 0.0
         self.frames = FrameLoader(self, capacity=8)  # the next pair is decoded on a worker thread
-        self._session_labels: list[int] = []  # comparison ids given in this view, newest last
+        self._session: list[Given] = []  # labels given in this view, newest last
+        self._in_flight: dict[int, dict] = {}  # queue id -> pair, labels the writer has not acked
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         # header
@@ -106,6 +111,10 @@ class ClipPairView(QWidget):
         self.why_label.setTextFormat(Qt.TextFormat.PlainText)
         self.why_label.setStyleSheet("color: #555;")
         self.why_label.setToolTip("Why this pair was asked: the query selection's reason")
+        self.message = QLabel()
+        self.message.setObjectName("clip_message")
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.message.setWordWrap(True)
 
         # outcome buttons
         buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
@@ -131,6 +140,7 @@ class ClipPairView(QWidget):
         layout.addLayout(head)
         layout.addWidget(self.pair_widget, 1)
         layout.addWidget(self.empty_label, 1)
+        layout.addWidget(self.message)
         layout.addWidget(QLabel("Recent labels"))
         layout.addWidget(self.recent)
         # a running job (online preference RL) may queue pairs at any time: look while idle
@@ -145,7 +155,9 @@ class ClipPairView(QWidget):
         self.project = project
         self.current = None
         self.frames.clear()
-        self._session_labels.clear()
+        self._session.clear()
+        self._in_flight.clear()
+        self.message.setText("")
         self.labeller_box.fill(project)
         self.show_next()
         self._refresh_recent()
@@ -160,7 +172,8 @@ class ClipPairView(QWidget):
 
     def show_next(self) -> None:
         """Show the first pair waiting in the queue (or the empty state)."""
-        pending = pending_pairs(self.project, "clip", limit=2) if self.project is not None else []
+        pending = (pending_pairs(self.project, "clip", limit=2, exclude=self._in_flight)
+                   if self.project is not None else [])
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # decode the next pair while this one plays
             nxt = pending[1]
@@ -222,45 +235,113 @@ class ClipPairView(QWidget):
             for key in ("left_id", "right_id"):
                 self.frames.request(self.project, self.project.get_item(pair[key]))
 
-    def label(self, outcome: str) -> int | None:
+    def label(self, outcome: str) -> Given | None:
+        """Hand the label of the pair on screen to the writer and show the next pair at once."""
         if self.project is None or self.current is None:
             return None
         response_ms = int((time.monotonic() - self.shown_at) * 1000)
-        pair = self.current
-        cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome, labeller_id=self.labeller_id(),
-                                          source="human", response_ms=response_ms, queue_id=pair["id"])
-        self._session_labels.append(cid)
+        project, pair, name = self.project, self.current, self.labeller_box.take_name()
+        qid = pair["id"]
+        given = Given("label", pair)
+
+        def write(p: Project) -> int | None:
+            given.cid = p.claim_pair(qid, outcome, labeller_id=p.ensure_labeller(name, "human"), source="human",
+                                     response_ms=response_ms)
+            return given.cid
+
+        self._in_flight[qid] = pair
+        self._session.append(given)
+        given.write = writer_for(project).submit(write, lambda cid: self._on_labelled(project, given, cid),
+                                                 lambda text: self._on_label_failed(project, given, text))
+        self.message.setText("")
         self.show_next()
+        return given
+
+    def _on_labelled(self, project: Project, given: Given, cid: int | None) -> None:
+        self._in_flight.pop(given.pair["id"], None)
+        if project is not self.project:
+            return
+        if cid is None:
+            self._session = [g for g in self._session if g is not given]
+            self.message.setText(f"Clips {given.pair['left_id']} vs {given.pair['right_id']} were labelled "
+                                 "elsewhere meanwhile (another labeller or a job): your answer was not stored.")
+        self._update_progress()
         self._refresh_recent()
-        self.label_recorded.emit(cid)
-        return cid
+        if cid is not None:
+            self.label_recorded.emit(cid)
+
+    def _on_label_failed(self, project: Project, given: Given, text: str) -> None:
+        """Nothing was saved: say why and put the pair back on screen (it is still waiting in the queue)."""
+        self._in_flight.pop(given.pair["id"], None)
+        if project is not self.project:
+            return
+        self._session = [g for g in self._session if g is not given]
+        self._show_pair(given.pair)
+        self.message.setText(text)
 
     def undo(self, comparison_id: int | None = None) -> None:
         """Undo the latest label given here (or ``comparison_id``); its pair comes back on screen."""
         if self.project is None:
             return
+        project = self.project
         if comparison_id is None:
-            live = [c for c in self._session_labels if self._is_live(c)]
-            if not live:
+            while self._session and not self._is_live(self._session[-1]):
+                self._session.pop()
+            if not self._session:
                 return
-            comparison_id = live[-1]
-        self.project.undo_comparison(comparison_id)
-        # the undone pair is waiting again: put it back on screen
-        pair = reopened_pair(self.project, comparison_id)
-        if pair is None:
-            self.show_next()
-        else:
-            self._show_pair(pair)
-        self._refresh_recent()
+            given = self._session.pop()
+            self._submit_undo(project, lambda: given.cid)
+            self._show_pair(given.pair)  # the writer reopens it right after the label (one queue, in order)
+            return
+        self._session = [g for g in self._session if g.cid != comparison_id]
+        self._submit_undo(project, lambda: comparison_id, reshow=True)
 
-    def _is_live(self, cid: int) -> bool:
-        return is_live(self.project, cid)
+    def _submit_undo(self, project: Project, cid, reshow: bool = False) -> None:
+        def write(p: Project) -> int | None:
+            target = cid()
+            if target is not None:
+                p.undo_comparison(target)
+            return target
 
-    def change_label(self, comparison_id: int, outcome: str) -> int:
-        new_id = self.project.edit_comparison(comparison_id, outcome)
-        self._session_labels = [new_id if c == comparison_id else c for c in self._session_labels]
-        self._refresh_recent()
-        return new_id
+        def done(target: int | None) -> None:
+            if project is not self.project:
+                return
+            if reshow and target is not None:
+                pair = reopened_pair(project, target)
+                if pair is None:
+                    self.show_next()
+                else:
+                    self._show_pair(pair)
+            self._update_progress()
+            self._refresh_recent()
+
+        writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+
+    def _on_write_failed(self, project: Project, text: str) -> None:
+        if project is self.project:
+            self.message.setText(text)
+            self._refresh_recent()
+
+    def _is_live(self, given: Given) -> bool:
+        """Not acked yet, or acked and not undone or changed elsewhere."""
+        return not given.acked or (given.cid is not None and is_live(self.project, given.cid))
+
+    def change_label(self, comparison_id: int, outcome: str):
+        """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""
+        project = self.project
+        mine = [g for g in self._session if g.cid == comparison_id]
+
+        def write(p: Project) -> int:
+            new_id = p.edit_comparison(comparison_id, outcome)
+            for g in mine:
+                g.cid = new_id
+            return new_id
+
+        def done(_new_id: int) -> None:
+            if project is self.project:
+                self._refresh_recent()
+
+        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
 
     # ------------------------------------------------------------------ display
     def _update_progress(self) -> None:

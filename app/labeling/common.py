@@ -51,11 +51,15 @@ class LabellerBox(QComboBox):
     def name(self) -> str:
         return self.currentText().strip() or "you"
 
-    def labeller_id(self, project) -> int:
+    def take_name(self) -> str:
+        """The name to label with (remembered in the settings); the writer adds the labeller if new."""
         name = self.name()
         if name != self.settings.labeller:
             self.settings.labeller = name
-        return project.ensure_labeller(name, "human")
+        return name
+
+    def labeller_id(self, project) -> int:
+        return project.ensure_labeller(self.take_name(), "human")
 
 
 class RecentLabels(QListWidget):
@@ -123,10 +127,12 @@ _OPEN = ("FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b ON b.i
          "AND b.deleted_at IS NULL")
 
 
-def pending_pairs(project, kind: str, limit: int = 2) -> list[dict]:
-    """Open queue entries whose two items are of ``kind``, in queue order (priority, then id)."""
-    rows = project.conn.execute(f"SELECT q.* {_OPEN} ORDER BY q.priority DESC, q.id LIMIT ?", [kind, kind, limit])
-    return [dict(r) for r in rows]
+def pending_pairs(project, kind: str, limit: int = 2, exclude=()) -> list[dict]:
+    """Open queue entries whose two items are of ``kind``, in queue order (priority, then id),
+    leaving out the ids in ``exclude`` (labels on their way to the database)."""
+    rows = project.conn.execute(f"SELECT q.* {_OPEN} ORDER BY q.priority DESC, q.id LIMIT ?",
+                                [kind, kind, limit + len(exclude)])
+    return [dict(r) for r in rows if r["id"] not in exclude][:limit]
 
 
 def waiting_count(project, kind: str) -> int:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.labeling.common import ranked_groups
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback, to_pixmap
+from app.labeling.writer import writer_for
 from rlhf_core.envs.storage import item_fps
 from rlhf_core.store import Project
 
@@ -162,10 +163,18 @@ class RankingView(QWidget):
 
     def _on_undo_clicked(self) -> None:
         item = self.recent.currentItem() or (self.recent.item(0) if self.recent.count() else None)
-        if item is not None and self.project is not None:
-            self.project.undo_ranking(item.data(Qt.ItemDataRole.UserRole))
-            self.status.setText(f"Ranking {item.data(Qt.ItemDataRole.UserRole)} undone (kept as a deleted record).")
+        if item is None or self.project is None:
+            return
+        project, rid = self.project, item.data(Qt.ItemDataRole.UserRole)
+
+        def done(_result) -> None:
+            if project is not self.project:
+                return
+            self.status.setText(f"Ranking {rid} undone (kept as a deleted record).")
             self.refresh_recent()
+
+        writer_for(project).submit(lambda p: p.undo_ranking(rid), done,
+                                   lambda text: self._on_write_failed(project, text))
 
     def load_random(self) -> None:
         if self.project is None:
@@ -212,7 +221,8 @@ class RankingView(QWidget):
         """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
         return ranked_groups(self.list)
 
-    def save(self) -> int | None:
+    def save(self):
+        """Hand the ranking on screen to the label writer; returns the write (its ``result``: the ranking id)."""
         if self.project is None or self.list.count() < 2:
             self.status.setText("Load at least two trajectories to rank.")
             return None
@@ -220,16 +230,28 @@ class RankingView(QWidget):
         if len(groups) < 2:
             self.status.setText("Everything is tied: a ranking needs at least two groups.")
             return None
-        name = self.settings.labeller
-        rid = self.project.add_ranking(groups, labeller_id=self.project.ensure_labeller(name, "human"),
-                                       source="human", response_ms=int((time.monotonic() - self.loaded_at) * 1000))
+        project, name = self.project, self.settings.labeller
+        response_ms = int((time.monotonic() - self.loaded_at) * 1000)
         n = sum(len(g) for g in groups)
-        self.status.setText(f"Saved ranking {rid}: {n} trajectories, {n * (n - 1) // 2} pairs.")
-        self.refresh_recent()
-        self.ranking_saved.emit(rid)
-        return rid
 
-    # ------------------------------------------------------------------ preview
+        def write(p: Project) -> int:
+            return p.add_ranking(groups, labeller_id=p.ensure_labeller(name, "human"), source="human",
+                                 response_ms=response_ms)
+
+        def done(rid: int) -> None:
+            if project is not self.project:
+                return
+            self.status.setText(f"Saved ranking {rid}: {n} trajectories, {n * (n - 1) // 2} pairs.")
+            self.refresh_recent()
+            self.ranking_saved.emit(rid)
+
+        self.status.setText("Saving the ranking…")
+        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+
+    def _on_write_failed(self, project: Project, text: str) -> None:
+        if project is self.project:
+            self.status.setText(text)  # the ranking stays on screen: save it again when the cause is gone
+
     def _on_list_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is None or self.project is None:
             return

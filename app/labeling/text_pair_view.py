@@ -4,8 +4,10 @@ Compare pairs (:class:`TextPairView`): the prompt on top, two responses to it si
 with the same keys as the clip view — ←/1 left better · →/2 right better · ↓/= tie · B both bad ·
 S skip · Z undo — plus C correct (then ←/→ picks the response to rewrite; Ctrl+Enter saves,
 Esc cancels) and D word-difference highlight. Pairs come from the project's pair queue (responses
-to the same prompt; "Queue pairs" adds them); each label is committed at once with the time since
-the pair appeared, and the next pair is prepared in advance so it is on screen at once.
+to the same prompt; "Queue pairs" adds them); each label, undo, change and correction is handed to
+the label writer (``app/labeling/writer.py``) with the time since the pair appeared, and the next
+pair (prepared in advance) is on screen at once; what the writer could not save (disk full,
+read-only, locked too long) is said in the message line and its pair comes back.
 
 Model output is untrusted: every response and prompt is shown as PLAIN text (read-only
 ``QPlainTextEdit``), never as HTML, and the word-difference highlight is drawn with extra
@@ -61,6 +63,8 @@ from app.labeling.common import (
 )
 from app.labeling.constitution_dialog import ConstitutionDialog
 from app.labeling.text_rank_view import TextRankView, snippet
+from app.labeling.writer import Given, writer_for
+from app.plain import tip
 from rlhf_core.analysis.agreement import AgreementReport, labeller_agreement
 from rlhf_core.store import Project
 from rlhf_core.text.ai_feedback import AIAgreement, ai_human_agreement, record_review, review_count, review_pairs
@@ -158,7 +162,8 @@ class TextPairView(QWidget):
         self.correcting: str | None = None  # "left" / "right" while a response is being rewritten
         self.choosing_side = False  # after C: waiting for ← or →
         self._cache: dict[int, dict] = {}  # queue id -> prepared pair (items, prompt, diff)
-        self._session: list[tuple[str, int]] = []  # ("label", comparison id) / ("correction", item id)
+        self._session: list[Given] = []  # labels (cid: comparison id) and corrections (cid: item id), newest last
+        self._in_flight: dict[tuple[bool, int], dict] = {}  # (reviewing, pair id) -> pair, not acked yet
         self.reviewing = False  # walking AI labels (``current`` is then the AI comparison row)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
@@ -344,6 +349,7 @@ class TextPairView(QWidget):
         self.current = None
         self._cache.clear()
         self._session.clear()
+        self._in_flight.clear()
         self.message.setText("")
         if self._own_box:
             self.labeller_box.fill(project)
@@ -453,12 +459,13 @@ class TextPairView(QWidget):
     def show_next(self) -> None:
         """Show the first pair of responses waiting in the queue (or the empty state); in review mode
         the oldest AI label that no person has answered."""
+        busy = {pid for reviewing, pid in self._in_flight if reviewing == self.reviewing}
         if self.project is None:
             pending = []
         elif self.reviewing:
-            pending = review_pairs(self.project, limit=2)
+            pending = [p for p in review_pairs(self.project, limit=2 + len(busy)) if p["id"] not in busy][:2]
         else:
-            pending = pending_pairs(self.project, "response", limit=2)
+            pending = pending_pairs(self.project, "response", limit=2, exclude=busy)
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # prepare the next pair while this one is read
             nxt = pending[1]
@@ -528,73 +535,172 @@ class TextPairView(QWidget):
         self.left_text.highlight(spans_a, REMOVED)
         self.right_text.highlight(spans_b, ADDED)
 
-    def label(self, outcome: str) -> int | None:
+    def label(self, outcome: str) -> Given | None:
+        """Hand the label (or, reviewing, the answer to the AI's label) to the writer; the next pair
+        is shown at once."""
         if self.project is None or self.current is None or self.correcting:
             return None
         response_ms = int((time.monotonic() - self.shown_at) * 1000)
-        pair = self.current
-        if self.reviewing:
+        project, pair, name, reviewing = self.project, self.current, self.labeller_box.take_name(), self.reviewing
+        given = Given("label", pair)
+        given.reviewing = reviewing
+        if reviewing:
             blind = self.blind_box.isChecked()
-            cid = record_review(self.project, pair["id"], outcome, self.labeller_id(), response_ms=response_ms,
-                                blind=blind)
+
+            def write(p: Project) -> int | None:
+                given.cid = record_review(p, pair["id"], outcome, p.ensure_labeller(name, "human"),
+                                          response_ms=response_ms, blind=blind)
+                return given.cid
+
             verdict = "agreed with" if outcome == pair["outcome"] else "overrode"
             text = f"You {verdict} the AI on responses {pair['left_id']} vs {pair['right_id']}"
             if blind or outcome != pair["outcome"]:
                 text += (f" (you: {OUTCOME_TEXT[outcome]}; AI: {OUTCOME_TEXT[pair['outcome']]})")
             self.message.setText(text + ". Z undoes it.")
         else:
-            cid = self.project.add_comparison(pair["left_id"], pair["right_id"], outcome,
-                                              labeller_id=self.labeller_id(), source="human",
-                                              response_ms=response_ms, queue_id=pair["id"])
+            def write(p: Project) -> int | None:
+                given.cid = p.claim_pair(pair["id"], outcome, labeller_id=p.ensure_labeller(name, "human"),
+                                         source="human", response_ms=response_ms)
+                return given.cid
+
             self.message.setText("")
-        self._session.append(("label", cid))
+        key = (reviewing, pair["id"])
+        self._in_flight[key] = pair
+        self._session.append(given)
+        given.write = writer_for(project).submit(write, lambda cid: self._on_labelled(project, key, given, cid),
+                                                 lambda text: self._on_label_failed(project, key, given, text))
         self.show_next()
+        return given
+
+    def _on_labelled(self, project: Project, key: tuple, given: Given, cid: int | None) -> None:
+        self._in_flight.pop(key, None)
+        if project is not self.project:
+            return
+        if cid is None:
+            self._session = [g for g in self._session if g is not given]
+            self.message.setText(f"Responses {given.pair['left_id']} vs {given.pair['right_id']} were labelled "
+                                 "elsewhere meanwhile (another labeller or a job): your answer was not stored.")
+        self._update_progress()
         self._refresh_recent()
-        self.label_recorded.emit(cid)
-        return cid
+        if cid is not None:
+            self.label_recorded.emit(cid)
+
+    def _on_label_failed(self, project: Project, key: tuple, given: Given, text: str) -> None:
+        """Nothing was saved: say why and put the pair back on screen (unless a correction is being typed)."""
+        self._in_flight.pop(key, None)
+        if project is not self.project:
+            return
+        self._session = [g for g in self._session if g is not given]
+        if not self.correcting and key[0] == self.reviewing:
+            self._show_pair(given.pair)
+        self.message.setText(text)
+
+    def _on_write_failed(self, project: Project, text: str) -> None:
+        if project is self.project:
+            self.message.setText(text)
+            self._update_progress()
+            self._refresh_recent()
+
+    def _is_live(self, given: Given) -> bool:
+        """Not acked yet, or acked and not undone or changed elsewhere."""
+        if not given.acked:
+            return True
+        if given.cid is None:
+            return False
+        if given.kind == "correction":
+            item = self.project.get_item(given.cid)
+            return item is not None and item["deleted_at"] is None
+        return is_live(self.project, given.cid)
 
     def undo(self, comparison_id: int | None = None) -> None:
         """Undo the latest label or correction given here (or ``comparison_id``; a comparison of a
         correction undoes the whole correction). An undone pair comes back on screen."""
         if self.project is None:
             return
+        project = self.project
         self._end_correction()
         if comparison_id is None:
-            while self._session:
-                kind, ident = self._session[-1]
-                if kind == "label" and is_live(self.project, ident):
-                    comparison_id = ident
-                    break
-                if kind == "correction" and self.project.get_item(ident)["deleted_at"] is None:
-                    self._undo_correction(ident)
-                    return
+            while self._session and not self._is_live(self._session[-1]):
                 self._session.pop()
-            if comparison_id is None:
+            if not self._session:
                 return
-        correction = correction_of(self.project, comparison_id)
-        if correction is not None:
-            self._undo_correction(correction)
-            return
-        self.project.undo_comparison(comparison_id)
-        pair = None if self.reviewing else reopened_pair(self.project, comparison_id)
-        if pair is None:
-            self.show_next()
-        else:
-            self._show_pair(pair)
-        self.message.setText(f"Label {comparison_id} undone (kept as a deleted record).")
-        self._refresh_recent()
+            given = self._session.pop()
+            if given.kind == "correction":
+                self._undo_correction(lambda: given.cid)
+                return
 
-    def _undo_correction(self, item_id: int) -> None:
-        n = undo_correction(self.project, item_id)
-        self.message.setText(f"Correction {item_id} undone with its {n} labels (kept as deleted records).")
+            def write(p: Project) -> int | None:
+                if given.cid is not None:
+                    p.undo_comparison(given.cid)
+                return given.cid
+
+            if given.reviewing == self.reviewing:
+                self._show_pair(given.pair)  # the writer reopens it right after the label (one queue, in order)
+            writer_for(project).submit(write, lambda cid: self._on_undone(project, cid),
+                                       lambda text: self._on_write_failed(project, text))
+            return
+        self._session = [g for g in self._session if g.cid != comparison_id or g.kind != "label"]
+        correction = correction_of(project, comparison_id)
+        if correction is not None:
+            self._undo_correction(lambda: correction)
+            return
+
+        def undo_it(p: Project) -> int:
+            p.undo_comparison(comparison_id)
+            return comparison_id
+
+        def done(cid: int) -> None:
+            if project is not self.project:
+                return
+            pair = None if self.reviewing else reopened_pair(project, cid)
+            if pair is None:
+                self.show_next()
+            else:
+                self._show_pair(pair)
+            self._on_undone(project, cid)
+
+        writer_for(project).submit(undo_it, done, lambda text: self._on_write_failed(project, text))
+
+    def _on_undone(self, project: Project, cid: int | None) -> None:
+        if project is not self.project or cid is None:
+            return
+        self.message.setText(f"Label {cid} undone (kept as a deleted record).")
         self._update_progress()
         self._refresh_recent()
 
-    def change_label(self, comparison_id: int, outcome: str) -> int:
-        new_id = self.project.edit_comparison(comparison_id, outcome)
-        self._session = [("label", new_id) if e == ("label", comparison_id) else e for e in self._session]
-        self._refresh_recent()
-        return new_id
+    def _undo_correction(self, item_id) -> None:
+        project = self.project
+
+        def write(p: Project) -> tuple[int, int] | None:
+            ident = item_id()
+            return None if ident is None else (ident, undo_correction(p, ident))
+
+        def done(result: tuple[int, int] | None) -> None:
+            if project is not self.project or result is None:
+                return
+            ident, n = result
+            self.message.setText(f"Correction {ident} undone with its {n} labels (kept as deleted records).")
+            self._update_progress()
+            self._refresh_recent()
+
+        writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+
+    def change_label(self, comparison_id: int, outcome: str):
+        """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""
+        project = self.project
+        mine = [g for g in self._session if g.kind == "label" and g.cid == comparison_id]
+
+        def write(p: Project) -> int:
+            new_id = p.edit_comparison(comparison_id, outcome)
+            for g in mine:
+                g.cid = new_id
+            return new_id
+
+        def done(_new_id: int) -> None:
+            if project is self.project:
+                self._refresh_recent()
+
+        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
 
     # ------------------------------------------------------------------ corrections
     def choose_side(self) -> None:
@@ -627,27 +733,47 @@ class TextPairView(QWidget):
         self.correction_bar.show()
         self.message.setText("")
 
-    def save_correction(self) -> int | None:
+    def save_correction(self) -> Given | None:
+        """Hand the rewrite to the writer; the response stays in editing until it is saved (or refused)."""
         if self.project is None or self.current is None or not self.correcting:
             return None
-        side = self.correcting
+        if not self.save_correction_button.isEnabled():
+            return None  # the previous save is on its way
+        project, side, name = self.project, self.correcting, self.labeller_box.take_name()
         box = self.left_text if side == "left" else self.right_text
-        item = self._prepare(self.current)[side]
-        try:
-            new_id, cids = add_correction(self.project, item["id"], box.toPlainText(), self.labeller_id(),
-                                          response_ms=int((time.monotonic() - self.shown_at) * 1000))
-        except ValueError as exc:
-            self.message.setText(str(exc))
-            box.setFocus()
-            return None
-        self._session.append(("correction", new_id))
-        self._end_correction()
-        self.message.setText(f"Correction saved as response {new_id}: preferred over {len(cids)} sampled "
-                             f"response{'s' if len(cids) != 1 else ''} ({len(cids)} labels). Z undoes it.")
-        self._update_progress()
-        self._refresh_recent()
-        self.correction_saved.emit(new_id)
-        return new_id
+        item_id, text = self._prepare(self.current)[side]["id"], box.toPlainText()
+        response_ms = int((time.monotonic() - self.shown_at) * 1000)
+        given = Given("correction", self.current)
+
+        def write(p: Project) -> tuple[int, list[int]]:
+            new_id, cids = add_correction(p, item_id, text, p.ensure_labeller(name, "human"), response_ms=response_ms)
+            given.cid = new_id
+            return new_id, cids
+
+        def done(result: tuple[int, list[int]]) -> None:
+            self.save_correction_button.setEnabled(True)
+            if project is not self.project:
+                return
+            new_id, cids = result
+            self._session.append(given)
+            if self.correcting == side:
+                self._end_correction()
+            self.message.setText(f"Correction saved as response {new_id}: preferred over {len(cids)} sampled "
+                                 f"response{'s' if len(cids) != 1 else ''} ({len(cids)} labels). Z undoes it.")
+            self._update_progress()
+            self._refresh_recent()
+            self.correction_saved.emit(new_id)
+
+        def failed(message: str) -> None:
+            self.save_correction_button.setEnabled(True)
+            if project is self.project:
+                self.message.setText(message)  # the rewrite is still in the box: nothing is lost
+                if self.correcting == side:
+                    box.setFocus()
+
+        self.save_correction_button.setEnabled(False)
+        given.write = writer_for(project).submit(write, done, failed)
+        return given
 
     def cancel_correction(self) -> None:
         if self.correcting:
@@ -849,7 +975,7 @@ class AgreementPanel(QWidget):
             for col, value in enumerate((f"{d.item_a} vs {d.item_b}", snippet(prompts.get(d.item_a, ""), 120),
                                          answers)):
                 cell = QTableWidgetItem(value)  # table cells are drawn as plain text
-                cell.setToolTip(value)
+                cell.setToolTip(tip(value))
                 self.disagreements.setItem(row, col, cell)
 
     def _prompt_texts(self, rep: AgreementReport) -> dict[int, str]:

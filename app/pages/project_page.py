@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from app.plain import plain_label
 from rlhf_core.store import Project
 
 _COUNT_LABELS = [
@@ -28,7 +29,7 @@ class ProjectPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.title = QLabel("No project open")
+        self.title = plain_label("No project open")
         self.title.setStyleSheet("font-size: 20px; font-weight: 600;")
         self.path_label = QLabel()
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

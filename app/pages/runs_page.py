@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.plain import tip
 from app.plots.metric_plot import MetricPlotView
 from rlhf_core.store import Project
 
@@ -146,7 +147,7 @@ class RunsPage(QWidget):
             started = QTableWidgetItem((run.get("started_at") or "")[11:19])
             started.setToolTip((run.get("started_at") or "")[:19].replace("T", " ") + " UTC")
             job = QTableWidgetItem(run["name"] or run["kind"])
-            job.setToolTip(f"{run['name']} ({run['kind']})")
+            job.setToolTip(tip(f"{run['name']} ({run['kind']})"))
             cells = [id_item, job, status, started, QTableWidgetItem(_duration(run))]
             for col, cell in enumerate(cells):
                 if col:

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.plain import tip
 from app.plots.metric_plot import MetricPlotView
 from app.training.config_form import RunDialog
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
@@ -583,6 +584,6 @@ class TextRLPage(QWidget):
                 if col != 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if col == 5 and res.get("win_rate") is None and res.get("win_rate_skipped"):
-                    item.setToolTip(str(res["win_rate_skipped"]))
+                    item.setToolTip(tip(str(res["win_rate_skipped"])))
                 self.eval_table.setItem(row, col, item)
         self.tabs.setTabText(3, f"Evaluations ({len(runs)})" if runs else "Evaluations")

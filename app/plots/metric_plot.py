@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from app.plain import escaped, tip
 from rlhf_core.metrics import describe, namespace
 
 REDRAW_MS = 100  # at most 10 Hz
@@ -263,7 +264,7 @@ class MetricPlotView(QWidget):
         plot = self._plots.get(group)
         if plot is not None:
             return plot
-        plot = self.graphics.addPlot(row=len(self._plots), col=0, title=group)
+        plot = self.graphics.addPlot(row=len(self._plots), col=0, title=escaped(group))
         # no grid: grid lines made every repaint of the axes ~3x slower (docs/performance.md)
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
@@ -293,8 +294,8 @@ class MetricPlotView(QWidget):
                 pen = pg.mkPen(colour, width=1, style=_RUN_STYLES[r_index % len(_RUN_STYLES)])
                 short = key.split("/", 1)[-1]
                 name = f"{self.run_labels.get(run_id, f'run {run_id}')} · {short}" if multi else short
-                curve = plot.plot(name=name, pen=pen)
-                curve.setToolTip(describe(key) or key)
+                curve = plot.plot(name=escaped(name), pen=pen)
+                curve.setToolTip(tip(describe(key) or key))
                 self._curves[(run_id, key)] = (curve, -1)
 
     def _forget_curves(self, run_id: int) -> None:

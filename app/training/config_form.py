@@ -18,13 +18,13 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from app.plain import plain_label, tip
 from rlhf_core import config as cfg
 
 _INT_LIMIT = 2_147_483_647
@@ -40,10 +40,10 @@ class ConfigForm(QWidget):
         initial = initial or config_cls()
         for info in self.infos.values():
             editor = self._make_editor(info, getattr(initial, info.name))
-            editor.setToolTip(info.help)
+            editor.setToolTip(tip(info.help))
             editor.setObjectName(f"field_{info.name}")
-            label = QLabel(info.label)
-            label.setToolTip(info.help)
+            label = plain_label(info.label)
+            label.setToolTip(tip(info.help))
             layout.addRow(label, editor)
             self.editors[info.name] = editor
 
@@ -133,12 +133,12 @@ class RunDialog(QDialog):
         self.job_box = QComboBox()
         for spec in self.specs:
             self.job_box.addItem(spec.title, spec.name)
-        self.intro = QLabel()
+        self.intro = plain_label()
         self.intro.setWordWrap(True)
         self.intro.setStyleSheet("color: #444;")
         self.form_holder = QVBoxLayout()
         self.form: ConfigForm | None = None
-        self.errors = QLabel()
+        self.errors = plain_label()
         self.errors.setStyleSheet("color: #b00020;")
         self.errors.setWordWrap(True)
         self.errors.hide()

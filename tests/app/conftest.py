@@ -40,3 +40,10 @@ def wait_finished(qtbot, window, run_id, timeout=60_000):
     finally:
         window.runner.job_finished.disconnect(on_finished)
     return box["done"]
+
+
+def wait_saved(qtbot, timeout=10_000):
+    """Wait until the label writer has acked every write the views handed it."""
+    from app.labeling.writer import pending_writes
+
+    qtbot.waitUntil(lambda: pending_writes() == 0, timeout=timeout)

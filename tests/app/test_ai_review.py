@@ -9,6 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from rlhf_core.text.ai_feedback import project_constitution, resolve_constitution
+from tests.app.conftest import wait_saved
 
 PRINCIPLE = "Which response is <b>less</b> harmful?"  # shown as plain text
 
@@ -65,6 +66,7 @@ def test_review_accept_override_and_enter(qtbot, ai_window):
     assert view.current["id"] == labels[2]
     qtbot.keyClick(view, Qt.Key.Key_Return)
     assert view.current is None and "No AI labels are waiting for review" in view.empty_label.text()
+    wait_saved(qtbot)
     humans = project.comparisons(source="human")
     assert [(h["left_id"], h["right_id"], h["outcome"]) for h in humans] == [
         (ids[0], ids[1], "left"), (ids[1], ids[2], "left"), (ids[0], ids[3], "left")]
@@ -81,6 +83,7 @@ def test_review_accept_override_and_enter(qtbot, ai_window):
     # Z undoes the last review (the Enter one): that pair is back for review
     qtbot.keyClick(view, Qt.Key.Key_Z)
     assert view.current["id"] == labels[2]
+    wait_saved(qtbot)
     assert [h["outcome"] for h in project.comparisons(source="human")] == ["left", "left"]
     # the Agreement tab has the AI-vs-people line (AI: left, right; people: left, left)
     window.text_page.show_tab("agreement")
@@ -106,6 +109,7 @@ def test_blind_review_hides_the_answer_until_labelled(qtbot, ai_window):
     qtbot.keyClick(view, Qt.Key.Key_Return)  # no accepting an answer you cannot see
     assert window.project.comparisons(source="human") == []
     qtbot.keyClick(view, Qt.Key.Key_Right)
+    wait_saved(qtbot)
     assert view.message.text().startswith("You overrode the AI") and "AI: left better" in view.message.text()
     human = window.project.comparisons(source="human")[0]
     assert json.loads(human["meta_json"])["blind"] is True and human["outcome"] == "right"

@@ -7,6 +7,8 @@ import threading
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.app.conftest import wait_saved
+
 from rlhf_core.envs.clips import make_clips, queue_random_pairs
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import RandomPolicy
@@ -48,6 +50,7 @@ def test_keyboard_labelling_stores_labels_with_response_time(qtbot, filled):
     qtbot.keyClick(view, Qt.Key.Key_2)
     qtbot.keyClick(view, Qt.Key.Key_Equal)
     qtbot.keyClick(view, Qt.Key.Key_B)
+    wait_saved(qtbot)
     comps = window.project.comparisons()
     assert [c["outcome"] for c in comps] == ["left", "right", "tie", "both_bad"]
     assert comps[0]["left_id"] == first["left_id"] and comps[0]["response_ms"] >= 100
@@ -56,12 +59,15 @@ def test_keyboard_labelling_stores_labels_with_response_time(qtbot, filled):
     # Z undoes the last label: the row is kept, soft-deleted, and its pair is on screen again
     last_pair = (comps[-1]["left_id"], comps[-1]["right_id"])
     qtbot.keyClick(view, Qt.Key.Key_Z)
+    assert (view.current["left_id"], view.current["right_id"]) == last_pair  # on screen at once
+    wait_saved(qtbot)
     assert [c["outcome"] for c in window.project.comparisons()] == ["left", "right", "tie"]
     assert len(window.project.comparisons(include_deleted=True)) == 4
     assert (view.current["left_id"], view.current["right_id"]) == last_pair
     qtbot.keyClick(view, Qt.Key.Key_S)
     qtbot.keyClick(view, Qt.Key.Key_Right)
     assert view.current is None and view.empty_label.isVisible()
+    wait_saved(qtbot)
     assert window.project.counts()["queued_pairs"] == 0
 
 
@@ -72,8 +78,11 @@ def test_labels_survive_a_restart_and_can_be_changed(qtbot, filled, settings):
     view = window.clip_page
     for key in (Qt.Key.Key_1, Qt.Key.Key_1):
         qtbot.keyClick(view, key)
+    wait_saved(qtbot)
     cid = window.project.comparisons()[0]["id"]
-    new_id = view.change_label(cid, "right")
+    change = view.change_label(cid, "right")
+    wait_saved(qtbot)
+    new_id = change.result
     folder = window.project.folder
     window.close()
     again = MainWindow(settings, interactive=False)
@@ -91,6 +100,7 @@ def test_blind_labelling_hides_true_returns_until_revealed(qtbot, filled):
     view = window.clip_page
     assert "return" not in view.left_title.text().lower()
     qtbot.keyClick(view, Qt.Key.Key_1)
+    wait_saved(qtbot)
     assert "true returns" not in view.recent.item(0).text()
     view.reveal_box.setChecked(True)
     assert "true returns" in view.recent.item(0).text()
@@ -130,6 +140,7 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     view.list.item(2).setCheckState(Qt.CheckState.Checked)
     assert view.groups() == [[ids[2]], [ids[0], ids[1]]]
     qtbot.keyClick(view.list, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    wait_saved(qtbot)
     rankings = window.project.conn.execute("SELECT id FROM rankings").fetchall()
     assert len(rankings) == 1
     assert window.project.ranking_groups(rankings[0][0]) == [[ids[2]], sorted([ids[0], ids[1]])]
@@ -138,6 +149,7 @@ def test_ranking_by_order_and_ties(qtbot, filled):
     assert pairs == {(ids[2], ids[0], "right"), (ids[2], ids[1], "right"), (ids[0], ids[1], "tie")}
     assert view.recent.count() == 1 and view.recent.item(0).text().startswith(f"#{rankings[0][0]} · you")
     view._on_undo_clicked()
+    wait_saved(qtbot)
     assert view.recent.count() == 0 and window.project.comparisons() == []
     assert window.project.conn.execute("SELECT deleted_at FROM rankings").fetchone()[0] is not None
 

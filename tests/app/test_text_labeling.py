@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont, QTextCursor
 
 from rlhf_core.analysis.agreement import labeller_agreement
+from tests.app.conftest import wait_saved
 
 HTMLISH = "<b>bold</b> and <script>alert('x')</script> &amp; <i>italic</i>"
 
@@ -48,6 +49,7 @@ def test_keyboard_labelling_undo_and_change(qtbot, text_window):
     qtbot.wait(120)
     qtbot.keyClick(view, Qt.Key.Key_Left)
     qtbot.keyClick(view.right_text, Qt.Key.Key_2)  # keys typed while a response has the focus work too
+    wait_saved(qtbot)
     comps = window.project.comparisons()
     assert [c["outcome"] for c in comps] == ["left", "right"]
     assert (comps[0]["left_id"], comps[0]["right_id"]) == (first["left_id"], first["right_id"])
@@ -58,6 +60,7 @@ def test_keyboard_labelling_undo_and_change(qtbot, text_window):
     # Z: the last label is soft-deleted and its pair is back on screen
     last_pair = (comps[1]["left_id"], comps[1]["right_id"])
     qtbot.keyClick(view, Qt.Key.Key_Z)
+    wait_saved(qtbot)
     assert [c["outcome"] for c in window.project.comparisons()] == ["left"]
     deleted = window.project.comparisons(include_deleted=True)[1]
     assert deleted["deleted_at"] is not None
@@ -66,8 +69,11 @@ def test_keyboard_labelling_undo_and_change(qtbot, text_window):
     qtbot.keyClick(view, Qt.Key.Key_Equal)
     qtbot.keyClick(view, Qt.Key.Key_B)
     assert view.current is None and view.empty_label.isVisible()
+    wait_saved(qtbot)
     assert [c["outcome"] for c in window.project.comparisons()] == ["left", "tie", "both_bad"]
-    new_id = view.change_label(comps[0]["id"], "right")
+    change = view.change_label(comps[0]["id"], "right")
+    wait_saved(qtbot)
+    new_id = change.result
     assert window.project.comparisons()[-1]["supersedes_id"] == comps[0]["id"] and new_id
     assert view.queue_pairs() == [] and "No new pairs" in view.message.text()
 
@@ -126,6 +132,7 @@ def test_correction_in_place_makes_one_item_and_pairs_with_every_sample(qtbot, t
     # an empty text is refused with a message; nothing stored
     view.right_text.setPlainText("   ")
     qtbot.keyClick(view.right_text, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    wait_saved(qtbot)
     assert "empty" in view.message.text() and view.correcting == "right"
     assert window.project.counts()["responses"] == 3 and window.project.comparisons() == []
     # Esc cancels and shows the stored text again
@@ -136,6 +143,7 @@ def test_correction_in_place_makes_one_item_and_pairs_with_every_sample(qtbot, t
     view.start_correction("left")
     view.left_text.setPlainText("Red, yellow and blue are the primary colours of paint.")
     qtbot.keyClick(view.left_text, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    wait_saved(qtbot)
     corrections = [i for i in window.project.items("response") if i["source"] == "correction"]
     assert len(corrections) == 1
     new = corrections[0]
@@ -148,6 +156,7 @@ def test_correction_in_place_makes_one_item_and_pairs_with_every_sample(qtbot, t
     assert "1 correction" in view.progress_label.text() and view.recent.count() == 3
     # Z undoes the whole correction (kept as deleted records)
     qtbot.keyClick(view, Qt.Key.Key_Z)
+    wait_saved(qtbot)
     assert window.project.comparisons() == [] and len(window.project.comparisons(include_deleted=True)) == 3
     assert window.project.get_item(new["id"])["deleted_at"] is not None
 
@@ -173,6 +182,7 @@ def test_ranking_four_responses_makes_six_pairs_in_one_ranking(qtbot, window):
     assert view.full_text.toPlainText() == "haiku number 1"
     view.list.setFocus()
     qtbot.keyClick(view.list, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    wait_saved(qtbot)
     rankings = project.conn.execute("SELECT id, prompt_id, labeller_id FROM rankings").fetchall()
     assert len(rankings) == 1 and rankings[0]["prompt_id"] == pid and rankings[0]["labeller_id"] is not None
     comps = project.comparisons()
@@ -181,6 +191,7 @@ def test_ranking_four_responses_makes_six_pairs_in_one_ranking(qtbot, window):
     assert "6 pairs" in view.status.text() and view.recent.count() == 1
     assert view.prompt_box.itemText(0).startswith("✓")
     view._on_undo_clicked()
+    wait_saved(qtbot)
     assert project.comparisons() == [] and view.recent.count() == 0
 
 

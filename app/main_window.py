@@ -479,11 +479,13 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction("(none)")
             action.setEnabled(False)
         for path in recent:
-            action = self.recent_menu.addAction(path)
+            action = self.recent_menu.addAction(path.replace("&", "&&"))  # a lone & would mark a shortcut
             action.triggered.connect(lambda _=False, p=path: self.open_project(p))
 
     def _update_title(self) -> None:
-        self.setWindowTitle(f"{self.project.name} — {APP_TITLE}" if self.project else APP_TITLE)
+        # "[*]" in a title is Qt's modified-marker placeholder; doubled it shows as written
+        name = self.project.name.replace("[*]", "[*][*]") if self.project else ""
+        self.setWindowTitle(f"{name} — {APP_TITLE}" if self.project else APP_TITLE)
 
     # --- runs ------------------------------------------------------------------------------------
     def new_run_dialog(self, job_name: str | None = None, *, show_runs: bool = True) -> None:

@@ -324,3 +324,15 @@ def test_every_view_tooltip_and_dialog_shows_untrusted_text_literally(qtbot, win
     control = QLabel(bait(probe_path))
     control.sizeHint()
     assert watch.poll() > 0
+
+
+def test_project_names_and_paths_show_as_written_in_the_title_and_recent_menu(qtbot, window, tmp_path):
+    odd = tmp_path / "R&D [*] study.rlhf"
+    assert window.open_project(odd, create=True)
+    qtbot.waitUntil(lambda: window.windowHandle() is not None)
+    assert window.windowHandle().title().startswith("R&D [*] study — ")
+    window._fill_recent_menu()
+    texts = [a.text() for a in window.recent_menu.actions()]
+    assert str(odd).replace("&", "&&") in texts  # shown as "R&D", not with D as a shortcut
+    next(a for a in window.recent_menu.actions() if a.text() == str(odd).replace("&", "&&")).trigger()
+    assert window.project.folder == odd

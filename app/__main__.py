@@ -171,6 +171,7 @@ def smoke_test(args: argparse.Namespace) -> int:
 
     from app.main_window import MainWindow
     from rlhf_core import config as cfg
+    from rlhf_core import kinds
     from rlhf_core.jobs import get_job
     from rlhf_core.paths import demo_project_path
     from rlhf_core.text.model import default_model_dir, is_converted, read_marker
@@ -258,7 +259,7 @@ def smoke_test(args: argparse.Namespace) -> int:
     every = FitSettings().eval_every  # the trainer logs its metrics every eval_every steps and at the end
     want_rows = sum(1 for s in range(SMOKE_REWARD["steps"]) if (s + 1) % every == 0 or s == SMOKE_REWARD["steps"] - 1)
     n_loss = count("SELECT COUNT(*) FROM metrics WHERE run_id=? AND key=?", rid, key)
-    n_ckpt = count("SELECT COUNT(*) FROM checkpoints WHERE run_id=? AND kind='reward_ensemble'", rid)
+    n_ckpt = count("SELECT COUNT(*) FROM checkpoints WHERE run_id=? AND kind=?", rid, kinds.REWARD_ENSEMBLE)
     _, plotted = window.runs_page.plot.plotted_data(rid, key)
     checks["reward_model"] = {"run_id": rid, "status": status_of(rid)[0], "seconds": seconds_of(rid),
                               "metric_rows_in_db": n_loss, "points_in_plot": int(len(plotted)),

@@ -1,5 +1,5 @@
 """How long one clip takes to decode from its trajectory's video, by where the clip starts: the writer
-and reader before session 10 (x264's default keyframe interval of up to 250 frames, every frame
+and reader of older projects (x264's default keyframe interval of up to 250 frames, every frame
 decoded from frame 0) against now (a keyframe at least every ``storage.KEYFRAME_INTERVAL`` frames,
 ``read_video`` seeks to the one before the clip).
 
@@ -58,7 +58,7 @@ def main() -> None:
     render_s = time.perf_counter() - t0
     folder = Path(tempfile.mkdtemp(prefix="clip-decode-"))
     old_path, new_path = folder / "old.mp4", folder / "new.mp4"
-    storage.write_video(old_path, traj.frames, traj.fps, keyframe_interval=None)  # as before session 10
+    storage.write_video(old_path, traj.frames, traj.fps, keyframe_interval=None)  # as older projects wrote it
     storage.write_video(new_path, traj.frames, traj.fps, keyframe_interval=args.keyframe_interval)
     n = len(traj.frames)
     starts = sorted({0, n // 2, max(0, int(n * 0.95) - args.clip // 2)})

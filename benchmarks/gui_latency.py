@@ -37,7 +37,7 @@ from rlhf_core.jobs import RecordingContext, execute_job, get_job  # noqa: E402
 from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig  # noqa: E402
 
 HEAVY = dict(n_items=4000, n_features=64, n_pairs=50_000, hidden=512, batch_size=512,
-             steps=10_000_000, eval_every=50, save_checkpoint=False)
+             steps=10_000_000, eval_every=50, save=False)
 
 
 def measure_lateness(app: QApplication, seconds: float) -> np.ndarray:

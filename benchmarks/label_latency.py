@@ -3,7 +3,7 @@
 Timed from the key press to the moment both panels have painted the next pair's first frame
 (``repaint()`` forces a synchronous paint). Between labels the event loop runs for 300 ms, the
 (fast) time a person takes to decide, during which the view decodes the following pair in
-advance (since session 9 on a worker thread); a 10 ms timer ticks from before the key press to
+advance (on the frame loader's worker thread); a 10 ms timer ticks from before the key press to
 the end of the gap, and the longest it was kept waiting in each label cycle (``gap_stall``: the key
 press itself plus anything it set off on the GUI thread; the clips could not advance, a key could
 not be taken) is reported as well. Target (issue 3): p95 <= 50 ms.

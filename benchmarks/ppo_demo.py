@@ -24,7 +24,7 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   the first window of six 20-step runs (a policy that has hardly moved) the per-seed means had a
   standard deviation of about 0.5 reference spreads, the proxy's about 0.15 — so about 0.5 per run,
   less for a median;
-- ``paired_gap_without_kl_penalty`` (written down in session 7 before any run measured it): the
+- ``paired_gap_without_kl_penalty`` (fixed before any run measured it): the
   paired Goodhart gap (``paired_goodhart_gap``: after PPO, ``paired_eval_samples`` responses per
   training prompt from the final policy and from the reference, drawn with the same random numbers;
   proxy gain minus gold gain per pair, in reference spreads, with its standard error) has a median of
@@ -32,13 +32,11 @@ its last line: every run's headline numbers, the median per beta, and the verdic
   beta > 0 run's of the same seed by more than 2 standard errors of the difference
   (``sqrt(se_0^2 + se_b^2)``). Unlike ``goodhart_gap`` it does not depend on the 32 label samples'
   per-prompt means, which cancel in each pair;
-- ``best_of_n_overoptimised`` (with ``--bon-samples``; also written down in session 7 before any run
-  measured it): on most seeds the best-of-n curve on fresh reference samples is ``bon_overoptimised``
+- ``best_of_n_overoptimised`` (with ``--bon-samples``; fixed before any run measured it): on most seeds the best-of-n curve on fresh reference samples is ``bon_overoptimised``
   — the gold of the proxy's pick among the most samples is below the curve's gold peak by more than 2
   standard errors (across prompts) while the proxy is above its value at that peak. Best-of-n needs
   no training and so none of PPO's optimisation noise; it reads the proxy's over-optimisation directly;
-- ``ppo_gold_declines_without_kl_penalty`` (written down in session 8 before any run measured it; meant
-  for long runs, e.g. ``-- --steps 40 --bon-samples 0``): on most seeds the beta = 0 run is
+- ``ppo_gold_declines_without_kl_penalty`` (fixed before any run measured it; meant for long runs, e.g. ``-- --steps 40 --bon-samples 0``): on most seeds the beta = 0 run is
   ``paired_overoptimised`` — along its paired checks (every ``paired_eval_every`` steps, the reference
   as the origin) the paired gold gain at the last check is below the curve's gold peak by more than 2
   standard errors of the per-pair difference, while the paired proxy gain there is above its value at

@@ -5,7 +5,7 @@ A project gets ``--trajectories`` Pendulum-v1 rollouts of ``--steps`` steps with
 precise QTimer runs in the GUI thread while the Rank view loads them (a thumbnail from the middle of
 each video, then the first one played) two ways in the same process:
 
-- ``inline``: the same decoding done on the GUI thread (what the view did before session 9:
+- ``inline``: the same decoding done on the GUI thread (the view's earlier way:
   ``read_video`` for each thumbnail, then ``load_frames`` for the selected trajectory);
 - ``worker``: ``RankingView.load_items`` as it is now, until every thumbnail and the selected video
   have arrived.

@@ -479,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     p = sub.add_parser("eval-text", help="Evaluate a text policy: `eval-text --project P --policy-run ID|"
-                       "--policy-folder F [--reward-run ID] [--k 8] [--prompts 16]`: pass@1, cons@k, pass@k, win "
-                       "rate (JSON last line).")
+                       "--policy-folder F [--reward-run ID] [--k 8] [--heldout-tasks 16]`: pass@1, cons@k, pass@k, "
+                       "win rate (JSON last line).")
     p.add_argument("--project", type=Path, required=True, help="Project folder (the evaluation is stored as a run).")
     from rlhf_core.text.evaluation import TextEvalConfig
 

@@ -4,7 +4,7 @@ A job's config is a plain ``@dataclass`` whose fields are declared with :func:`p
 
     @dataclass
     class FooConfig:
-        lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+        learning_rate: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
         steps: int = param(200, "Optimisation steps.", min=1)
         loss: str = param("bt", "Loss to use.", choices=("bt", "hinge"))
 
@@ -27,6 +27,35 @@ T = TypeVar("T")
 
 #: Whole numbers are stored in SQLite, whose integers have 64 bits.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+#: Renamed config fields, per job: {old name: new name}. Every trainer uses the same name for the same
+#: setting (TRL's where TRL has one). Old names still read from stored runs (:func:`upgrade_settings`)
+#: and config files (:func:`from_dict`), and still work as deprecated CLI flags (:func:`add_arguments`).
+RENAMED_FIELDS: dict[str, dict[str, str]] = {
+    "text_reward_model": {"lr": "learning_rate", "model_path": "model",
+                          "center_rewards": "center_rewards_coefficient"},
+    "text_eval": {"prompts": "heldout_tasks"},
+    "reward_model": {"lr": "learning_rate"},
+    "bc": {"lr": "learning_rate"},
+    "synthetic_preferences": {"lr": "learning_rate", "save_checkpoint": "save"},
+}
+
+
+def upgrade_settings(job: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (a run's stored settings) with the old field names of ``job`` replaced by the new ones."""
+    return _rename(data, RENAMED_FIELDS.get(job, {}))
+
+
+def _rename(data: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """Old keys -> new keys; where both are given, the new one wins."""
+    return {renames.get(k, k): v for k, v in data.items() if not (k in renames and renames[k] in data)}
+
+
+def old_names(config_cls: type) -> dict[str, str]:
+    """{old name: new name} for the renamed fields that ``config_cls`` has."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {old: new for renames in RENAMED_FIELDS.values() for old, new in renames.items()
+            if new in names and old not in names}
 
 
 class ConfigError(ValueError):
@@ -221,11 +250,13 @@ def to_json(config: Any) -> str:
 def from_dict(config_cls: type[T], data: Mapping[str, Any], *, strict: bool = True) -> T:
     """Build and validate a config from a mapping (e.g. the JSON stored with a run).
 
-    Unknown keys are an error when ``strict`` (a typo must not silently become a default).
+    Unknown keys are an error when ``strict`` (a typo must not silently become a default). Old names of
+    renamed fields (:data:`RENAMED_FIELDS`) are read as the new ones.
     Ints given for float fields are accepted; values are otherwise taken as they are.
     """
     if not isinstance(data, Mapping):
         raise ConfigError([f"settings must be a JSON object of name: value pairs, got {describe_type(data)}"])
+    data = _rename(data, old_names(config_cls))
     infos = {f.name: f for f in fields(config_cls)}
     unknown = sorted(map(str, set(data) - set(infos)))
     if unknown and strict:
@@ -272,6 +303,33 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
         else:
             group.add_argument(flag, dest=info.name, type=info.type, default=None,
                                choices=info.choices, help=help_text)
+    by_new = {new: old for old, new in old_names(config_cls).items()}
+    for info in fields(config_cls):
+        if info.name in by_new:  # the old flag: same value, a note on stderr, hidden from --help
+            kwargs = ({"action": _DeprecatedBool} if info.type is bool else
+                      {"action": _DeprecatedFlag, "type": parse_list if info.type is list else info.type,
+                       "choices": info.choices})
+            group.add_argument("--" + by_new[info.name].replace("_", "-"), dest=info.name, default=None,
+                               help=argparse.SUPPRESS, **kwargs)
+
+
+def _deprecation_note(option: str, dest: str) -> None:
+    import sys
+
+    new = ("--no-" if option.startswith("--no-") else "--") + dest.replace("_", "-")
+    print(f"note: {option} is deprecated; use {new}", file=sys.stderr)
+
+
+class _DeprecatedFlag(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _deprecation_note(str(option_string), self.dest)
+        setattr(namespace, self.dest, values)
+
+
+class _DeprecatedBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _deprecation_note(str(option_string), self.dest)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def parse_list(text: str) -> list:

@@ -2,14 +2,14 @@
 
 Keys are ``namespace/name``. The plots group series by namespace (one plot per namespace), the
 ``metrics`` table stores them as they are, and later trainers add their own keys here so the list
-below stays the single reference (compare TRL's "logged metrics" and SB3's ``rollout/``,
-``train/`` keys).
+below stays the single reference: every key a job logs is declared here once, with its meaning
+(TRL's names where TRL has one, e.g. ``completions/mean_length``; SB3's ``rollout/``, ``train/``).
+``tests/core/test_metric_keys.py`` runs the jobs and fails on a key missing here.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+import re
 
 METRIC_KEYS: dict[str, str] = {
     # reward-model training (Bradley-Terry and relatives)
@@ -20,33 +20,56 @@ METRIC_KEYS: dict[str, str] = {
     "reward_model/length_correlation": "Text reward model: Pearson r between reward and response length over "
                                         "the project's responses (near +1: it mostly rewards length).",
     "reward_model/true_correlation": "Pearson r between predicted and true reward (synthetic tasks).",
+    "reward_model/mean_length": "Text reward model: mean token length of the batch's sequences.",
+    "reward_model/final_train_loss": "Text reward model: loss over all training pairs after training (nats).",
+    "reward_model/final_train_accuracy": "Text reward model: accuracy over all training pairs after training.",
+    # ensemble member k (0, 1, ...) of the control reward model, on its own bootstrap of the pairs
+    "reward_model/m{k}_loss": "Member k: Bradley-Terry loss on the training batch (nats).",
+    "reward_model/m{k}_train_accuracy": "Member k: accuracy on the training batch.",
+    "reward_model/m{k}_heldout_loss": "Member k: Bradley-Terry loss on the held-out pairs (nats).",
+    "reward_model/m{k}_heldout_accuracy": "Member k: accuracy on the held-out pairs.",
+    "preferences/labels": "Preference RL: labels collected so far.",
+    "bc/loss": "Behavioural cloning: mean loss over the epoch's batches (cross-entropy for discrete actions, "
+               "squared error for continuous ones).",
     # control rollouts and RL (used by the control track)
     "rollout/true_return": "Mean true environment return of finished episodes.",
     "rollout/learned_return": "Mean return under the learned reward.",
     "rollout/episode_length": "Mean length of finished episodes.",
+    "rollout/epsilon": "Rollouts: the noise level (chance of a random action) of the trajectory.",
+    "demos/true_return": "True return of each demonstration trajectory (learner checkpoints, demos).",
+    "drex/true_return": "Extrapolation demo: true return of a D-REX noise-level rollout.",
+    "drex/epsilon": "Extrapolation demo: the noise level of that rollout.",
+    "demo/policy_return": "Extrapolation demo: true return of the policy trained on the learned reward.",
+    "demo/best_demo_return": "Extrapolation demo: the best demonstration's true return.",
     "train/approx_kl": "PPO's approximate KL between old and new policy.",
     "train/entropy": "Policy entropy.",
+    "train/clip_fraction": "Fraction of samples (control) or completion tokens (text) whose probability ratio "
+                           "was clipped (PPO/GRPO).",
+    "train/value_loss": "Value loss (PPO).",
     # language-model RL (SFT, PPO, GRPO, DPO; the Text RL page reads these keys)
     "reward/mean": "Mean total reward of the step's completions.",
     "reward/std": "Standard deviation of that reward.",
-    # reward/<component>: mean of one weighted reward component (reward/format, reward/correctness,
-    # reward/model, reward/length_penalty, ...), logged next to the total.
+    # the weighted reward components (rlhf_core.text.rewards), each the mean over the step's completions
+    "reward/format": "Weighted format component (partial credit for the <think>/<answer> layout; 0/1 "
+                     "with format_strict).",
+    "reward/correctness": "Weighted correctness component (the exact final answer).",
+    "reward/length_penalty": "Weighted length component (minus completion tokens).",
+    "reward/model": "Weighted learned text reward model component (the proxy reward).",
     "kl/token_mean": "Mean per-token KL(pi || pi_ref) estimate over completion tokens (k1 for PPO, "
                      "k3 for GRPO; 0 at step 0).",
     "kl/seq_mean": "Mean per-sequence KL(pi || pi_ref): the per-token estimates summed over a completion.",
     "kl/beta": "The KL coefficient used at this step (changes with the adaptive controller).",
-    "length/mean": "Mean completion length in tokens (end token included).",
-    "length/min": "Shortest completion of the step, in tokens.",
-    "length/max": "Longest completion of the step, in tokens.",
-    "completions/mean_length": "Mean completion length in tokens (generation job).",
+    "completions/mean_length": "Mean completion length in tokens (end token included).",
+    "completions/min_length": "Shortest completion of the step, in tokens.",
+    "completions/max_length": "Longest completion of the step, in tokens.",
     "completions/stopped_fraction": "Fraction of completions that ended with the end-of-turn token.",
     "train/loss": "The optimised loss of the step.",
-    "train/clip_fraction": "Fraction of completion tokens whose probability ratio was clipped (PPO/GRPO).",
-    "train/value_loss": "Value-head regression loss (PPO).",
     "train/grad_norm": "Gradient norm before clipping.",
     "gold/accuracy": "Exact-answer accuracy (pass@1, greedy) on held-out gold tasks: the metric the "
                      "reward is a proxy for.",
     "gold/reward": "Gold reward (rule-based or a held-out reward model) of the step's completions.",
+    "gold/centred": "PPO demo: the gold reward in the proxy's units (minus the reference's mean gold for the "
+                    "prompt, divided by its spread).",
     "gold/cons_at_k": "GRPO final evaluation (eval_consensus_k > 0): majority vote of k sampled answers per held-out "
                       "prompt, fraction right (cons@k).",
     # text policy evaluation (the text_eval job, rlhf_core/text/evaluation.py)
@@ -61,6 +84,16 @@ METRIC_KEYS: dict[str, str] = {
                           "reward (eval/win_rate is the same comparison judged by the proxy reward model).",
     "eval/policy_score": "Mean reward-model score of the policy's responses in the win-rate comparison.",
     "eval/reference_score": "Mean reward-model score of the reference's responses in the win-rate comparison.",
+    "eval/paired_proxy_gain": "PPO demo: the policy's proxy-reward gain over the reference on responses drawn "
+                              "with the same random numbers.",
+    "eval/paired_proxy_gain_se": "Its standard error.",
+    "eval/paired_gold_gain": "The same comparison judged by the gold reward.",
+    "eval/paired_gold_gain_se": "Its standard error.",
+    "eval/paired_goodhart_gap": "paired_proxy_gain - paired_gold_gain (both in the proxy's units).",
+    "eval/paired_goodhart_gap_se": "Its standard error.",
+    "bon/proxy": "PPO demo, best-of-n at step n: the proxy reward of the proxy's pick among n reference responses.",
+    "bon/gold": "The gold reward of that pick.",
+    "bon/kl": "KL of best-of-n against the reference: log n - (n - 1) / n.",
     "kl/sqrt_seq": "sqrt(max(kl/seq_mean, 0)): the distance d = sqrt(KL) of Gao et al. 2022, the x axis of "
                    "their over-optimisation plots (PPO).",
     "sft/heldout_loss": "SFT: mean next-token cross-entropy on the held-out demonstrations' completion "
@@ -85,36 +118,36 @@ METRIC_KEYS: dict[str, str] = {
 }
 
 
+#: Keys logged under an older name: ``{old: current}``. Stored runs read under the current name
+#: (``Project.metrics`` and the other metric reads of the store).
+RENAMED_KEYS: dict[str, str] = {
+    "length/mean": "completions/mean_length",
+    "length/min": "completions/min_length",
+    "length/max": "completions/max_length",
+}
+
+#: ``{k}`` in a declared key stands for a whole number (an ensemble member)
+_TEMPLATES = [(re.compile("^" + re.escape(k).replace(re.escape("{k}"), "[0-9]+") + "$"), k)
+              for k in METRIC_KEYS if "{k}" in k]
+
+
+def current_key(key: str) -> str:
+    """The name a key has now (``length/mean`` -> ``completions/mean_length``)."""
+    return RENAMED_KEYS.get(key, key)
+
+
+def declared(key: str) -> str | None:
+    """The entry of :data:`METRIC_KEYS` that declares ``key`` (itself, or a ``{k}`` template), or None."""
+    if key in METRIC_KEYS:
+        return key
+    return next((template for pattern, template in _TEMPLATES if pattern.match(key)), None)
+
+
 def namespace(key: str) -> str:
     """The plot group of a key: ``"reward_model/loss"`` -> ``"reward_model"``."""
     return key.split("/", 1)[0] if "/" in key else "other"
 
 
-def group_keys(keys: Iterable[str]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = defaultdict(list)
-    for key in sorted(keys):
-        groups[namespace(key)].append(key)
-    return dict(groups)
-
-
 def describe(key: str) -> str:
-    return METRIC_KEYS.get(key, "")
-
-
-class MetricAverager:
-    """Collects values between log points and returns their means (e.g. per-batch -> per-epoch)."""
-
-    def __init__(self) -> None:
-        self._sums: dict[str, float] = defaultdict(float)
-        self._counts: dict[str, int] = defaultdict(int)
-
-    def add(self, values: Mapping[str, float]) -> None:
-        for k, v in values.items():
-            self._sums[k] += float(v)
-            self._counts[k] += 1
-
-    def pop_means(self) -> dict[str, float]:
-        out = {k: self._sums[k] / self._counts[k] for k in self._sums if self._counts[k]}
-        self._sums.clear()
-        self._counts.clear()
-        return out
+    entry = declared(key)
+    return METRIC_KEYS[entry] if entry else ""

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.analysis.drex_view import DrexView
+from rlhf_core import kinds
 from rlhf_core.store import Project
 
 COLUMNS = ["Run", "Env", "Method", "Best demo", "Mean demo", "BC", "Policy", "r unseen"]
@@ -149,7 +150,7 @@ class ExtrapolationView(QWidget):
             self.show_run(items[0].data(Qt.ItemDataRole.UserRole))
 
     def show_run(self, run_id: int) -> None:
-        samples = self.project.samples(run_id, "extrapolation")
+        samples = self.project.samples(run_id, kinds.SAMPLE_EXTRAPOLATION)
         self.scatter_plot.clear()
         if not samples:
             self.stats.setText(f"Run {run_id} has no extrapolation data.")
@@ -168,7 +169,7 @@ class ExtrapolationView(QWidget):
             f"Run {run_id}: Pearson r on unseen trajectories {rep.get('unseen_pearson', float('nan')):.3f}, "
             f"Spearman {rep.get('unseen_spearman', float('nan')):.3f}; on demos r {rep.get('demo_pearson', float('nan')):.3f}. "
             f"{rep.get('unseen_beyond_best_demo', 0)} of {rep.get('n_unseen', 0)} unseen trajectories beat the best demo.")
-        noise = self.project.samples(run_id, "noise_curve")
+        noise = self.project.samples(run_id, kinds.SAMPLE_NOISE_CURVE)
         self.noise_plot.clear()
         if noise:
             curve = noise[-1]["payload"]

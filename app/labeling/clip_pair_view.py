@@ -1,7 +1,8 @@
 """Clip-pair labelling: two clips side by side in synchronised playback, labelled by keyboard.
 
-(Keys, labeller box, recent-labels list and the per-kind pair queue are shared with the text pair
-view: ``app/labeling/common.py``.)
+(Keys, labeller box and recent-labels list are shared with the text pair view:
+``app/labeling/common.py``; the pair on screen, undo, progress and the writes are decided by a
+:class:`rlhf_core.labelers.session.PairSession`.)
 
 Keys: ←/1 left better · →/2 right better · ↓/= tie · B both bad · S skip · Z undo ·
 Space play/pause · , and . one frame back/forward.
@@ -18,9 +19,7 @@ shows them for pairs already labelled, never for the pair on screen.
 
 from __future__ import annotations
 
-import time
-
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -34,36 +33,29 @@ from PySide6.QtWidgets import (
 from app.labeling.common import (
     KEY_OUTCOMES,
     OUTCOME_TEXT,
-    RECENT,
     LabellerBox,
+    PairView,
     RecentLabels,
-    is_live,
+    label_line,
     outcome_buttons,
-    pending_pairs,
-    reopened_pair,
-    waiting_count,
 )
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
-from app.labeling.writer import Given, writer_for
 from rlhf_core.envs.storage import item_fps
+from rlhf_core.labelers.session import Given, PairSession
 from rlhf_core.store import Project
 
 
-class ClipPairView(QWidget):
-    label_recorded = Signal(int)  # comparison id
-    pair_shown = Signal(int)  # queue id
+class ClipPairView(PairView):
+    ITEMS = "Clips"
 
     def __init__(self, settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings
         self.project: Project | None = None
-        self.current: dict | None = None  # queue row on screen
-        self.shown_at = 0.0
+        self.session: PairSession | None = None  # what is on screen and given, per open project
         self.frames = FrameLoader(self, capacity=8)  # the next pair is decoded on a worker thread
-        self._session: list[Given] = []  # labels given in this view, newest last
-        self._in_flight: dict[int, dict] = {}  # queue id -> pair, labels the writer has not acked
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         # header
@@ -153,10 +145,8 @@ class ClipPairView(QWidget):
     # ------------------------------------------------------------------ project
     def set_project(self, project: Project | None) -> None:
         self.project = project
-        self.current = None
+        self.session = PairSession(project, "clip") if project is not None else None
         self.frames.clear()
-        self._session.clear()
-        self._in_flight.clear()
         self.message.setText("")
         self.labeller_box.fill(project)
         self.show_next()
@@ -172,8 +162,7 @@ class ClipPairView(QWidget):
 
     def show_next(self) -> None:
         """Show the first pair waiting in the queue (or the empty state)."""
-        pending = (pending_pairs(self.project, "clip", limit=2, exclude=self._in_flight)
-                   if self.project is not None else [])
+        pending = self.session.upcoming(2) if self.session is not None else []
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # decode the next pair while this one plays
             nxt = pending[1]
@@ -182,7 +171,8 @@ class ClipPairView(QWidget):
     def _show_pair(self, pair: dict | None) -> None:
         self.playback.pause()
         self._update_progress()
-        self.current = pair
+        if self.session is not None:
+            self.session.current = pair
         if pair is None:
             self.pair_widget.hide()
             self.empty_label.show()
@@ -198,7 +188,7 @@ class ClipPairView(QWidget):
                                 item_fps(self.project, left))
         self._update_strips()
         self.playback.play()
-        self.shown_at = time.monotonic()
+        self.session.show(pair)
         self.pair_shown.emit(pair["id"])
 
     def _on_poll_timer(self) -> None:
@@ -237,142 +227,26 @@ class ClipPairView(QWidget):
 
     def label(self, outcome: str) -> Given | None:
         """Hand the label of the pair on screen to the writer and show the next pair at once."""
-        if self.project is None or self.current is None:
+        if self.session is None or self.current is None:
             return None
-        response_ms = int((time.monotonic() - self.shown_at) * 1000)
-        project, pair, name = self.project, self.current, self.labeller_box.take_name()
-        qid = pair["id"]
-        given = Given("label", pair)
-
-        def write(p: Project) -> int | None:
-            given.cid = p.claim_pair(qid, outcome, labeller_id=p.ensure_labeller(name, "human"), source="human",
-                                     response_ms=response_ms)
-            return given.cid
-
-        self._in_flight[qid] = pair
-        self._session.append(given)
-        given.write = writer_for(project).submit(write, lambda cid: self._on_labelled(project, given, cid),
-                                                 lambda text: self._on_label_failed(project, given, text))
+        given = self._submit_label(self.session.label(outcome, self.labeller_box.take_name()))
         self.message.setText("")
         self.show_next()
         return given
 
-    def _on_labelled(self, project: Project, given: Given, cid: int | None) -> None:
-        self._in_flight.pop(given.pair["id"], None)
-        if project is not self.project:
-            return
-        if cid is None:
-            self._session = [g for g in self._session if g is not given]
-            self.message.setText(f"Clips {given.pair['left_id']} vs {given.pair['right_id']} were labelled "
-                                 "elsewhere meanwhile (another labeller or a job): your answer was not stored.")
-        self._update_progress()
-        self._refresh_recent()
-        if cid is not None:
-            self.label_recorded.emit(cid)
-
-    def _on_label_failed(self, project: Project, given: Given, text: str) -> None:
-        """Nothing was saved: say why and put the pair back on screen (it is still waiting in the queue)."""
-        self._in_flight.pop(given.pair["id"], None)
-        if project is not self.project:
-            return
-        self._session = [g for g in self._session if g is not given]
-        self._show_pair(given.pair)
-        self.message.setText(text)
-
-    def undo(self, comparison_id: int | None = None) -> None:
-        """Undo the latest label given here (or ``comparison_id``); its pair comes back on screen."""
-        if self.project is None:
-            return
-        project = self.project
-        if comparison_id is None:
-            while self._session and not self._is_live(self._session[-1]):
-                self._session.pop()
-            if not self._session:
-                return
-            given = self._session.pop()
-            self._submit_undo(project, lambda: given.cid)
-            self._show_pair(given.pair)  # the writer reopens it right after the label (one queue, in order)
-            return
-        self._session = [g for g in self._session if g.cid != comparison_id]
-        self._submit_undo(project, lambda: comparison_id, reshow=True)
-
-    def _submit_undo(self, project: Project, cid, reshow: bool = False) -> None:
-        def write(p: Project) -> int | None:
-            target = cid()
-            if target is not None:
-                p.undo_comparison(target)
-            return target
-
-        def done(target: int | None) -> None:
-            if project is not self.project:
-                return
-            if reshow and target is not None:
-                pair = reopened_pair(project, target)
-                if pair is None:
-                    self.show_next()
-                else:
-                    self._show_pair(pair)
-            self._update_progress()
-            self._refresh_recent()
-
-        writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
-
-    def _on_write_failed(self, project: Project, text: str) -> None:
-        if project is self.project:
-            self.message.setText(text)
-            self._refresh_recent()
-
-    def _is_live(self, given: Given) -> bool:
-        """Not acked yet, or acked and not undone or changed elsewhere."""
-        return not given.acked or (given.cid is not None and is_live(self.project, given.cid))
-
-    def change_label(self, comparison_id: int, outcome: str):
-        """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""
-        project = self.project
-        mine = [g for g in self._session if g.cid == comparison_id]
-
-        def write(p: Project) -> int:
-            new_id = p.edit_comparison(comparison_id, outcome)
-            for g in mine:
-                g.cid = new_id
-            return new_id
-
-        def done(_new_id: int) -> None:
-            if project is self.project:
-                self._refresh_recent()
-
-        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
-
     # ------------------------------------------------------------------ display
     def _update_progress(self) -> None:
-        if self.project is None:
+        if self.session is None:
             self.progress_label.setText("No project open")
             return
-        labelled = self.project.conn.execute(
-            "SELECT count(*) FROM comparisons c JOIN items i ON i.id = c.left_id "
-            "WHERE c.deleted_at IS NULL AND i.kind = 'clip'").fetchone()[0]
-        waiting = waiting_count(self.project, "clip")
-        self.progress_label.setText(f"Labelled {labelled} · {waiting} waiting")
+        progress = self.session.progress()
+        self.progress_label.setText(f"Labelled {progress.labelled} · {progress.waiting} waiting")
 
-    def _refresh_recent(self) -> None:
-        if self.project is None:
-            self.recent.clear()
-            return
-        rows = self.project.conn.execute(
-            "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb FROM comparisons c "
-            "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
-            "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = 'clip' "
-            "ORDER BY c.id DESC LIMIT ?", [RECENT]).fetchall()
-        entries = []
-        for r in rows:
-            text = f"#{r['id']}  clip {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}"
-            text += f"  · {r['labeller'] or r['source']}"
-            if r["response_ms"] is not None:
-                text += f" · {r['response_ms'] / 1000:.1f} s"
-            if self.reveal_box.isChecked() and r["ra"] is not None:
-                text += f"  · true returns {r['ra']:.1f} vs {r['rb']:.1f}"
-            entries.append((r["id"], text))
-        self.recent.set_entries(entries)
+    def _recent_text(self, r: dict) -> str:
+        text = label_line(r, f"clip {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}")
+        if self.reveal_box.isChecked() and r["ra"] is not None:
+            text += f"  · true returns {r['ra']:.1f} vs {r['rb']:.1f}"
+        return text
 
     # ------------------------------------------------------------------ keys
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802

@@ -1,10 +1,10 @@
-"""Parts shared by the pair-labelling views (clips and text): keys, labeller box, recent labels, queue.
+"""Parts shared by the labelling views (clips and text): keys, labeller box, recent labels, rankings.
 
 Keys (the same in every pair view): ←/1 left better · →/2 right better · ↓/= tie · B both bad ·
 S skip · Z undo.
 
-The pair queue is shared by every kind of item, so each view reads only the pairs of its own kind
-(``clip`` or ``response``) and skips pairs whose items were deleted.
+What is on screen and given, and the writes, are decided by the sessions in
+``rlhf_core/labelers/session.py``; the views render them and forward keys.
 """
 
 from __future__ import annotations
@@ -12,8 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QListWidget, QListWidgetItem, QMenu, QPushButton, QWidget
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.labeling.writer import writer_for
+from rlhf_core.labelers.session import Given, PairSession, RankingSession, Step
 
 KEY_OUTCOMES = {
     Qt.Key.Key_Left: "left", Qt.Key.Key_1: "left",
@@ -121,35 +135,124 @@ def outcome_buttons(on_label: Callable[[str], object], on_undo: Callable[[], obj
     return row, buttons, undo
 
 
-# ---------------------------------------------------------------------- the pair queue, by item kind
-_OPEN = ("FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id "
-         "WHERE q.comparison_id IS NULL AND a.kind = ? AND b.kind = ? AND a.deleted_at IS NULL "
-         "AND b.deleted_at IS NULL")
+class PairView(QWidget):
+    """What the clip and text pair views share: their :class:`PairSession`'s writes handed to the
+    label writer, and the session and the screen updated when a write is acked or fails.
+
+    A subclass builds ``session`` (None without a project), ``project``, ``message``, ``recent`` and
+    shows pairs (``show_next``, ``_show_pair``), counts (``_update_progress``) and recent labels
+    (``_recent_text``); ``ITEMS`` names what it compares, in sentences."""
+
+    label_recorded = Signal(int)  # comparison id
+    pair_shown = Signal(int)  # queue id
+    ITEMS = "Items"
+    SAY_UNDONE = False  # say "Label N undone" in the message line
+
+    session: PairSession | None
+
+    @property
+    def current(self) -> dict | None:
+        """The pair on screen (a queue row; reviewing AI labels: the AI's comparison row)."""
+        return self.session.current if self.session is not None else None
+
+    def _submit_label(self, step: Step) -> Given:
+        session, given = self.session, step.given
+        given.write = writer_for(self.project).submit(step.fn, lambda cid: self._on_labelled(session, given, cid),
+                                                      lambda text: self._on_label_failed(session, given, text))
+        return given
+
+    def _on_labelled(self, session: PairSession, given: Given, cid: int | None) -> None:
+        session.labelled(given, cid)
+        if session is not self.session:
+            return
+        if cid is None:
+            self.message.setText(f"{self.ITEMS} {given.pair['left_id']} vs {given.pair['right_id']} were labelled "
+                                 "elsewhere meanwhile (another labeller or a job): your answer was not stored.")
+        self._update_progress()
+        self._refresh_recent()
+        if cid is not None:
+            self.label_recorded.emit(cid)
+
+    def _on_label_failed(self, session: PairSession, given: Given, text: str) -> None:
+        """Nothing was saved: say why and put the pair back on screen (it is still waiting)."""
+        pair = session.failed(given)
+        if session is not self.session:
+            return
+        if pair is not None and self._may_show_again():
+            self._show_pair(pair)
+        self.message.setText(text)
+
+    def _may_show_again(self) -> bool:
+        return True
+
+    def _on_write_failed(self, session: PairSession, text: str) -> None:
+        if session is self.session:
+            self.message.setText(text)
+            self._update_progress()
+            self._refresh_recent()
+
+    def undo(self, comparison_id: int | None = None) -> None:
+        """Undo the latest label or correction given here (or ``comparison_id``); an undone pair
+        comes back on screen (the latest one at once: the writer reopens it right after the label)."""
+        session = self.session
+        if session is None:
+            return
+        step = session.undo_last() if comparison_id is None else session.undo(comparison_id)
+        if step is None:
+            return
+        if step.what == "correction":
+            def done(result: tuple[int, int] | None) -> None:
+                if session is self.session and result is not None:
+                    self.message.setText(f"Correction {result[0]} undone with its {result[1]} labels "
+                                         "(kept as deleted records).")
+                    self._update_progress()
+                    self._refresh_recent()
+        else:
+            if step.show is not None:
+                self._show_pair(step.show)
+
+            def done(cid: int | None) -> None:
+                if session is not self.session or cid is None:
+                    return
+                if comparison_id is not None:
+                    pair = session.reopened(cid)
+                    if pair is None:
+                        self.show_next()
+                    else:
+                        self._show_pair(pair)
+                if self.SAY_UNDONE:
+                    self.message.setText(f"Label {cid} undone (kept as a deleted record).")
+                self._update_progress()
+                self._refresh_recent()
+        writer_for(self.project).submit(step.fn, done, lambda text: self._on_write_failed(session, text))
+
+    def change_label(self, comparison_id: int, outcome: str):
+        """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""
+        session = self.session
+
+        def done(_new_id: int) -> None:
+            if session is self.session:
+                self._refresh_recent()
+
+        return writer_for(self.project).submit(session.change(comparison_id, outcome).fn, done,
+                                               lambda text: self._on_write_failed(session, text))
+
+    def _refresh_recent(self) -> None:
+        if self.session is None:
+            self.recent.clear()
+        else:
+            self.recent.set_entries([(r["id"], self._recent_text(r)) for r in self.session.recent(RECENT)])
+
+    def _recent_text(self, row: dict) -> str:
+        raise NotImplementedError
 
 
-def pending_pairs(project, kind: str, limit: int = 2, exclude=()) -> list[dict]:
-    """Open queue entries whose two items are of ``kind``, in queue order (priority, then id),
-    leaving out the ids in ``exclude`` (labels on their way to the database)."""
-    rows = project.conn.execute(f"SELECT q.* {_OPEN} ORDER BY q.priority DESC, q.id LIMIT ?",
-                                [kind, kind, limit + len(exclude)])
-    return [dict(r) for r in rows if r["id"] not in exclude][:limit]
-
-
-def waiting_count(project, kind: str) -> int:
-    return project.conn.execute(f"SELECT count(*) {_OPEN}", [kind, kind]).fetchone()[0]
-
-
-def reopened_pair(project, comparison_id: int) -> dict | None:
-    """The queue entry an undone label came from (open again), if any."""
-    row = project.conn.execute(
-        "SELECT q.* FROM pair_queue q JOIN comparisons c ON c.left_id = q.left_id AND c.right_id = q.right_id "
-        "WHERE c.id = ? AND q.comparison_id IS NULL ORDER BY q.id DESC LIMIT 1", [comparison_id]).fetchone()
-    return dict(row) if row else None
-
-
-def is_live(project, comparison_id: int) -> bool:
-    row = project.conn.execute("SELECT deleted_at FROM comparisons WHERE id=?", [comparison_id]).fetchone()
-    return row is not None and row[0] is None
+def label_line(row: dict, what: str) -> str:
+    """One recent label for the list: ``#id  what  · who · seconds`` (shown as plain text)."""
+    text = f"#{row['id']}  {what}  · {row['labeller'] or row['source']}"
+    if row["response_ms"] is not None:
+        text += f" · {row['response_ms'] / 1000:.1f} s"
+    return text
 
 
 def ranked_groups(list_widget) -> list[list[int]]:
@@ -164,3 +267,100 @@ def ranked_groups(list_widget) -> list[list[int]]:
         else:
             groups.append([iid])
     return groups
+
+
+# ---------------------------------------------------------------------- ranking views
+class RankingBase(QWidget):
+    """What both ranking views (trajectories, responses) share: the ranking column (hint, list,
+    save button, status; Ctrl+S saves), entries that drag and tie, and their
+    :class:`RankingSession`'s saves and undos handed to the label writer.
+
+    A subclass has ``session`` (None without a project), ``project``, ``recent`` (saved rankings;
+    the selected one is undone), ``_labeller()`` and ``_after_write()`` (re-read what it lists);
+    ``ONE``/``MANY`` name what it ranks."""
+
+    ranking_saved = Signal(int)
+    ONE, MANY = "item", "items"
+
+    session: RankingSession | None
+
+    def _ranking_column(self, object_name: str) -> tuple[QWidget, QVBoxLayout]:
+        """``self.list``, ``self.save_button`` and ``self.status`` in a column under the hint."""
+        self.list = QListWidget()
+        self.list.setObjectName(object_name)
+        self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
+        hint = QLabel("Worst at the top → best at the bottom. Drag to reorder. A ticked box ties a "
+                      f"{self.ONE} with the one above it.")
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: #555;")
+        self.save_button = QPushButton("Save ranking  (Ctrl+S)")
+        self.save_button.clicked.connect(self.save)
+        self.status = QLabel()
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
+        column = QWidget()
+        layout = QVBoxLayout(column)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(hint)
+        layout.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.save_button)
+        row.addWidget(self.status, 1)
+        layout.addLayout(row)
+        QShortcut(QKeySequence("Ctrl+S"), self, self.save, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        return column, layout
+
+    def _add_entry(self, iid: int) -> QListWidgetItem:
+        """A draggable entry (item id in ``Qt.UserRole``) whose tick box ties it with the one above."""
+        item = QListWidgetItem()
+        item.setData(Qt.ItemDataRole.UserRole, iid)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsDragEnabled)
+        item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)
+        item.setCheckState(Qt.CheckState.Unchecked)
+        item.setToolTip(f"Tick: tied with the {self.ONE} above")
+        self.list.addItem(item)
+        return item
+
+    def groups(self) -> list[list[int]]:
+        """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
+        return ranked_groups(self.list)
+
+    def save(self):
+        """Hand the ranking on screen to the label writer; returns the write (its ``result``: the ranking id)."""
+        if self.session is None or self.list.count() < 2:
+            self.status.setText(self.TOO_FEW)
+            return None
+        session, groups = self.session, self.groups()
+        try:
+            step = session.save(groups, self._labeller())
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            return None
+        n = sum(len(g) for g in groups)
+
+        def done(rid: int) -> None:
+            if session is self.session:
+                self.status.setText(f"Saved ranking {rid}: {n} {self.MANY}, {n * (n - 1) // 2} pairs.")
+                self._after_write()
+                self.ranking_saved.emit(rid)
+
+        self.status.setText("Saving the ranking…")
+        return writer_for(self.project).submit(step.fn, done, lambda text: self._write_failed(session, text))
+
+    def _on_undo_clicked(self) -> None:
+        """Undo the saved ranking selected (or the newest one)."""
+        item = self.recent.currentItem() or (self.recent.item(0) if self.recent.count() else None)
+        if item is None or self.session is None:
+            return
+        session, rid = self.session, item.data(Qt.ItemDataRole.UserRole)
+
+        def done(_result) -> None:
+            if session is self.session:
+                self.status.setText(f"Ranking {rid} undone (kept as a deleted record).")
+                self._after_write()
+
+        writer_for(self.project).submit(session.undo(rid).fn, done, lambda text: self._write_failed(session, text))
+
+    def _write_failed(self, session: RankingSession, text: str) -> None:
+        if session is self.session:
+            self.status.setText(text)  # the ranking stays on screen: save it again when the cause is gone

@@ -1,14 +1,14 @@
 """Decode trajectory and clip videos off the GUI thread.
 
 Decoding a video is the slow part of showing a trajectory (a 50-frame clip of HalfCheetah takes
-0.1-0.2 s; before session 10 a clip late in a long trajectory also decoded its whole prefix). Views ask a
+0.1-0.2 s; a clip in a video without frequent keyframes also decodes the frames before it). Views ask a
 :class:`FrameLoader` for an item's frames: the project is read on the GUI thread (SQLite connections
 stay on their thread), the decoding runs on one worker thread, and ``loaded(key, frames)`` arrives back
 on the GUI thread. Results are kept in a small LRU cache. ``clear()`` (a new project) drops the cache
 and makes results of requests made before it arrive nowhere. At interpreter exit every loader's
 queue is dropped and the decode in flight is waited for (:func:`_drain_at_exit`): a pool thread
 still running Python code while the interpreter shuts down makes Qt print "exceptions thrown in worker
-threads must be caught" (seen once at the end of a test run, session 10).
+threads must be caught".
 """
 
 from __future__ import annotations

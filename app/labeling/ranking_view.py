@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QKeySequence, QShortcut
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
@@ -29,24 +27,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.labeling.common import ranked_groups
+from app.labeling.common import RankingBase
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback, to_pixmap
-from app.labeling.writer import writer_for
 from rlhf_core.envs.storage import item_fps
+from rlhf_core.labelers.session import RankingSession, order_text
 from rlhf_core.store import Project
 
 THUMB = QSize(120, 90)
 
 
-class RankingView(QWidget):
-    ranking_saved = Signal(int)
+class RankingView(RankingBase):
+    ONE, MANY = "trajectory", "trajectories"
+    TOO_FEW = "Load at least two trajectories to rank."
 
     def __init__(self, settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings
         self.project: Project | None = None
-        self.loaded_at = 0.0
+        self.session: RankingSession | None = None
         self.frames = FrameLoader(self)  # videos are decoded on a worker thread
         self.frames.loaded.connect(self._on_frames_loaded)
         self.frames.failed.connect(self._on_frames_failed)
@@ -70,35 +69,15 @@ class RankingView(QWidget):
         head.addWidget(self.labeller_label)
         head.addWidget(self.reveal_box)
 
-        self.list = QListWidget()
-        self.list.setObjectName("ranking_list")
+        left, ll = self._ranking_column("ranking_list")
         self.list.setIconSize(THUMB)
-        self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
-        self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
         self.list.setSpacing(2)
         self.list.currentItemChanged.connect(self._on_list_current_changed)
-        hint = QLabel("Worst at the top → best at the bottom. Drag to reorder. A ticked box ties a "
-                      "trajectory with the one above it.")
-        hint.setWordWrap(True)
-        hint.setStyleSheet("color: #555;")
-        self.save_button = QPushButton("Save ranking  (Ctrl+S)")
-        self.save_button.clicked.connect(self.save)
         self.recent = QListWidget()
         self.recent.setMaximumHeight(110)
         self.recent.setToolTip("Rankings saved in this project, newest first")
         undo = QPushButton("Undo selected ranking")
         undo.clicked.connect(self._on_undo_clicked)
-        self.status = QLabel()
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(hint)
-        ll.addWidget(self.list, 1)
-        row = QHBoxLayout()
-        row.addWidget(self.save_button)
-        row.addWidget(self.status, 1)
-        ll.addLayout(row)
         self.recent_title = QLabel("Saved rankings")
         ll.addWidget(self.recent_title)
         ll.addWidget(self.recent)
@@ -123,11 +102,11 @@ class RankingView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(head)
         layout.addWidget(splitter, 1)
-        QShortcut(QKeySequence("Ctrl+S"), self, self.save, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
     # ------------------------------------------------------------------ data
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self.session = RankingSession(project) if project is not None else None
         self.list.clear()
         self.frames.clear()
         self.env_box.clear()
@@ -145,36 +124,23 @@ class RankingView(QWidget):
     def refresh_recent(self) -> None:
         self.recent.clear()
         self.labeller_label.setText(f"Labeller: {self.settings.labeller}")
-        if self.project is None:
+        if self.session is None:
             return
-        rows = self.project.conn.execute(
-            "SELECT r.id, r.created_at, l.name, count(e.item_id) AS k FROM rankings r "
-            "LEFT JOIN labellers l ON l.id = r.labeller_id JOIN ranking_entries e ON e.ranking_id = r.id "
-            "WHERE r.deleted_at IS NULL GROUP BY r.id ORDER BY r.id DESC LIMIT 20").fetchall()
+        rows = self.session.recent(20)
         for r in rows:
-            groups = self.project.ranking_groups(r["id"])
-            order = " < ".join("=".join(str(i) for i in g) for g in groups)
-            item = QListWidgetItem(f"#{r['id']} · {r['name'] or '?'} · {r['k']} trajectories: {order}")
+            item = QListWidgetItem(f"#{r['id']} · {r['labeller'] or '?'} · {r['k']} trajectories: "
+                                   f"{order_text(r['groups'])}")
             item.setData(Qt.ItemDataRole.UserRole, r["id"])
             self.recent.addItem(item)
         waiting = sum(1 for _ in range(self.list.count()))
         self.recent_title.setText(f"Saved rankings: {len(rows)}{' (latest 20)' if len(rows) == 20 else ''}"
                                   f" · {waiting} on screen")
 
-    def _on_undo_clicked(self) -> None:
-        item = self.recent.currentItem() or (self.recent.item(0) if self.recent.count() else None)
-        if item is None or self.project is None:
-            return
-        project, rid = self.project, item.data(Qt.ItemDataRole.UserRole)
+    def _labeller(self) -> str:
+        return self.settings.labeller
 
-        def done(_result) -> None:
-            if project is not self.project:
-                return
-            self.status.setText(f"Ranking {rid} undone (kept as a deleted record).")
-            self.refresh_recent()
-
-        writer_for(project).submit(lambda p: p.undo_ranking(rid), done,
-                                   lambda text: self._on_write_failed(project, text))
+    def _after_write(self) -> None:
+        self.refresh_recent()
 
     def load_random(self) -> None:
         if self.project is None:
@@ -188,19 +154,13 @@ class RankingView(QWidget):
         self.list.clear()
         for iid in item_ids:
             traj = self.project.get_item(iid)
-            item = QListWidgetItem()
-            item.setData(Qt.ItemDataRole.UserRole, iid)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsDragEnabled)
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)
-            item.setCheckState(Qt.CheckState.Unchecked)
-            item.setToolTip("Tick: tied with the trajectory above")
-            self.list.addItem(item)
+            self._add_entry(iid)
             mid = max(0, (traj["length"] or 0) // 2)  # the thumbnail: the middle frame, decoded in the background
             thumb = self.frames.request(self.project, traj, key=("thumb", iid), start=mid, end=mid + 1)
             if thumb is not None:
                 self._set_thumb(iid, thumb)
         self._relabel()
-        self.loaded_at = time.monotonic()
+        self.session.load(item_ids)
         self.status.setText(f"{len(item_ids)} trajectories to rank")
         self.refresh_recent()  # its title counts the trajectories on screen
         if self.list.count():
@@ -216,41 +176,6 @@ class RankingView(QWidget):
                 detail = ", ".join(f"{k} {v}" for k, v in src.items() if v is not None)
                 text += f"\n  true return {traj['true_return']:.1f} · {detail}"
             item.setText(text)
-
-    def groups(self) -> list[list[int]]:
-        """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
-        return ranked_groups(self.list)
-
-    def save(self):
-        """Hand the ranking on screen to the label writer; returns the write (its ``result``: the ranking id)."""
-        if self.project is None or self.list.count() < 2:
-            self.status.setText("Load at least two trajectories to rank.")
-            return None
-        groups = self.groups()
-        if len(groups) < 2:
-            self.status.setText("Everything is tied: a ranking needs at least two groups.")
-            return None
-        project, name = self.project, self.settings.labeller
-        response_ms = int((time.monotonic() - self.loaded_at) * 1000)
-        n = sum(len(g) for g in groups)
-
-        def write(p: Project) -> int:
-            return p.add_ranking(groups, labeller_id=p.ensure_labeller(name, "human"), source="human",
-                                 response_ms=response_ms)
-
-        def done(rid: int) -> None:
-            if project is not self.project:
-                return
-            self.status.setText(f"Saved ranking {rid}: {n} trajectories, {n * (n - 1) // 2} pairs.")
-            self.refresh_recent()
-            self.ranking_saved.emit(rid)
-
-        self.status.setText("Saving the ranking…")
-        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
-
-    def _on_write_failed(self, project: Project, text: str) -> None:
-        if project is self.project:
-            self.status.setText(text)  # the ranking stays on screen: save it again when the cause is gone
 
     def _on_list_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is None or self.project is None:

@@ -52,30 +52,21 @@ from PySide6.QtWidgets import (
 from app.labeling.common import (
     KEY_OUTCOMES,
     OUTCOME_TEXT,
-    RECENT,
     LabellerBox,
+    PairView,
     RecentLabels,
-    is_live,
+    label_line,
     outcome_buttons,
-    pending_pairs,
-    reopened_pair,
-    waiting_count,
 )
 from app.labeling.constitution_dialog import ConstitutionDialog
 from app.labeling.text_rank_view import TextRankView, snippet
-from app.labeling.writer import Given, writer_for
+from app.labeling.writer import writer_for
 from app.plain import tip
 from rlhf_core.analysis.agreement import AgreementReport, labeller_agreement
+from rlhf_core.labelers.session import Given, PairSession
 from rlhf_core.store import Project
-from rlhf_core.text.ai_feedback import AIAgreement, ai_human_agreement, record_review, review_count, review_pairs
-from rlhf_core.text.labels import (
-    add_correction,
-    correction_of,
-    queue_response_pairs,
-    responses_by_prompt,
-    undo_correction,
-    word_diff,
-)
+from rlhf_core.text.ai_feedback import AIAgreement, ai_human_agreement
+from rlhf_core.text.labels import queue_response_pairs, responses_by_prompt, word_diff
 
 REMOVED = QColor("#ffd0cc")  # words of the left response not in the right one
 ADDED = QColor("#c8f0cf")  # words of the right response not in the left one
@@ -147,9 +138,9 @@ class ResponseText(QPlainTextEdit):
         self.setExtraSelections(selections)
 
 
-class TextPairView(QWidget):
-    label_recorded = Signal(int)  # comparison id
-    pair_shown = Signal(int)  # queue id
+class TextPairView(PairView):
+    ITEMS = "Responses"
+    SAY_UNDONE = True
     correction_saved = Signal(int)  # new response item id
     run_requested = Signal(str)  # a job name (the AI labeller)
 
@@ -157,13 +148,10 @@ class TextPairView(QWidget):
         super().__init__(parent)
         self.settings = settings
         self.project: Project | None = None
-        self.current: dict | None = None  # queue row on screen
-        self.shown_at = 0.0
+        self.session: PairSession | None = None  # what is on screen and given, per open project
         self.correcting: str | None = None  # "left" / "right" while a response is being rewritten
         self.choosing_side = False  # after C: waiting for ← or →
         self._cache: dict[int, dict] = {}  # queue id -> prepared pair (items, prompt, diff)
-        self._session: list[Given] = []  # labels (cid: comparison id) and corrections (cid: item id), newest last
-        self._in_flight: dict[tuple[bool, int], dict] = {}  # (reviewing, pair id) -> pair, not acked yet
         self.reviewing = False  # walking AI labels (``current`` is then the AI comparison row)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
@@ -346,10 +334,10 @@ class TextPairView(QWidget):
     def set_project(self, project: Project | None) -> None:
         self._end_correction()
         self.project = project
-        self.current = None
+        self.session = PairSession(project, "response") if project is not None else None
+        if self.session is not None:
+            self.session.set_reviewing(self.reviewing)
         self._cache.clear()
-        self._session.clear()
-        self._in_flight.clear()
         self.message.setText("")
         if self._own_box:
             self.labeller_box.fill(project)
@@ -389,7 +377,8 @@ class TextPairView(QWidget):
             return
         self._end_correction()
         self.reviewing = on
-        self.current = None
+        if self.session is not None:
+            self.session.set_reviewing(on)
         self._cache.clear()  # queue ids and comparison ids would mix
         self.accept_button.setVisible(on)
         self._set_queue_controls(not on)
@@ -449,9 +438,8 @@ class TextPairView(QWidget):
         """Everything needed to show a pair (items, prompt text, word diff); cached per queue entry."""
         if pair["id"] not in self._cache:
             left, right = self.project.get_item(pair["left_id"]), self.project.get_item(pair["right_id"])
-            prompt = self.project.conn.execute("SELECT text FROM prompts WHERE id=?", [left["prompt_id"]]).fetchone()
-            self._cache[pair["id"]] = {"left": left, "right": right, "prompt": prompt[0] if prompt else "",
-                                       "diff": None}
+            self._cache[pair["id"]] = {"left": left, "right": right,
+                                       "prompt": self.project.prompt_text(left["prompt_id"]), "diff": None}
             while len(self._cache) > 8:
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[pair["id"]]
@@ -459,13 +447,7 @@ class TextPairView(QWidget):
     def show_next(self) -> None:
         """Show the first pair of responses waiting in the queue (or the empty state); in review mode
         the oldest AI label that no person has answered."""
-        busy = {pid for reviewing, pid in self._in_flight if reviewing == self.reviewing}
-        if self.project is None:
-            pending = []
-        elif self.reviewing:
-            pending = [p for p in review_pairs(self.project, limit=2 + len(busy)) if p["id"] not in busy][:2]
-        else:
-            pending = pending_pairs(self.project, "response", limit=2, exclude=busy)
+        pending = self.session.upcoming(2) if self.session is not None else []
         self._show_pair(pending[0] if pending else None)
         if len(pending) > 1:  # prepare the next pair while this one is read
             nxt = pending[1]
@@ -479,7 +461,8 @@ class TextPairView(QWidget):
 
     def _show_pair(self, pair: dict | None) -> None:
         self._end_correction()
-        self.current = pair
+        if self.session is not None:
+            self.session.current = pair
         self._update_progress()
         if pair is None:
             self._show_ai_info(None)
@@ -503,7 +486,7 @@ class TextPairView(QWidget):
             title.setText(f"{side} · response {item['id']} · {words} word{'s' if words != 1 else ''}{mark}")
         self._show_ai_info(pair)
         self._apply_diff()
-        self.shown_at = time.monotonic()
+        self.session.show(pair)
         self.pair_shown.emit(pair["id"])
 
     def _empty_text(self) -> str:
@@ -538,169 +521,31 @@ class TextPairView(QWidget):
     def label(self, outcome: str) -> Given | None:
         """Hand the label (or, reviewing, the answer to the AI's label) to the writer; the next pair
         is shown at once."""
-        if self.project is None or self.current is None or self.correcting:
+        if self.session is None or self.current is None or self.correcting:
             return None
-        response_ms = int((time.monotonic() - self.shown_at) * 1000)
-        project, pair, name, reviewing = self.project, self.current, self.labeller_box.take_name(), self.reviewing
-        given = Given("label", pair)
-        given.reviewing = reviewing
-        if reviewing:
-            blind = self.blind_box.isChecked()
-
-            def write(p: Project) -> int | None:
-                given.cid = record_review(p, pair["id"], outcome, p.ensure_labeller(name, "human"),
-                                          response_ms=response_ms, blind=blind)
-                return given.cid
-
+        session, pair, blind = self.session, self.current, self.blind_box.isChecked()
+        step = session.label(outcome, self.labeller_box.take_name(), blind=blind)
+        if session.reviewing:
             verdict = "agreed with" if outcome == pair["outcome"] else "overrode"
             text = f"You {verdict} the AI on responses {pair['left_id']} vs {pair['right_id']}"
             if blind or outcome != pair["outcome"]:
                 text += (f" (you: {OUTCOME_TEXT[outcome]}; AI: {OUTCOME_TEXT[pair['outcome']]})")
             self.message.setText(text + ". Z undoes it.")
         else:
-            def write(p: Project) -> int | None:
-                given.cid = p.claim_pair(pair["id"], outcome, labeller_id=p.ensure_labeller(name, "human"),
-                                         source="human", response_ms=response_ms)
-                return given.cid
-
             self.message.setText("")
-        key = (reviewing, pair["id"])
-        self._in_flight[key] = pair
-        self._session.append(given)
-        given.write = writer_for(project).submit(write, lambda cid: self._on_labelled(project, key, given, cid),
-                                                 lambda text: self._on_label_failed(project, key, given, text))
+        given = self._submit_label(step)
         self.show_next()
         return given
 
-    def _on_labelled(self, project: Project, key: tuple, given: Given, cid: int | None) -> None:
-        self._in_flight.pop(key, None)
-        if project is not self.project:
-            return
-        if cid is None:
-            self._session = [g for g in self._session if g is not given]
-            self.message.setText(f"Responses {given.pair['left_id']} vs {given.pair['right_id']} were labelled "
-                                 "elsewhere meanwhile (another labeller or a job): your answer was not stored.")
-        self._update_progress()
-        self._refresh_recent()
-        if cid is not None:
-            self.label_recorded.emit(cid)
-
-    def _on_label_failed(self, project: Project, key: tuple, given: Given, text: str) -> None:
-        """Nothing was saved: say why and put the pair back on screen (unless a correction is being typed)."""
-        self._in_flight.pop(key, None)
-        if project is not self.project:
-            return
-        self._session = [g for g in self._session if g is not given]
-        if not self.correcting and key[0] == self.reviewing:
-            self._show_pair(given.pair)
-        self.message.setText(text)
-
-    def _on_write_failed(self, project: Project, text: str) -> None:
-        if project is self.project:
-            self.message.setText(text)
-            self._update_progress()
-            self._refresh_recent()
-
-    def _is_live(self, given: Given) -> bool:
-        """Not acked yet, or acked and not undone or changed elsewhere."""
-        if not given.acked:
-            return True
-        if given.cid is None:
-            return False
-        if given.kind == "correction":
-            item = self.project.get_item(given.cid)
-            return item is not None and item["deleted_at"] is None
-        return is_live(self.project, given.cid)
+    def _may_show_again(self) -> bool:
+        return not self.correcting  # a failed label's pair does not replace a correction being typed
 
     def undo(self, comparison_id: int | None = None) -> None:
         """Undo the latest label or correction given here (or ``comparison_id``; a comparison of a
         correction undoes the whole correction). An undone pair comes back on screen."""
-        if self.project is None:
-            return
-        project = self.project
-        self._end_correction()
-        if comparison_id is None:
-            while self._session and not self._is_live(self._session[-1]):
-                self._session.pop()
-            if not self._session:
-                return
-            given = self._session.pop()
-            if given.kind == "correction":
-                self._undo_correction(lambda: given.cid)
-                return
-
-            def write(p: Project) -> int | None:
-                if given.cid is not None:
-                    p.undo_comparison(given.cid)
-                return given.cid
-
-            if given.reviewing == self.reviewing:
-                self._show_pair(given.pair)  # the writer reopens it right after the label (one queue, in order)
-            writer_for(project).submit(write, lambda cid: self._on_undone(project, cid),
-                                       lambda text: self._on_write_failed(project, text))
-            return
-        self._session = [g for g in self._session if g.cid != comparison_id or g.kind != "label"]
-        correction = correction_of(project, comparison_id)
-        if correction is not None:
-            self._undo_correction(lambda: correction)
-            return
-
-        def undo_it(p: Project) -> int:
-            p.undo_comparison(comparison_id)
-            return comparison_id
-
-        def done(cid: int) -> None:
-            if project is not self.project:
-                return
-            pair = None if self.reviewing else reopened_pair(project, cid)
-            if pair is None:
-                self.show_next()
-            else:
-                self._show_pair(pair)
-            self._on_undone(project, cid)
-
-        writer_for(project).submit(undo_it, done, lambda text: self._on_write_failed(project, text))
-
-    def _on_undone(self, project: Project, cid: int | None) -> None:
-        if project is not self.project or cid is None:
-            return
-        self.message.setText(f"Label {cid} undone (kept as a deleted record).")
-        self._update_progress()
-        self._refresh_recent()
-
-    def _undo_correction(self, item_id) -> None:
-        project = self.project
-
-        def write(p: Project) -> tuple[int, int] | None:
-            ident = item_id()
-            return None if ident is None else (ident, undo_correction(p, ident))
-
-        def done(result: tuple[int, int] | None) -> None:
-            if project is not self.project or result is None:
-                return
-            ident, n = result
-            self.message.setText(f"Correction {ident} undone with its {n} labels (kept as deleted records).")
-            self._update_progress()
-            self._refresh_recent()
-
-        writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
-
-    def change_label(self, comparison_id: int, outcome: str):
-        """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""
-        project = self.project
-        mine = [g for g in self._session if g.kind == "label" and g.cid == comparison_id]
-
-        def write(p: Project) -> int:
-            new_id = p.edit_comparison(comparison_id, outcome)
-            for g in mine:
-                g.cid = new_id
-            return new_id
-
-        def done(_new_id: int) -> None:
-            if project is self.project:
-                self._refresh_recent()
-
-        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+        if self.session is not None:
+            self._end_correction()
+        super().undo(comparison_id)
 
     # ------------------------------------------------------------------ corrections
     def choose_side(self) -> None:
@@ -739,23 +584,18 @@ class TextPairView(QWidget):
             return None
         if not self.save_correction_button.isEnabled():
             return None  # the previous save is on its way
-        project, side, name = self.project, self.correcting, self.labeller_box.take_name()
+        session, side = self.session, self.correcting
         box = self.left_text if side == "left" else self.right_text
-        item_id, text = self._prepare(self.current)[side]["id"], box.toPlainText()
-        response_ms = int((time.monotonic() - self.shown_at) * 1000)
-        given = Given("correction", self.current)
-
-        def write(p: Project) -> tuple[int, list[int]]:
-            new_id, cids = add_correction(p, item_id, text, p.ensure_labeller(name, "human"), response_ms=response_ms)
-            given.cid = new_id
-            return new_id, cids
+        step = session.correct(self._prepare(self.current)[side]["id"], box.toPlainText(),
+                               self.labeller_box.take_name())
+        given = step.given
 
         def done(result: tuple[int, list[int]]) -> None:
             self.save_correction_button.setEnabled(True)
-            if project is not self.project:
+            if session is not self.session:
                 return
             new_id, cids = result
-            self._session.append(given)
+            session.corrected(given)
             if self.correcting == side:
                 self._end_correction()
             self.message.setText(f"Correction saved as response {new_id}: preferred over {len(cids)} sampled "
@@ -766,13 +606,13 @@ class TextPairView(QWidget):
 
         def failed(message: str) -> None:
             self.save_correction_button.setEnabled(True)
-            if project is self.project:
+            if session is self.session:
                 self.message.setText(message)  # the rewrite is still in the box: nothing is lost
                 if self.correcting == side:
                     box.setFocus()
 
         self.save_correction_button.setEnabled(False)
-        given.write = writer_for(project).submit(write, done, failed)
+        given.write = writer_for(self.project).submit(step.fn, done, failed)
         return given
 
     def cancel_correction(self) -> None:
@@ -801,53 +641,26 @@ class TextPairView(QWidget):
 
     # ------------------------------------------------------------------ display
     def _update_progress(self) -> None:
-        if self.project is None:
+        if self.session is None:
             self.progress_label.setText("No project open")
             self.ai_agreement_label.setText("")
             return
         self.ai_agreement_label.setText(format_ai_agreement(ai_human_agreement(self.project), short=True))
-        if self.reviewing:
-            reviewed = self.project.conn.execute(
-                "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL AND source = 'human' "
-                "AND json_extract(meta_json, '$.reviewed_ai') IS NOT NULL").fetchone()[0]
-            self.progress_label.setText(f"Reviewing AI labels · {review_count(self.project)} to review · "
-                                        f"{reviewed} reviewed")
+        progress = self.session.progress()
+        if progress.reviewing:
+            self.progress_label.setText(f"Reviewing AI labels · {progress.to_review} to review · "
+                                        f"{progress.reviewed} reviewed")
             return
-        labelled = self.project.conn.execute(
-            "SELECT count(*) FROM pair_queue q JOIN items i ON i.id = q.left_id "
-            "WHERE q.comparison_id IS NOT NULL AND i.kind = 'response'").fetchone()[0]
-        corrections = self.project.conn.execute(
-            "SELECT count(*) FROM items WHERE kind='response' AND source='correction' AND deleted_at IS NULL"
-        ).fetchone()[0]
-        by_ai = self.project.conn.execute(
-            "SELECT count(*) FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
-            "JOIN items i ON i.id = q.left_id WHERE c.source = 'ai' AND i.kind = 'response'").fetchone()[0]
-        text = f"Labelled {labelled}" + (f" ({by_ai} by AI)" if by_ai else "")
-        text += f" · {waiting_count(self.project, 'response')} waiting"
-        if corrections:
-            text += f" · {corrections} correction{'s' if corrections != 1 else ''}"
+        text = f"Labelled {progress.labelled}" + (f" ({progress.by_ai} by AI)" if progress.by_ai else "")
+        text += f" · {progress.waiting} waiting"
+        if progress.corrections:
+            text += f" · {progress.corrections} correction{'s' if progress.corrections != 1 else ''}"
         self.progress_label.setText(text)
 
-    def _refresh_recent(self) -> None:
-        if self.project is None:
-            self.recent.clear()
-            return
-        rows = self.project.conn.execute(
-            "SELECT c.*, l.name AS labeller, json_extract(c.meta_json, '$.correction') AS correction "
-            "FROM comparisons c LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
-            "WHERE c.deleted_at IS NULL AND a.kind = 'response' AND c.ranking_id IS NULL "
-            "ORDER BY c.id DESC LIMIT ?", [RECENT]).fetchall()
-        entries = []
-        for r in rows:
-            if r["correction"] is not None:
-                text = f"#{r['id']}  correction {r['right_id']} preferred to response {r['left_id']}"
-            else:
-                text = f"#{r['id']}  response {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}"
-            text += f"  · {r['labeller'] or r['source']}"
-            if r["response_ms"] is not None:
-                text += f" · {r['response_ms'] / 1000:.1f} s"
-            entries.append((r["id"], text))
-        self.recent.set_entries(entries)
+    def _recent_text(self, r: dict) -> str:
+        if r["correction"] is not None:
+            return label_line(r, f"correction {r['right_id']} preferred to response {r['left_id']}")
+        return label_line(r, f"response {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}")
 
     # ------------------------------------------------------------------ keys
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
@@ -979,13 +792,7 @@ class AgreementPanel(QWidget):
                 self.disagreements.setItem(row, col, cell)
 
     def _prompt_texts(self, rep: AgreementReport) -> dict[int, str]:
-        ids = sorted({d.item_a for d in rep.disagreements})
-        if not ids:
-            return {}
-        rows = self.project.conn.execute(
-            f"SELECT i.id, p.text FROM items i JOIN prompts p ON p.id = i.prompt_id "
-            f"WHERE i.id IN ({', '.join('?' for _ in ids)})", ids)
-        return {r[0]: r[1] for r in rows}
+        return self.project.prompt_texts_of_items(sorted({d.item_a for d in rep.disagreements}))
 
 
 def ai_label_text(pair: dict, *, hidden: bool = False) -> str:

@@ -10,12 +10,9 @@ random order, as plain text (model output is untrusted), without their model or 
 from __future__ import annotations
 
 import random
-import time
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
@@ -30,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.labeling.common import LabellerBox, ranked_groups
-from app.labeling.writer import writer_for
+from app.labeling.common import LabellerBox, RankingBase
+from rlhf_core.labelers.session import RankingSession, order_text
 from rlhf_core.store import Project
 
 SNIPPET = 260  # characters of a response shown in the list (the full text is on the right)
@@ -52,15 +49,16 @@ def plain_viewer(max_height: int | None = None) -> QPlainTextEdit:
     return box
 
 
-class TextRankView(QWidget):
-    ranking_saved = Signal(int)
+class TextRankView(RankingBase):
+    ONE, MANY = "response", "responses"
+    TOO_FEW = "Choose a prompt with at least two responses to rank."
 
     def __init__(self, settings, labeller_box: LabellerBox | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings
         self.project: Project | None = None
+        self.session: RankingSession | None = None
         self.prompt_id: int | None = None
-        self.loaded_at = 0.0
         self.rng = random.Random()
         own_box = self._own_box = labeller_box is None
         self.labeller_box = labeller_box or LabellerBox(settings)
@@ -93,33 +91,13 @@ class TextRankView(QWidget):
         self.prompt_text = plain_viewer(72)
         self.prompt_text.setObjectName("rank_prompt_text")
 
-        self.list = QListWidget()
-        self.list.setObjectName("text_ranking_list")
-        self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
-        self.list.setDefaultDropAction(Qt.DropAction.MoveAction)
+        left, _ = self._ranking_column("text_ranking_list")
         self.list.setWordWrap(True)
         self.list.setResizeMode(QListView.ResizeMode.Adjust)
         self.list.setSpacing(3)
         self.list.setAlternatingRowColors(True)
         self.list.currentItemChanged.connect(self._on_current_changed)
-        hint = QLabel("Worst at the top → best at the bottom. Drag to reorder. A ticked box ties a "
-                      "response with the one above it.")
-        hint.setWordWrap(True)
-        hint.setStyleSheet("color: #555;")
-        self.save_button = QPushButton("Save ranking  (Ctrl+S)")
-        self.save_button.clicked.connect(self.save)
-        self.status = QLabel()
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setWordWrap(True)
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(hint)
-        ll.addWidget(self.list, 1)
-        row = QHBoxLayout()
-        row.addWidget(self.save_button)
-        row.addWidget(self.status, 1)
-        ll.addLayout(row)
 
         self.full_title = QLabel("Select a response to read it in full")
         self.full_title.setTextFormat(Qt.TextFormat.PlainText)
@@ -149,11 +127,11 @@ class TextRankView(QWidget):
         layout.addWidget(QLabel("Prompt"))
         layout.addWidget(self.prompt_text)
         layout.addWidget(splitter, 1)
-        QShortcut(QKeySequence("Ctrl+S"), self, self.save, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
     # ------------------------------------------------------------------ data
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self.session = RankingSession(project) if project is not None else None
         self.prompt_id = None
         if self._own_box:
             self.labeller_box.fill(project)
@@ -170,13 +148,8 @@ class TextRankView(QWidget):
         self.prompt_box.clear()
         if self.project is None:
             return
-        ranked = {r[0] for r in self.project.conn.execute(
-            "SELECT DISTINCT prompt_id FROM rankings WHERE deleted_at IS NULL AND prompt_id IS NOT NULL")}
-        rows = self.project.conn.execute(
-            "SELECT p.id, p.text, count(i.id) AS k FROM prompts p JOIN items i ON i.prompt_id = p.id "
-            "WHERE i.kind = 'response' AND i.deleted_at IS NULL AND p.deleted_at IS NULL "
-            "GROUP BY p.id HAVING k >= 2 ORDER BY p.id").fetchall()
-        for r in rows:
+        ranked = self.project.ranked_prompt_ids()
+        for r in self.project.prompts_with_responses(2):
             mark = "✓ " if r["id"] in ranked else ""
             self.prompt_box.addItem(f"{mark}#{r['id']} · {r['k']} responses · {snippet(r['text'], 70)}", r["id"])
         if keep is not None and self.prompt_box.findData(keep) >= 0:
@@ -213,24 +186,13 @@ class TextRankView(QWidget):
         self.prompt_id = prompt_id
         if self.project is None or prompt_id is None:
             return
-        prompt = self.project.conn.execute("SELECT text FROM prompts WHERE id=?", [prompt_id]).fetchone()
-        self.prompt_text.setPlainText(prompt[0] if prompt else "")
-        ids = [r[0] for r in self.project.conn.execute(
-            "SELECT id FROM items WHERE kind='response' AND prompt_id=? AND deleted_at IS NULL ORDER BY id",
-            [prompt_id])]
-        self.rng.shuffle(ids)
+        self.prompt_text.setPlainText(self.project.prompt_text(prompt_id))
+        ids = self.session.load_prompt(prompt_id, self.rng)
         for iid in ids:
-            item = QListWidgetItem()
-            item.setData(Qt.ItemDataRole.UserRole, iid)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsDragEnabled)
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)
-            item.setCheckState(Qt.CheckState.Unchecked)
-            item.setToolTip("Tick: tied with the response above")
-            self.list.addItem(item)
+            self._add_entry(iid)
         self._relabel()
         if self.prompt_box.findData(prompt_id) >= 0:
             self.prompt_box.setCurrentIndex(self.prompt_box.findData(prompt_id))
-        self.loaded_at = time.monotonic()
         self.status.setText(f"{len(ids)} responses to rank")
         if self.list.count():
             self.list.setCurrentRow(0)
@@ -247,42 +209,12 @@ class TextRankView(QWidget):
                 head += f" · {resp['source']}" + (f" · {resp['model_id']}" if resp["model_id"] else "")
             item.setText(f"{head}\n{snippet(resp['text'])}")  # list items are drawn as plain text
 
-    def groups(self) -> list[list[int]]:
-        """The ranking on screen: groups worst -> best (an item ticked joins the group above)."""
-        return ranked_groups(self.list)
+    def _labeller(self) -> str:
+        return self.labeller_box.take_name()
 
-    def save(self):
-        """Hand the ranking on screen to the label writer; returns the write (its ``result``: the ranking id)."""
-        if self.project is None or self.list.count() < 2:
-            self.status.setText("Choose a prompt with at least two responses to rank.")
-            return None
-        groups = self.groups()
-        if len(groups) < 2:
-            self.status.setText("Everything is tied: a ranking needs at least two groups.")
-            return None
-        project, name = self.project, self.labeller_box.take_name()
-        prompt_id = self.prompt_id
-        response_ms = int((time.monotonic() - self.loaded_at) * 1000)
-        n = sum(len(g) for g in groups)
-
-        def write(p: Project) -> int:
-            return p.add_ranking(groups, labeller_id=p.ensure_labeller(name, "human"), source="human",
-                                 prompt_id=prompt_id, response_ms=response_ms)
-
-        def done(rid: int) -> None:
-            if project is not self.project:
-                return
-            self.status.setText(f"Saved ranking {rid}: {n} responses, {n * (n - 1) // 2} pairs.")
-            self.refresh_prompts()
-            self.refresh_recent()
-            self.ranking_saved.emit(rid)
-
-        self.status.setText("Saving the ranking…")
-        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
-
-    def _on_write_failed(self, project: Project, text: str) -> None:
-        if project is self.project:
-            self.status.setText(text)  # the ranking stays on screen: save it again when the cause is gone
+    def _after_write(self) -> None:
+        self.refresh_prompts()
+        self.refresh_recent()
 
     def next_prompt(self) -> None:
         i = self.prompt_box.findData(self.prompt_id)
@@ -291,35 +223,16 @@ class TextRankView(QWidget):
 
     def refresh_recent(self) -> None:
         self.recent.clear()
-        if self.project is None:
+        if self.session is None:
             return
-        rows = self.project.conn.execute(
-            "SELECT r.id, r.prompt_id, l.name FROM rankings r LEFT JOIN labellers l ON l.id = r.labeller_id "
-            "WHERE r.deleted_at IS NULL AND r.prompt_id IS NOT NULL ORDER BY r.id DESC LIMIT 20").fetchall()
+        rows = self.session.recent(20, prompts_only=True)
         for r in rows:
-            groups = self.project.ranking_groups(r["id"])
-            order = " < ".join("=".join(str(i) for i in g) for g in groups)
-            item = QListWidgetItem(f"#{r['id']} · {r['name'] or '?'} · prompt {r['prompt_id']}: {order}")
+            item = QListWidgetItem(f"#{r['id']} · {r['labeller'] or '?'} · prompt {r['prompt_id']}: "
+                                   f"{order_text(r['groups'])}")
             item.setData(Qt.ItemDataRole.UserRole, r["id"])
             self.recent.addItem(item)
         self.recent_title.setText(f"Saved text rankings: {len(rows)}{' (latest 20)' if len(rows) == 20 else ''}"
                                   "  (worst < best, = tied)")
-
-    def _on_undo_clicked(self) -> None:
-        item = self.recent.currentItem() or (self.recent.item(0) if self.recent.count() else None)
-        if item is None or self.project is None:
-            return
-        project, rid = self.project, item.data(Qt.ItemDataRole.UserRole)
-
-        def done(_result) -> None:
-            if project is not self.project:
-                return
-            self.status.setText(f"Ranking {rid} undone (kept as a deleted record).")
-            self.refresh_prompts()
-            self.refresh_recent()
-
-        writer_for(project).submit(lambda p: p.undo_ranking(rid), done,
-                                   lambda text: self._on_write_failed(project, text))
 
     def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is None or self.project is None:

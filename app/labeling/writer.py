@@ -40,21 +40,6 @@ class Write:
         self.done = False
 
 
-class Given:
-    """Something a person gave in a view (a label, a correction): the ``pair`` it answered and the
-    id the writer stored (``cid``; set in the writer thread, so later writes in the queue can read it)."""
-
-    def __init__(self, kind: str, pair: dict | None):
-        self.kind, self.pair = kind, pair
-        self.cid: int | None = None
-        self.write: Write | None = None
-        self.reviewing = False  # given while reviewing AI labels (the text view)
-
-    @property
-    def acked(self) -> bool:
-        return self.write is not None and self.write.done
-
-
 class LabelWriter(QObject):
     _wake = Signal()
 
@@ -93,8 +78,8 @@ class LabelWriter(QObject):
             except BaseException as exc:  # noqa: BLE001 - handed to the GUI thread
                 write.exc = exc
                 try:
-                    if project is not None and project.conn.in_transaction:
-                        project.conn.execute("ROLLBACK")
+                    if project is not None:
+                        project.rollback()
                 except Exception:  # noqa: BLE001 - the writer must live on to answer the writes after it
                     log.exception("rollback after a failed label write failed")
             self._results.put(write)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.training.config_form import ConfigForm
+from rlhf_core import kinds
 from rlhf_core import config as cfg
 from rlhf_core.store import Project
 from rlhf_core.trainers.generate import GenerateConfig
@@ -130,7 +131,7 @@ class GeneratePage(QWidget):
         self.run_id = run_id
         if self.project is None:
             return
-        for sample in self.project.samples(run_id, "generation"):
+        for sample in self.project.samples(run_id, kinds.SAMPLE_GENERATION):
             self._add_completions(sample["payload"].get("completions", []))
         run = self.project.get_run(run_id)
         status = run["status"] if run else "?"
@@ -168,7 +169,7 @@ class GeneratePage(QWidget):
             self.status.setText(f"Run {run_id}: {message or f'{fraction * 100:.0f} %'}")
 
     def on_sample(self, run_id: int, kind: str, payload, step) -> None:
-        if run_id != self.run_id or kind != "generation" or not isinstance(payload, dict):
+        if run_id != self.run_id or kind != kinds.SAMPLE_GENERATION or not isinstance(payload, dict):
             return
         self._add_completions(payload.get("completions", []))
 

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import BackgroundCall
 from app.plots.metric_plot import MetricPlotView
+from rlhf_core import kinds
 from rlhf_core.store import Project
 from rlhf_core.text.rm_analysis import SAMPLE_KIND, percentile
 
@@ -148,7 +149,7 @@ class TextRewardPage(QWidget):
         self.run_box.clear()
         runs = []
         if self.project is not None:  # trained here, or imported (e.g. from a cluster run)
-            with_rm = {c["run_id"] for c in self.project.checkpoints() if c["kind"] == "text_reward_model"}
+            with_rm = {c["run_id"] for c in self.project.checkpoints() if c["kind"] == kinds.TEXT_REWARD_MODEL}
             runs = [r for r in reversed(self.project.runs()) if r["kind"] == JOB or r["id"] in with_rm]
         for run in runs:
             result = run.get("result") or {}
@@ -244,7 +245,7 @@ class TextRewardPage(QWidget):
     def checkpoint_folder(self) -> str | None:
         if self.project is None or self.run_id is None:
             return None
-        cps = [c for c in self.project.checkpoints(self.run_id) if c["kind"] == "text_reward_model"]
+        cps = [c for c in self.project.checkpoints(self.run_id) if c["kind"] == kinds.TEXT_REWARD_MODEL]
         return str(self.project.abspath(cps[-1]["path"])) if cps else None
 
     def score_current(self) -> None:

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from app.plain import tip
 from app.plots.metric_plot import MetricPlotView
 from app.training.config_form import RunDialog
+from rlhf_core import kinds
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
 from rlhf_core.jobs import list_jobs
 from rlhf_core.store import Project
@@ -50,7 +51,7 @@ TEXT_RL_JOBS = {
     "grpo_demo": "GRPO demo…",
     "ppo_demo": "Over-optimisation demo…",
 }
-SAMPLE_KIND = "text_rl"
+SAMPLE_KIND = kinds.SAMPLE_TEXT_RL
 SAMPLE_COLUMNS = ["Step", "Reward", "Length", "Prompt", "Response"]
 MAX_SAMPLE_ROWS = 200
 EVAL_JOB = "text_eval"
@@ -112,7 +113,7 @@ class TextRLPage(QWidget):
         left_layout.addWidget(self.run_list, 1)
 
         self.plot = MetricPlotView()
-        self.plot.group_order = ["reward", "kl", "length", "gold", "train", "dpo", "sft"]
+        self.plot.group_order = ["reward", "kl", "completions", "gold", "train", "dpo", "sft"]
 
         self.sample_table = QTableWidget(0, len(SAMPLE_COLUMNS))
         self.sample_table.setHorizontalHeaderLabels(SAMPLE_COLUMNS)
@@ -549,9 +550,9 @@ class TextRLPage(QWidget):
         """The run dialog of the evaluation job, prefilled: the selected run's policy (when it saved one)
         and the project's latest text reward model as the judge of the win rate."""
         dialog = RunDialog(list_jobs(), EVAL_JOB, self)
-        if self.current_run is not None and self.current_run in self._checkpoint_runs("text_policy"):
+        if self.current_run is not None and self.current_run in self._checkpoint_runs(kinds.TEXT_POLICY):
             dialog.form.set_value("policy_run", int(self.current_run))
-        judges = self._checkpoint_runs("text_reward_model")
+        judges = self._checkpoint_runs(kinds.TEXT_REWARD_MODEL)
         if judges:
             dialog.form.set_value("reward_run", judges[-1])
         return dialog

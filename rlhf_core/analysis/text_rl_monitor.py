@@ -29,9 +29,11 @@ from collections.abc import Mapping, Sequence
 
 Series = tuple[Sequence[int], Sequence[float]]
 
+# keys declared in rlhf_core.metrics; stored runs with older names read under these (RENAMED_KEYS)
 KL_KEY = "kl/token_mean"
 KL_SEQ_KEY = "kl/seq_mean"
-LENGTH_KEY = "length/mean"
+LENGTH_KEY = "completions/mean_length"
+#: the proxy is the learned reward model's component when the run has one, else the total reward
 PROXY_KEYS = ("reward/model", "reward/mean")
 #: ``gold/centred`` (the PPO demo: the gold reward in the proxy's units) is preferred when a run logs it
 GOLD_KEYS = ("gold/centred", "gold/reward", "gold/accuracy")
@@ -141,7 +143,7 @@ def overoptimisation_curve(metrics: Mapping[str, Series]) -> dict:
     NaN for runs that did not log it). ``bon_sqrt_kl`` / ``bon_proxy`` / ``bon_gold``: its best-of-n curve (n = 1, 2, 4, ...;
     KL = log n - (n - 1) / n), empty when it has none.
     """
-    kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY) or metrics.get(KL_KEY))
+    kl_steps, kl = _finite(metrics.get(KL_SEQ_KEY))
     kl_at = dict(zip(kl_steps, kl))
     proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
     out: dict = {"proxy_key": proxy_key, "gold_key": gold_key, "sqrt_kl": [], "proxy": [], "gold_sqrt_kl": [],

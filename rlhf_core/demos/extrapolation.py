@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlhf_core import kinds
 from rlhf_core.analysis.extrapolation import extrapolation_report
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, env_info, make_env
@@ -77,22 +78,22 @@ class ExtrapolationDemoConfig:
 DEMO_PRESETS: dict[str, dict] = {
     # Both PPO runs collect 16 envs x 256 steps (the same 4,096 per update as rl-zoo's 4 x 1,024) so
     # each policy call serves 16 env steps. The learner keeps minibatch 64 / lr 1e-3 (its demos
-    # decide the reward's quality; minibatch 256 left seed 1 with no usable demos). PPO on the
-    # learned reward uses minibatch 128 with lr 1.5e-3 and 32k steps (half the gradient steps; seed 0
-    # was at -130 by 20k); the reward MLP is 32 wide (a quarter of the 64-wide one's arithmetic, no
-    # loss of correlation on seeds 0-2). Measured in docs/performance.md, "Reward extrapolation demo".
+    # decide the reward's quality; a larger minibatch gave demos too poor to learn a reward from). PPO
+    # on the learned reward uses minibatch 128 with lr 1.5e-3 and 32k steps (half the gradient steps);
+    # the reward MLP is 32 wide (a quarter of the 64-wide one's arithmetic, no loss of correlation).
+    # Why each setting: docs/experiments/extrapolation.md.
     "Pendulum-v1": {
         "ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 128, "learning_rate": 1.5e-3},
         "ppo_steps": 32_000,
         "learner_ppo": {"n_envs": 16, "n_steps": 256},
         "reward_hidden": 32,
     },
-    # Issue #4's second target (policy beats the best demo in <= 15 min). PPO: common MuJoCo settings
+    # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
     # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
     # rl-zoo's HalfCheetah preset (lr 2e-5, 256-unit nets, 20 epochs, 1M steps) is far too slow for
     # the budget here. Reward MLP 64 wide: T-REX used 2 x 256 on MuJoCo, ~15x the arithmetic per
-    # state on this CPU. A shorter learner (120k) gave demos that barely moved and a reward PPO
-    # exploited by running backwards. Seed 0: best demo 378, policy 838, 7.1 min (docs/performance.md).
+    # state on this CPU. A shorter learner gives demos that barely move and a reward that PPO
+    # exploits by running backwards. Results per seed: docs/experiments/extrapolation.md.
     "HalfCheetah-v5": {
         "learner_steps": 200_000, "checkpoint_every": 16_384, "episodes_per_checkpoint": 2,
         "max_demo_return": 500.0, "snippet_min": 50, "snippet_max": 100, "reward_hidden": 64,
@@ -278,7 +279,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
                            max_len=config.snippet_max, seed=config.seed)
     else:
         noisy, eps, bc_return = _drex_rollouts(config, demos, ctx, project)
-        ctx.sample("noise_curve", {"epsilon": [float(e) for e in sorted(set(eps))],
+        ctx.sample(kinds.SAMPLE_NOISE_CURVE, {"epsilon": [float(e) for e in sorted(set(eps))],
                                    "mean_true_return": [float(np.mean([t.true_return for t, e2 in zip(noisy, eps) if e2 == e]))
                                                         for e in sorted(set(eps))]})
         train_obs = [t.observations for t in noisy]
@@ -291,7 +292,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     if project is not None:
         path = folder / "reward_ensemble.pt"
         ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "method": config.method})
-        project.add_checkpoint(ctx.run_id, "reward_ensemble", path, meta={"env_id": config.env_id, "method": config.method})
+        project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id, "method": config.method})
 
     # ------------------------------------------------------------------ 3. PPO on the learned reward
     t0 = time.perf_counter()
@@ -320,7 +321,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     true_unseen = np.asarray([t.true_return for t in unseen])
     pred_unseen = predicted_returns(ensemble, [t.observations for t in unseen])
     report = extrapolation_report(demo_returns, pred_demo, true_unseen, pred_unseen)
-    ctx.sample("extrapolation", {"true_demo": demo_returns.tolist(), "pred_demo": pred_demo.tolist(),
+    ctx.sample(kinds.SAMPLE_EXTRAPOLATION, {"true_demo": demo_returns.tolist(), "pred_demo": pred_demo.tolist(),
                                  "true_unseen": true_unseen.tolist(), "pred_unseen": pred_unseen.tolist(),
                                  "report": report})
     if project is not None and config.video_of_policy:

@@ -79,27 +79,10 @@ completion scores its proxy reward minus the mean proxy reward of the reference'
 the same prompt, in units of their pooled within-prompt spread. Without it (``"batch"``: standardised
 on the first rollout) most of the reward's spread in a batch of 8 different prompts says which
 prompt the proxy likes, not which answer, the linear value head does not learn that in 20 steps, and
-the policy gradient is mostly noise: the gold reward of the rollouts fell with beta 0.3 on
-every seed and with beta 1 in every run tried.
-Measured (``benchmarks/ppo_demo.py``, session 7, beta 1 against 0, seeds 3, 5 and 6, the defaults of
-32 completions a step): the KL is bounded (2.4 vs 12.7 nats); without the penalty the proxy gains
-+0.68 to +1.08 reference spreads and the paired Goodhart gap is +1.08 +- 0.25, +0.71 +- 0.17 and
--0.32 +- 0.32 (with it +0.25, +0.24, +0.14); beta 0 above beta 1 by more than 2 SE on 1 seed of 3,
-so the pre-registered per-seed test failed. The gold falling past its peak was not seen with PPO;
-best-of-n with 128 samples showed it on 1 seed of 5 (seed 6: peak at n = 32, then down 0.30 +- 0.13).
-With 8 completions a step (the session 4-6 default) the proxy hardly
-moved (paired gain +0.14, +0.17 at beta 0). Session 8, beta 0 for 40 steps on seeds 7-9 (20-30 nats):
-the paired gold fell past its peak on no seed (0.19 +- 0.10 on seed 9, 1.9 SE), while the proxy still
-over-stated the gain (paired gaps +1.10, +0.36, +0.51). Session 10, the same 40-step test with
-``gold_repeat_weight`` 1 on seeds 16-18: the gold fell past its peak on no seed either; one proxy
-claimed a gain the gold did not give (+1.27 +- 0.23) and on the other two the gold rose with the proxy.
-Session 11, beta 0 for 40 steps at TWICE the learning rate (``--learning-rate 4e-5``) on fresh seeds
-19-21 (34-58 nats at the end instead of 13-31): the paired gold fell past its peak on all three (by
-1.11 +- 0.21, 0.67 +- 0.16 and 0.51 +- 0.19) while the proxy climbed to +2.63, +1.53 and +0.88 — the
-recipe for showing Gao et al.'s decline: ``demo ppo --beta 0 --learning-rate 4e-5 --steps 40
---bon-samples 0``. With beta 1 at that rate the KL stays at 7 nats and the gap shrinks, but the gold
-still drifts below the reference (-0.08, -0.18, -0.48): the penalty's half of the demo keeps the default rate.
-See docs/performance.md, sections "PPO over-optimisation demo".
+the policy gradient is mostly noise: the gold reward of the rollouts fell.
+To see the gold turn down past its peak (Gao et al.'s decline) the policy has to go further along the
+KL axis than the defaults reach: ``demo ppo --beta 0 --learning-rate 4e-5 --steps 40 --bon-samples 0``.
+Results, and the record of every test run on it: docs/experiments/ppo-overoptimisation.md.
 """
 
 from __future__ import annotations
@@ -159,7 +142,7 @@ def repetition_share(response: str) -> float:
 def gold_reward(prompt: str, response: str, completion_tokens: int, *, length_limit: int = 20,
                 length_weight: float = 0.03, repeat_weight: float = 0.0) -> float:
     """Keyword coverage minus ``length_weight`` per completion token beyond ``length_limit``, minus
-    ``repeat_weight`` times :func:`repetition_share` (0 by default: the gold of sessions 4-9)."""
+    ``repeat_weight`` times :func:`repetition_share` (0 by default: key words and length only)."""
     gold = keyword_coverage(prompt, response) - length_weight * max(0, int(completion_tokens) - length_limit)
     return gold - repeat_weight * repetition_share(response) if repeat_weight else gold
 
@@ -248,12 +231,12 @@ class PPODemoConfig:
                                       "that repeat an earlier one (keyword stuffing, 'bike bike bike'; 1 = as bad "
                                       "as missing the same share of the prompt's key words; 0 = off).", min=0.0)
     batch_size: int = param(32, "PPO completions per step (the prompts in turn: 32 = 4 per prompt with 8 prompts; "
-                            "with 8 a step the proxy hardly moved).", min=1, max=4096)
+                            "far fewer and the proxy hardly moves).", min=1, max=4096)
     minibatch_size: int = param(8, "PPO minibatch size.", min=1, max=4096)
     ppo_epochs: int = param(2, "PPO epochs per rollout.", min=1, max=64)
     learning_rate: float = param(2e-5, "Policy learning rate (LoRA needs about 10x more). With beta 0, 4e-5 and 40 "
-                                 "steps push the policy far enough along the KL axis for the gold to turn down "
-                                 "(3 seeds of 3 in session 11; at 2e-5 rarely).", min=0.0, min_inclusive=False)
+                                 "steps push the policy far enough along the KL axis for the gold to turn down; "
+                                 "at 2e-5 it rarely does.", min=0.0, min_inclusive=False)
     value_learning_rate: float = param(1e-4, "Value head learning rate.", min=0.0, min_inclusive=False)
     value_backbone: str = param("detached", "shared: the value loss also trains the transformer (x vf_coef); "
                                 "detached: only the value head learns from it.", choices=("shared", "detached"))

@@ -17,18 +17,11 @@ generated level-1 arithmetic word problems (:mod:`rlhf_core.text.tasks`), reward
 
 Defaults (16 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-tune, learning rate
 2e-5, beta 0.04, temperature 0.7, 1 thread) fit in 15 minutes on a 2-core CPU shared with one other
-job. Measured (seeds 0-2, load average about 2; docs/performance.md): the reward rose from 0.31 to
-1.09 (medians of the first/last 5-step means; the maximum is 1.5), held-out greedy accuracy from
-1/16 to 13/16, the exact format from 0 to 16/16, KL 0.26 per token at the end, 735 s in all
-(625-826 s); 20 steps took 986 s on seed 0. A step cost about 42 s on one thread of this machine (sampling 19 s, the
-reference forward 6 s, the policy forward 6 s, backward 11 s): the prompt is part of every one of
-the B x G rows, so it is kept to about 120 tokens (:func:`rlhf_core.text.tasks.task_messages`)
-and the training forward passes run each prompt once per group
-(:func:`rlhf_core.text.grpo.grouped_logprobs`; 66-70 s per step without). Two threads were 4x
-SLOWER at sampling while another process held a core; on a quiet machine ``--threads 2`` may
-win. The first steps move the policy quickly (KL about 0.06 per token after 3 steps at this
-learning rate); the reward is noisy from step to step (8 completions), so compare the window
-means. See ``benchmarks/grpo_demo.py`` for the three-seed run.
+job. The prompt is part of every one of the B x G rows, so it is kept to about 120 tokens
+(:func:`rlhf_core.text.tasks.task_messages`) and the training forward passes run each prompt once
+per group (:func:`rlhf_core.text.grpo.grouped_logprobs`). Two threads can be slower than one while
+another process holds a core. The reward is noisy from step to step (8 completions), so compare the
+window means. Results per seed (``benchmarks/grpo_demo.py``): docs/experiments/grpo-demo.md.
 """
 
 from __future__ import annotations

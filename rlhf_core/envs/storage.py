@@ -37,7 +37,7 @@ def _downscale(frames: np.ndarray) -> np.ndarray:
 def write_video(path: str | Path, frames: np.ndarray, fps: int,
                 keyframe_interval: int | None = KEYFRAME_INTERVAL) -> None:
     """Encode RGB frames [N, H, W, 3] as H.264 (yuv420p, CRF 23, a keyframe at least every
-    ``keyframe_interval`` frames; None: x264's default, what projects before session 10 have).
+    ``keyframe_interval`` frames; None: x264's default, as in the videos of older projects).
     Written to a temp name first."""
     frames = _downscale(np.asarray(frames, dtype=np.uint8))
     path = Path(path)
@@ -48,7 +48,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int,
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
         # a keyframe at least every keyframe_interval frames (x264's default is 250): read_video seeks
-        # to the one before a clip instead of decoding from frame 0 (docs/performance.md, session 10)
+        # to the one before a clip instead of decoding from frame 0 (docs/performance.md, clip decoding)
         options = {"crf": str(VIDEO_CRF), "preset": "veryfast", "tune": "animation"}
         if keyframe_interval is not None:
             options["g"] = str(int(keyframe_interval))

@@ -1,1 +1,1 @@
-"""Labellers that are not people: simulated teachers (B-Pref) and, later, AI feedback."""
+"""Labellers: simulated teachers (B-Pref), and the sessions of people labelling in the app (``session``)."""

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.envs.storage import load_arrays
 from rlhf_core.rewards.networks import RewardEnsemble
 
@@ -16,7 +17,7 @@ _CACHE: dict[tuple[str, int], tuple[RewardEnsemble, dict]] = {}
 def latest_reward_model(project, env_id: str) -> tuple[int, RewardEnsemble, dict] | None:
     """The newest ``reward_ensemble`` checkpoint trained for ``env_id`` (or None)."""
     for ckpt in reversed(project.checkpoints()):
-        if ckpt["kind"] != "reward_ensemble" or json.loads(ckpt["meta_json"]).get("env_id") != env_id:
+        if ckpt["kind"] != kinds.REWARD_ENSEMBLE or json.loads(ckpt["meta_json"]).get("env_id") != env_id:
             continue
         key = (str(project.folder), ckpt["id"])
         if key not in _CACHE:

@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
+from rlhf_core.config import upgrade_settings
+from rlhf_core.metrics import current_key
 from rlhf_core.store import run_leases
 from rlhf_core.store.errors import (
     CorruptProjectError,
@@ -280,6 +282,11 @@ class Project:
         except sqlite3.Error:
             pass
 
+    def rollback(self) -> None:
+        """End a transaction a failed write left open (nothing of it is kept)."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
     def __enter__(self) -> Project:
         return self
 
@@ -443,16 +450,17 @@ class Project:
         rows = self.conn.execute(
             "SELECT DISTINCT key FROM metrics WHERE run_id=? ORDER BY key", [run_id]
         )
-        return [r[0] for r in rows]
+        return sorted({current_key(r[0]) for r in rows})
 
     def metrics(self, run_id: int) -> dict[str, tuple[list[int], list[float]]]:
-        """All metrics of a run: ``{key: (steps, values)}`` in step order."""
+        """All metrics of a run: ``{key: (steps, values)}`` in step order (renamed keys under their
+        current name, :data:`rlhf_core.metrics.RENAMED_KEYS`)."""
         out: dict[str, tuple[list[int], list[float]]] = {}
         rows = self.conn.execute(
             "SELECT key, step, value FROM metrics WHERE run_id=? ORDER BY key, step, id", [run_id]
         )
         for key, step, value in rows:
-            steps, values = out.setdefault(key, ([], []))
+            steps, values = out.setdefault(current_key(key), ([], []))
             steps.append(step)
             values.append(float("nan") if value is None else value)
         return out
@@ -483,6 +491,7 @@ class Project:
             [int(after_id), *ids],
         )
         for run_id, step, key, value in rows:
+            key = current_key(key)
             batch = out.setdefault(run_id, [])
             if not batch or batch[-1][0] != step or key in batch[-1][1]:
                 batch.append((step, {}))
@@ -524,6 +533,35 @@ class Project:
         )
         return cur.lastrowid
 
+    def prompt_text(self, prompt_id: int | None) -> str:
+        """A prompt's text ("" when there is no such prompt)."""
+        row = self.conn.execute("SELECT text FROM prompts WHERE id=?", [prompt_id]).fetchone()
+        return row[0] if row else ""
+
+    def prompt_texts_of_items(self, item_ids: Iterable[int]) -> dict[int, str]:
+        """``{item id: its prompt's text}`` for the items (responses) that have a prompt."""
+        ids = list(item_ids)
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT i.id, p.text FROM items i JOIN prompts p ON p.id = i.prompt_id "
+            f"WHERE i.id IN ({', '.join('?' for _ in ids)})", ids)
+        return {r[0]: r[1] for r in rows}
+
+    def prompts_with_responses(self, min_count: int = 2) -> list[dict]:
+        """Live prompts with at least ``min_count`` live responses, by id: ``id``, ``text``, ``k`` (responses)."""
+        rows = self.conn.execute(
+            "SELECT p.id, p.text, count(i.id) AS k FROM prompts p JOIN items i ON i.prompt_id = p.id "
+            "WHERE i.kind = 'response' AND i.deleted_at IS NULL AND p.deleted_at IS NULL "
+            "GROUP BY p.id HAVING k >= ? ORDER BY p.id", [min_count])
+        return [dict(r) for r in rows]
+
+    def response_ids(self, prompt_id: int) -> list[int]:
+        """Live responses to a prompt, by id."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM items WHERE kind='response' AND prompt_id=? AND deleted_at IS NULL ORDER BY id",
+            [prompt_id])]
+
     def add_item(self, kind: str, **fields: Any) -> int:
         """Insert an item (trajectory, clip or response). JSON fields accept dicts."""
         row = dict(fields)
@@ -546,6 +584,15 @@ class Project:
     def get_item(self, item_id: int) -> dict | None:
         row = self.conn.execute("SELECT * FROM items WHERE id=?", [item_id]).fetchone()
         return dict(row) if row else None
+
+    def item_is_live(self, item_id: int) -> bool:
+        row = self.conn.execute("SELECT deleted_at FROM items WHERE id=?", [item_id]).fetchone()
+        return row is not None and row[0] is None
+
+    def correction_count(self) -> int:
+        """Live responses written as corrections."""
+        return self.conn.execute("SELECT count(*) FROM items WHERE kind='response' AND source='correction' "
+                                 "AND deleted_at IS NULL").fetchone()[0]
 
     def items(self, kind: str | None = None, *, include_deleted: bool = False) -> list[dict]:
         where, args = [], []
@@ -672,6 +719,35 @@ class Project:
         sql = "SELECT * FROM comparisons" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [dict(r) for r in self.conn.execute(sql, args)]
 
+    def comparison_is_live(self, comparison_id: int) -> bool:
+        """The label exists and is neither undone nor superseded."""
+        row = self.conn.execute("SELECT deleted_at FROM comparisons WHERE id=?", [comparison_id]).fetchone()
+        return row is not None and row[0] is None
+
+    def comparison_count(self, kind: str) -> int:
+        """Live labels whose items are of ``kind`` (queued, ranked or given directly)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM comparisons c JOIN items i ON i.id = c.left_id "
+            "WHERE c.deleted_at IS NULL AND i.kind = ?", [kind]).fetchone()[0]
+
+    def reviewed_ai_count(self) -> int:
+        """Live human labels given while reviewing an AI's label."""
+        return self.conn.execute(
+            "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL AND source = 'human' "
+            "AND json_extract(meta_json, '$.reviewed_ai') IS NOT NULL").fetchone()[0]
+
+    def recent_labels(self, kind: str, limit: int, *, with_rankings: bool = True) -> list[dict]:
+        """The newest live labels of items of ``kind``, newest first: each comparison row plus
+        ``labeller`` (name), ``ra``/``rb`` (the items' true returns) and ``correction`` (item id or None)."""
+        rows = self.conn.execute(
+            "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb, "
+            "json_extract(c.meta_json, '$.correction') AS correction FROM comparisons c "
+            "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
+            "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = ? "
+            + ("" if with_rankings else "AND c.ranking_id IS NULL ")
+            + "ORDER BY c.id DESC LIMIT ?", [kind, limit])
+        return [dict(r) for r in rows]
+
     # ------------------------------------------------------------------ rankings
     def add_ranking(
         self,
@@ -720,6 +796,21 @@ class Project:
                 "UPDATE comparisons SET deleted_at=? WHERE ranking_id=? AND deleted_at IS NULL", [now, ranking_id]
             )
 
+    def recent_rankings(self, limit: int = 20, *, prompts_only: bool = False) -> list[dict]:
+        """Live rankings, newest first: ``id``, ``created_at``, ``prompt_id``, ``labeller`` (name),
+        ``k`` (items ranked) and ``groups`` (worst -> best). ``prompts_only``: rankings of responses."""
+        rows = self.conn.execute(
+            "SELECT r.id, r.created_at, r.prompt_id, l.name AS labeller, count(e.item_id) AS k FROM rankings r "
+            "LEFT JOIN labellers l ON l.id = r.labeller_id JOIN ranking_entries e ON e.ranking_id = r.id "
+            "WHERE r.deleted_at IS NULL " + ("AND r.prompt_id IS NOT NULL " if prompts_only else "")
+            + "GROUP BY r.id ORDER BY r.id DESC LIMIT ?", [limit]).fetchall()
+        return [{**dict(r), "groups": self.ranking_groups(r["id"])} for r in rows]
+
+    def ranked_prompt_ids(self) -> set[int]:
+        """Prompts with a live ranking of their responses."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT prompt_id FROM rankings WHERE deleted_at IS NULL AND prompt_id IS NOT NULL")}
+
     # ------------------------------------------------------------------ pair queue
     def enqueue_pair(
         self,
@@ -743,6 +834,41 @@ class Project:
             [limit],
         )
         return [dict(r) for r in rows]
+
+    # The queue holds pairs of every item kind: a labelling view reads only its own kind
+    # ("clip" or "response") and skips pairs whose items were deleted.
+    _OPEN_OF_KIND = ("FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id "
+                     "WHERE q.comparison_id IS NULL AND a.kind = ? AND b.kind = ? AND a.deleted_at IS NULL "
+                     "AND b.deleted_at IS NULL")
+
+    def pending_pairs_of(self, kind: str, limit: int = 2, exclude: Iterable[int] = ()) -> list[dict]:
+        """Open queue entries of two live items of ``kind`` in queue order (priority, then id),
+        leaving out the queue ids in ``exclude`` (labels on their way to the database)."""
+        exclude = set(exclude)
+        rows = self.conn.execute(f"SELECT q.* {self._OPEN_OF_KIND} ORDER BY q.priority DESC, q.id LIMIT ?",
+                                 [kind, kind, limit + len(exclude)])
+        return [dict(r) for r in rows if r["id"] not in exclude][:limit]
+
+    def waiting_count(self, kind: str) -> int:
+        """Open queue entries of two live items of ``kind``."""
+        return self.conn.execute(f"SELECT count(*) {self._OPEN_OF_KIND}", [kind, kind]).fetchone()[0]
+
+    def answered_count(self, kind: str, *, source: str | None = None) -> int:
+        """Queue entries of ``kind`` that a label answers (one from ``source`` only, if given)."""
+        sql = ("SELECT count(*) FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
+               "JOIN items i ON i.id = q.left_id WHERE i.kind = ?")
+        args: list = [kind]
+        if source is not None:
+            sql += " AND c.source = ?"
+            args.append(source)
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def reopened_pair(self, comparison_id: int) -> dict | None:
+        """The queue entry an undone label came from (open again), if any."""
+        row = self.conn.execute(
+            "SELECT q.* FROM pair_queue q JOIN comparisons c ON c.left_id = q.left_id AND c.right_id = q.right_id "
+            "WHERE c.id = ? AND q.comparison_id IS NULL ORDER BY q.id DESC LIMIT 1", [comparison_id]).fetchone()
+        return dict(row) if row else None
 
     # ------------------------------------------------------------------ checkpoints & artifacts
     def add_checkpoint(
@@ -814,7 +940,8 @@ def _run_row(row: sqlite3.Row) -> dict:
     ``config_error`` saying so, so one bad row never hides the others."""
     d = dict(row)
     config = _loads_or_none(d.pop("config_json") or "{}")
-    d["config"] = config if isinstance(config, dict) else {}
+    # settings stored under a field's old name read as the new name (rlhf_core.config.RENAMED_FIELDS)
+    d["config"] = upgrade_settings(str(d.get("kind")), config) if isinstance(config, dict) else {}
     if not isinstance(config, dict):
         d["config_error"] = "The run's stored settings could not be read (not a JSON object)."
     raw_result = d.pop("result_json", None)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf_core import kinds
 from rlhf_core.analysis.agreement import agreement_from_labels
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
@@ -506,21 +507,19 @@ class AILabelConfig:
 
 def resolve_reward_model(project, spec: str) -> tuple[Path, str]:
     """(folder, short name) of a text reward model: a folder, a checkpoint id, or '' = the latest."""
-    from rlhf_core.text.reward_model import CHECKPOINT_KIND
-
     spec = (spec or "").strip()
     if spec and not spec.isdigit():
         folder = Path(spec).expanduser()
         if not folder.exists():
             raise ValueError(f"No reward model folder at {folder}.")
         return folder, folder.name
-    rows = [c for c in project.checkpoints() if c["kind"] == CHECKPOINT_KIND]
+    rows = [c for c in project.checkpoints() if c["kind"] == kinds.TEXT_REWARD_MODEL]
     if spec:
         rows = [c for c in project.checkpoints() if int(c["id"]) == int(spec)]
         if not rows:
             raise ValueError(f"The project has no checkpoint {spec}.")
-        if rows[0]["kind"] != CHECKPOINT_KIND:
-            raise ValueError(f"Checkpoint {spec} is a {rows[0]['kind']}, not a {CHECKPOINT_KIND}.")
+        if rows[0]["kind"] != kinds.TEXT_REWARD_MODEL:
+            raise ValueError(f"Checkpoint {spec} is a {rows[0]['kind']}, not a {kinds.TEXT_REWARD_MODEL}.")
     if not rows:
         raise ValueError("The project has no text reward model yet: train one first (job text_reward_model), "
                          "or give a reward model folder, or use the judge method.")
@@ -606,7 +605,7 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
             if config.method == "judge":
                 mass_sum += verdict.meta["answer_mass"]
                 orders_agree += bool(verdict.meta["orders_agree"])
-            ctx.sample("ai_label", _sample_payload(pair, outcome, verdict.p_left, {**verdict.meta,
+            ctx.sample(kinds.SAMPLE_AI_LABEL, _sample_payload(pair, outcome, verdict.p_left, {**verdict.meta,
                                                                                    "comparison_id": cid}),
                        step=labelled)
         step = min(start + len(batch), total)

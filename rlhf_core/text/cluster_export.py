@@ -28,10 +28,9 @@ them (``prompt_source``, the same held-out split, the worked example as an earli
 weights) are written INTO train.py, so the cluster needs nothing from the workbench; the learned
 ``model`` component cannot be exported.
 
-Settings: the run's workbench config (``run_id``), else the defaults of the workbench's own job
-config where that module exists, are translated to TRL's names (:data:`ALIASES`), then
-``config_overrides`` (workbench or TRL names) are applied. Keys that have no TRL counterpart are
-listed under ``workbench.not_translated``. GRPO's batch: the workbench counts prompts per step,
+Settings: the run's workbench config (``run_id``) over the defaults of the workbench's own job
+config are translated to TRL's names (:data:`ALIASES`), then ``config_overrides`` (workbench or TRL
+names) are applied. Keys that have no TRL counterpart are listed under ``workbench.not_translated``. GRPO's batch: the workbench counts prompts per step,
 TRL counts completions per device, so ``per_device_train_batch_size = prompts x num_generations``.
 
 :func:`import_checkpoint` brings a trained folder back into the project: a policy (any causal-LM
@@ -47,6 +46,7 @@ the project as it was. Pickle files (``training_args.bin``, optimiser states) ar
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -57,6 +57,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rlhf_core import kinds
+from rlhf_core.config import fields as config_fields, upgrade_settings
 from rlhf_core.store.project import Project, utc_now
 
 FORMAT_NAME = "rlhf-workbench-cluster-export"
@@ -64,8 +66,8 @@ FORMAT_VERSION = 1
 ALGOS = ("dpo", "grpo", "reward_model")
 HUB_DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 IMPORT_RUN_KIND = "import"
-POLICY_KIND = "text_policy"
-REWARD_MODEL_KIND = "text_reward_model"
+POLICY_KIND = kinds.TEXT_POLICY
+REWARD_MODEL_KIND = kinds.TEXT_REWARD_MODEL
 RESULT_FILE = "workbench_result.json"  # written by train.py next to the final model
 #: the workbench job whose config a run of each algorithm has (used only to find defaults)
 WORKBENCH_CONFIGS = {
@@ -82,21 +84,19 @@ REQUIREMENTS = {"trl": "1.16.0", "transformers": "5.24.0", "accelerate": "1.15.0
 _SKIP_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "checkpoint-*", ".*")
 
 # --------------------------------------------------------------------------- settings translation
-#: workbench setting -> TRL argument, per algorithm ("*" = every algorithm). A value of None means
-#: "used by the export itself" (model, data selection), not a trainer argument.
+#: workbench setting (or TRL's own name) -> TRL argument, per algorithm ("*" = every algorithm). A
+#: value of None means "used by the export itself" (model, data selection), not a trainer argument.
+#: Old names of renamed workbench settings are read through rlhf_core.config.RENAMED_FIELDS.
 ALIASES: dict[str, dict[str, str | None]] = {
     "*": {
-        "learning_rate": "learning_rate", "lr": "learning_rate",
+        "learning_rate": "learning_rate",
         "steps": "max_steps", "max_steps": "max_steps",
         "epochs": "num_train_epochs", "num_train_epochs": "num_train_epochs",
-        "gradient_accumulation_steps": "gradient_accumulation_steps", "grad_accum": "gradient_accumulation_steps",
+        "gradient_accumulation_steps": "gradient_accumulation_steps",
         "seed": "seed", "max_grad_norm": "max_grad_norm", "weight_decay": "weight_decay",
-        "warmup_ratio": "warmup_ratio", "warmup_steps": "warmup_steps",
-        "lr_scheduler_type": "lr_scheduler_type", "lr_schedule": "lr_scheduler_type",
+        "warmup_ratio": "warmup_ratio", "warmup_steps": "warmup_steps", "lr_scheduler_type": "lr_scheduler_type",
         "gradient_checkpointing": "gradient_checkpointing", "logging_steps": "logging_steps",
-        "model": None, "model_path": None, "policy": None, "base_model": None,
-        "lora_rank": None, "lora_r": None, "lora_alpha": None, "lora_dropout": None,
-        "threads": None, "torch_threads": None, "save": None,
+        "model": None, "lora_rank": None, "lora_alpha": None, "lora_dropout": None, "threads": None, "save": None,
     },
     "dpo": {
         "beta": "beta", "loss_type": "loss_type", "label_smoothing": "label_smoothing",
@@ -105,41 +105,25 @@ ALIASES: dict[str, dict[str, str | None]] = {
     },
     "reward_model": {
         "max_length": "max_length", "batch_size": "per_device_train_batch_size",
-        "center_rewards": "center_rewards_coefficient",
         "center_rewards_coefficient": "center_rewards_coefficient", "label_sources": None,
     },
     "grpo": {
-        "beta": "beta", "kl_coef": "beta", "kl_beta": "beta",
+        "beta": "beta",
         "num_generations": "num_generations", "group_size": "num_generations",
-        "generations_per_prompt": "num_generations", "k": "num_generations",
         "max_new_tokens": "max_completion_length", "max_completion_length": "max_completion_length",
         "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-        "epsilon": "epsilon", "cliprange": "epsilon", "clip_eps": "epsilon", "clip_range": "epsilon",
-        "epsilon_high": "epsilon_high", "loss_type": "loss_type", "loss_aggregation": "loss_type",
-        "num_iterations": "num_iterations", "ppo_epochs": "num_iterations", "grpo_epochs": "num_iterations",
-        "mu": "num_iterations", "scale_rewards": "scale_rewards",
+        "epsilon": "epsilon", "epsilon_high": "epsilon_high", "loss_type": "loss_type", "loss_aggregation": "loss_type",
+        "num_iterations": "num_iterations", "mu": "num_iterations", "scale_rewards": "scale_rewards",
         "mask_truncated_completions": "mask_truncated_completions",
         # prompts per optimisation step (per device here): times num_generations = TRL's batch
-        "batch_size": None, "prompts_per_step": None, "prompts_per_batch": None, "num_prompts": None,
+        "prompts_per_step": None,
         # which prompts, and how they are shown
-        "prompt_source": None, "task_source": None, "prompt_ids": None, "task_level": None, "level": None,
-        "train_tasks": None, "n_tasks": None, "heldout_tasks": None, "heldout_fraction": None,
-        "max_prompts": None, "few_shot": None, "format_instruction": None,
+        "prompt_source": None, "prompt_ids": None, "task_level": None, "train_tasks": None, "heldout_tasks": None,
+        "heldout_fraction": None, "max_prompts": None, "few_shot": None, "format_instruction": None,
         # the reward: a spec such as "format:0.5,correctness:1.0" (rlhf_core.text.rewards)
         "reward": None, "reward_model": None,
     },
 }
-#: settings used when neither the run nor the workbench's job config gives one (TRL names)
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpo": {"learning_rate": 1e-6, "beta": 0.1, "per_device_train_batch_size": 8, "max_length": 1024,
-            "num_train_epochs": 1.0},
-    "reward_model": {"learning_rate": 1e-5, "per_device_train_batch_size": 4, "max_length": 512,
-                     "num_train_epochs": 2.0},
-    # beta 0.04 (the GRPO paper's KL weight): TRL's own default 0.0 switches the KL term off
-    "grpo": {"learning_rate": 1e-6, "beta": 0.04, "num_generations": 8, "max_completion_length": 256,
-             "temperature": 1.0, "num_train_epochs": 1.0},
-}
-GRPO_DEFAULT_PROMPTS_PER_STEP = 4
 COMMON_TRAINER_ARGS = {"logging_steps": 10, "save_strategy": "steps", "save_steps": 500, "save_total_limit": 2,
                        "report_to": "none"}
 DEFAULT_REWARD_SPEC = "format:0.5,correctness:1.0"
@@ -166,17 +150,9 @@ class Translation:
 
 
 def workbench_defaults(algo: str) -> dict[str, Any]:
-    """The defaults of the workbench's own job config for ``algo`` ({} when that module is absent)."""
+    """The defaults of the workbench's own job config for ``algo``."""
     module_name, class_name = WORKBENCH_CONFIGS[algo]
-    try:
-        import importlib
-
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        return {}
-    from rlhf_core import config as cfg
-
-    return {f.name: f.default for f in cfg.fields(cls)}
+    return {f.name: f.default for f in config_fields(getattr(importlib.import_module(module_name), class_name))}
 
 
 def _trl_fields(algo: str) -> set[str] | None:
@@ -217,27 +193,33 @@ def _trl_fields(algo: str) -> set[str] | None:
 
 def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
                      ) -> Translation:
-    """Map workbench settings (+ overrides, workbench or TRL names) onto TRL's argument names."""
+    """Map workbench settings (+ overrides, workbench or TRL names) onto TRL's argument names; a
+    setting given in neither takes the default of the workbench's job config."""
     if algo not in ALGOS:
         raise ClusterExportError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGOS)}")
     aliases = {**ALIASES["*"], **ALIASES[algo]}
     trl_fields = _trl_fields(algo)
-    merged = dict(workbench)
+    job = RUN_KINDS[algo][0]
+    workbench, overrides = upgrade_settings(job, workbench), upgrade_settings(job, overrides or {})
+    given = set(workbench)
+    merged = {**workbench_defaults(algo), **workbench}
     direct: dict[str, Any] = {}
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         if key in aliases:
             merged[key] = value
+            given.add(key)
         elif trl_fields is None or key in trl_fields:
             direct[key] = value
         else:
             raise ClusterExportError(f"unknown setting {key!r}: neither a workbench setting of {algo} nor an "
                                      f"argument of TRL's {_trl_class_name(algo)}")
-    args: dict[str, Any] = dict(DEFAULTS[algo])
+    args: dict[str, Any] = {}
     used: dict[str, str] = {}
     not_translated: list[str] = []
     for key, value in merged.items():
         if key not in aliases:
-            not_translated.append(key)
+            if key in given:
+                not_translated.append(key)
             continue
         target = aliases[key]
         if target is None:
@@ -252,8 +234,7 @@ def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping
         del args["max_steps"]
     grpo: dict[str, Any] = {}
     if algo == "grpo":
-        prompts = next((int(merged[k]) for k in ("prompts_per_step", "prompts_per_batch", "num_prompts",
-                                                  "batch_size") if merged.get(k)), GRPO_DEFAULT_PROMPTS_PER_STEP)
+        prompts = int(merged["prompts_per_step"])
         generations = int(args["num_generations"])
         if generations < 2:
             raise ClusterExportError(f"GRPO needs at least 2 generations per prompt (num_generations is {generations})")
@@ -270,7 +251,7 @@ def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping
         raise ClusterExportError(
             f"GRPO: per_device_train_batch_size ({args['per_device_train_batch_size']}) counts completions and "
             f"must be a multiple of num_generations ({args['num_generations']})")
-    rank = int(merged.get("lora_rank") or merged.get("lora_r") or 0)
+    rank = int(merged.get("lora_rank") or 0)
     peft = None
     if rank > 0:
         peft = {"r": rank, "lora_alpha": int(merged.get("lora_alpha") or 2 * rank),
@@ -343,7 +324,7 @@ def export_for_cluster(project: Project, algo: str, out_dir: str | os.PathLike, 
         workbench.update(run["config"] or {})
         run_info = {"id": run["id"], "kind": run["kind"], "status": run["status"], "name": run.get("name") or ""}
     translation = translate_config(algo, workbench, config_overrides)
-    merged = {**workbench, **{k: v for k, v in (config_overrides or {}).items()}}
+    merged = {**workbench, **upgrade_settings(RUN_KINDS[algo][0], config_overrides or {})}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -433,11 +414,8 @@ def _app_version() -> str:
 
 
 def _model_setting(config: Mapping[str, Any]) -> str:
-    for key in ("model", "model_path", "policy", "base_model"):
-        value = config.get(key)
-        if isinstance(value, (str, int)) and str(value).strip():
-            return str(value).strip()
-    return ""
+    value = config.get("model")
+    return str(value).strip() if isinstance(value, (str, int)) else ""
 
 
 def _resolve_model(project: Project, spec: str, include: bool, target: Path) -> tuple[str, dict]:
@@ -505,7 +483,7 @@ def _write_grpo_prompts(project: Project, config: Mapping[str, Any], path: Path)
     project's prompts with a gold answer (the same held-out split), shown with the same messages."""
     from rlhf_core.text.trl_io import write_atomically
 
-    source = str(config.get("prompt_source") or config.get("task_source") or "tasks").strip().lower()
+    source = str(config.get("prompt_source") or "tasks").strip().lower()
     if source not in ("project", "tasks"):
         raise ClusterExportError(f"prompt_source must be tasks or project, not {source!r}")
     few_shot = bool(config.get("few_shot", True))

@@ -37,11 +37,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
 
-CHECKPOINT_KIND = "text_policy"
+CHECKPOINT_KIND = kinds.TEXT_POLICY
 
 
 @dataclass

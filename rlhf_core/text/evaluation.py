@@ -43,13 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 
-SAMPLE_KIND = "text_eval"
+SAMPLE_KIND = kinds.SAMPLE_TEXT_EVAL
 TIE_TOLERANCE = 1e-6
-POLICY_KIND = "text_policy"
-REWARD_MODEL_KIND = "text_reward_model"
+POLICY_KIND = kinds.TEXT_POLICY
+REWARD_MODEL_KIND = kinds.TEXT_REWARD_MODEL
 
 
 # ------------------------------------------------------------------------------- voting
@@ -246,7 +247,8 @@ class TextEvalConfig:
     reward_model: str = param("", "Text reward model folder for the win rate ('' with reward_run 0: the win rate "
                               "is skipped).")
     task_level: int = param(1, "Difficulty of the held-out arithmetic tasks (1-4).", min=1, max=4)
-    prompts: int = param(16, "Held-out tasks (the GRPO job's held-out stream of the same level and seed).", min=1)
+    heldout_tasks: int = param(16, "Held-out tasks (the GRPO job's held-out stream of the same level and seed).",
+                               min=1)
     task_seed: int = param(0, "Seed of the task set (GRPO's seed gives the same held-out tasks).", min=0)
     k: int = param(8, "Samples per prompt for cons@k and pass@k.", min=1)
     temperature: float = param(0.7, "Sampling temperature for cons@k (0: greedy).", min=0.0)
@@ -254,7 +256,8 @@ class TextEvalConfig:
     few_shot: bool = param(True, "Show the worked example before each task (as GRPO does).")
     format_instruction: bool = param(True, "Give the <think>/<answer> instruction as the system message.")
     win_prompt_source: str = param("tasks", "Prompts for the win rate: tasks (the same held-out tasks) or project "
-                                   "(this project's prompts, up to 'prompts' of them).", choices=("tasks", "project"))
+                                   "(this project's prompts, up to 'heldout_tasks' of them).",
+                                   choices=("tasks", "project"))
     win_temperature: float = param(0.0, "Decoding for the win rate: 0 = greedy, else sampled (same seed for both "
                                    "models).", min=0.0)
     max_new_tokens: int = param(64, "Longest completion in tokens.", min=1)
@@ -412,13 +415,13 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
     torch.manual_seed(config.seed)
     project = ctx.project() if ctx.project_path is not None else None
     inputs = resolve_inputs(config, project)
-    _, held = task_prompts(config.task_level, 0, config.prompts, config.task_seed)
+    _, held = task_prompts(config.task_level, 0, config.heldout_tasks, config.task_seed)
     win_prompts: list | None = None
     if inputs.reward_model is not None and config.win_prompt_source == "project":
         if project is None:
             raise ValueError("win_prompt_source=project needs a project")
         train, heldout = project_prompts(project, need_gold=False, heldout_fraction=0.0, seed=config.seed)
-        win_prompts = (train + heldout)[:config.prompts]
+        win_prompts = (train + heldout)[:config.heldout_tasks]
 
     ctx.progress(0.0, message=f"Loading the policy ({inputs.policy_label})")
     try:

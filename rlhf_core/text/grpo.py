@@ -38,8 +38,8 @@ Loss aggregation over tokens (``loss_aggregation``):
 
 Logged every step (step s is measured on the step's samples BEFORE that step's update, so step 0
 is the untrained policy and its KL is exactly 0): reward/mean, reward/std, reward/<component>
-(weighted), kl/token_mean, kl/seq_mean (k3), kl/beta, length/mean|min|max (tokens, end token
-included), completions/stopped_fraction, train/loss, train/entropy, train/clip_fraction (of the
+(weighted), kl/token_mean, kl/seq_mean (k3), kl/beta, completions/mean_length|min_length|max_length
+(tokens, end token included), completions/stopped_fraction, train/loss, train/entropy, train/clip_fraction (of the
 last of the ``mu`` passes; 0 when ``mu`` = 1), train/grad_norm, gold/reward (the fraction of the
 step's completions with the right answer, when the prompts have gold answers), memory/peak_rss_mb,
 time/steps_per_second (sampling, rewards and update; not the evaluation); gold/accuracy (greedy
@@ -63,11 +63,12 @@ from typing import Any
 
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 
-CHECKPOINT_KIND = "text_policy"
-SAMPLE_KIND = "text_rl"
+CHECKPOINT_KIND = kinds.TEXT_POLICY
+SAMPLE_KIND = kinds.SAMPLE_TEXT_RL
 
 
 # ------------------------------------------------------------------------------- config
@@ -352,8 +353,8 @@ def sample_seed(seed: int, step: int, index: int) -> int:
 
 def _length_stats(samples) -> dict[str, float]:
     lengths = [len(s.completion_ids) for s in samples]
-    return {"length/mean": sum(lengths) / len(lengths), "length/min": float(min(lengths)),
-            "length/max": float(max(lengths)),
+    return {"completions/mean_length": sum(lengths) / len(lengths),
+            "completions/min_length": float(min(lengths)), "completions/max_length": float(max(lengths)),
             "completions/stopped_fraction": sum(s.completion.finish_reason == "stop" for s in samples) / len(samples)}
 
 
@@ -547,7 +548,7 @@ def summarise(history: list[dict[str, float]], evals: list[dict], window: int = 
     out: dict[str, Any] = {}
     if history:
         w = max(1, min(window, len(history) // 2 or 1))
-        for key, name in (("reward/mean", "reward"), ("kl/token_mean", "kl"), ("length/mean", "mean_length")):
+        for key, name in (("reward/mean", "reward"), ("kl/token_mean", "kl"), ("completions/mean_length", "mean_length")):
             series = [h[key] for h in history]
             out[f"{name}_first"] = series[0]
             out[f"{name}_last"] = series[-1]

@@ -49,10 +49,10 @@ default) the centring is per prompt instead: before step 0 the untouched policy 
 reward-model score minus the mean score of those reference completions to the same prompt, divided
 by their pooled within-prompt spread (:meth:`RewardModelScorer.calibrate_per_prompt`). A batch of
 different prompts, one completion each, otherwise carries mostly "which prompt the reward model
-likes" in its reward spread, which the value head cannot learn quickly; measured on the PPO
-over-optimisation demo (docs/performance.md), the per-prompt baseline is what let the KL penalty keep
-the gold reward. ``reward_baseline = "batch"`` is the first-batch standardisation. ``reward`` adds
-rule-based components from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g.
+likes" in its reward spread, which the value head cannot learn quickly; on the PPO
+over-optimisation demo the per-prompt baseline is what let the KL penalty keep the gold reward
+(docs/experiments/ppo-overoptimisation.md). ``reward_baseline = "batch"`` is the first-batch
+standardisation. ``reward`` adds rule-based components from a spec string (:func:`rlhf_core.text.rewards.parse_reward_spec`, e.g.
 ``"model:1,length:0.001"``; a ``model:w`` item sets the weight of the reward model's score). Each
 completion's meta carries ``completion_tokens`` and the prompt's ``gold_answer`` when it has one. An optional held-out GOLD
 reward model (``gold_reward_model``) scores the same completions without being optimised, centred
@@ -79,6 +79,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.generation import SamplingSettings
@@ -96,8 +97,8 @@ from rlhf_core.text.rl_common import (
     set_threads,
 )
 
-CHECKPOINT_KIND = "text_policy"
-SAMPLE_KIND = "text_rl"
+CHECKPOINT_KIND = kinds.TEXT_POLICY
+SAMPLE_KIND = kinds.SAMPLE_TEXT_RL
 
 #: ``reward_fn(prompts, responses, metas) -> {component name: [n] tensor}``; the total is their sum.
 #: ``metas[i]`` has ``completion_tokens`` (tokens of completion i, end token included) and, when the
@@ -394,7 +395,9 @@ def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScor
             ctx.raise_if_cancelled()
 
     texts: list[str] = []
-    chunk = 32  # one sampling batch: 32 rows decode 1.35x faster per token than 16 here (docs/performance.md)
+    # one sampling batch: 32 rows decode 1.35x faster per token than 16 here
+    # (docs/experiments/ppo-overoptimisation.md)
+    chunk = 32
     for start in range(0, len(rendered), chunk):
         on_step()
         out = sample_for_training(setup.model, setup.tokenizer, rendered[start:start + chunk], settings,
@@ -676,8 +679,8 @@ class PPOTextTrainer:
                "kl/token_mean": float(masked_mean(ro.kl, mask)),
                "kl/seq_mean": float(seq_kl.mean()),
                "kl/beta": float(beta),
-               "length/mean": float(lengths.mean()), "length/min": float(lengths.min()),
-               "length/max": float(lengths.max()),
+               "completions/mean_length": float(lengths.mean()),
+               "completions/min_length": float(lengths.min()), "completions/max_length": float(lengths.max()),
                "completions/stopped_fraction": sum(ro.stopped) / max(len(ro.stopped), 1)}
         out["kl/sqrt_seq"] = math.sqrt(max(out["kl/seq_mean"], 0.0))
         for name, value in ro.components.items():
@@ -730,7 +733,8 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
     result = {"steps": c.steps,
               "reward_first": first.get("reward/mean"), "reward_last": last.get("reward/mean"),
               "kl_first": first.get("kl/seq_mean"), "kl_last": last.get("kl/seq_mean"),
-              "length_first": first.get("length/mean"), "length_last": last.get("length/mean"),
+              "length_first": first.get("completions/mean_length"),
+              "length_last": last.get("completions/mean_length"),
               "beta_last": last.get("kl/beta"),
               "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if "gold/reward" in first:
@@ -740,7 +744,7 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
     window = max(1, min(3, len(history) // 2))
     result["window"] = window
     for name, key in (("reward", "reward/mean"), ("gold", "gold/reward"), ("gold_centred", "gold/centred"),
-                      ("kl", "kl/seq_mean"), ("length", "length/mean")):
+                      ("kl", "kl/seq_mean"), ("length", "completions/mean_length")):
         head = [h[key] for h in history[:window] if key in h]
         tail = [h[key] for h in history[-window:] if key in h]
         if head and tail:

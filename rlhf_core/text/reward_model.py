@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
@@ -47,7 +48,7 @@ FORMAT_NAME = "rlhf-workbench-text-reward-model"
 FORMAT_VERSION = 1
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"
-CHECKPOINT_KIND = "text_reward_model"
+CHECKPOINT_KIND = kinds.TEXT_REWARD_MODEL
 
 
 # ------------------------------------------------------------------------------- the model
@@ -458,22 +459,23 @@ def evaluate_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tokenizer:
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class TextRewardModelConfig:
-    model_path: str = param("", "Causal language model folder to start from ('' = the bundled SmolLM2-135M-Instruct).")
+    model: str = param("", "Causal language model folder to start from ('' = the bundled SmolLM2-135M-Instruct).")
     label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).",
                             subset_of=SOURCES)
     epochs: int = param(2, "Passes over the training pairs.", min=1)
     batch_size: int = param(4, "Pairs per optimisation step (each pair is two sequences).", min=1)
-    lr: float = param(1e-5, "AdamW learning rate (whole backbone and head are trained).", min=0.0,
-                      min_inclusive=False)
+    learning_rate: float = param(1e-5, "AdamW learning rate (whole backbone and head are trained).", min=0.0,
+                                 min_inclusive=False)
     max_length: int = param(512, "Longest input in tokens (template + prompt + response); longer ones are "
                                  "cut on the right.", min=8)
     heldout_fraction: float = param(0.1, "Pairs held out to measure accuracy.", min=0.0, max=0.5)
     seed: int = param(0, "Random seed (head initialisation, held-out split, shuffling).", min=0)
     score_responses: int = param(400, "After training, score up to this many of the project's responses "
                                  "(newest first) for the reward-vs-length plot (0 = none).", min=0)
-    center_rewards: float = param(0.0, "Adds this times mean((r_left + r_right)^2) to the loss, pulling rewards "
-                                       "towards mean zero (TRL's center_rewards_coefficient; 0.01 is usual, "
-                                       "0 = off). The logged training loss includes it.", min=0.0, advanced=True)
+    center_rewards_coefficient: float = param(0.0, "Adds this times mean((r_left + r_right)^2) to the loss, "
+                                                   "pulling rewards towards mean zero (as TRL's; 0.01 is usual, 0 = "
+                                                   "off). The logged training loss includes it.", min=0.0,
+                                              advanced=True)
     gradient_checkpointing: bool = param(False, "Recompute activations during the backward pass: less memory, "
                                                 "slower steps on a CPU.", advanced=True)
 
@@ -488,12 +490,12 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
             "Generate responses and compare some first.")
     train, held = split_pairs(pairs, config.heldout_fraction, config.seed)
     ctx.progress(0.0, message=f"Loading the model ({len(train)} training pairs, {len(held)} held out)")
-    model, tokenizer, model_id = load_base_reward_model(config.model_path, max_length=config.max_length,
+    model, tokenizer, model_id = load_base_reward_model(config.model, max_length=config.max_length,
                                                         seed=config.seed, ctx=ctx)
     ctx.raise_if_cancelled()
     set_gradient_checkpointing(model, config.gradient_checkpointing)
     model.train()
-    optimiser = make_optimizer(model, config.lr)
+    optimiser = make_optimizer(model, config.learning_rate)
     rng = random.Random(config.seed)
     per_epoch = math.ceil(len(train) / config.batch_size)
     total = per_epoch * config.epochs
@@ -507,7 +509,7 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
         for b in range(per_epoch):
             ctx.raise_if_cancelled()
             batch = [train[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
-            metrics = train_step(model, optimiser, batch, tokenizer, center_rewards_coefficient=config.center_rewards)
+            metrics = train_step(model, optimiser, batch, tokenizer, center_rewards_coefficient=config.center_rewards_coefficient)
             step += 1
             last_loss = metrics["reward_model/loss"]
             ctx.metrics(step, metrics)

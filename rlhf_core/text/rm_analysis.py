@@ -13,7 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-SAMPLE_KIND = "response_scores"
+from rlhf_core import kinds
+
+SAMPLE_KIND = kinds.SAMPLE_RESPONSE_SCORES
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:

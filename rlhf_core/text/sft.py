@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
@@ -53,7 +54,7 @@ from rlhf_core.text.rl_common import (
 
 DATA_SOURCES = ("corrections", "demonstrations", "chosen")
 DEMONSTRATION_SOURCE = "demonstration"
-CHECKPOINT_KIND = "text_policy"
+CHECKPOINT_KIND = kinds.TEXT_POLICY
 
 
 @dataclass

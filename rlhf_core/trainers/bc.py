@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec
@@ -28,7 +29,7 @@ class BCConfig:
                            "whose source is 'human' or 'checkpoint').", each="id")
     epochs: int = param(50, "Passes over the demonstrations.", min=1, max=100_000)
     hidden: int = param(64, "Hidden units per layer.", min=4, max=4096)
-    lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+    learning_rate: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
     batch_size: int = param(256, "State-action pairs per step.", min=1)
     eval_episodes: int = param(2, "Episodes to evaluate the cloned policy on the true return.", min=0)
     seed: int = param(0, "Random seed.", min=0)
@@ -60,7 +61,7 @@ def train_bc(config: BCConfig, ctx: JobContext) -> dict:
                       action_low=info.action_low, action_high=info.action_high)
         torch.manual_seed(config.seed)
         net = BCNet(spec)
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+        opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         gen = torch.Generator().manual_seed(config.seed)
         n = len(x)
         steps_per_epoch = max(1, n // config.batch_size)
@@ -90,7 +91,7 @@ def train_bc(config: BCConfig, ctx: JobContext) -> dict:
         close_env(env)
     path = project.run_folder(ctx.run_id) / "bc_policy.pt"
     policy.save(path)
-    cid = project.add_checkpoint(ctx.run_id, "bc_policy", path, step=config.epochs,
+    cid = project.add_checkpoint(ctx.run_id, kinds.BC_POLICY, path, step=config.epochs,
                                  meta={"env_id": config.env_id, "demos": [d["id"] for d in demos]})
     return {"checkpoint_id": cid, "final_loss": loss_value, "pairs": int(n), "demos": len(demos),
             "eval_returns": returns, "mean_eval_return": float(np.mean(returns)) if returns else None}

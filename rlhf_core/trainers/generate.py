@@ -22,6 +22,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.prompts import (
@@ -202,7 +203,7 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
         total_tokens += stats.new_tokens
         gen_seconds += stats.seconds
         done_rows += len(batch)
-        ctx.sample("generation", {"batch": b, "model_id": lm.model_id, "completions": payload}, step=b)
+        ctx.sample(kinds.SAMPLE_GENERATION, {"batch": b, "model_id": lm.model_id, "completions": payload}, step=b)
         lengths_b = [c.n_tokens for c in completions]
         ctx.metrics(b, {
             "generation/tokens_per_second": stats.tokens_per_second,

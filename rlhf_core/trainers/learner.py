@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import SB3Policy
@@ -101,7 +102,7 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
                 return
             path = folder / f"ppo_step_{step:08d}.zip"
             self.model.save(str(path))
-            cid = project.add_checkpoint(ctx.run_id, "sb3_ppo", path, step=step,
+            cid = project.add_checkpoint(ctx.run_id, kinds.SB3_PPO, path, step=step,
                                          meta={"env_id": config.env_id, "algo": "PPO"})
             saved.append((step, cid, str(path)))
 
@@ -137,7 +138,7 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
         path = folder / f"ppo_step_{model.num_timesteps:08d}.zip"
         model.save(str(path))
         saved.append((model.num_timesteps, project.add_checkpoint(
-            ctx.run_id, "sb3_ppo", path, step=model.num_timesteps, meta={"env_id": config.env_id, "algo": "PPO"}),
+            ctx.run_id, kinds.SB3_PPO, path, step=model.num_timesteps, meta={"env_id": config.env_id, "algo": "PPO"}),
             str(path)))
 
     # ---- roll out every checkpoint (the ranked demonstrations) ----

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import SB3Policy
@@ -171,7 +172,7 @@ def evaluate(env_id: str, policy, episodes: int, seed: int, *, render: bool = Fa
 def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
     project = ctx.project()
     ckpt = next((c for c in project.checkpoints() if c["id"] == config.reward_checkpoint_id), None)
-    if ckpt is None or ckpt["kind"] != "reward_ensemble":
+    if ckpt is None or ckpt["kind"] != kinds.REWARD_ENSEMBLE:
         raise ValueError(f"checkpoint {config.reward_checkpoint_id} is not a reward model of this project")
     ensemble, extra = RewardEnsemble.load(project.abspath(ckpt["path"]))
     folder = project.run_folder(ctx.run_id)
@@ -179,7 +180,7 @@ def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
                                    config.total_steps, ctx, seed=config.seed, positive=config.positive_reward)
     path = folder / "ppo_final.zip"
     model.save(str(path))
-    cid = project.add_checkpoint(ctx.run_id, "sb3_ppo", path, step=config.total_steps,
+    cid = project.add_checkpoint(ctx.run_id, kinds.SB3_PPO, path, step=config.total_steps,
                                  meta={"env_id": config.env_id, "reward_checkpoint_id": config.reward_checkpoint_id})
     policy = SB3Policy(path)
     trajs = evaluate(config.env_id, policy, config.eval_episodes, config.seed + 50_000)

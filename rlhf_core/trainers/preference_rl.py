@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import RandomPolicy, SB3Policy
@@ -237,12 +238,12 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         final_path = folder / "ppo_final.zip"
         model.save(str(final_path))
         if project is not None:
-            project.add_checkpoint(ctx.run_id, "sb3_ppo", final_path, step=model.num_timesteps,
+            project.add_checkpoint(ctx.run_id, kinds.SB3_PPO, final_path, step=model.num_timesteps,
                                    meta={"env_id": config.env_id, "labels": labels_total})
             rpath = folder / "reward_ensemble.pt"
             ensemble.save(rpath, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id,
                                   "source": "preference_rl"})
-            project.add_checkpoint(ctx.run_id, "reward_ensemble", rpath, meta={"env_id": config.env_id,
+            project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, rpath, meta={"env_id": config.env_id,
                                                                               "source": "preference_rl"})
         eval_policy = SB3Policy(final_path)
         returns = [rollout(env, eval_policy, seed=config.seed + 90_000 + i, render=False).true_return for i in range(5)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.envs.storage import load_arrays
@@ -43,7 +44,7 @@ class RewardModelConfig:
     members: int = param(3, "Ensemble size (each member on its own bootstrap of the pairs).", min=1, max=16)
     hidden: int = param(64, "Hidden units per layer (T-REX MuJoCo used 256).", min=4)
     steps: int = param(800, "Optimisation steps per member.", min=10)
-    lr: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+    learning_rate: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
     weight_decay: float = param(0.01, "L2 weight decay.", min=0.0)
     random_answer_prob: float = param(0.0, "Christiano's chance that a label was random (0.1 in the paper).",
                                       min=0.0, max=0.5)
@@ -111,14 +112,14 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
         pairs = _ranked_pairs(obs, [float(s["step"]) for _, s in trajs], config)
     else:  # drex
         pairs, obs, extra = drex_training_pairs(project, config)
-    settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.lr,
+    settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.learning_rate,
                            weight_decay=config.weight_decay, random_answer_prob=config.random_answer_prob,
                            heldout_fraction=config.heldout_fraction, seed=config.seed)
     ensemble, stats = fit_reward_ensemble(pairs, settings, ctx)
     mean, std = reward_stats(ensemble, stack_observations(obs)[0])
     path = project.run_folder(ctx.run_id) / "reward_ensemble.pt"
     ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "source": config.source})
-    cid = project.add_checkpoint(ctx.run_id, "reward_ensemble", path, meta={"env_id": config.env_id,
+    cid = project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id,
                                                                              "source": config.source})
     return {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
             "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std, **extra}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
@@ -35,12 +36,12 @@ class SyntheticPreferenceConfig:
     hidden: int = param(64, "Hidden units in each of the reward MLP's two layers.", min=1, max=8192)
     steps: int = param(200, "Optimisation steps.", min=1, max=10_000_000)
     batch_size: int = param(64, "Pairs per optimisation step.", min=1, max=1_000_000)
-    lr: float = param(3e-3, "Adam learning rate.", min=0.0, min_inclusive=False, max=10.0)
+    learning_rate: float = param(3e-3, "Adam learning rate.", min=0.0, min_inclusive=False, max=10.0)
     weight_decay: float = param(1e-4, "Adam weight decay (L2).", min=0.0)
     heldout_fraction: float = param(0.2, "Fraction of pairs held out for accuracy.", min=0.0, max=0.9)
     eval_every: int = param(20, "Evaluate held-out accuracy every N steps.", min=1)
     seed: int = param(0, "Random seed (data and initialisation).", min=0)
-    save_checkpoint: bool = param(True, "Save the trained reward model in the project.")
+    save: bool = param(True, "Save the trained reward model in the project.")
 
     def check(self) -> list[str]:
         problems = []
@@ -92,7 +93,7 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
     held, train = perm[:n_held], perm[n_held:]
 
     model = RewardMLP(config.n_features, config.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed + 1)
 
     def evaluate() -> dict[str, float]:
@@ -140,11 +141,11 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
         "true_correlation": last_eval.get("reward_model/true_correlation"),
         "steps_per_second": config.steps / max(time.perf_counter() - t0, 1e-9),
     }
-    if config.save_checkpoint and ctx.project_path is not None and ctx.run_id is not None:
+    if config.save and ctx.project_path is not None and ctx.run_id is not None:
         project = ctx.project()
         path = project.run_folder(ctx.run_id) / "reward_mlp.pt"
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, path)
-        project.add_checkpoint(ctx.run_id, "reward_mlp", path, step=config.steps,
+        project.add_checkpoint(ctx.run_id, kinds.REWARD_MLP, path, step=config.steps,
                                meta={"n_features": config.n_features, "hidden": config.hidden})
         result["checkpoint"] = project.relpath(path)
     return result

@@ -48,7 +48,7 @@ def test_evaluate_button_runs_text_eval_and_the_table_shows_it(qtbot, window, tm
     assert dialog.spec.name == "text_eval"
     values = dialog.form.values()
     assert values["policy_run"] == policy_run and values["reward_run"] == reward_run
-    for name, value in (("prompts", 2), ("k", 2), ("max_new_tokens", 4)):
+    for name, value in (("heldout_tasks", 2), ("k", 2), ("max_new_tokens", 4)):
         dialog.form.set_value(name, value)
     dialog.form.set_value("few_shot", False)
     dialog._on_start()  # what the Start button does

@@ -65,7 +65,8 @@ def _fake_rl_run(project, kind="grpo", n=8, hacked=True, config=None, result=Non
             project.log_metrics(run_id, step, {"bon/proxy": 0.5 * step, "bon/gold": 0.2 * (step == 2),
                                                "bon/kl": math.log(step) - (step - 1) / step})
         values = {"reward/mean": 0.5 * step, "kl/token_mean": 0.01 * step, "kl/seq_mean": float(step * step),
-                  "length/mean": 40.0 + step, "train/loss": 1.0 / (step + 1),
+                  "length/mean": 40.0 + step,  # the old name of completions/mean_length: it reads as the new one
+                  "train/loss": 1.0 / (step + 1),
                   "gold/reward": (0.3 * step if step < 4 else 1.2 - 0.4 * (step - 3)) if hacked else 0.1 * step}
         project.log_metrics(run_id, step, values)
         project.add_sample(run_id, "text_rl", {"step": step, "prompt": "What is 2+3?", "response": HTMLISH + str(step),
@@ -94,7 +95,8 @@ def test_text_rl_page_shows_samples_alerts_and_the_overoptimisation_curve(window
     gx, gy = page.gold_curve.getData()
     assert len(gx) == 8 and math.isclose(gy[3], 0.9)
     keys = set(page.plot.store.keys([run_id]))
-    assert {"reward/mean", "kl/token_mean", "length/mean", "gold/reward"} <= keys
+    assert {"reward/mean", "kl/token_mean", "completions/mean_length", "gold/reward"} <= keys
+    assert "length/mean" not in keys
     # a second, healthy run: overlay both, show the new one
     other = _fake_rl_run(project, kind="ppo_text", hacked=False)
     page.refresh_runs(select=other)
@@ -222,8 +224,8 @@ def test_text_rl_page_follows_a_live_run(window):
     run_id = project.create_run("grpo", {}, status="running")
     page.on_job_queued(run_id, "grpo")
     assert page.current_run == run_id
-    page.on_metrics(run_id, [(0, {"kl/token_mean": 0.0, "length/mean": 40.0, "reward/mean": 0.1}),
-                             (1, {"kl/token_mean": -0.2, "length/mean": 41.0, "reward/mean": 0.2})])
+    page.on_metrics(run_id, [(0, {"kl/token_mean": 0.0, "completions/mean_length": 40.0, "reward/mean": 0.1}),
+                             (1, {"kl/token_mean": -0.2, "completions/mean_length": 41.0, "reward/mean": 0.2})])
     page.on_sample(run_id, "text_rl", {"step": 1, "prompt": "p", "response": "r", "reward": 0.2, "length": 41}, 1)
     page._update_analysis()
     assert page.alert_kinds() == ["kl_negative"] and page.sample_table.rowCount() == 1

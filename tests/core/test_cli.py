@@ -38,7 +38,8 @@ def test_run_prints_progress_and_json_last_line(tmp_path):
 def test_bad_input_gives_clear_messages(tmp_path):
     out = cli("run", "synthetic_preferences", "--lr", "-1", "--steps", "0")
     assert out.returncode == 2
-    assert "lr: must be greater than 0.0" in out.stderr and "steps: must be at least 1" in out.stderr
+    assert "learning_rate: must be greater than 0.0" in out.stderr and "steps: must be at least 1" in out.stderr
+    assert "--lr is deprecated; use --learning-rate" in out.stderr  # the old flag still works
     out = cli("run", "no_such_job")
     assert out.returncode == 2 and "unknown job 'no_such_job'" in out.stderr
     (tmp_path / "x").mkdir()

@@ -144,7 +144,7 @@ def test_reward_model_job_applies_overrides(project):
     from rlhf_core.trainers.reward_model import RewardModelConfig, drex_training_pairs
 
     ids = fill(project, levels=((0.0, 1.0), (0.5, -1.0)), per_level=3)
-    cfg = RewardModelConfig(env_id="Pendulum-v1", source="drex", members=1, steps=150, hidden=8, lr=3e-3,
+    cfg = RewardModelConfig(env_id="Pendulum-v1", source="drex", members=1, steps=150, hidden=8, learning_rate=3e-3,
                             snippet_pairs=200, snippet_min=5, snippet_max=10, heldout_fraction=0.0, seed=0)
     auto, _, extra = drex_training_pairs(project, cfg)
     assert extra == {"drex_overrides": 0, "drex_overridden_snippet_pairs": 0}

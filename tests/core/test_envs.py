@@ -241,14 +241,14 @@ def test_read_video_seeks_to_a_clip_and_returns_the_same_frames_as_decoding_from
                                                                                         keyframe_every):
     """read_video(start, end) seeks to the keyframe before ``start``; the frames are those a decode from
     frame 0 gives, for clips on, just after and between keyframes, at the end, and for videos written
-    with x264's default 250-frame GOP (projects from before session 10)."""
+    with x264's default 250-frame GOP (as older projects have)."""
     import av
 
     from rlhf_core.envs import storage
 
     path = tmp_path / "v.mp4"
     frames = _numbered_frames(130)
-    # "writer": a keyframe at least every KEYFRAME_INTERVAL frames; 250: x264's default, as before session 10
+    # "writer": a keyframe at least every KEYFRAME_INTERVAL frames; 250: x264's default, as in older projects
     storage.write_video(path, frames, fps=20, keyframe_interval=None if keyframe_every == 250 else
                         storage.KEYFRAME_INTERVAL)
     with av.open(str(path)) as c:

@@ -17,8 +17,8 @@ from tests.core import text_support
 needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
 
 METRIC_KEYS = {"reward/mean", "reward/std", "reward/format", "reward/correctness", "kl/token_mean", "kl/seq_mean",
-               "kl/beta", "length/mean", "length/min", "length/max", "completions/stopped_fraction", "train/loss",
-               "train/entropy", "train/clip_fraction", "train/grad_norm", "gold/reward", "memory/peak_rss_mb",
+               "kl/beta", "completions/mean_length", "completions/min_length", "completions/max_length",
+               "completions/stopped_fraction", "train/loss", "train/entropy", "train/clip_fraction", "train/grad_norm", "gold/reward", "memory/peak_rss_mb",
                "time/steps_per_second"}
 
 
@@ -115,7 +115,8 @@ def test_step_zero_has_zero_kl_every_key_and_the_hand_computed_loss(tiny_dir, sh
     assert len(rows) == 6
     expected = -sum(r["advantage"] * r["length"] for r in rows) / sum(r["length"] for r in rows)
     assert step0["train/loss"] == pytest.approx(expected, abs=1e-5)
-    assert step0["length/max"] == max(r["length"] for r in rows) and step0["length/max"] <= 6  # 5 + end token
+    assert step0["completions/max_length"] == max(r["length"] for r in rows)
+    assert step0["completions/max_length"] <= 6  # 5 + end token
     assert step0["reward/mean"] == pytest.approx(sum(r["reward"] for r in rows) / 6)
     for r in rows:
         assert r["reward"] == pytest.approx(sum(r["components"].values()))

@@ -75,9 +75,9 @@ def test_failure_is_recorded_with_traceback(project):
 
 
 def test_invalid_config_fails_before_creating_anything(project):
-    out = execute_job(get_job("synthetic_preferences"), SyntheticPreferenceConfig(lr=-1.0), RecordingContext(),
-                      project_path=project.folder)
-    assert out.status == "failed" and "lr: must be greater than 0.0" in out.error
+    out = execute_job(get_job("synthetic_preferences"), SyntheticPreferenceConfig(learning_rate=-1.0),
+                      RecordingContext(), project_path=project.folder)
+    assert out.status == "failed" and "learning_rate: must be greater than 0.0" in out.error
     assert project.runs() == []
 
 
@@ -95,7 +95,7 @@ def test_reward_model_learns_the_true_reward():
     """With an oracle teacher the learned reward must rank held-out pairs well and track r*."""
     ctx = RecordingContext()
     result = train_synthetic_preferences(
-        SyntheticPreferenceConfig(teacher="oracle", steps=300, n_pairs=2000, save_checkpoint=False), ctx)
+        SyntheticPreferenceConfig(teacher="oracle", steps=300, n_pairs=2000, save=False), ctx)
     assert result["heldout_accuracy"] > 0.9
     assert result["true_correlation"] > 0.9
     first = sum(ctx.series("reward_model/loss")[1][:20]) / 20

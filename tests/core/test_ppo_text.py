@@ -228,15 +228,16 @@ def test_the_job_logs_every_key_saves_a_checkpoint_and_adapts_beta(tiny_dir, tmp
     assert outcome.status == "completed", outcome.error
     first = ctx.metric_log[0]
     assert first[0] == 0
-    keys = {"reward/mean", "reward/std", "reward/model", "kl/token_mean", "kl/seq_mean", "kl/beta", "length/mean",
-            "length/min", "length/max", "completions/stopped_fraction", "train/loss", "train/value_loss",
-            "train/clip_fraction", "train/entropy", "train/grad_norm", "gold/reward", "memory/peak_rss_mb"}
+    keys = {"reward/mean", "reward/std", "reward/model", "kl/token_mean", "kl/seq_mean", "kl/beta",
+            "completions/mean_length", "completions/min_length", "completions/max_length",
+            "completions/stopped_fraction", "train/loss", "train/value_loss", "train/clip_fraction", "train/entropy", "train/grad_norm", "gold/reward", "memory/peak_rss_mb"}
     assert keys <= set(first[1])
     assert first[1]["kl/token_mean"] == 0.0 and first[1]["kl/seq_mean"] == 0.0
     # the reward model is standardised on the first batch: mean 0 there (gold is the same model here)
     assert abs(first[1]["reward/model"]) < 1e-5 and abs(first[1]["gold/reward"]) < 1e-5
     # the spec's length penalty (minus completion tokens, end token included) is added to the model's score
-    assert math.isclose(first[1]["reward/length_penalty"], -0.01 * first[1]["length/mean"], rel_tol=1e-6)
+    assert math.isclose(first[1]["reward/length_penalty"], -0.01 * first[1]["completions/mean_length"],
+                        rel_tol=1e-6)
     assert math.isclose(first[1]["reward/mean"], first[1]["reward/length_penalty"], rel_tol=1e-5, abs_tol=1e-6)
     # adaptive beta: KL 0 < target at step 0 -> beta * (1 - 0.2 * 4 / 40)
     betas = ctx.series("kl/beta")[1]

@@ -230,7 +230,7 @@ def test_the_job_stores_metrics_samples_and_result(project, tiny_dir, reward_dir
     policy_run = _policy_run(project, tiny_dir, str(tiny_dir))
     reward_run = _reward_run(project, reward_dir)
     project.close()
-    config = TextEvalConfig(policy_run=policy_run, reward_run=reward_run, prompts=3, k=3, max_new_tokens=5,
+    config = TextEvalConfig(policy_run=policy_run, reward_run=reward_run, heldout_tasks=3, k=3, max_new_tokens=5,
                             temperature=1.0, few_shot=False)
     ctx = RecordingContext()
     outcome = execute_job(get_job("text_eval"), config, ctx, project_path=project.folder)
@@ -260,7 +260,7 @@ def test_the_job_stores_metrics_samples_and_result(project, tiny_dir, reward_dir
 @needs_model
 def test_without_a_reward_model_the_win_rate_is_skipped_with_a_message(project, tiny_dir):
     project.close()
-    config = TextEvalConfig(policy_folder=str(tiny_dir), prompts=2, k=2, max_new_tokens=4, few_shot=False)
+    config = TextEvalConfig(policy_folder=str(tiny_dir), heldout_tasks=2, k=2, max_new_tokens=4, few_shot=False)
     ctx = RecordingContext()
     outcome = execute_job(get_job("text_eval"), config, ctx, project_path=project.folder)
     assert outcome.status == "completed", outcome.error

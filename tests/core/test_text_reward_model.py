@@ -73,7 +73,7 @@ def test_loss_is_minus_log_sigmoid_of_the_score_gap_and_ties_are_half(tiny_dir):
 
 def test_training_learns_the_marker_and_the_folder_reloads(project, tiny_dir):
     _marker_project(project)
-    config = cfg.from_dict(TextRewardModelConfig, dict(model_path=str(tiny_dir), epochs=6, batch_size=4, lr=3e-3,
+    config = cfg.from_dict(TextRewardModelConfig, dict(model=str(tiny_dir), epochs=6, batch_size=4, learning_rate=3e-3,
                                                        max_length=96, heldout_fraction=0.0, seed=0))
     # the untrained model (same seed, same head) on the same pairs
     from rlhf_core.text.reward_model import text_pairs
@@ -151,7 +151,7 @@ def test_no_usable_text_comparisons_fails_with_a_clear_message(project, tiny_dir
     a = project.add_item("response", prompt_id=pid, text="Hi", model_id="m")
     b = project.add_item("response", prompt_id=pid, text="Hello", model_id="m")
     project.add_comparison(a, b, "skip")
-    config = cfg.from_dict(TextRewardModelConfig, dict(model_path=str(tiny_dir)))
+    config = cfg.from_dict(TextRewardModelConfig, dict(model=str(tiny_dir)))
     out = execute_job(get_job("text_reward_model"), config, RecordingContext(), project_path=project.folder)
     assert out.status == "failed"
     assert "ValueError: No usable text comparisons" in out.error
@@ -160,7 +160,7 @@ def test_no_usable_text_comparisons_fails_with_a_clear_message(project, tiny_dir
 
 def test_cancel_stops_within_a_few_batches_and_saves_nothing(project, tiny_dir):
     _marker_project(project)
-    config = cfg.from_dict(TextRewardModelConfig, dict(model_path=str(tiny_dir), epochs=3, batch_size=2,
+    config = cfg.from_dict(TextRewardModelConfig, dict(model=str(tiny_dir), epochs=3, batch_size=2,
                                                        max_length=64, heldout_fraction=0.0))
     ctx = RecordingContext(cancel_after_metrics=2)
     out = execute_job(get_job("text_reward_model"), config, ctx, project_path=project.folder)
@@ -207,7 +207,7 @@ def test_length_groups_are_the_cheapest_padding_and_grouped_scores_equal_one_pad
 
 def test_gradient_checkpointing_changes_no_loss(project, tiny_dir):
     _marker_project(project, n_pairs=6)
-    base = dict(model_path=str(tiny_dir), epochs=1, batch_size=3, lr=3e-3, max_length=64, heldout_fraction=0.0)
+    base = dict(model=str(tiny_dir), epochs=1, batch_size=3, learning_rate=3e-3, max_length=64, heldout_fraction=0.0)
     series = []
     for checkpointing in (False, True):
         ctx = RecordingContext()

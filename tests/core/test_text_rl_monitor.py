@@ -14,7 +14,7 @@ def _series(values):
 def test_a_healthy_run_raises_no_alert():
     metrics = {
         "kl/token_mean": _series([0.0, 0.01, 0.02, 0.025, 0.03, 0.032, 0.035]),
-        "length/mean": _series([40, 42, 41, 45, 47, 46, 48]),
+        "completions/mean_length": _series([40, 42, 41, 45, 47, 46, 48]),
         "reward/mean": _series([0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5]),
         "gold/accuracy": _series([0.1, 0.15, 0.2, 0.22, 0.25, 0.27, 0.3]),
     }
@@ -26,9 +26,9 @@ def test_each_alert_fires_at_the_right_step():
     assert kinds["kl_negative"].step == 2
     kinds = {a.kind: a for a in check_alerts({"kl/token_mean": _series([0.0, 0.02, 0.02, 0.02, 0.02, 0.5])})}
     assert kinds["kl_spike"].step == 5 and "25x" in kinds["kl_spike"].message
-    kinds = {a.kind: a for a in check_alerts({"length/mean": _series([40, 38, 20, 10, 3])})}
+    kinds = {a.kind: a for a in check_alerts({"completions/mean_length": _series([40, 38, 20, 10, 3])})}
     assert kinds["length_collapse"].step == 3
-    kinds = {a.kind: a for a in check_alerts({"length/mean": _series([20, 30, 50, 70])})}
+    kinds = {a.kind: a for a in check_alerts({"completions/mean_length": _series([20, 30, 50, 70])})}
     assert kinds["length_explosion"].step == 3
     hacked = {
         "reward/model": _series([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]),
@@ -54,7 +54,7 @@ def test_overoptimisation_curve_uses_sqrt_of_sequence_kl_and_aligns_steps():
     assert curve["proxy_key"] == "reward/mean" and curve["gold_key"] == "gold/accuracy"
     empty = overoptimisation_curve({})
     assert empty["sqrt_kl"] == [] and empty["gold_key"] is None
-    assert math.isclose(overoptimisation_curve({"kl/token_mean": ([0], [-0.5]),
+    assert math.isclose(overoptimisation_curve({"kl/seq_mean": ([0], [-0.5]),
                                                 "reward/mean": ([0], [1.0])})["sqrt_kl"][0], 0.0)
 
 

@@ -66,7 +66,7 @@ def test_reward_model_loss_matches_trl_reward_trainer(tiny_dir, tmp_path):
     them on the right (``max_length`` here is long enough for both to keep everything, asserted);
     TRL's optional per-pair ``margin`` column has no counterpart (our labels have no strength); TRL
     has no ties (ours: soft target 0.5). ``center_rewards_coefficient`` is reproduced by
-    ``pair_loss(..., center_rewards_coefficient=c)`` (the job's ``center_rewards``) and checked below.
+    ``pair_loss(..., center_rewards_coefficient=c)`` (the job's ``center_rewards_coefficient``) and checked below.
 
     Batching: TRL pads all 2B rows to the longest; we score rows in groups of similar length
     (``length_groups``; a tiny model gets one group, SmolLM2-135M several). Both ways are checked.

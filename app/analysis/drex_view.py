@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
+from app.labeling.writer import writer_for
 from rlhf_core.envs.storage import item_fps, read_video
 from rlhf_core.rewards.drex_overrides import (
     LevelPair,
@@ -324,35 +325,59 @@ class DrexView(QWidget):
         rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()}) if self.pairs else []
         return [self.pairs[r] for r in rows if r < len(self.pairs)]
 
-    def set_override(self, verdict: str) -> list[int]:
-        """Store ``verdict`` for every selected level pair (all in one transaction)."""
+    def set_override(self, verdict: str):
+        """Store ``verdict`` for every selected level pair (one transaction, in the label writer: the
+        GUI thread never waits on the project's lock); returns the write (its ``result``: the ids)."""
         pairs = self.selected_pairs()
         if self.project is None or not pairs:
             self.status.setText("Select a pair of noise levels first.")
-            return []
-        labeller = self.project.ensure_labeller(self.labeller_name(), "human")
-        ids: list[int] = []
-        with self.project.db.atomic():
-            for pair in pairs:
-                ids += set_level_override(self.project, pair, verdict, labeller_id=labeller, env_id=self.env_id())
-        what = ", ".join(f"ε={_eps(p.better.epsilon)} vs {_eps(p.worse.epsilon)}" for p in pairs[:3])
-        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-        self.status.setText(f"{verdict.capitalize()}: {what}{more} — {len(ids)} trajectory pairs labelled. "
-                            "Clear (Z) undoes it.")
-        self.reload()
-        return ids
+            return None
+        project, name, env_id = self.project, self.labeller_name(), self.env_id()
 
-    def clear_override(self) -> int:
+        def write(p) -> list[int]:
+            labeller = p.ensure_labeller(name, "human")
+            ids: list[int] = []
+            with p.db.atomic():
+                for pair in pairs:
+                    ids += set_level_override(p, pair, verdict, labeller_id=labeller, env_id=env_id)
+            return ids
+
+        def done(ids: list[int]) -> None:
+            if project is not self.project:
+                return
+            what = ", ".join(f"ε={_eps(p.better.epsilon)} vs {_eps(p.worse.epsilon)}" for p in pairs[:3])
+            more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+            self.status.setText(f"{verdict.capitalize()}: {what}{more} — {len(ids)} trajectory pairs labelled. "
+                                "Clear (Z) undoes it.")
+            self.reload()
+
+        self.status.setText("Saving…")
+        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+
+    def clear_override(self):
+        """Undo the selected pairs' overrides (in the label writer); returns the write (``result``: how many)."""
         pairs = self.selected_pairs()
         if self.project is None or not pairs:
-            return 0
-        with self.project.db.atomic():
-            n = sum(clear_level_override(self.project, p) for p in pairs)
-        self.status.setText(f"Cleared: {n} labels undone (kept as deleted records); "
-                            f"{'that pair is' if len(pairs) == 1 else 'those pairs are'} ranked by ε again."
-                            if n else "Nothing to clear: the selected pairs follow the automatic order.")
-        self.reload()
-        return n
+            return None
+        project = self.project
+
+        def write(p) -> int:
+            with p.db.atomic():
+                return sum(clear_level_override(p, pair) for pair in pairs)
+
+        def done(n: int) -> None:
+            if project is not self.project:
+                return
+            self.status.setText(f"Cleared: {n} labels undone (kept as deleted records); "
+                                f"{'that pair is' if len(pairs) == 1 else 'those pairs are'} ranked by ε again."
+                                if n else "Nothing to clear: the selected pairs follow the automatic order.")
+            self.reload()
+
+        return writer_for(project).submit(write, done, lambda text: self._on_write_failed(project, text))
+
+    def _on_write_failed(self, project, text: str) -> None:
+        if project is self.project:
+            self.status.setText(text)  # nothing was stored: the pair keeps its verdict
 
     # ------------------------------------------------------------------ watching
     def _on_selection_changed(self) -> None:

@@ -152,9 +152,6 @@ class ClipPairView(PairView):
         self.show_next()
         self._refresh_recent()
 
-    def labeller_id(self) -> int:
-        return self.labeller_box.labeller_id(self.project)
-
     # ------------------------------------------------------------------ pairs
     def _frames_for(self, item_id: int):
         """The clip's frames: from the cache (preloaded), else decoded now (the pair is about to be shown)."""

@@ -72,9 +72,6 @@ class LabellerBox(QComboBox):
             self.settings.labeller = name
         return name
 
-    def labeller_id(self, project) -> int:
-        return project.ensure_labeller(self.take_name(), "human")
-
 
 class RecentLabels(QListWidget):
     """Recent labels, newest first; right-click one to change or undo it."""

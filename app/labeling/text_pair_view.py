@@ -344,24 +344,31 @@ class TextPairView(PairView):
         self.show_next()
         self._refresh_recent()
 
-    def labeller_id(self) -> int:
-        return self.labeller_box.labeller_id(self.project)
-
-    def queue_pairs(self) -> list[int]:
-        """Queue pairs of responses (all, or N per prompt at random) that are not labelled yet."""
+    def queue_pairs(self):
+        """Queue pairs of responses (all, or N per prompt at random) that are not labelled yet, in the
+        label writer; returns the write (its ``result``: the queue ids), None while reviewing."""
         if self.project is None or self.reviewing:
-            return []
+            return None
+        project = self.project
         per = self.per_prompt_box.value() or None
-        who = self.labeller_id() if self.second_opinion_box.isChecked() else None
+        name = self.labeller_box.take_name() if self.second_opinion_box.isChecked() else None
         seed = int(time.time()) % 1_000_000
-        queued = queue_response_pairs(self.project, per_prompt=per, seed=seed, labeller_id=who)
-        self.message.setText(f"Queued {len(queued)} pairs of responses." if queued else
-                             "No new pairs to queue: every pair of responses is labelled or waiting.")
-        if self.current is None:
-            self.show_next()
-        else:
-            self._update_progress()
-        return queued
+
+        def write(p) -> list[int]:
+            who = p.ensure_labeller(name, "human") if name is not None else None
+            return queue_response_pairs(p, per_prompt=per, seed=seed, labeller_id=who)
+
+        def done(queued: list[int]) -> None:
+            if project is not self.project:
+                return
+            self.message.setText(f"Queued {len(queued)} pairs of responses." if queued else
+                                 "No new pairs to queue: every pair of responses is labelled or waiting.")
+            if self.current is None:
+                self.show_next()
+            else:
+                self._update_progress()
+
+        return writer_for(project).submit(write, done, self.message.setText)
 
     # ------------------------------------------------------------------ AI labels
     def set_reviewing(self, on: bool) -> None:

@@ -47,3 +47,10 @@ def wait_saved(qtbot, timeout=10_000):
     from app.labeling.writer import pending_writes
 
     qtbot.waitUntil(lambda: pending_writes() == 0, timeout=timeout)
+
+
+def queued(qtbot, view) -> list[int]:
+    """Queue the text view's pairs and wait for the writer: the new queue ids."""
+    write = view.queue_pairs()
+    wait_saved(qtbot)
+    return write.result

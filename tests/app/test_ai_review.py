@@ -46,7 +46,7 @@ def test_review_accept_override_and_enter(qtbot, ai_window):
     # queueing pairs belongs to the queue, not to the review: its controls are off and the call does nothing
     assert not view.queue_button.isEnabled() and not view.per_prompt_box.isEnabled()
     assert not view.second_opinion_box.isEnabled() and "Off while reviewing" in view.queue_button.toolTip()
-    assert view.queue_pairs() == []
+    assert view.queue_pairs() is None
     assert view.progress_label.text() == "Reviewing AI labels · 3 to review · 0 reviewed"
     info = view.ai_info.text()
     assert view.ai_info.isVisible() and view.ai_info.textFormat() == Qt.TextFormat.PlainText

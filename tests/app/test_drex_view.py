@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.rewards.drex_overrides import OVERRIDE_NOTE
+from tests.app.conftest import wait_saved
 from tests.core.test_drex_overrides import T, noisy_trajectory
 
 # ε -> quality per step; ε=0.75 scores better than ε=0.25, against D-REX's assumption
@@ -60,6 +61,7 @@ def test_override_by_key_and_button_then_clear(qtbot, drex):
     view.table.setFocus()
     qtbot.waitUntil(lambda: view.table.hasFocus())
     qtbot.keyClick(view.table, Qt.Key.Key_R)
+    wait_saved(qtbot)
     rows = project.comparisons()
     assert len(rows) == 4
     assert {(c["left_id"], c["right_id"]) for c in rows} == {(a, b) for a in ids[0.25] for b in ids[0.75]}
@@ -71,11 +73,13 @@ def test_override_by_key_and_button_then_clear(qtbot, drex):
     view.table.selectRow(0)
     view._add_row_to_selection(1)
     view.buttons["equal"].click()
+    wait_saved(qtbot)
     assert len(project.comparisons()) == 4 + 4 + 4
     assert [cells(view, r)[6] for r in range(3)] == ["equal", "equal", "reverse"]
     assert sum(c["outcome"] == "tie" for c in project.comparisons()) == 8
     # Clear (Z) undoes the selected pairs' labels; the rows are kept, soft-deleted
     qtbot.keyClick(view.table, Qt.Key.Key_Z)
+    wait_saved(qtbot)
     assert len(project.comparisons()) == 4 and len(project.comparisons(include_deleted=True)) == 12
     assert [cells(view, r)[6] for r in range(3)] == ["auto", "auto", "reverse"]
     assert "Cleared: 8 labels undone" in view.status.text()

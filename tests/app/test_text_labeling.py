@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont, QTextCursor
 
 from rlhf_core.analysis.agreement import labeller_agreement
-from tests.app.conftest import wait_saved
+from tests.app.conftest import queued, wait_saved
 
 HTMLISH = "<b>bold</b> and <script>alert('x')</script> &amp; <i>italic</i>"
 
@@ -37,7 +37,7 @@ def test_keyboard_labelling_undo_and_change(qtbot, text_window):
     page = window.text_page
     view = page.pairs
     assert view.current is None and "Queue pairs" in view.empty_label.text()
-    assert len(view.queue_pairs()) == 3 and view.current is not None  # 3 responses -> 3 pairs
+    assert len(queued(qtbot, view)) == 3 and view.current is not None  # 3 responses -> 3 pairs
     assert view.progress_label.text() == "Labelled 0 · 3 waiting"
     # the clip view does not pick up pairs of responses from the shared queue
     window.clip_page.show_next()
@@ -75,7 +75,7 @@ def test_keyboard_labelling_undo_and_change(qtbot, text_window):
     wait_saved(qtbot)
     new_id = change.result
     assert window.project.comparisons()[-1]["supersedes_id"] == comps[0]["id"] and new_id
-    assert view.queue_pairs() == [] and "No new pairs" in view.message.text()
+    assert queued(qtbot, view) == [] and "No new pairs" in view.message.text()
 
 
 def test_responses_are_plain_text_and_diff_uses_extra_selections(qtbot, window):
@@ -84,7 +84,7 @@ def test_responses_are_plain_text_and_diff_uses_extra_selections(qtbot, window):
     page = window.text_page
     page.set_project(project)
     view = page.pairs
-    view.queue_pairs()
+    queued(qtbot, view)
     pair = next(p for p in [view.current] if p)
     texts = {i: project.get_item(i)["text"] for i in (pair["left_id"], pair["right_id"])}
     # find and show the pair with the HTML-ish response
@@ -121,7 +121,7 @@ def test_responses_are_plain_text_and_diff_uses_extra_selections(qtbot, window):
 def test_correction_in_place_makes_one_item_and_pairs_with_every_sample(qtbot, text_window):
     window, pid, ids = text_window
     view = window.text_page.pairs
-    view.queue_pairs()
+    queued(qtbot, view)
     pair = view.current
     # C then →: the right response becomes editable in place
     qtbot.keyClick(view, Qt.Key.Key_C)

@@ -6,7 +6,7 @@ pairs, with the same maximum length, torch AdamW (fused kernel, TRL's default), 
 gradient checkpointing setting, in one process, taking turns step by step (a TRL step, then one of
 ours from TRL's step-end callback), so that a change in the machine's load hits both alike:
 
-- ours: :func:`rlhf_core.text.reward_model.train_step`, exactly the job's per-step work: render
+- ours: :func:`rlhf_core.text.reward_trainer.train_step`, exactly the job's per-step work: render
   and tokenise the pairs, score the chosen and rejected rows (in groups of similar length, each
   padded to its own longest row), Bradley-Terry loss, backward, AdamW step, the step's metrics;
 - TRL: ``RewardTrainer.train()`` for 1 + N steps (constant learning rate; TRL's own defaults for
@@ -46,16 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from bench_models import pick_model  # noqa: E402  (benchmarks/)
 
-from rlhf_core.text.model import _quiet_transformers  # noqa: E402
-from rlhf_core.text.reward_model import (  # noqa: E402
-    TextPair,
-    format_pair_text,
-    length_groups,
-    load_base_reward_model,
-    make_optimizer,
-    set_gradient_checkpointing,
-    train_step,
-)
+from rlhf_core.text.model import quiet_transformers  # noqa: E402
+from rlhf_core.text.pairs import TextPair  # noqa: E402
+from rlhf_core.text.reward_model import format_pair_text, length_groups, load_base_reward_model  # noqa: E402
+from rlhf_core.text.reward_trainer import set_gradient_checkpointing, train_step  # noqa: E402
+from rlhf_core.text.rl_common import make_optimizer  # noqa: E402
 
 # (prompt, chosen, rejected): written for this benchmark; 40-130 tokens each once chat-formatted
 TRIPLES = [
@@ -111,13 +106,13 @@ def run_both(folder: Path, pairs: list[TextPair], args, out_dir: Path) -> dict:
     ours_model, tok, _ = load_base_reward_model(str(folder), max_length=args.max_length, seed=args.seed)
     set_gradient_checkpointing(ours_model, args.gradient_checkpointing == "on")
     ours_model.train()
-    optimiser = make_optimizer(ours_model, args.lr)
+    optimiser = make_optimizer(ours_model.parameters(), args.lr)
     lengths = [len(r) for r in ours_model.tokenize(
         [format_pair_text(tok, p.prompt, s) for p in pairs for s in (p.left, p.right)], tok)]
 
     # The model TRL would build from the folder name (AutoModelForSequenceClassification, num_labels=1,
     # float32), made here so that its head starts from our head's weights (ours has a bias, at 0).
-    with _quiet_transformers():  # its load report says the new head is missing from the checkpoint
+    with quiet_transformers():  # its load report says the new head is missing from the checkpoint
         trl_model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=torch.float32,
                                                                        local_files_only=True)
     datasets.disable_progress_bars()

@@ -117,7 +117,7 @@ def grpo_trl(folder: Path, args, out_dir: Path) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlhf_core.text.grpo import task_prompts
+    from rlhf_core.text.gold_eval import task_prompts
     from rlhf_core.text.rewards import CorrectnessReward, FormatReward
     from rlhf_core.text.tasks import task_messages
 
@@ -156,7 +156,7 @@ def grpo_trl(folder: Path, args, out_dir: Path) -> dict:
 # ------------------------------------------------------------------------------- DPO
 def dpo_ours(folder: Path, args) -> dict:
     from rlhf_core.text.dpo import PreferencePair, dpo_step
-    from rlhf_core.text.grpo import make_optimizer
+    from rlhf_core.text.rl_common import make_optimizer
     from rlhf_core.text.rl_common import load_policy
 
     setup = load_policy(str(folder), gradient_checkpointing=args.gradient_checkpointing == "on", need_reference=True)

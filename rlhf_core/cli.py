@@ -24,8 +24,16 @@ from typing import Any
 
 from rlhf_core import __version__
 from rlhf_core import config as cfg
+from rlhf_core.demo import ensure_demo_project
 from rlhf_core.input_files import INT64_MAX, InputProblem, parse_json, read_input_file, text_problem
-from rlhf_core.store import ProjectError, friendly_db_error
+from rlhf_core.jobs import CliContext, execute_job, failure_message, get_job, list_jobs
+from rlhf_core.paths import logs_dir
+from rlhf_core.store import Project, ProjectError, friendly_db_error
+from rlhf_core.text import cluster_export as ce
+from rlhf_core.text import prompts as pr
+from rlhf_core.text import trl_io
+from rlhf_core.text.evaluation import TextEvalConfig, resolve_inputs
+from rlhf_core.text.model import ModelError
 
 MAX_CONFIG_BYTES = 10_000_000
 LOG_NAME = "cli.log"
@@ -50,8 +58,6 @@ class _LogFile(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from rlhf_core.paths import logs_dir
-
             line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {record.levelname} {record.name}: {record.getMessage()}\n"
             with open(logs_dir() / LOG_NAME, "a", encoding="utf-8", errors="backslashreplace") as fh:
                 fh.write(line)
@@ -90,8 +96,6 @@ def _check_text_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> No
 
 def _execute_with_ctrl_c(spec, config, ctx, project_path, threads):
     """Run a job in this thread; the first Ctrl-C cancels it cooperatively, a second one aborts."""
-    from rlhf_core.jobs import execute_job
-
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum, frame):
@@ -127,16 +131,12 @@ def _report_failure(outcome) -> None:
 
 def _log_path() -> str:
     try:
-        from rlhf_core.paths import logs_dir
-
         return str(logs_dir() / LOG_NAME)
     except OSError:
         return LOG_NAME
 
 
 def cmd_new_project(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-
     with Project.create(args.path, name=args.name) as project:
         _print_json({"project": str(project.folder), "name": project.name,
                      "schema_version": project.schema_version})
@@ -144,8 +144,6 @@ def cmd_new_project(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-
     with Project.open(args.path) as project:
         runs = [{k: r[k] for k in ("id", "kind", "status", "created_at", "finished_at")} for r in project.runs()]
         _print_json({"project": str(project.folder), "name": project.name,
@@ -154,8 +152,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from rlhf_core.jobs import list_jobs
-
     for spec in list_jobs():
         print(f"{spec.name:28s} {spec.title}")
         print(f"{'':28s} {spec.description}")
@@ -163,8 +159,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-
     with Project.open(args.path) as project:
         if project.get_run(args.run) is None:
             return _fail(f"no run {args.run} in {project.folder}")
@@ -174,17 +168,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_project(args: argparse.Namespace) -> int:
-    from rlhf_core.demo import ensure_demo_project
-    from rlhf_core.jobs import CliContext
-
     folder = ensure_demo_project(args.path, ctx=CliContext(title="demo project"))
     _print_json({"project": str(folder)})
     return 0
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from rlhf_core.text import prompts as pr
-
     if args.prompts_command == "list":
         sets = [{"name": s.name, "title": s.title, "description": s.description, "count": s.count,
                  "categories": s.categories} for s in pr.builtin_sets()]
@@ -194,8 +183,6 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         _print_json({"sets": sets})
         return 0
     if args.prompts_command == "import":
-        from rlhf_core.store import Project
-
         with Project.open(args.project) as project:
             try:
                 if args.builtin:
@@ -213,9 +200,6 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-    from rlhf_core.text import trl_io
-
     try:
         sources = trl_io.parse_sources(args.source or None)
     except ValueError as exc:
@@ -236,8 +220,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from rlhf_core.text import trl_io
-
     try:
         report = trl_io.import_trl(args.project, args.file, source=args.source)
     except trl_io.TrlFileError as exc:
@@ -270,10 +252,6 @@ def _parse_settings(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_export_cluster(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-    from rlhf_core.text import cluster_export as ce
-    from rlhf_core.text.model import ModelError
-
     try:
         overrides = _parse_settings(args.set)
     except ValueError as exc:
@@ -297,10 +275,6 @@ def cmd_export_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_import_checkpoint(args: argparse.Namespace) -> int:
-    from rlhf_core.store import Project
-    from rlhf_core.text import cluster_export as ce
-    from rlhf_core.text.model import ModelError
-
     with Project.open(args.project) as project:
         try:
             cid = ce.import_checkpoint(project, args.folder, kind=args.kind, name=args.name, run_id=args.run)
@@ -317,10 +291,6 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
     """``eval-text``: the ``text_eval`` job; bad inputs are refused before a run is stored."""
-    from rlhf_core.jobs import CliContext, get_job
-    from rlhf_core.store import Project
-    from rlhf_core.text.evaluation import TextEvalConfig, resolve_inputs
-
     flags = {f.name: getattr(args, f.name) for f in cfg.fields(TextEvalConfig)
              if getattr(args, f.name, None) is not None}
     try:
@@ -355,8 +325,6 @@ def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, flat: bool = False) -> int:
     """Run a job; ``flat`` puts the result's keys at the top level of the JSON line (demos)."""
-    from rlhf_core.jobs import CliContext, get_job
-
     try:
         spec = get_job(args.job)
     except KeyError as exc:
@@ -389,8 +357,6 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     except cfg.ConfigError as exc:
         return _fail(f"invalid settings:\n{exc}")
     if job_args.project is not None:
-        from rlhf_core.store import Project
-
         Project.open(job_args.project).close()  # clear message now if it is not a project
 
     ctx = CliContext(title=spec.name)
@@ -482,7 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "--policy-folder F [--reward-run ID] [--k 8] [--heldout-tasks 16]`: pass@1, cons@k, pass@k, "
                        "win rate (JSON last line).")
     p.add_argument("--project", type=Path, required=True, help="Project folder (the evaluation is stored as a run).")
-    from rlhf_core.text.evaluation import TextEvalConfig
 
     cfg.add_arguments(p, TextEvalConfig)
     return parser
@@ -511,7 +476,6 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"{where}{exc.strerror}", 1)
         return _fail(f"the project database reported a problem ({exc}); details in {_log_path()}", 1)
     except Exception as exc:  # noqa: BLE001 - a person gets a sentence, the log gets the traceback
-        from rlhf_core.jobs import failure_message
 
         log.error("command %s failed:\n%s", argv, traceback.format_exc())
         return _fail(f"internal error: {failure_message(exc)} (details in {_log_path()})", 70)

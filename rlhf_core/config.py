@@ -23,6 +23,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from rlhf_core.input_files import text_problem
+
 T = TypeVar("T")
 
 #: Whole numbers are stored in SQLite, whose integers have 64 bits.
@@ -166,8 +168,6 @@ def _show(value: Any, limit: int = 60) -> str:
 
 def _field_problem(info: FieldInfo, value: Any) -> str | None:
     """Why ``value`` cannot be this field's value (type, range, choices), or None."""
-    from rlhf_core.input_files import text_problem
-
     name = info.name
     if info.type is bool:
         return None if isinstance(value, bool) else f"{name}: expected true/false, got {_show(value)}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,18 @@ def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise InputProblem(f"not valid JSON ({exc})") from exc
     check_json_value(value, max_depth=max_depth)
     return value
+
+
+def jsonl_values(raw: bytes, problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON Lines file; a line that is not JSON adds
+    ``"line N: why"`` to ``problems`` and is skipped."""
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, parse_json(line)
+        except InputProblem as exc:
+            problems.append(f"line {number}: {exc}")
 
 
 def check_json_value(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> None:

@@ -21,7 +21,6 @@ thread count, and records completed / cancelled / failed (with the traceback).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import sys
@@ -33,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core import config as cfg
+from rlhf_core.registry import JobSpec, get_job, list_jobs, register_job  # noqa: F401  (the job API)
 from rlhf_core.runtime import set_torch_threads
+from rlhf_core.store import Project
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ class JobContext:
         if self.project_path is None:
             raise RuntimeError("this job runs without a project")
         if self._project is None or self._project_thread != threading.get_ident():
-            from rlhf_core.store import Project
-
             self._project = Project.open(self.project_path, check=False)
             self._project_thread = threading.get_ident()
         return self._project
@@ -205,57 +204,6 @@ class CliContext(JobContext):
             self.stream.write("\r\x1b[K")
         self.stream.write(message + "\n")
         self.stream.flush()
-
-
-# ---------------------------------------------------------------------------- registry
-@dataclasses.dataclass(frozen=True)
-class JobSpec:
-    """A job the GUI and CLI can start. ``target``/``config`` are "module:attr" (imported lazily)."""
-
-    name: str
-    title: str
-    description: str
-    target: str
-    config: str
-
-    def load(self) -> tuple[Callable[[Any, JobContext], Any], type]:
-        return _resolve(self.target), _resolve(self.config)
-
-    def config_class(self) -> type:
-        return _resolve(self.config)
-
-
-def _resolve(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-_REGISTRY: dict[str, JobSpec] = {}
-
-
-def register_job(spec: JobSpec) -> JobSpec:
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
-        raise ValueError(f"job {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_job(name: str) -> JobSpec:
-    _ensure_builtin_jobs()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise KeyError(f"unknown job {name!r}; known jobs: {known}") from None
-
-
-def list_jobs() -> list[JobSpec]:
-    _ensure_builtin_jobs()
-    return sorted(_REGISTRY.values(), key=lambda s: s.name)
-
-
-def _ensure_builtin_jobs() -> None:
-    import rlhf_core.registry  # noqa: F401  (registers the built-in jobs)
 
 
 # ---------------------------------------------------------------------------- execution

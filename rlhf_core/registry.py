@@ -1,7 +1,59 @@
-"""The built-in jobs that the GUI and the CLI can start (imported lazily, by name)."""
+"""The job registry (:class:`JobSpec`, :func:`get_job`) and the built-in jobs that the GUI and the CLI can
+start. A job's module is imported by name when it runs (``JobSpec.load``), so this module stays light."""
 
-from rlhf_core.jobs import JobSpec, register_job
+from __future__ import annotations
 
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """A job the GUI and CLI can start. ``target``/``config`` are "module:attr" (imported lazily)."""
+
+    name: str
+    title: str
+    description: str
+    target: str
+    config: str
+
+    def load(self) -> tuple[Callable[..., Any], type]:
+        return _resolve(self.target), _resolve(self.config)
+
+    def config_class(self) -> type:
+        return _resolve(self.config)
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def register_job(spec: JobSpec) -> JobSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"job {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_job(name: str) -> JobSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise KeyError(f"unknown job {name!r}; known jobs: {known}") from None
+
+
+def list_jobs() -> list[JobSpec]:
+    return sorted(_REGISTRY.values(), key=lambda s: s.name)
+
+
+# ---------------------------------------------------------------------------- built-in jobs
 register_job(
     JobSpec(
         name="synthetic_preferences",
@@ -107,8 +159,8 @@ register_job(
         title="Train a text reward model",
         description="Fine-tune a language model with a scalar head (Bradley-Terry) on this project's comparisons "
         "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy.",
-        target="rlhf_core.text.reward_model:train_text_reward_model",
-        config="rlhf_core.text.reward_model:TextRewardModelConfig",
+        target="rlhf_core.text.reward_trainer:train_text_reward_model",
+        config="rlhf_core.text.reward_trainer:TextRewardModelConfig",
     )
 )
 register_job(

@@ -25,7 +25,7 @@ from rlhf_core import kinds
 from rlhf_core.analysis.extrapolation import extrapolation_report
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, env_info, make_env
-from rlhf_core.envs.policies import BCPolicy, EpsilonGreedy, RandomPolicy
+from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec, EpsilonGreedy, RandomPolicy
 from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobCancelled, JobContext
@@ -192,8 +192,6 @@ def _drex_rollouts(config, demos, ctx, project):
     """BC on the demos, then rollouts at each D-REX noise level; returns (trajectories, eps, bc return)."""
     import torch
     import torch.nn.functional as F
-
-    from rlhf_core.envs.policies import BCNet, BCSpec
 
     env = make_env(config.env_id, render=False)
     try:

@@ -1,6 +1,5 @@
 """PPO over-optimisation demo (Gao, Schulman & Hilton 2022): job ``ppo_demo``, also
-``python -m rlhf_core demo ppo --steps N --seed S --beta B [--model PATH]`` (re-exported by
-:mod:`rlhf_core.demos.text_rl`, the home of the text RL demos).
+``python -m rlhf_core demo ppo --steps N --seed S --beta B [--model PATH]``.
 
 1. A hidden GOLD reward stands in for what people really want. Here it is a simple programme
    (:func:`gold_reward`): the share of the prompt's key words (words of 4+ letters that are not
@@ -99,6 +98,16 @@ import torch
 
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
+from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
+from rlhf_core.text.evaluation import win_rate_from_scores
+from rlhf_core.text.generation import SamplingSettings
+from rlhf_core.text.gold_eval import sample_completions
+from rlhf_core.text.pairs import TextPair, split_pairs
+from rlhf_core.text.ppo import PPOTextConfig, PPOTextTrainer, PromptBaseline, RewardModelScorer, run_ppo
+from rlhf_core.text.prompts import load_builtin_set
+from rlhf_core.text.reward_model import format_pair_text, load_base_reward_model, score_responses
+from rlhf_core.text.reward_trainer import evaluate_reward_pairs, train_step
+from rlhf_core.text.rl_common import load_policy, make_optimizer, render_chat_prompt, sample_for_training, set_threads
 
 _WORD = re.compile(r"[a-z]+")
 STOP_WORDS = frozenset("""
@@ -275,8 +284,6 @@ class PPODemoConfig:
 
 
 def _ppo_config(c: PPODemoConfig):
-    from rlhf_core.text.ppo import PPOTextConfig
-
     return PPOTextConfig(model=c.model, reward_model="(proxy)", prompt_set=c.prompt_set, steps=c.steps,
                          batch_size=c.batch_size, minibatch_size=c.minibatch_size, ppo_epochs=c.ppo_epochs,
                          learning_rate=c.learning_rate, value_learning_rate=c.value_learning_rate,
@@ -295,8 +302,6 @@ def gold_function(config: PPODemoConfig):
 
 def label_pairs(prompts: Sequence[str], samples, golds: Sequence[float]):
     """All pairs of responses to the same prompt, labelled by the gold reward (ties: 0.5)."""
-    from rlhf_core.text.reward_model import TextPair
-
     by_prompt: dict[int, list[int]] = {}
     for i, s in enumerate(samples):
         by_prompt.setdefault(s.prompt_index, []).append(i)
@@ -323,20 +328,11 @@ def _last_token_features(model, tokenizer, texts: Sequence[str], batch_size: int
 
 def train_proxy(config: PPODemoConfig, train_pairs, held_pairs, ctx: JobContext, model_spec: str):
     """Fit the proxy reward model on the labelled pairs: (model, tokenizer, held-out accuracy, train accuracy)."""
-    from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
-    from rlhf_core.text.reward_model import (
-        evaluate_pairs,
-        format_pair_text,
-        load_base_reward_model,
-        make_optimizer,
-        train_step,
-    )
-
     model, tokenizer, _ = load_base_reward_model(model_spec, max_length=config.proxy_max_length, seed=config.seed,
                                                  ctx=ctx)
     if config.proxy_train == "full":
         model.train()
-        optimiser = make_optimizer(model, config.proxy_learning_rate)
+        optimiser = make_optimizer(model.parameters(), config.proxy_learning_rate)
         rng = random.Random(config.seed)
         step = 0
         for _ in range(config.proxy_epochs):
@@ -348,8 +344,8 @@ def train_proxy(config: PPODemoConfig, train_pairs, held_pairs, ctx: JobContext,
                 batch = [train_pairs[i] for i in order[b:b + config.proxy_batch_size]]
                 ctx.metrics(step, train_step(model, optimiser, batch, tokenizer))
         model.eval()
-        _, train_acc = evaluate_pairs(model, train_pairs, tokenizer)
-        held_acc = evaluate_pairs(model, held_pairs, tokenizer)[1] if held_pairs else float("nan")
+        _, train_acc = evaluate_reward_pairs(model, train_pairs, tokenizer)
+        held_acc = evaluate_reward_pairs(model, held_pairs, tokenizer)[1] if held_pairs else float("nan")
         return model, tokenizer, held_acc, train_acc
     # head only: features once, then full-batch Adam on the linear head
     model.eval()
@@ -399,10 +395,6 @@ def heldout_win_rates(setup, proxy, proxy_tokenizer, prompts: Sequence[str], gol
     lengths and ``eval_prompts``. A policy that games the proxy wins under the proxy and loses under
     the gold reward. With LoRA the reference is the policy with its adapters switched off.
     """
-    from rlhf_core.text.evaluation import sample_completions, win_rate_from_scores
-    from rlhf_core.text.reward_model import score_responses
-    from rlhf_core.text.rl_common import render_chat_prompt
-
     rendered = [render_chat_prompt(setup.tokenizer, p) for p in prompts]
     common = dict(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=None,
                   on_step=on_step, batch_size=16)
@@ -511,8 +503,6 @@ def paired_goodhart_eval(setup, proxy_fn, gold_fn, prompts: Sequence[str], k: in
     scores) is computed once. With ``pairs_out`` (a list), the per-pair proxy and gold gains are appended
     to it as one tuple ``(d_proxy, d_gold)``: :func:`paired_curve` compares checks pair by pair.
     """
-    from rlhf_core.text.rl_common import render_chat_prompt, sample_for_training
-
     rows = [p for p in prompts for _ in range(k)]
     rendered = [render_chat_prompt(setup.tokenizer, p) for p in rows]
     seeds = [seed * 7919 + 500_009 + 31 * i for i in range(len(rows))]
@@ -572,12 +562,6 @@ def paired_curve(steps: Sequence[int], kl_seq: Sequence[float], pairs: Sequence[
 
 
 def run_ppo_demo(config: PPODemoConfig, ctx: JobContext) -> dict:
-    from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.ppo import PPOTextTrainer, PromptBaseline, RewardModelScorer, run_ppo
-    from rlhf_core.text.prompts import load_builtin_set
-    from rlhf_core.text.reward_model import split_pairs
-    from rlhf_core.text.rl_common import load_policy, render_chat_prompt, sample_for_training, set_threads
-
     set_threads(config.threads)
     started = time.monotonic()
     prompts = [r.text for r in load_builtin_set(config.prompt_set, config.category or None)]

@@ -19,7 +19,7 @@ Defaults (16 steps of 2 prompts x 4 completions x at most 40 tokens, full fine-t
 2e-5, beta 0.04, temperature 0.7, 1 thread) fit in 15 minutes on a 2-core CPU shared with one other
 job. The prompt is part of every one of the B x G rows, so it is kept to about 120 tokens
 (:func:`rlhf_core.text.tasks.task_messages`) and the training forward passes run each prompt once
-per group (:func:`rlhf_core.text.grpo.grouped_logprobs`). Two threads can be slower than one while
+per group (:func:`rlhf_core.text.rl_common.grouped_logprobs`). Two threads can be slower than one while
 another process holds a core. The reward is noisy from step to step (8 completions), so compare the
 window means. Results per seed (``benchmarks/grpo_demo.py``): docs/experiments/grpo-demo.md.
 """
@@ -95,8 +95,3 @@ def run_grpo_demo(config: GRPODemoConfig, ctx: JobContext) -> dict:
             out[key] = result[key]
     return out
 
-
-# ------------------------------------------------------------------------------- PPO over-optimisation
-# The PPO demo (Gao et al. 2022: proxy reward up, gold reward down without a KL penalty) lives in
-# its own module; it is exported here so that every text RL demo is found in one place.
-from rlhf_core.demos.ppo_overoptimisation import PPODemoConfig, gold_reward, run_ppo_demo  # noqa: E402,F401

@@ -38,11 +38,6 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) ne
 
 import gymnasium as gym  # noqa: E402
 
-#: Environments the app offers in its pickers (any other id can be typed in).
-SUGGESTED_ENVS = (
-    "CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0", "Acrobot-v1", "LunarLander-v3",
-    "HalfCheetah-v5", "Hopper-v5", "ALE/Enduro-v5",
-)
 _INSTALL_HINTS = {
     "box2d": 'pip install "gymnasium[box2d]"',
     "mujoco": 'pip install "gymnasium[mujoco]"',

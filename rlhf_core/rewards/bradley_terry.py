@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlhf_core.rewards.outcomes import OUTCOME_TARGET, outcome_target  # noqa: F401  (re-exported)
-
 
 def bradley_terry_loss(
     return_left: torch.Tensor,

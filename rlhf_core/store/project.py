@@ -20,6 +20,7 @@ one from an older schema is backed up next to itself and upgraded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -33,6 +34,7 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
+from rlhf_core import __version__
 from rlhf_core.config import upgrade_settings
 from rlhf_core.metrics import current_key
 from rlhf_core.store import run_leases
@@ -66,8 +68,6 @@ def utc_now() -> str:
 
 
 def app_version() -> str:
-    from rlhf_core import __version__
-
     return __version__
 
 
@@ -286,6 +286,16 @@ class Project:
         """End a transaction a failed write left open (nothing of it is kept)."""
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def read_snapshot(self):
+        """Reads inside the block see one snapshot of the database (a deferred transaction, ended after)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     def __enter__(self) -> Project:
         return self
@@ -508,6 +518,13 @@ class Project:
                                  [int(after_id), *ids])
         return [{**dict(r), "payload": json.loads(r["payload_json"])} for r in rows]
 
+    def newest_row_ids(self) -> tuple[int, int]:
+        """The newest metric and sample row ids (0 when none): the ``after_id`` from which
+        :meth:`metric_rows_since` and :meth:`samples_since` read only what is written later."""
+        metric = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM metrics").fetchone()[0]
+        sample = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
+        return int(metric), int(sample)
+
     def samples(self, run_id: int, kind: str | None = None) -> list[dict]:
         sql = "SELECT * FROM samples WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY id"
         rows = self.conn.execute(sql, [run_id, kind] if kind else [run_id])
@@ -603,6 +620,12 @@ class Project:
             where.append("deleted_at IS NULL")
         sql = "SELECT * FROM items" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [dict(r) for r in self.conn.execute(sql, args)]
+
+    def run_items(self, run_id: int, kind: str) -> list[dict]:
+        """The live items of ``kind`` that run ``run_id`` made, oldest first."""
+        rows = self.conn.execute("SELECT * FROM items WHERE run_id=? AND kind=? AND deleted_at IS NULL ORDER BY id",
+                                 [run_id, kind])
+        return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ comparisons
     def add_comparison(

@@ -56,6 +56,7 @@ from rlhf_core.analysis.agreement import agreement_from_labels
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.paths import resource_path
+from rlhf_core.text.model import DEFAULT_MODEL_NAME, load_model
 
 METHODS = ("judge", "reward_model")
 CONSTITUTION_FILE = "constitution.txt"
@@ -162,7 +163,7 @@ def judge_messages(prompt: str, response_a: str, response_b: str, principle: str
 def judge_prompt(tokenizer: Any, prompt: str, response_a: str, response_b: str, principle: str) -> str:
     """The full judge text (chat template), ending with the pre-filled ``"Answer:"``: the next token
     is read (" A" or " B")."""
-    from rlhf_core.text.rl_common import render_chat_prompt
+    from rlhf_core.text.rl_common import render_chat_prompt  # start-up: imports torch
 
     user = judge_messages(prompt, response_a, response_b, principle)[0]["content"]
     return render_chat_prompt(tokenizer, user) + ANSWER_PREFIX
@@ -199,13 +200,13 @@ def next_token_ab(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_siz
     """
     import torch
 
-    from rlhf_core.text.generation import _left_padded
+    from rlhf_core.text.generation import left_padded  # start-up: imports torch
 
     a_id, b_id = answer_token_ids(tokenizer)
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = _left_padded(tokenizer, texts[i:i + batch_size])
+            enc = left_padded(tokenizer, texts[i:i + batch_size])
             attention = enc["attention_mask"].long()
             position = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
             logits = model(input_ids=enc["input_ids"], attention_mask=attention, position_ids=position,
@@ -260,7 +261,7 @@ def judge_pairs(model: Any, tokenizer: Any, pairs: Sequence[PairToJudge], *, bat
 def reward_model_pairs(model: Any, tokenizer: Any, pairs: Sequence[PairToJudge], *,
                        batch_size: int = 8) -> list[Judgement]:
     """P(left better) = sigmoid(r_left - r_right) from a text reward model."""
-    from rlhf_core.text.reward_model import score_responses
+    from rlhf_core.text.reward_model import score_responses  # start-up: imports torch
 
     if not pairs:
         return []
@@ -304,6 +305,18 @@ def _live_pairs_of(project, labeller_id: int) -> set[tuple[int, int]]:
     return {(min(a, b), max(a, b)) for a, b in rows}
 
 
+def _unlabelled_once(project, labeller_id: int | None, rows: list[dict]) -> list[dict]:
+    """``rows`` without the pairs ``labeller_id`` already labelled, each pair (either order) once."""
+    done = _live_pairs_of(project, labeller_id) if labeller_id is not None else set()
+    out, seen = [], set()
+    for r in rows:
+        key = (min(r["left_id"], r["right_id"]), max(r["left_id"], r["right_id"]))
+        if key not in done and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def queued_text_pairs(project, labeller_id: int | None = None, limit: int = 1_000_000) -> list[dict]:
     """Open queue entries of two live responses that an AI may answer: not asked of a particular
     person (``reason.for_labeller_id``) and not already labelled by ``labeller_id``; queue order."""
@@ -313,17 +326,8 @@ def queued_text_pairs(project, labeller_id: int | None = None, limit: int = 1_00
         "AND a.deleted_at IS NULL AND b.deleted_at IS NULL "
         "AND json_extract(q.reason_json, '$.for_labeller_id') IS NULL "
         "ORDER BY q.priority DESC, q.id").fetchall()
-    done = _live_pairs_of(project, labeller_id) if labeller_id is not None else set()
-    out, seen = [], set()
-    for r in rows:
-        key = (min(r["left_id"], r["right_id"]), max(r["left_id"], r["right_id"]))
-        if key in done or key in seen:
-            continue
-        seen.add(key)
-        out.append(dict(r))
-        if len(out) >= limit:
-            break
-    return out
+    rows = [dict(r) for r in rows]
+    return _unlabelled_once(project, labeller_id, rows)[:limit]
 
 
 def human_labelled_text_pairs(project, labeller_id: int | None = None, limit: int = 1_000_000) -> list[dict]:
@@ -335,14 +339,7 @@ def human_labelled_text_pairs(project, labeller_id: int | None = None, limit: in
         "AND c.outcome IN ('left', 'right', 'tie') AND a.kind = 'response' AND b.kind = 'response' "
         "AND a.deleted_at IS NULL AND b.deleted_at IS NULL AND a.prompt_id = b.prompt_id "
         "ORDER BY c.id DESC").fetchall()
-    done = _live_pairs_of(project, labeller_id) if labeller_id is not None else set()
-    out, seen = [], set()
-    for r in rows:
-        key = (min(r[0], r[1]), max(r[0], r[1]))
-        if key in done or key in seen:
-            continue
-        seen.add(key)
-        out.append({"id": None, "left_id": r[0], "right_id": r[1]})
+    out = _unlabelled_once(project, labeller_id, [{"id": None, "left_id": a, "right_id": b} for a, b in rows])
     out.reverse()  # oldest first
     return out[:limit]
 
@@ -505,29 +502,6 @@ class AILabelConfig:
     # torch threads: set for every job by the runner (the app's Preferences, the CLI's --threads)
 
 
-def resolve_reward_model(project, spec: str) -> tuple[Path, str]:
-    """(folder, short name) of a text reward model: a folder, a checkpoint id, or '' = the latest."""
-    spec = (spec or "").strip()
-    if spec and not spec.isdigit():
-        folder = Path(spec).expanduser()
-        if not folder.exists():
-            raise ValueError(f"No reward model folder at {folder}.")
-        return folder, folder.name
-    rows = [c for c in project.checkpoints() if c["kind"] == kinds.TEXT_REWARD_MODEL]
-    if spec:
-        rows = [c for c in project.checkpoints() if int(c["id"]) == int(spec)]
-        if not rows:
-            raise ValueError(f"The project has no checkpoint {spec}.")
-        if rows[0]["kind"] != kinds.TEXT_REWARD_MODEL:
-            raise ValueError(f"Checkpoint {spec} is a {rows[0]['kind']}, not a {kinds.TEXT_REWARD_MODEL}.")
-    if not rows:
-        raise ValueError("The project has no text reward model yet: train one first (job text_reward_model), "
-                         "or give a reward model folder, or use the judge method.")
-    row = rows[-1]
-    name = f"run{row['run_id']}" if row["run_id"] is not None else f"checkpoint{row['id']}"
-    return project.abspath(row["path"]), name
-
-
 def _sample_payload(pair: PairToJudge, outcome: str, p_left: float, meta: dict) -> dict:
     def cut(s: str, n: int = 160) -> str:
         return s if len(s) <= n else s[:n - 1] + "…"
@@ -547,7 +521,6 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
     if config.method == "judge":
         principles, constitution_file = resolve_constitution(config.constitution, project.folder)
         ctx.progress(0.0, message="Loading the judge model")
-        from rlhf_core.text.model import DEFAULT_MODEL_NAME, load_model
 
         loaded = load_model(config.judge_model or None, ctx=ctx)
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -556,9 +529,9 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
         name = f"ai:judge:{short}"
         params = {"method": "judge", "model": loaded.model_id}
     else:
-        from rlhf_core.text.reward_model import load_text_reward_model
+        from rlhf_core.text.reward_model import load_text_reward_model, resolve_reward_model  # start-up: torch
 
-        folder, short = resolve_reward_model(project, config.reward_model)
+        folder, short = resolve_reward_model(config.reward_model, project)
         ctx.progress(0.0, message=f"Loading the reward model {short}")
         model, tokenizer = load_text_reward_model(folder)
         name = f"ai:rm:{short}"

@@ -57,9 +57,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rlhf_core import kinds
+from rlhf_core import __version__, kinds
 from rlhf_core.config import fields as config_fields, upgrade_settings
 from rlhf_core.store.project import Project, utc_now
+from rlhf_core.text import tasks
+from rlhf_core.text.model import (
+    DEFAULT_MODEL_NAME,
+    CorruptModelError,
+    ModelNotFoundError,
+    check_model_folder,
+    check_safetensors_file,
+    ensure_default_model,
+    load_pretrained,
+    quiet_transformers,
+    read_model_config,
+)
+from rlhf_core.text.rewards import parse_spec_items
+from rlhf_core.text.trl_io import export_trl, write_atomically
 
 FORMAT_NAME = "rlhf-workbench-cluster-export"
 FORMAT_VERSION = 1
@@ -73,7 +87,7 @@ RESULT_FILE = "workbench_result.json"  # written by train.py next to the final m
 WORKBENCH_CONFIGS = {
     "dpo": ("rlhf_core.text.dpo", "DPOConfig"),
     "grpo": ("rlhf_core.text.grpo", "GRPOConfig"),
-    "reward_model": ("rlhf_core.text.reward_model", "TextRewardModelConfig"),
+    "reward_model": ("rlhf_core.text.reward_trainer", "TextRewardModelConfig"),
 }
 #: the kinds of workbench runs whose settings each export can take (job names in rlhf_core.registry)
 RUN_KINDS = {"dpo": ("dpo",), "grpo": ("grpo", "grpo_demo"), "reward_model": ("text_reward_model",)}
@@ -239,7 +253,7 @@ def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping
         if generations < 2:
             raise ClusterExportError(f"GRPO needs at least 2 generations per prompt (num_generations is {generations})")
         args.setdefault("per_device_train_batch_size", prompts * generations)
-        items = parse_reward_spec(str(merged.get("reward") or DEFAULT_REWARD_SPEC))
+        items = inlined_reward_items(str(merged.get("reward") or DEFAULT_REWARD_SPEC))
         args["reward_weights"] = [w for _, w in items]
         grpo = {"prompts_per_step": prompts, "num_generations": generations,
                 "reward_spec": ",".join(f"{n}:{w:g}" for n, w in items),
@@ -261,10 +275,8 @@ def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping
                        not_translated=sorted(not_translated), grpo=grpo)
 
 
-def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
+def inlined_reward_items(spec: str) -> list[tuple[str, float]]:
     """``"format:0.5,correctness:1"`` -> [(name, weight)], only components that train.py has inlined."""
-    from rlhf_core.text.rewards import parse_spec_items
-
     try:
         items = parse_spec_items(spec)
     except ValueError as exc:
@@ -408,8 +420,6 @@ def _move_into_place(partial: Path, out: Path) -> None:
 
 
 def _app_version() -> str:
-    from rlhf_core import __version__
-
     return __version__
 
 
@@ -420,8 +430,6 @@ def _model_setting(config: Mapping[str, Any]) -> str:
 
 def _resolve_model(project: Project, spec: str, include: bool, target: Path) -> tuple[str, dict]:
     """(what config.json names as the model, notes about it); copies the folder with ``include``."""
-    from rlhf_core.text.model import DEFAULT_MODEL_NAME, check_model_folder, ensure_default_model
-
     spec = (spec or "").strip()
     if spec in ("", "default", DEFAULT_MODEL_NAME):
         if include:
@@ -466,8 +474,6 @@ def _copy_model(source: Path, target: Path) -> None:
 
 
 def _write_preferences(project: Project, config: Mapping[str, Any], path: Path, conversational: bool) -> dict:
-    from rlhf_core.text.trl_io import export_trl
-
     sources = config.get("label_sources") or None
     report = export_trl(project, path, conversational=conversational, sources=sources)
     if report.written == 0:
@@ -481,8 +487,6 @@ def _write_preferences(project: Project, config: Mapping[str, Any], path: Path, 
 def _write_grpo_prompts(project: Project, config: Mapping[str, Any], path: Path) -> dict:
     """Prompt rows as the workbench's GRPO job builds them (rlhf_core.text.grpo): the task set, or the
     project's prompts with a gold answer (the same held-out split), shown with the same messages."""
-    from rlhf_core.text.trl_io import write_atomically
-
     source = str(config.get("prompt_source") or "tasks").strip().lower()
     if source not in ("project", "tasks"):
         raise ClusterExportError(f"prompt_source must be tasks or project, not {source!r}")
@@ -514,14 +518,12 @@ def _write_grpo_prompts(project: Project, config: Mapping[str, Any], path: Path)
 
 def task_messages(text: str, few_shot: bool, instruction: bool = True) -> list[dict]:
     """The chat messages of one GRPO prompt, as the workbench's GRPO job shows them."""
-    from rlhf_core.text import tasks
-
     return tasks.task_messages(text, few_shot, instruction)
 
 
 def _project_gold_prompts(project: Project, config: Mapping[str, Any], seed: int) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rows of the project's prompts with a gold answer, split as the GRPO job does
-    (rlhf_core.text.grpo.project_prompts: a seeded shuffle, ``heldout_fraction`` held out)."""
+    (rlhf_core.text.gold_eval.project_prompts: a seeded shuffle, ``heldout_fraction`` held out)."""
     wanted = {int(i) for i in (config.get("prompt_ids") or [])}
     items = []
     for pid, text, gold in project.conn.execute(
@@ -542,8 +544,6 @@ def _project_gold_prompts(project: Project, config: Mapping[str, Any], seed: int
 
 
 def _task_rows(config: Mapping[str, Any], seed: int) -> tuple[list[dict], list[dict]]:
-    from rlhf_core.text import tasks
-
     level = int(config.get("task_level") or config.get("level") or 1)
     n = int(config.get("train_tasks") or config.get("n_tasks") or 256)
     n_held = int(config.get("heldout_tasks", 32) or 0)
@@ -572,8 +572,6 @@ def import_checkpoint(project: Project, folder: str | os.PathLike, *, kind: str,
     Raises :class:`ClusterExportError` or a :class:`rlhf_core.text.model.ModelError` with a message
     for a person; on any error the project is unchanged.
     """
-    from rlhf_core.text.model import ModelNotFoundError
-
     kinds = {"policy": POLICY_KIND, POLICY_KIND: POLICY_KIND,
              "reward_model": REWARD_MODEL_KIND, REWARD_MODEL_KIND: REWARD_MODEL_KIND}
     if kind not in kinds:
@@ -661,8 +659,6 @@ def _read_result(folder: Path) -> dict:
 
 
 def _stage_policy(source: Path, payload: Path) -> dict:
-    from rlhf_core.text.model import CorruptModelError, check_model_folder
-
     config = check_model_folder(source)  # config.json of a causal LM + complete safetensors weights
     if not any((source / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise CorruptModelError(f"{source} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -674,8 +670,7 @@ def _stage_policy(source: Path, payload: Path) -> dict:
 
 def _stage_reward_model(source: Path, payload: Path, result: Mapping[str, Any]) -> dict:
     """Copy a workbench reward model, or convert a TRL sequence-classification folder into one."""
-    from rlhf_core.text.model import CorruptModelError, check_safetensors_file, read_model_config
-    from rlhf_core.text.reward_model import META_FILE, load_text_reward_model
+    from rlhf_core.text.reward_model import META_FILE, load_text_reward_model  # start-up: imports torch
 
     if (source / META_FILE).is_file():  # already the workbench's format: check it loads, copy it
         load_text_reward_model(source)
@@ -697,7 +692,7 @@ def _stage_reward_model(source: Path, payload: Path, result: Mapping[str, Any]) 
         check_safetensors_file(path)
     model, tokenizer = _load_sequence_classifier(source)
     reward_model = _to_text_reward_model(model, tokenizer, max_length=_max_length(result, source))
-    from rlhf_core.text.reward_model import save_text_reward_model
+    from rlhf_core.text.reward_model import save_text_reward_model  # start-up: imports torch
 
     base = str(result.get("base_model") or config.get("_name_or_path") or "")
     save_text_reward_model(reward_model, payload, meta={"base_model": base, "converted_from": "trl",
@@ -714,29 +709,10 @@ def _max_length(result: Mapping[str, Any], source: Path) -> int:
 
 
 def _load_sequence_classifier(folder: Path):
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from rlhf_core.text.model import CorruptModelError, _first_line, _info_get, _quiet_transformers
-
-    with _quiet_transformers():
-        try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                folder, num_labels=1, dtype=torch.float32, use_safetensors=True, local_files_only=True,
-                trust_remote_code=False, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-            raise CorruptModelError(f"Could not load the reward model in {folder}: {_first_line(exc)}") from exc
-        missing = sorted(_info_get(info, "missing_keys"))
-        mismatched = list(_info_get(info, "mismatched_keys"))
-        if missing or mismatched:
-            names = [str(k) for k in (missing + mismatched)[:3]]
-            raise CorruptModelError(f"The weights in {folder} do not match its config.json ({len(missing)} missing, "
-                                    f"{len(mismatched)} with the wrong shape, e.g. {', '.join(names)}).")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        except Exception as exc:  # noqa: BLE001 - tokenizers raise many kinds of errors
-            raise CorruptModelError(f"Could not load the tokenizer in {folder}: {_first_line(exc)}") from exc
-    return model, tokenizer
+    with quiet_transformers():
+        return load_pretrained(folder, AutoModelForSequenceClassification, what="reward model", num_labels=1)
 
 
 def _to_text_reward_model(model, tokenizer, *, max_length: int):
@@ -749,8 +725,7 @@ def _to_text_reward_model(model, tokenizer, *, max_length: int):
     import torch
     from torch import nn
 
-    from rlhf_core.text.model import CorruptModelError
-    from rlhf_core.text.reward_model import TextRewardModel
+    from rlhf_core.text.reward_model import TextRewardModel  # start-up: imports torch
 
     backbone = getattr(model, model.base_model_prefix, None)
     head = None

@@ -19,7 +19,7 @@ difference), dpo/accuracy (fraction of pairs whose chosen response has the highe
 reward), train/grad_norm, memory/peak_rss_mb, time/steps_per_second; dpo/heldout_accuracy and
 dpo/heldout_loss on the held-out pairs at step 0, every ``eval_every`` steps and at the end.
 
-Pairs: :func:`rlhf_core.text.reward_model.text_pairs` (live comparisons of two live responses to
+Pairs: :func:`rlhf_core.text.pairs.text_pairs` (live comparisons of two live responses to
 the same prompt, from the chosen label sources); ties and skips are left out (DPO needs a winner).
 Long inputs: responses are cut on the right so that prompt + response fits ``max_length`` tokens
 (a prompt longer than that keeps its last ``max_length - 1`` tokens). By default each prompt runs
@@ -41,6 +41,21 @@ from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
+from rlhf_core.text.model import eos_token_ids as find_eos
+from rlhf_core.text.pairs import split_pairs, text_pairs
+from rlhf_core.text.rl_common import (
+    build_batch,
+    completion_logprobs,
+    load_policy,
+    make_optimizer,
+    peak_rss_mb,
+    policy_logprobs,
+    render_chat_prompt,
+    response_ids,
+    save_policy,
+    sequence_logprob,
+    set_threads,
+)
 
 CHECKPOINT_KIND = kinds.TEXT_POLICY
 
@@ -85,8 +100,6 @@ class PreferencePair:
 
 def preference_pairs(project, label_sources: str) -> list[PreferencePair]:
     """The project's decided text comparisons as (prompt, chosen, rejected); ties/skips left out."""
-    from rlhf_core.text.reward_model import text_pairs
-
     out = []
     for p in text_pairs(project, label_sources):
         if p.target == 1.0:
@@ -112,8 +125,6 @@ def dpo_loss(chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_
 def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], eos_token_id: int | None,
                  max_length: int) -> tuple[list[list[int]], list[list[int]]]:
     """(prompt ids, completion ids) for the rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
-    from rlhf_core.text.rl_common import render_chat_prompt, response_ids
-
     prompts, completions = [], []
     cache: dict[str, list[int]] = {}
     for side in ("chosen", "rejected"):
@@ -134,21 +145,17 @@ def pair_logprobs(setup, tokenizer, pairs: Sequence[PreferencePair], eos_token_i
     """Sequence log-probs of chosen and rejected under the policy and the reference: 4 tensors ``[B]``.
 
     ``shared_prompt``: lay the rows out pair by pair and run each prompt once for its two responses
-    (:func:`rlhf_core.text.grpo.grouped_logprobs` with groups of 2; equal to the plain forward up to
+    (:func:`rlhf_core.text.rl_common.grouped_logprobs` with groups of 2; equal to the plain forward up to
     float rounding, about 20 % less work for prompts as long as the responses).
     """
-    from rlhf_core.text.rl_common import build_batch, completion_logprobs, sequence_logprob
-
     prompts, completions = encode_pairs(tokenizer, pairs, eos_token_id, max_length)
     n = len(pairs)
     if shared_prompt:
-        from rlhf_core.text.grpo import _policy_logprobs
-
         order = [row for k in range(n) for row in (k, n + k)]  # chosen_1, rejected_1, chosen_2, ...
         batch = build_batch([prompts[i] for i in order], [completions[i] for i in order], pad_id)
-        ref = sequence_logprob(_policy_logprobs(setup, batch, 2, True, reference=True)[0], batch.completion_mask)
+        ref = sequence_logprob(policy_logprobs(setup, batch, 2, True, reference=True)[0], batch.completion_mask)
         with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
-            logp, _ = _policy_logprobs(setup, batch, 2, True)
+            logp, _ = policy_logprobs(setup, batch, 2, True)
         seq = sequence_logprob(logp, batch.completion_mask)
         return seq[0::2], seq[1::2], ref[0::2], ref[1::2]
     batch = build_batch(prompts, completions, pad_id)
@@ -163,9 +170,9 @@ def pair_logprobs(setup, tokenizer, pairs: Sequence[PreferencePair], eos_token_i
 
 
 @torch.no_grad()
-def evaluate_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, beta: float, label_smoothing: float,
-                   eos_token_id, pad_id: int, max_length: int, batch_size: int = 8,
-                   shared_prompt: bool = False) -> tuple[float, float]:
+def evaluate_dpo_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, beta: float, label_smoothing: float,
+                       eos_token_id, pad_id: int, max_length: int, batch_size: int = 8,
+                       shared_prompt: bool = False) -> tuple[float, float]:
     """(mean loss, accuracy) of the implicit reward on pairs (eval mode)."""
     if not pairs:
         return float("nan"), float("nan")
@@ -205,11 +212,6 @@ def dpo_step(setup, optimizer: torch.optim.Optimizer, tokenizer: Any, batch: Seq
 
 # ------------------------------------------------------------------------------- the job
 def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
-    from rlhf_core.text.grpo import make_optimizer
-    from rlhf_core.text.model import eos_token_ids as find_eos
-    from rlhf_core.text.reward_model import split_pairs
-    from rlhf_core.text.rl_common import load_policy, peak_rss_mb, save_policy, set_threads
-
     started = time.monotonic()
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -241,7 +243,7 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
         if not held:
             return
         ctx.raise_if_cancelled()
-        loss, acc = evaluate_pairs(setup, tok, held, batch_size=max(config.batch_size, 4), **common)
+        loss, acc = evaluate_dpo_pairs(setup, tok, held, batch_size=max(config.batch_size, 4), **common)
         ctx.metrics(step, {"dpo/heldout_loss": loss, "dpo/heldout_accuracy": acc})
         evals.append({"step": step, "loss": loss, "accuracy": acc})
 

@@ -4,7 +4,7 @@ reward model against the reference (issue #5).
 On the arithmetic tasks (:mod:`rlhf_core.text.tasks`, gold answers known) three numbers per policy:
 
 - **pass@1**: greedy decoding, one answer per prompt, the fraction that is right
-  (:func:`rlhf_core.text.grpo.evaluate_gold`, the same number GRPO logs as ``gold/accuracy``);
+  (:func:`rlhf_core.text.gold_eval.evaluate_gold`, the same number GRPO logs as ``gold/accuracy``);
 - **cons@k** (self-consistency, Wang et al. 2022; "cons@64" in the DeepSeek-R1 report): k sampled
   completions per prompt, the final answer of each (the last ``<answer>`` block,
   :func:`~rlhf_core.text.rewards.extract_answer`), a majority vote over them, and the fraction of
@@ -46,131 +46,14 @@ from typing import Any
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
+from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, sample_completions, task_prompts
+from rlhf_core.text.model import DEFAULT_MODEL_NAME, ModelError, check_model_config, eos_token_ids, load_model
+from rlhf_core.text.tasks import render_task_prompt
 
 SAMPLE_KIND = kinds.SAMPLE_TEXT_EVAL
 TIE_TOLERANCE = 1e-6
 POLICY_KIND = kinds.TEXT_POLICY
 REWARD_MODEL_KIND = kinds.TEXT_REWARD_MODEL
-
-
-# ------------------------------------------------------------------------------- voting
-def vote_key(answer: str | None) -> str | None:
-    """What a vote counts as: ``num:<value>`` when the answer holds a number, else ``text:<normalised>``;
-    None (an abstention) for a missing or blank answer."""
-    from rlhf_core.text.rewards import parse_number
-
-    if answer is None or not answer.strip():
-        return None
-    value = parse_number(answer)
-    if value is not None:
-        return f"num:{value!r}"
-    return "text:" + " ".join(answer.split()).lower()
-
-
-def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
-    """(the winning answer as first written, its number of votes); (None, 0) when all abstain.
-
-    Answers with the same :func:`vote_key` are one candidate; the most votes wins and a tie goes to
-    the candidate seen first.
-    """
-    counts: dict[str, int] = {}
-    first: dict[str, tuple[int, str]] = {}
-    for i, answer in enumerate(answers):
-        key = vote_key(answer)
-        if key is None:
-            continue
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, (i, answer))  # type: ignore[arg-type]
-    if not counts:
-        return None, 0
-    best = max(counts, key=lambda k: (counts[k], -first[k][0]))
-    return first[best][1], counts[best]
-
-
-def consensus_from_completions(completions: Sequence[Sequence[str]], golds: Sequence[Any]) -> dict:
-    """cons@k, pass@k and the mean sample accuracy of already-sampled completions.
-
-    ``completions[i]`` are the k texts for prompt i (k may differ between prompts) and ``golds[i]``
-    its gold answer. Returns the three fractions, ``n`` and one row per prompt (its answers, the
-    voted answer and its votes, whether the vote is right, how many samples are right).
-    """
-    from rlhf_core.text.rewards import answers_match, extract_answer
-
-    if len(completions) != len(golds):
-        raise ValueError(f"{len(completions)} completion lists but {len(golds)} gold answers")
-    rows = []
-    for texts, gold in zip(completions, golds):
-        answers = [extract_answer(t) for t in texts]
-        voted, votes = majority_vote(answers)
-        right = [answers_match(a, gold) for a in answers]
-        rows.append({"gold": None if gold is None else str(gold), "answers": answers, "voted": voted, "votes": votes,
-                     "abstained": sum(vote_key(a) is None for a in answers),
-                     "cons_correct": bool(voted is not None and answers_match(voted, gold)),
-                     "n_correct": sum(right), "k": len(texts)})
-    n = len(rows)
-    if n == 0:
-        nan = float("nan")
-        return {"cons_at_k": nan, "pass_at_k": nan, "sample_accuracy": nan, "n": 0, "rows": rows}
-    samples = sum(r["k"] for r in rows)
-    return {"cons_at_k": sum(r["cons_correct"] for r in rows) / n,
-            "pass_at_k": sum(r["n_correct"] > 0 for r in rows) / n,
-            "sample_accuracy": sum(r["n_correct"] for r in rows) / samples if samples else float("nan"),
-            "n": n, "rows": rows}
-
-
-# ------------------------------------------------------------------------------- sampling
-def eval_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """A distinct sampling seed per (seed, prompt, sample); the same for every model (common random numbers)."""
-    return (int(seed) * 1_000_003 + int(prompt_index)) * 4_096 + int(sample_index) + 7_919
-
-
-def sample_completions(model: Any, tokenizer: Any, rendered: Sequence[str], k: int, *, temperature: float,
-                       top_p: float, max_new_tokens: int, seed: int, eos_token_ids: Sequence[int] | None,
-                       on_step: Callable[[], None] | None, batch_size: int) -> list[list[Any]]:
-    """k completions of each rendered prompt, prompt-major in batches of ``batch_size`` rows (all k of a
-    prompt usually share a batch); one list of :class:`~rlhf_core.text.rl_common.TrainingSample` per prompt."""
-    import torch
-
-    from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.rl_common import sample_for_training
-
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=float(temperature),
-                                top_p=float(top_p) if temperature > 0 else 1.0)
-    rows = [i for i in range(len(rendered)) for _ in range(k)]
-    seeds = [eval_seed(seed, i, j) for i in range(len(rendered)) for j in range(k)]
-    with torch.no_grad():
-        samples = sample_for_training(model, tokenizer, [rendered[i] for i in rows], settings, seeds,
-                                      eos_token_ids=eos_token_ids, on_step=on_step, batch_size=max(1, batch_size))
-    return [samples[i * k:(i + 1) * k] for i in range(len(rendered))]
-
-
-def consensus_at_k(model: Any, tokenizer: Any, prompts: Sequence[Any], *, k: int = 8, temperature: float = 0.7,
-                   top_p: float = 1.0, max_new_tokens: int = 64, seed: int = 0, few_shot: bool = True,
-                   instruction: bool = True, eos_token_ids: Sequence[int] | None = None,
-                   on_step: Callable[[], None] | None = None, batch_size: int = 16) -> dict:
-    """cons@k, pass@k and the mean sample accuracy of ``model`` on gold-answer prompts (module doc).
-
-    ``prompts``: :class:`~rlhf_core.text.grpo.RLPrompt` (``meta["gold_answer"]``), rendered as the GRPO
-    job renders them (:func:`~rlhf_core.text.tasks.render_task_prompt`). ``temperature`` 0 is greedy
-    (then all k samples are the same). Each row of the result also has the prompt and its completions.
-    """
-    from rlhf_core.text.tasks import render_task_prompt
-
-    if int(k) < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-    rendered = [render_task_prompt(tokenizer, p.text, few_shot, instruction) for p in prompts]
-    groups = sample_completions(model, tokenizer, rendered, int(k), temperature=temperature, top_p=top_p,
-                                max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos_token_ids,
-                                on_step=on_step, batch_size=batch_size)
-    texts = [[s.text for s in group] for group in groups]
-    result = consensus_from_completions(texts, [p.meta.get("gold_answer") for p in prompts])
-    for row, p, t in zip(result["rows"], prompts, texts):
-        row["prompt"] = p.text
-        row["completions"] = t
-    result.update({"k": int(k), "temperature": float(temperature), "top_p": float(top_p)})
-    return result
 
 
 # ------------------------------------------------------------------------------- win rate
@@ -203,7 +86,7 @@ def win_rate_vs_reference(policy: Any, reference: Any, tokenizer: Any, prompts: 
     the same seed per prompt. Returns the win rate, wins/ties/losses, the mean score of each side and
     one row per prompt (prompt, both responses, both scores, outcome).
     """
-    from rlhf_core.text.reward_model import score_responses
+    from rlhf_core.text.reward_model import score_responses  # start-up: imports torch
 
     if len(prompts) != len(rendered):
         raise ValueError(f"{len(prompts)} prompts but {len(rendered)} rendered prompts")
@@ -287,7 +170,7 @@ class TextEvalConfig:
 
 
 def _reward_folder_problems(folder: Path) -> list[str]:
-    from rlhf_core.text.reward_model import FORMAT_NAME, META_FILE
+    from rlhf_core.text.reward_model import FORMAT_NAME, META_FILE  # start-up: imports torch
 
     folder = folder.expanduser()
     if not folder.is_dir():
@@ -329,8 +212,6 @@ class EvalInputs:
 
 def _config_problems(name: str, folder: Path) -> list[str]:
     """A damaged ``config.json`` (unreadable, or sizes that are not positive), without loading the model."""
-    from rlhf_core.text.model import ModelError, check_model_config
-
     try:
         check_model_config(folder)
     except ModelError as exc:
@@ -343,8 +224,6 @@ def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
 
     The CLI calls this before it creates the run, so a bad input stores nothing.
     """
-    from rlhf_core.text.model import DEFAULT_MODEL_NAME
-
     if config.policy_run:
         if project is None:
             raise ValueError("policy_run needs a project (or give policy_folder)")
@@ -401,14 +280,20 @@ def _same_model(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def _load_for_eval(spec: str, what: str, ctx: JobContext) -> tuple[Any, list[int]]:
+    """(the loaded causal LM, its end-of-turn ids); '' = the bundled default; errors name ``what``."""
+    try:
+        loaded = load_model(spec or None, ctx=ctx)
+    except ModelError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+    return loaded, eos_token_ids(loaded.model, loaded.tokenizer)
+
+
 def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
     """The ``text_eval`` job (module doc)."""
     import torch
 
-    from rlhf_core.text.grpo import evaluate_gold, project_prompts, task_prompts
-    from rlhf_core.text.model import ModelError, eos_token_ids, load_model
-    from rlhf_core.text.rl_common import peak_rss_mb, render_chat_prompt, set_threads
-    from rlhf_core.text.tasks import render_task_prompt
+    from rlhf_core.text.rl_common import peak_rss_mb, render_chat_prompt, set_threads  # start-up: imports torch
 
     started = time.monotonic()
     set_threads(config.threads)
@@ -424,12 +309,8 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         win_prompts = (train + heldout)[:config.heldout_tasks]
 
     ctx.progress(0.0, message=f"Loading the policy ({inputs.policy_label})")
-    try:
-        loaded = load_model(inputs.policy or None, ctx=ctx)
-    except ModelError as exc:
-        raise ValueError(f"policy: {exc}") from exc
+    loaded, eos = _load_for_eval(inputs.policy, "policy", ctx)
     model, tok = loaded.model, loaded.tokenizer
-    eos = eos_token_ids(model, tok)
     ctx.raise_if_cancelled()
     n_phases = 3 if inputs.reward_model is not None else 2
 
@@ -459,17 +340,13 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         ctx.log(skipped)
     else:
         phase(2, "win rate: policy and reference responses, scored by the reward model")
-        from rlhf_core.text.reward_model import load_text_reward_model
+        from rlhf_core.text.reward_model import load_text_reward_model  # start-up: imports torch
 
         if _same_model(inputs.reference, inputs.policy):
             reference, ref_tok, ref_eos = model, tok, eos
         else:
-            try:
-                ref_loaded = load_model(inputs.reference or None, ctx=ctx)
-            except ModelError as exc:
-                raise ValueError(f"reference: {exc}") from exc
+            ref_loaded, ref_eos = _load_for_eval(inputs.reference, "reference", ctx)
             reference, ref_tok = ref_loaded.model, ref_loaded.tokenizer
-            ref_eos = eos_token_ids(reference, ref_tok)
         try:
             rm, rm_tok = load_text_reward_model(inputs.reward_model)
         except ModelError as exc:

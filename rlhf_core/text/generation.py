@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from rlhf_core.text.model import eos_token_ids
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
@@ -92,7 +94,7 @@ def generate_batch(
     started = time.perf_counter()
     eos = [] if settings.ignore_eos else list(eos_token_ids if eos_token_ids is not None
                                               else _default_eos(model, tokenizer))
-    enc = _left_padded(tokenizer, prompts)
+    enc = left_padded(tokenizer, prompts)
     input_ids, attention = enc["input_ids"], enc["attention_mask"].long()
     batch, _ = input_ids.shape
     prompt_lengths = attention.sum(-1).tolist()
@@ -196,7 +198,7 @@ def _pick(logits: torch.Tensor, s: SamplingSettings, seen: torch.Tensor | None,
     return candidates.gather(-1, col).squeeze(-1)
 
 
-def _left_padded(tokenizer: Any, prompts: Sequence[str]):
+def left_padded(tokenizer: Any, prompts: Sequence[str]):
     """Tokenise a batch with LEFT padding (decoder-only generation), leaving the tokenizer as it was."""
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -207,8 +209,6 @@ def _left_padded(tokenizer: Any, prompts: Sequence[str]):
 
 
 def _default_eos(model: Any, tokenizer: Any) -> list[int]:
-    from rlhf_core.text.model import eos_token_ids
-
     return eos_token_ids(model, tokenizer)
 
 
@@ -223,7 +223,7 @@ def hf_generate_batch(
 ) -> tuple[list[Completion], BatchStats]:
     """The same batch through plain ``model.generate`` (the benchmark's baseline and a test oracle)."""
     started = time.perf_counter()
-    enc = _left_padded(tokenizer, prompts)
+    enc = left_padded(tokenizer, prompts)
     eos = list(eos_token_ids if eos_token_ids is not None else _default_eos(model, tokenizer))
     kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                   eos_token_id=eos, repetition_penalty=settings.repetition_penalty)

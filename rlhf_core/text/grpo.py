@@ -55,7 +55,6 @@ the format instruction as the system message (``format_instruction``) and one wo
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -66,6 +65,21 @@ import torch
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
+from rlhf_core.text.generation import SamplingSettings
+from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, task_prompts
+from rlhf_core.text.model import eos_token_ids as find_eos
+from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
+from rlhf_core.text.rl_common import (
+    batch_from_samples,
+    load_policy,
+    make_optimizer,
+    peak_rss_mb,
+    policy_logprobs,
+    sample_for_training,
+    save_policy,
+    set_threads,
+)
+from rlhf_core.text.tasks import render_task_prompt
 
 CHECKPOINT_KIND = kinds.TEXT_POLICY
 SAMPLE_KIND = kinds.SAMPLE_TEXT_RL
@@ -122,8 +136,6 @@ class GRPOConfig:
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
 
     def check(self) -> list[str]:
-        from rlhf_core.text.rewards import parse_spec_items
-
         problems = []
         try:
             names = [n for n, _ in parse_spec_items(self.reward)]
@@ -194,158 +206,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     return LossParts(loss, kl_tok, kl_seq, clip_fraction)
 
 
-# ------------------------------------------------------------------------------- shared-prompt forward
-def grouped_logprobs(model: Any, batch, group_size: int, *, with_entropy: bool = False,
-                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`~rlhf_core.text.rl_common.completion_logprobs` for a batch of G-row groups that share a
-    prompt, running each prompt ONCE instead of G times.
-
-    The B distinct prompts (rows 0, G, 2G, ... of ``batch``) go through the model first, keeping
-    their keys and values in a cache; the cache is repeated G times along the batch and the B x G
-    completions then attend to it. The first completion token is predicted by the prompt's last
-    position, the others by the completion positions. Gradients flow back through the cached keys
-    and values into the prompt pass, so the result and its gradient equal the plain forward's (to
-    float rounding). With a 120-token prompt, 40-token completions and G = 4 this is about 2.3x
-    fewer token-forwards. Not for gradient checkpointing (which recomputes layers and would append
-    to the cache twice): use the plain forward there.
-    """
-    from transformers import DynamicCache
-
-    n = len(batch)
-    if group_size < 1 or n % group_size:
-        raise ValueError(f"{n} rows do not split into groups of {group_size}")
-    p = batch.prompt_width
-    heads = torch.arange(0, n, group_size)
-    prompt_ids = batch.input_ids[heads, :p]
-    if not bool((batch.input_ids[:, :p] == prompt_ids.repeat_interleave(group_size, 0)).all()):
-        raise ValueError("the rows of a group must share one prompt")
-    cache = DynamicCache(config=getattr(model, "config", None))
-    first = model(input_ids=prompt_ids, attention_mask=batch.attention_mask[heads, :p],
-                  position_ids=batch.position_ids[heads, :p], cache=cache, use_cache=True, logits_to_keep=1).logits
-    cache.batch_repeat_interleave(group_size)
-    rest = model(input_ids=batch.input_ids[:, p:], attention_mask=batch.attention_mask,
-                 position_ids=batch.position_ids[:, p:], cache=cache, use_cache=True).logits
-    logits = torch.cat([first[:, -1:, :].repeat_interleave(group_size, 0), rest[:, :-1, :]], dim=1).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1) * batch.completion_mask
-    entropy = None
-    if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.completion_mask
-    return logp, entropy
-
-
-@contextlib.contextmanager
-def _kernels_like_a_trained_model(module: Any):
-    """Let a frozen model's weights "require grad" for a no-grad forward, so it runs the policy's kernels.
-
-    ``torch.matmul`` decides how to fold a batched product by whether its operands require
-    gradients, so a frozen copy (``requires_grad=False``) can round differently from the policy it
-    was copied from: about 1e-6 in the log-probs of the shared-prompt forward. That is invisible in
-    the KL's value (k3 rounds to 0), but not in its gradient (1 - pi_ref/pi), and AdamW turns any
-    non-zero gradient into a full-size step, so the policy moved at step 0 even with no reward
-    signal. Under ``torch.no_grad`` the flag only picks the kernel; nothing is recorded.
-    """
-    frozen = [p for p in module.parameters() if not p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(True)
-    try:
-        yield module
-    finally:
-        for p in frozen:
-            p.requires_grad_(False)
-
-
-def _policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entropy: bool = False,
-                     temperature: float = 1.0, reference: bool = False):
-    """Log-probs of the policy (or, with ``reference``, of the reference) by the chosen forward."""
-    from rlhf_core.text.rl_common import completion_logprobs
-
-    if not reference:
-        if grouped:
-            return grouped_logprobs(setup.model, batch, group_size, with_entropy=with_entropy, temperature=temperature)
-        return completion_logprobs(setup.model, batch, with_entropy=with_entropy, temperature=temperature)
-    with torch.no_grad():
-        if not grouped:
-            return setup.reference_logprobs(batch, temperature=temperature), None
-        if setup.reference is not None:
-            with _kernels_like_a_trained_model(setup.reference) as reference_model:
-                return grouped_logprobs(reference_model, batch, group_size, temperature=temperature)[0], None
-        with setup.model.disable_adapter():
-            return grouped_logprobs(setup.model, batch, group_size, temperature=temperature)[0], None
-
-
-# ------------------------------------------------------------------------------- prompts
-@dataclass
-class RLPrompt:
-    """A prompt to train or evaluate on: the user text and what the rewards read (``gold_answer``)."""
-
-    text: str
-    meta: dict
-    key: str = ""
-
-
-def task_prompts(level: int, n_train: int, n_heldout: int, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
-    from rlhf_core.text.tasks import task_split
-
-    train, held = task_split(level, n_train, n_heldout, seed)
-    return ([RLPrompt(t.prompt, t.meta(), t.key) for t in train],
-            [RLPrompt(t.prompt, t.meta(), t.key) for t in held])
-
-
-def project_prompts(project, *, need_gold: bool, heldout_fraction: float,
-                    seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
-    """The project's live prompts (only those with a gold answer when ``need_gold``), split with ``seed``."""
-    rows = project.conn.execute(
-        "SELECT id, text, gold_answer FROM prompts WHERE deleted_at IS NULL ORDER BY id").fetchall()
-    items = []
-    for pid, text, gold in rows:
-        gold = None if gold is None or not str(gold).strip() else str(gold).strip()
-        if need_gold and gold is None:
-            continue
-        items.append(RLPrompt(text, {"gold_answer": gold, "prompt_id": int(pid)}, f"prompt-{pid}"))
-    if not items:
-        what = "prompts with a gold answer" if need_gold else "prompts"
-        raise ValueError(f"The project has no {what}; import a prompt set with gold answers (e.g. the starter "
-                         "set's reasoning prompts) or use the generated tasks (prompt_source=tasks).")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n_held = min(int(round(len(items) * heldout_fraction)), len(items) - 1) if heldout_fraction > 0 else 0
-    return [items[i] for i in order[n_held:]], [items[i] for i in order[:n_held]]
-
-
-# ------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate_gold(model: Any, tokenizer: Any, prompts: list[RLPrompt], *, few_shot: bool, max_new_tokens: int,
-                  eos_token_ids: list[int], instruction: bool = True, on_step=None, batch_size: int = 16) -> dict:
-    """Greedy pass@1 on prompts with gold answers: accuracy, format rate (strict) and mean length."""
-    from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.rewards import answers_match, extract_answer, format_score
-    from rlhf_core.text.rl_common import sample_for_training
-    from rlhf_core.text.tasks import render_task_prompt
-
-    if not prompts:
-        return {"accuracy": float("nan"), "format": float("nan"), "mean_length": float("nan"), "n": 0}
-    rendered = [render_task_prompt(tokenizer, p.text, few_shot, instruction) for p in prompts]
-    samples = sample_for_training(model, tokenizer, rendered, SamplingSettings(max_new_tokens=max_new_tokens,
-                                                                                temperature=0.0),
-                                  seeds=[0] * len(rendered), eos_token_ids=eos_token_ids, on_step=on_step,
-                                  batch_size=batch_size)
-    correct = [answers_match(extract_answer(s.text), p.meta.get("gold_answer")) for s, p in zip(samples, prompts)]
-    formats = [format_score(s.text, partial=False) for s in samples]
-    return {"accuracy": sum(correct) / len(correct), "format": sum(formats) / len(formats),
-            "mean_length": sum(len(s.completion_ids) for s in samples) / len(samples), "n": len(samples),
-            "example": samples[0].text}
-
-
 # ------------------------------------------------------------------------------- training
-def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay; the fused kernel where torch has it (CPU/CUDA float tensors)."""
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
-
-
 def sample_seed(seed: int, step: int, index: int) -> int:
     """A distinct sampling seed per (run seed, step, completion)."""
     return (int(seed) * 1_000_003 + int(step)) * 65_536 + int(index)
@@ -361,19 +222,6 @@ def _length_stats(samples) -> dict[str, float]:
 def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     """Run GRPO (module doc). ``reward``: a ready reward object (library use, e.g. a custom
     :class:`~rlhf_core.text.rewards.CombinedReward`) instead of the one ``config.reward`` describes."""
-    from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.model import eos_token_ids as find_eos
-    from rlhf_core.text.rewards import parse_reward_spec
-    from rlhf_core.text.rl_common import (
-        batch_from_samples,
-        load_policy,
-        peak_rss_mb,
-        sample_for_training,
-        save_policy,
-        set_threads,
-    )
-    from rlhf_core.text.tasks import render_task_prompt
-
     started = time.monotonic()
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -449,17 +297,17 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
         advantages = group_advantages(rewards, G, config.scale_rewards)
         batch = batch_from_samples(samples, pad_id)
         mask = batch.completion_mask
-        ref_logp, _ = _policy_logprobs(setup, batch, G, grouped, temperature=config.temperature, reference=True)
+        ref_logp, _ = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature, reference=True)
         old_logp = None
         if config.mu > 1:
             with torch.no_grad():
-                old_logp = _policy_logprobs(setup, batch, G, grouped, temperature=config.temperature)[0]
+                old_logp = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature)[0]
         model.train()
         losses, grad_norms = [], []
         first: Any = None
         entropy = float("nan")
         for it in range(config.mu):
-            logp, ent = _policy_logprobs(setup, batch, G, grouped, with_entropy=(it == 0),
+            logp, ent = policy_logprobs(setup, batch, G, grouped, with_entropy=(it == 0),
                                          temperature=config.temperature)
             if it == 0:
                 entropy = float((ent.detach() * mask).sum() / mask.sum().clamp(min=1.0))
@@ -514,8 +362,6 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     ctx.raise_if_cancelled()
     consensus = None
     if config.eval_consensus_k > 0 and held_prompts:
-        from rlhf_core.text.evaluation import consensus_at_k
-
         ctx.progress(config.steps, config.steps,
                      f"cons@{config.eval_consensus_k} on {len(held_prompts)} held-out prompts")
         consensus = consensus_at_k(model, tok, held_prompts, k=config.eval_consensus_k, temperature=config.temperature,

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlhf_core.input_files import parse_json, read_input_file
 from rlhf_core.jobs import JobCancelled
 from rlhf_core.paths import cache_dir, resource_path
 
@@ -223,7 +224,7 @@ _GGUF_PATCH_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Hide transformers' own tqdm bars and info logging (our progress goes through the context)."""
     from transformers.utils import logging as hf_logging
 
@@ -258,7 +259,7 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike, ctx=No
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         _progress(ctx, 0.02, f"Reading {gguf_path.name} (one-time conversion, about half a minute)")
-        with _quiet_transformers(), _gguf_conversion_hooks(ctx):
+        with quiet_transformers(), _gguf_conversion_hooks(ctx):
             try:
                 model = AutoModelForCausalLM.from_pretrained(
                     gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
@@ -284,7 +285,7 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike, ctx=No
         model.is_quantized = False
         model.to(getattr(torch, STORAGE_DTYPE))
         _progress(ctx, 0.85, "Writing safetensors")
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(partial, safe_serialization=True)
             tokenizer.save_pretrained(partial)
         n_params = sum(p.numel() for p in model.parameters())
@@ -425,7 +426,6 @@ def read_model_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelNotFoundError(f"{folder} is not a Hugging Face model folder (it has no config.json).")
-    from rlhf_core.input_files import parse_json, read_input_file
 
     try:
         config = parse_json(read_input_file(config_path, 16_000_000))
@@ -523,10 +523,10 @@ def load_model(
         else:
             folder, model_id = None, spec
     torch_dtype = getattr(torch, dtype)
-    with _quiet_transformers():
+    with quiet_transformers():
         if folder is not None:
             check_model_folder(folder)
-            model, tokenizer = _from_pretrained(folder, torch_dtype, local=True)
+            model, tokenizer = load_pretrained(folder, torch_dtype=torch_dtype)
         else:
             model, tokenizer = _from_hub(spec, torch_dtype)
     model.eval()
@@ -544,17 +544,24 @@ def _looks_like_hub_id(spec: str) -> bool:
     return all(part and part not in (".", "..") for part in spec.split("/"))
 
 
-def _from_pretrained(folder: Path, torch_dtype, *, local: bool):
+def load_pretrained(folder: Path, auto_class: Any = None, *, torch_dtype: Any = None, local: bool = True,
+                    what: str = "model", **kwargs) -> tuple[Any, Any]:
+    """(model, tokenizer) from a safetensors folder through ``auto_class`` (default
+    ``AutoModelForCausalLM``; ``kwargs`` go to its ``from_pretrained``), with errors for a person:
+    unreadable files, weights that do not match ``config.json``, no tokenizer. Call it inside
+    :func:`quiet_transformers`."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    auto_class = auto_class or AutoModelForCausalLM
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, local_files_only=local,
-            trust_remote_code=False, output_loading_info=True,
+        model, info = auto_class.from_pretrained(
+            folder, dtype=torch_dtype or torch.float32, use_safetensors=True, local_files_only=local,
+            trust_remote_code=False, output_loading_info=True, **kwargs,
         )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, AssertionError, IndexError,
             AttributeError) as exc:
-        raise CorruptModelError(f"Could not load the model in {folder}: {_first_line(exc)}") from exc
+        raise CorruptModelError(f"Could not load the {what} in {folder}: {_first_line(exc)}") from exc
     missing = sorted(_info_get(info, "missing_keys"))
     mismatched = list(_info_get(info, "mismatched_keys"))
     if missing or mismatched:
@@ -580,7 +587,7 @@ def _from_hub(model_id: str, torch_dtype):
             "(or start the CLI with HF_HUB_OFFLINE=0), or give a local folder."
         )
     try:
-        return _from_pretrained(model_id, torch_dtype, local=False)  # type: ignore[arg-type]
+        return load_pretrained(model_id, torch_dtype=torch_dtype, local=False)  # type: ignore[arg-type]
     except CorruptModelError as exc:
         raise ModelNotFoundError(str(exc).replace("Could not load the model in", "Could not download")) from exc
 
@@ -605,7 +612,7 @@ def load_tokenizer(source: str | os.PathLike | None = None):
     """
     from transformers import AutoTokenizer
 
-    with _quiet_transformers():
+    with quiet_transformers():
         if source == "gguf":
             gguf_path = bundled_gguf_path()
             with _gguf_conversion_hooks():
@@ -654,7 +661,7 @@ def make_tiny_model(
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=pad)
     folder.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(folder, safe_serialization=True)
         tok.save_pretrained(folder)
     return folder

@@ -83,6 +83,9 @@ from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.generation import SamplingSettings
+from rlhf_core.text.prompts import load_builtin_set
+from rlhf_core.text.reward_model import load_text_reward_model, resolve_reward_model, score_responses
+from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
 from rlhf_core.text.rl_common import (
     PolicySetup,
     TokenBatch,
@@ -237,8 +240,6 @@ class RewardModelScorer:
     def __init__(self, folder: str | Path | None = None, *, normalize: bool = True, batch_size: int = 16,
                  model: Any = None, tokenizer: Any = None):
         if model is None:
-            from rlhf_core.text.reward_model import load_text_reward_model
-
             if folder is None:
                 raise ValueError("a reward model folder or a loaded model is needed")
             model, tokenizer = load_text_reward_model(folder)
@@ -253,8 +254,6 @@ class RewardModelScorer:
         self.prompt_offsets: dict[str, float] = {}
 
     def raw(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        from rlhf_core.text.reward_model import score_responses
-
         return score_responses(self.model, self.tokenizer, list(prompts), list(responses),
                                batch_size=self.batch_size).float()
 
@@ -314,25 +313,9 @@ class PromptBaseline:
         return (values - offsets) / self.scale
 
 
-def resolve_reward_model(spec: str, ctx: JobContext | None = None) -> Path:
-    """A reward model folder from a path, or from the id of a ``text_reward_model`` checkpoint."""
-    from rlhf_core.text.reward_model import CHECKPOINT_KIND as RM_KIND
-
-    spec = spec.strip()
-    if spec.isdigit():
-        if ctx is None or ctx.project_path is None:
-            raise ValueError(f"reward model {spec!r} looks like a checkpoint id, but this run has no project")
-        project = ctx.project()
-        for row in project.checkpoints():
-            if int(row["id"]) == int(spec):
-                if row["kind"] != RM_KIND:
-                    raise ValueError(f"checkpoint {spec} is a {row['kind']}, not a {RM_KIND}")
-                return project.abspath(row["path"])
-        raise ValueError(f"the project has no checkpoint {spec}")
-    folder = Path(spec).expanduser()
-    if not folder.exists():
-        raise ValueError(f"no reward model folder at {folder}")
-    return folder
+def _reward_model_folder(spec: str, ctx: JobContext | None) -> Path:
+    project = ctx.project() if ctx is not None and ctx.project_path is not None else None
+    return resolve_reward_model(spec, project)[0]
 
 
 def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None) -> RewardFn:
@@ -344,20 +327,16 @@ def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None) -> RewardFn:
     """
     items: list[tuple[str, float]] = []
     if config.reward.strip():
-        from rlhf_core.text.rewards import parse_spec_items
-
         items = parse_spec_items(config.reward)
     model_weight = sum(w for name, w in items if name == "model") if any(n == "model" for n, _ in items) else 1.0
     rest = [(name, w) for name, w in items if name != "model"]
     scorer = None
     if config.reward_model.strip():
-        scorer = RewardModelScorer(resolve_reward_model(config.reward_model, ctx), normalize=config.normalize_reward)
+        scorer = RewardModelScorer(_reward_model_folder(config.reward_model, ctx), normalize=config.normalize_reward)
     elif len(rest) != len(items):
         raise ValueError("the reward spec names 'model': set reward_model to a reward model folder or checkpoint id")
     combined = None
     if rest:
-        from rlhf_core.text.rewards import parse_reward_spec
-
         combined = parse_reward_spec(",".join(f"{n}:{w!r}" for n, w in rest))
     if scorer is None and combined is None:
         raise ValueError("choose a reward: reward_model (a folder or checkpoint id) and/or reward (a spec)")
@@ -411,7 +390,7 @@ def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScor
 
 
 def _gold_from_model(spec: str, ctx: JobContext | None, normalize: bool) -> GoldFn:
-    return RewardModelScorer(resolve_reward_model(spec, ctx), normalize=normalize)
+    return RewardModelScorer(_reward_model_folder(spec, ctx), normalize=normalize)
 
 
 # ------------------------------------------------------------------------------- the job's config
@@ -478,8 +457,6 @@ class PPOTextConfig:
         if not self.prompt_set.strip() and not self.prompt_ids:
             problems.append("choose prompts: a prompt_set or some prompt_ids")
         if self.reward.strip():
-            from rlhf_core.text.rewards import parse_spec_items
-
             try:
                 parse_spec_items(self.reward)
             except ValueError as exc:
@@ -495,8 +472,6 @@ class PPOTextConfig:
 def ppo_prompts(config: Any, ctx: JobContext | None) -> tuple[list[str], dict[str, str]]:
     """The training prompts (the project's ``prompt_ids`` and/or a built-in set, seeded order) and
     the gold answers of those that have one (``{prompt: answer}``)."""
-    from rlhf_core.text.prompts import load_builtin_set
-
     texts: list[str] = []
     gold: dict[str, str] = {}
     if config.prompt_ids:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.input_files import InputFileError, InputProblem, parse_json, read_input_file
+from rlhf_core.input_files import InputFileError, InputProblem, jsonl_values, parse_json, read_input_file
 from rlhf_core.paths import resource_path
 
 CATEGORIES = ("helpfulness", "harmlessness", "reasoning", "style")
@@ -113,14 +113,7 @@ def parse_prompt_file(path: str | os.PathLike, fmt: str | None = None) -> list[P
 
 def _parse_jsonl(raw: bytes) -> tuple[list[PromptRecord], list[str]]:
     records, problems = [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = parse_json(line)
-        except InputProblem as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
+    for number, obj in jsonl_values(raw, problems):
         if isinstance(obj, str):
             obj = {"text": obj}
         rec, errs = _record_from(obj, number)

@@ -1,4 +1,5 @@
-"""A text reward model: a causal-LM backbone with a scalar head, trained on the project's comparisons.
+"""A text reward model: a causal-LM backbone with a scalar head; building, saving, loading and scoring
+(the training job is :mod:`rlhf_core.text.reward_trainer`).
 
 Architecture (as in Ouyang et al. 2022 / TRL's ``AutoModelForSequenceClassification`` for Llama):
 the transformer WITHOUT its language-model head (``AutoModel``, e.g. ``LlamaModel``) reads
@@ -12,11 +13,6 @@ Texts are scored in groups of similar length (:func:`length_groups`), each padde
 longest row: a row's reward does not depend on the rows beside it, and on a CPU the padding of one
 batch of mixed lengths is paid for in full (about a third of the work for 16 texts of 40-100 tokens).
 
-Training pairs: every live comparison whose two items are responses to the SAME prompt, from the
-chosen label sources; the outcome becomes P(left better) via :func:`outcome_target` (``tie`` ->
-0.5, ``both_bad``/``skip`` left out). The loss is :func:`bradley_terry_loss` on
-(r(x, y_left), r(x, y_right)), i.e. ``-log sigmoid(r_w - r_l)`` for a decided pair.
-
 Saved result (a Hugging Face folder, safetensors only): the backbone via ``save_pretrained`` (its
 ``config.json`` + ``model.safetensors``), the tokenizer, ``reward_head.safetensors`` (``weight``
 [1, hidden], ``bias`` [1]) and ``reward_model.json`` (format, base model, max_length, results).
@@ -27,11 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,10 +32,16 @@ import torch
 from torch import nn
 
 from rlhf_core import kinds
-from rlhf_core.config import param
-from rlhf_core.store import SOURCES
-from rlhf_core.jobs import JobContext
-from rlhf_core.rewards.bradley_terry import bradley_terry_loss, outcome_target, pair_accuracy
+from rlhf_core.text.model import (
+    DEFAULT_MODEL_NAME,
+    CorruptModelError,
+    ModelNotFoundError,
+    check_model_folder,
+    check_safetensors_file,
+    ensure_default_model,
+    load_pretrained,
+    quiet_transformers,
+)
 
 FORMAT_NAME = "rlhf-workbench-text-reward-model"
 FORMAT_VERSION = 1
@@ -210,8 +209,6 @@ def score_responses(model: TextRewardModel, tokenizer: Any, prompts: Sequence[st
 
 # ------------------------------------------------------------------------------- loading & saving
 def _resolve_base_folder(model_path: str, ctx=None) -> tuple[Path, str]:
-    from rlhf_core.text.model import DEFAULT_MODEL_NAME, ModelNotFoundError, ensure_default_model
-
     spec = (model_path or "").strip()
     if spec in ("", "default", DEFAULT_MODEL_NAME):
         return ensure_default_model(ctx), DEFAULT_MODEL_NAME
@@ -223,32 +220,15 @@ def _resolve_base_folder(model_path: str, ctx=None) -> tuple[Path, str]:
 
 
 def _load_backbone(folder: Path):
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    from rlhf_core.text.model import CorruptModelError, _first_line, _info_get, _quiet_transformers
-
-    with _quiet_transformers():
-        try:
-            backbone, info = AutoModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True,
-                                                       local_files_only=True, trust_remote_code=False,
-                                                       output_loading_info=True)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-            raise CorruptModelError(f"Could not load the model in {folder}: {_first_line(exc)}") from exc
-        missing = sorted(_info_get(info, "missing_keys"))
-        if missing:
-            raise CorruptModelError(f"The weights in {folder} do not match its config.json "
-                                    f"({len(missing)} missing, e.g. {', '.join(map(str, missing[:3]))}).")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        except Exception as exc:  # noqa: BLE001 - tokenizers raise many kinds of errors
-            raise CorruptModelError(f"Could not load the tokenizer in {folder}: {_first_line(exc)}") from exc
+    with quiet_transformers():
+        backbone, tokenizer = load_pretrained(folder, AutoModel)
     return backbone, prepare_tokenizer(tokenizer)
 
 
 def load_base_reward_model(model_path: str = "", *, max_length: int = 512, seed: int = 0, ctx=None):
     """A fresh reward model on a causal LM folder ('' = the bundled default): (model, tokenizer, model_id)."""
-    from rlhf_core.text.model import check_model_folder
-
     folder, model_id = _resolve_base_folder(model_path, ctx)
     check_model_folder(folder)  # a causal LM with complete safetensors weights
     backbone, tokenizer = _load_backbone(folder)
@@ -260,13 +240,11 @@ def save_text_reward_model(model: TextRewardModel, folder: str | os.PathLike, me
     """Write the model as a Hugging Face folder (see the module doc); written aside, then moved in."""
     from safetensors.torch import save_file
 
-    from rlhf_core.text.model import _quiet_transformers
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.backbone.save_pretrained(partial, safe_serialization=True)
             if model.tokenizer is not None:
                 model.tokenizer.save_pretrained(partial)
@@ -289,8 +267,6 @@ def save_text_reward_model(model: TextRewardModel, folder: str | os.PathLike, me
 def load_text_reward_model(folder: str | os.PathLike) -> tuple[TextRewardModel, Any]:
     """Load a folder written by :func:`save_text_reward_model` (safetensors only): (model in eval mode, tokenizer)."""
     from safetensors.torch import load_file
-
-    from rlhf_core.text.model import CorruptModelError, ModelNotFoundError, check_safetensors_file
 
     folder = Path(folder).expanduser()
     meta_path = folder / META_FILE
@@ -318,232 +294,26 @@ def load_text_reward_model(folder: str | os.PathLike) -> tuple[TextRewardModel, 
     return model, tokenizer
 
 
-# ------------------------------------------------------------------------------- pairs
-@dataclass
-class TextPair:
-    prompt: str
-    left: str
-    right: str
-    target: float  # P(left is better): 1, 0 or 0.5
-    comparison_id: int | None = None
-
-
-def text_pairs(project, label_sources: str = "human,synthetic,ai") -> list[TextPair]:
-    """Every live comparison of two live responses to the same prompt, with a preference.
-
-    A pair that a person labelled is trained on the person's label(s) only: AI labels of the same
-    two responses are dropped (a reviewed or overridden AI label must not count against the
-    person's answer).
-    """
-    wanted = {s.strip() for s in label_sources.split(",") if s.strip()}
-    prompts: dict[int, str] = {}
-    out = []
-    comparisons = project.comparisons()
-    human_pairs = {frozenset((c["left_id"], c["right_id"])) for c in comparisons if c["source"] == "human"}
-    for c in comparisons:
-        target = outcome_target(c["outcome"])
-        if target is None or c["source"] not in wanted:
-            continue
-        if c["source"] == "ai" and frozenset((c["left_id"], c["right_id"])) in human_pairs:
-            continue
-        left, right = project.get_item(c["left_id"]), project.get_item(c["right_id"])
-        if left is None or right is None or any(
-                i["kind"] != "response" or i["deleted_at"] is not None or i["text"] is None for i in (left, right)):
-            continue
-        if left["prompt_id"] is None or left["prompt_id"] != right["prompt_id"]:
-            continue
-        pid = int(left["prompt_id"])
-        if pid not in prompts:
-            row = project.conn.execute("SELECT text FROM prompts WHERE id=?", [pid]).fetchone()
-            if row is None:
-                continue
-            prompts[pid] = row[0]
-        out.append(TextPair(prompts[pid], left["text"], right["text"], float(target), int(c["id"])))
-    return out
-
-
-def split_pairs(pairs: list, heldout_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, heldout): a seeded shuffle; at least one training pair stays."""
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_held = min(int(round(len(pairs) * heldout_fraction)), len(pairs) - 1) if heldout_fraction > 0 else 0
-    held = [pairs[i] for i in order[:n_held]]
-    train = [pairs[i] for i in order[n_held:]]
-    return train, held
-
-
-def pair_loss(model: TextRewardModel, batch: Sequence[TextPair], tokenizer: Any, *,
-              center_rewards_coefficient: float = 0.0):
-    """(loss, score_left, score_right, mean_tokens) for a batch of pairs.
-
-    The 2B texts (lefts, then rights) are scored together by :meth:`TextRewardModel.score_ids`, in
-    groups of similar length rather than one batch padded to the longest text.
-
-    ``center_rewards_coefficient`` c > 0 adds ``c * mean((r_left + r_right)^2)`` (Eisenstein et al.
-    2023, eq. 2; TRL's ``RewardConfig.center_rewards_coefficient``), which pulls the rewards towards
-    mean zero; the Bradley-Terry term alone only sees differences of rewards.
-    """
-    texts = [format_pair_text(tokenizer, p.prompt, p.left) for p in batch] + \
-            [format_pair_text(tokenizer, p.prompt, p.right) for p in batch]
-    rows = model.tokenize(texts, tokenizer)
-    scores = model.score_ids(rows, tokenizer.pad_token_id)
-    n = len(batch)
-    left, right = scores[:n], scores[n:]
-    target = torch.tensor([p.target for p in batch], dtype=scores.dtype, device=scores.device)
-    loss = bradley_terry_loss(left, right, target)
-    if center_rewards_coefficient:
-        loss = loss + center_rewards_coefficient * ((left + right) ** 2).mean()
-    return loss, left, right, sum(len(r) for r in rows) / len(rows)
-
-
-def make_optimizer(model: TextRewardModel, lr: float, *, fused: bool | None = None) -> torch.optim.Optimizer:
-    """AdamW over the whole backbone and the head, no weight decay (the job's optimiser).
-
-    ``fused`` (default: where torch has it, i.e. float weights on CPU or CUDA) updates all tensors
-    in one kernel: for SmolLM2-135M on one CPU thread 0.22 s per step instead of 0.72 s. It is
-    also TRL's default optimiser (``adamw_torch_fused``).
-    """
-    params = list(model.parameters())
-    if fused is None:
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=bool(fused))
-
-
-def set_gradient_checkpointing(model: TextRewardModel, enabled: bool) -> None:
-    """Recompute each layer's activations in the backward pass instead of keeping them (training only)."""
-    backbone = model.backbone
-    if enabled:
-        enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
-        enable()
-    else:
-        disable = getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
-        disable()
-
-
-def train_step(model: TextRewardModel, optimiser: torch.optim.Optimizer, batch: Sequence[TextPair],
-               tokenizer: Any, *, center_rewards_coefficient: float = 0.0) -> dict[str, float]:
-    """One optimisation step on a batch of pairs (what the job does per step): the step's metrics."""
-    loss, left, right, mean_len = pair_loss(model, batch, tokenizer,
-                                            center_rewards_coefficient=center_rewards_coefficient)
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    optimiser.step()
-    target = torch.tensor([p.target for p in batch])
-    return {"reward_model/loss": float(loss.detach()),
-            "reward_model/train_accuracy": pair_accuracy(left.detach(), right.detach(), target),
-            "reward_model/mean_length": mean_len}
-
-
-@torch.no_grad()
-def evaluate_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tokenizer: Any,
-                   batch_size: int = 8) -> tuple[float, float]:
-    """(mean BT loss, accuracy on decided pairs) in eval mode."""
-    if not pairs:
-        return float("nan"), float("nan")
-    was_training = model.training
-    model.eval()
-    try:
-        lefts, rights, losses = [], [], []
-        for i in range(0, len(pairs), batch_size):
-            batch = pairs[i:i + batch_size]
-            loss, left, right, _ = pair_loss(model, batch, tokenizer)
-            losses.append(float(loss) * len(batch))
-            lefts.append(left)
-            rights.append(right)
-    finally:
-        model.train(was_training)
-    target = torch.tensor([p.target for p in pairs])
-    return sum(losses) / len(pairs), pair_accuracy(torch.cat(lefts), torch.cat(rights), target)
-
-
-# ------------------------------------------------------------------------------- the job
-@dataclass
-class TextRewardModelConfig:
-    model: str = param("", "Causal language model folder to start from ('' = the bundled SmolLM2-135M-Instruct).")
-    label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).",
-                            subset_of=SOURCES)
-    epochs: int = param(2, "Passes over the training pairs.", min=1)
-    batch_size: int = param(4, "Pairs per optimisation step (each pair is two sequences).", min=1)
-    learning_rate: float = param(1e-5, "AdamW learning rate (whole backbone and head are trained).", min=0.0,
-                                 min_inclusive=False)
-    max_length: int = param(512, "Longest input in tokens (template + prompt + response); longer ones are "
-                                 "cut on the right.", min=8)
-    heldout_fraction: float = param(0.1, "Pairs held out to measure accuracy.", min=0.0, max=0.5)
-    seed: int = param(0, "Random seed (head initialisation, held-out split, shuffling).", min=0)
-    score_responses: int = param(400, "After training, score up to this many of the project's responses "
-                                 "(newest first) for the reward-vs-length plot (0 = none).", min=0)
-    center_rewards_coefficient: float = param(0.0, "Adds this times mean((r_left + r_right)^2) to the loss, "
-                                                   "pulling rewards towards mean zero (as TRL's; 0.01 is usual, 0 = "
-                                                   "off). The logged training loss includes it.", min=0.0,
-                                              advanced=True)
-    gradient_checkpointing: bool = param(False, "Recompute activations during the backward pass: less memory, "
-                                                "slower steps on a CPU.", advanced=True)
-
-
-def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> dict:
-    project = ctx.project()
-    pairs = text_pairs(project, config.label_sources)
-    if not pairs:
-        raise ValueError(
-            "No usable text comparisons: the reward model needs labelled pairs of two responses to the "
-            f"same prompt (outcome left, right or tie; label sources {config.label_sources!r}). "
-            "Generate responses and compare some first.")
-    train, held = split_pairs(pairs, config.heldout_fraction, config.seed)
-    ctx.progress(0.0, message=f"Loading the model ({len(train)} training pairs, {len(held)} held out)")
-    model, tokenizer, model_id = load_base_reward_model(config.model, max_length=config.max_length,
-                                                        seed=config.seed, ctx=ctx)
-    ctx.raise_if_cancelled()
-    set_gradient_checkpointing(model, config.gradient_checkpointing)
-    model.train()
-    optimiser = make_optimizer(model, config.learning_rate)
-    rng = random.Random(config.seed)
-    per_epoch = math.ceil(len(train) / config.batch_size)
-    total = per_epoch * config.epochs
-    step = 0
-    started = time.monotonic()
-    last_loss = float("nan")
-    heldout_acc = float("nan")
-    for epoch in range(config.epochs):
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        for b in range(per_epoch):
-            ctx.raise_if_cancelled()
-            batch = [train[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
-            metrics = train_step(model, optimiser, batch, tokenizer, center_rewards_coefficient=config.center_rewards_coefficient)
-            step += 1
-            last_loss = metrics["reward_model/loss"]
-            ctx.metrics(step, metrics)
-            ctx.progress(0.95 * step / total, message=f"epoch {epoch + 1}/{config.epochs}, loss {last_loss:.3f}")
-        ctx.raise_if_cancelled()
-        if held:
-            _, heldout_acc = evaluate_pairs(model, held, tokenizer, config.batch_size)
-            ctx.metrics(step, {"reward_model/heldout_accuracy": heldout_acc})
-    ctx.raise_if_cancelled()
-    train_loss, train_acc = evaluate_pairs(model, train, tokenizer, config.batch_size)
-    ctx.metrics(step, {"reward_model/final_train_loss": train_loss, "reward_model/final_train_accuracy": train_acc})
-    result = {"pairs": len(pairs), "train_pairs": len(train), "heldout_pairs": len(held),
-              "heldout_accuracy": None if math.isnan(heldout_acc) else heldout_acc,
-              "train_accuracy": None if math.isnan(train_acc) else train_acc,
-              "train_loss": train_loss, "steps": step, "train_seconds": round(time.monotonic() - started, 2)}
-    ctx.progress(0.96, message="Scoring the project's responses (reward vs length)")
-    from rlhf_core.text import rm_analysis
-
-    held_texts = {(p.prompt, t) for p in held for t in (p.left, p.right)}
-    train_texts = {(p.prompt, t) for p in train for t in (p.left, p.right)}
-    scores = rm_analysis.score_project_responses(model, tokenizer, project, limit=config.score_responses,
-                                                 heldout_texts=held_texts - train_texts,
-                                                 batch_size=config.batch_size,
-                                                 on_batch=lambda done, total: ctx.raise_if_cancelled())
-    bias = rm_analysis.length_bias(scores)
-    ctx.sample(rm_analysis.SAMPLE_KIND, {"scores": scores, **bias}, step=step)
-    if bias["pearson_r"] is not None:
-        ctx.metrics(step, {"reward_model/length_correlation": bias["pearson_r"]})
-    result["length_correlation"] = bias["pearson_r"]
-    result["scored_responses"] = bias["n"]
-    folder = project.run_folder(ctx.run_id) / "text_reward_model"
-    save_text_reward_model(model, folder, meta={"base_model": model_id, **result})
-    cid = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, folder, step=step,
-                                 meta={"base_model": model_id, "pairs": len(pairs),
-                                       "heldout_accuracy": result["heldout_accuracy"]})
-    ctx.progress(1.0, message="done")
-    return {**result, "checkpoint_id": cid, "path": str(folder)}
+def resolve_reward_model(spec: str, project=None) -> tuple[Path, str]:
+    """(folder, short name) of a text reward model from a folder, a checkpoint id, or '' = the project's latest."""
+    spec = (spec or "").strip()
+    if spec and not spec.isdigit():
+        folder = Path(spec).expanduser()
+        if not folder.exists():
+            raise ValueError(f"No reward model folder at {folder}.")
+        return folder, folder.name
+    if project is None:
+        raise ValueError(f"Reward model {spec!r} is a checkpoint id (or the latest), but there is no project.")
+    rows = [c for c in project.checkpoints() if c["kind"] == CHECKPOINT_KIND]
+    if spec:
+        rows = [c for c in project.checkpoints() if int(c["id"]) == int(spec)]
+        if not rows:
+            raise ValueError(f"The project has no checkpoint {spec}.")
+        if rows[0]["kind"] != CHECKPOINT_KIND:
+            raise ValueError(f"Checkpoint {spec} is a {rows[0]['kind']}, not a {CHECKPOINT_KIND}.")
+    if not rows:
+        raise ValueError("The project has no text reward model yet: train one first (job text_reward_model), "
+                         "or give a reward model folder, or use the judge method.")
+    row = rows[-1]
+    name = f"run{row['run_id']}" if row["run_id"] is not None else f"checkpoint{row['id']}"
+    return project.abspath(row["path"]), name

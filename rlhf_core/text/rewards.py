@@ -174,7 +174,7 @@ class RewardModelReward:
 
     def load(self) -> None:
         if self._model is None:
-            from rlhf_core.text.reward_model import load_text_reward_model
+            from rlhf_core.text.reward_model import load_text_reward_model  # start-up: imports torch
 
             self._model, self._tokenizer = load_text_reward_model(self.folder)
             for p in self._model.parameters():
@@ -182,7 +182,7 @@ class RewardModelReward:
 
     def __call__(self, prompts, completions, metas) -> list[float]:
         _check_lengths(prompts, completions, metas)
-        from rlhf_core.text.reward_model import score_responses
+        from rlhf_core.text.reward_model import score_responses  # start-up: imports torch
 
         self.load()
         scores = score_responses(self._model, self._tokenizer, list(prompts), list(completions),

@@ -1,4 +1,5 @@
-"""What every text trainer shares: sampling for training, token log-probs, KL estimators, masks.
+"""What every text trainer shares: sampling for training, token log-probs (plain and shared-prompt),
+KL estimators, masks, policy loading and saving, the optimiser.
 
 SFT, DPO, GRPO and PPO all need the log-probability of each COMPLETION token under a model, given
 the prompt. They build the same kind of batch:
@@ -24,6 +25,7 @@ Both are exactly 0 when the policy equals the reference.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -35,7 +37,8 @@ from typing import Any
 import torch
 
 from rlhf_core.text.generation import Completion, SamplingSettings, generate_batch
-
+from rlhf_core.text.model import eos_token_ids as find_eos, load_model
+from rlhf_core.text.prompts import plain_render
 
 # ------------------------------------------------------------------------------- batches
 @dataclasses.dataclass
@@ -104,7 +107,6 @@ def render_chat_prompt(tokenizer: Any, prompt: str, system: str = "") -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    from rlhf_core.text.prompts import plain_render
 
     return plain_render(messages)
 
@@ -189,8 +191,6 @@ def sample_for_training(model: Any, tokenizer: Any, rendered_prompts: Sequence[s
     The model is switched to eval mode for sampling and back to its previous mode afterwards.
     """
     if eos_token_ids is None:
-        from rlhf_core.text.model import eos_token_ids as find_eos
-
         eos_token_ids = find_eos(model, tokenizer)
     stop_token = int(eos_token_ids[0]) if eos_token_ids else None
     was_training = model.training
@@ -272,8 +272,6 @@ def load_policy(model_spec: str = "", *, lora_rank: int = 0, lora_alpha: int = 0
     reference is a frozen deep copy (when ``need_reference``). The tokenizer pads on the left and
     has a pad token.
     """
-    from rlhf_core.text.model import load_model
-
     loaded = load_model(model_spec or None, ctx=ctx, allow_network=allow_network)
     model = loaded.model
     if gradient_checkpointing:
@@ -351,3 +349,95 @@ def completion_logprobs_and_hidden(model: Any, batch: TokenBatch, *, with_entrop
     assert capture.hidden is not None
     p = batch.prompt_width
     return logp, entropy, capture.hidden[:, p - 1:-1, :]
+
+
+# ------------------------------------------------------------------------------- shared-prompt forward
+def grouped_logprobs(model: Any, batch, group_size: int, *, with_entropy: bool = False,
+                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`completion_logprobs` for a batch of G-row groups that share a
+    prompt, running each prompt ONCE instead of G times.
+
+    The B distinct prompts (rows 0, G, 2G, ... of ``batch``) go through the model first, keeping
+    their keys and values in a cache; the cache is repeated G times along the batch and the B x G
+    completions then attend to it. The first completion token is predicted by the prompt's last
+    position, the others by the completion positions. Gradients flow back through the cached keys
+    and values into the prompt pass, so the result and its gradient equal the plain forward's (to
+    float rounding). With a 120-token prompt, 40-token completions and G = 4 this is about 2.3x
+    fewer token-forwards. Not for gradient checkpointing (which recomputes layers and would append
+    to the cache twice): use the plain forward there.
+    """
+    from transformers import DynamicCache
+
+    n = len(batch)
+    if group_size < 1 or n % group_size:
+        raise ValueError(f"{n} rows do not split into groups of {group_size}")
+    p = batch.prompt_width
+    heads = torch.arange(0, n, group_size)
+    prompt_ids = batch.input_ids[heads, :p]
+    if not bool((batch.input_ids[:, :p] == prompt_ids.repeat_interleave(group_size, 0)).all()):
+        raise ValueError("the rows of a group must share one prompt")
+    cache = DynamicCache(config=getattr(model, "config", None))
+    first = model(input_ids=prompt_ids, attention_mask=batch.attention_mask[heads, :p],
+                  position_ids=batch.position_ids[heads, :p], cache=cache, use_cache=True, logits_to_keep=1).logits
+    cache.batch_repeat_interleave(group_size)
+    rest = model(input_ids=batch.input_ids[:, p:], attention_mask=batch.attention_mask,
+                 position_ids=batch.position_ids[:, p:], cache=cache, use_cache=True).logits
+    logits = torch.cat([first[:, -1:, :].repeat_interleave(group_size, 0), rest[:, :-1, :]], dim=1).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1) * batch.completion_mask
+    entropy = None
+    if with_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.completion_mask
+    return logp, entropy
+
+
+@contextlib.contextmanager
+def _kernels_like_a_trained_model(module: Any):
+    """Let a frozen model's weights "require grad" for a no-grad forward, so it runs the policy's kernels.
+
+    ``torch.matmul`` decides how to fold a batched product by whether its operands require
+    gradients, so a frozen copy (``requires_grad=False``) can round differently from the policy it
+    was copied from: about 1e-6 in the log-probs of the shared-prompt forward. That is invisible in
+    the KL's value (k3 rounds to 0), but not in its gradient (1 - pi_ref/pi), and AdamW turns any
+    non-zero gradient into a full-size step, so the policy moved at step 0 even with no reward
+    signal. Under ``torch.no_grad`` the flag only picks the kernel; nothing is recorded.
+    """
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield module
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entropy: bool = False,
+                     temperature: float = 1.0, reference: bool = False):
+    """Log-probs of the policy (or, with ``reference``, of the reference) by the chosen forward."""
+    if not reference:
+        if grouped:
+            return grouped_logprobs(setup.model, batch, group_size, with_entropy=with_entropy, temperature=temperature)
+        return completion_logprobs(setup.model, batch, with_entropy=with_entropy, temperature=temperature)
+    with torch.no_grad():
+        if not grouped:
+            return setup.reference_logprobs(batch, temperature=temperature), None
+        if setup.reference is not None:
+            with _kernels_like_a_trained_model(setup.reference) as reference_model:
+                return grouped_logprobs(reference_model, batch, group_size, temperature=temperature)[0], None
+        with setup.model.disable_adapter():
+            return grouped_logprobs(setup.model, batch, group_size, temperature=temperature)[0], None
+
+
+# ------------------------------------------------------------------------------- optimiser
+def make_optimizer(params, lr: float, *, fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW without weight decay over ``params`` (a list or a module's parameters), the optimiser of every
+    text trainer. ``fused`` (default: where torch has it, float tensors on CPU or CUDA) updates all tensors
+    in one kernel: for SmolLM2-135M on one CPU thread 0.22 s per step instead of 0.72 s; TRL's default
+    (``adamw_torch_fused``)."""
+    params = list(params)
+    if fused is None:
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=bool(fused))

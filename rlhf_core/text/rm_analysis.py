@@ -53,7 +53,7 @@ def score_project_responses(model: Any, tokenizer: Any, project, *, limit: int =
     ``(prompt, response)`` tuples). ``on_batch(done, total)`` is called after each batch (and may
     raise to cancel).
     """
-    from rlhf_core.text.reward_model import score_responses
+    from rlhf_core.text.reward_model import score_responses  # start-up: imports torch
 
     rows = project_responses(project, limit)
     out: list[dict] = []

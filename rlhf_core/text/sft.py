@@ -39,6 +39,9 @@ from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobContext
+from rlhf_core.text.labels import CORRECTION_SOURCE
+from rlhf_core.text.model import eos_token_ids
+from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
     build_batch,
     completion_logprobs,
@@ -89,8 +92,6 @@ def sft_examples(project, data: str = "corrections,demonstrations,chosen",
     base = ("SELECT i.id, p.text, i.text FROM items i JOIN prompts p ON p.id = i.prompt_id "
             "WHERE i.kind = 'response' AND i.deleted_at IS NULL AND p.deleted_at IS NULL AND i.text IS NOT NULL ")
     if "corrections" in wanted:
-        from rlhf_core.text.labels import CORRECTION_SOURCE
-
         for item_id, prompt, text in project.conn.execute(base + "AND i.source = ? ORDER BY i.id",
                                                           [CORRECTION_SOURCE]):
             add(prompt, text, "corrections", item_id)
@@ -101,8 +102,6 @@ def sft_examples(project, data: str = "corrections,demonstrations,chosen",
         for item_id, prompt, text in rows:
             add(prompt, text, "demonstrations", item_id)
     if "chosen" in wanted:
-        from rlhf_core.text.reward_model import text_pairs
-
         for pair in text_pairs(project, label_sources):
             if pair.target == 1.0:
                 add(pair.prompt, pair.left, "chosen", None)
@@ -147,8 +146,6 @@ class _Encoder:
     """Prompt/response -> token ids (prompt with the chat template, response + end token)."""
 
     def __init__(self, tokenizer, model, max_length: int):
-        from rlhf_core.text.model import eos_token_ids
-
         self.tokenizer = tokenizer
         eos = eos_token_ids(model, tokenizer)
         self.eos = eos[0] if eos else tokenizer.eos_token_id
@@ -196,8 +193,6 @@ def heldout_loss(model, encoder: _Encoder, examples, batch_size: int) -> float:
 
 
 def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
-    from rlhf_core.text.reward_model import split_pairs
-
     set_threads(config.threads)
     if ctx.project_path is None:
         raise ValueError("SFT learns from a project's demonstrations: run it with a project (--project).")

@@ -27,6 +27,8 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
+from rlhf_core.text.prompts import plain_render
+
 LEVELS = (1, 2, 3, 4)
 
 #: the instruction, given as the system message (it replaces the model's default system prompt)
@@ -91,7 +93,6 @@ def render_task_prompt(tokenizer, prompt: str, few_shot: bool = True, instructio
     messages = task_messages(prompt, few_shot, instruction)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    from rlhf_core.text.prompts import plain_render
 
     return plain_render(messages)
 

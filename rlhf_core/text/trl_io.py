@@ -61,7 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.input_files import InputFileError, InputProblem, parse_json, read_input_file
+from rlhf_core.input_files import InputFileError, InputProblem, jsonl_values, parse_json, read_input_file
 from rlhf_core.store.project import SOURCES, Project, open_project
 from rlhf_core.store.ranking import expand_ranking
 
@@ -392,14 +392,7 @@ def parse_trl_file(path: str | os.PathLike, skipped: list[str] | None = None) ->
     rows: list[TrlRow] = []
     problems: list[str] = []
     labels: dict[tuple[str, str], tuple[bool, int]] = {}
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = parse_json(line)
-        except InputProblem as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
+    for number, obj in jsonl_values(raw, problems):
         try:
             row = _row_from(obj, number)
         except _SkippedRow as exc:

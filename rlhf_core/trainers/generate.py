@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
+from rlhf_core.text.model import DEFAULT_MODEL_NAME, default_model_dir, is_converted, load_model
 from rlhf_core.text.prompts import (
     TEMPLATE_STYLES,
     PromptTemplate,
@@ -94,7 +95,7 @@ class GenerateConfig:
                               exemplars=parse_exemplars(self.few_shot_exemplars))
 
     def sampling(self):
-        from rlhf_core.text.generation import SamplingSettings
+        from rlhf_core.text.generation import SamplingSettings  # start-up: imports torch
 
         return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                 top_p=self.top_p, top_k=self.top_k,
@@ -147,8 +148,7 @@ def select_prompts(project, config: GenerateConfig) -> list[dict]:
 
 def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
     """Sample ``samples_per_prompt`` responses for every selected prompt and store them."""
-    from rlhf_core.text.generation import generate_batch
-    from rlhf_core.text.model import DEFAULT_MODEL_NAME, default_model_dir, is_converted, load_model
+    from rlhf_core.text.generation import generate_batch  # start-up: imports torch
 
     if ctx.project_path is None:
         raise ValueError("generation stores its responses in a project: run it with a project")

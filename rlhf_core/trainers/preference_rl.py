@@ -37,10 +37,11 @@ from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobContext
 from rlhf_core.labelers.synthetic import TEACHERS, Teacher
-from rlhf_core.rewards.bradley_terry import outcome_target
 from rlhf_core.rewards.datasets import stack_observations, whole_pairs
 from rlhf_core.rewards.networks import RewardEnsemble
+from rlhf_core.rewards.outcomes import outcome_target
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
+from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
 from rlhf_core.trainers.learner import make_ppo, ppo_kwargs
 
 
@@ -114,8 +115,6 @@ def select_queries(ensemble: RewardEnsemble | None, trajs: list, clips: list, n:
 def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
-
-    from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
 
     rng = np.random.default_rng(config.seed)
     project = ctx.project() if ctx.project_path is not None else None

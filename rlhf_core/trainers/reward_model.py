@@ -22,13 +22,13 @@ import numpy as np
 
 from rlhf_core import kinds
 from rlhf_core.config import param
-from rlhf_core.store import SOURCES
 from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
-from rlhf_core.rewards.bradley_terry import outcome_target
-from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs, whole_pairs
+from rlhf_core.rewards.datasets import PairSet, Segment, drex_pairs, stack_observations, trex_pairs, whole_pairs
 from rlhf_core.rewards.drex_overrides import drex_overrides, drex_trajectories, overridden_pair_count
+from rlhf_core.rewards.outcomes import outcome_target
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
+from rlhf_core.store import SOURCES
 
 
 @dataclass
@@ -90,26 +90,27 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     if config.source == "comparisons":
         pairs, obs = _comparison_pairs(project, config)
     elif config.source == "rankings":
-        obs, ranks = [], []
+        obs, ranks = [], []  # ranks[i]: (ranking id, position in it) of trajectory i
         rows = project.conn.execute("SELECT id FROM rankings WHERE deleted_at IS NULL ORDER BY id").fetchall()
         for (rid,) in rows:
             groups = project.ranking_groups(rid)
             items = [project.get_item(i) for g in groups for i in g]
             if any(it["env_id"] != config.env_id for it in items):
                 continue
-            for pos, g in enumerate(groups):  # ranks of different rankings are not compared: offset them
+            for pos, g in enumerate(groups):
                 for i in g:
                     obs.append(load_arrays(project, project.get_item(i))["observations"])
-                    ranks.append(rid * 1000 + pos)
+                    ranks.append((rid, pos))
         if len(set(ranks)) < 2:
             raise ValueError(f"no ranking of {config.env_id} trajectories yet; rank some first")
-        pairs = _ranked_pairs(obs, ranks, config, same_ranking_only=True)
+        pairs = _ranking_pairs(obs, ranks, config)
     elif config.source == "checkpoint_order":
         trajs = _trajectories(project, config.env_id, lambda t, s: s.get("kind") == "checkpoint" and "step" in s)
         if len({s["step"] for _, s in trajs}) < 2:
             raise ValueError(f"need trajectories from at least two learner checkpoints of {config.env_id}")
         obs = [load_arrays(project, t)["observations"] for t, _ in trajs]
-        pairs = _ranked_pairs(obs, [float(s["step"]) for _, s in trajs], config)
+        pairs = trex_pairs(obs, [float(s["step"]) for _, s in trajs], config.snippet_pairs,
+                           min_len=config.snippet_min, max_len=config.snippet_max, seed=config.seed)
     else:  # drex
         pairs, obs, extra = drex_training_pairs(project, config)
     settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.learning_rate,
@@ -145,22 +146,19 @@ def drex_training_pairs(project, config: RewardModelConfig):
                         "drex_overridden_snippet_pairs": overridden_pair_count(pairs, overrides)}
 
 
-def _ranked_pairs(obs, ranks, config, same_ranking_only: bool = False):
-    if not same_ranking_only:
-        return trex_pairs(obs, ranks, config.snippet_pairs, min_len=config.snippet_min, max_len=config.snippet_max,
-                          seed=config.seed)
-    # several rankings: only compare trajectories ranked together (rank // 1000 is the ranking)
-    ranks = np.asarray(ranks)
-    parts = [trex_pairs([obs[i] for i in np.where(ranks // 1000 == r)[0]],
-                        list(ranks[ranks // 1000 == r] % 1000),
-                        max(1, config.snippet_pairs // len(set(ranks // 1000))),
-                        min_len=config.snippet_min, max_len=config.snippet_max, seed=config.seed + int(r))
-             for r in sorted(set(ranks // 1000)) if len(set(ranks[ranks // 1000 == r])) > 1]
+def _ranking_pairs(obs, ranks: list[tuple[int, int]], config):
+    """Snippet pairs from several rankings (``ranks[i]`` = (ranking id, position)): trajectories are
+    compared only with those ranked beside them."""
+    by_ranking: dict[int, list[int]] = {}
+    for i, (rid, _) in enumerate(ranks):
+        by_ranking.setdefault(rid, []).append(i)
+    per_ranking = max(1, config.snippet_pairs // len(by_ranking))
+    parts = [trex_pairs([obs[i] for i in rows], [ranks[i][1] for i in rows], per_ranking,
+                        min_len=config.snippet_min, max_len=config.snippet_max, seed=config.seed + rid)
+             for rid, rows in sorted(by_ranking.items()) if len({ranks[i][1] for i in rows}) > 1]
     if len(parts) == 1:
         return parts[0]
     # merge the per-ranking pair sets into one observation table
-    from rlhf_core.rewards.datasets import PairSet, Segment
-
     flat = np.concatenate([p.obs for p in parts])
     base, offsets, first, second, target = 0, [], [], [], []
     n_traj = 0

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
+from rlhf_core.rewards.networks import MLPReward, RewardNetSpec
 
 
 @dataclass
@@ -50,17 +50,9 @@ class SyntheticPreferenceConfig:
         return problems
 
 
-class RewardMLP(nn.Module):
+def _reward_mlp(n_features: int, hidden: int) -> MLPReward:
     """r(x): two hidden ReLU layers and a scalar output."""
-
-    def __init__(self, n_in: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+    return MLPReward(RewardNetSpec(obs_dim=n_features, hidden=hidden, layers=2))
 
 
 def make_problem(config: SyntheticPreferenceConfig) -> dict[str, np.ndarray]:
@@ -92,7 +84,7 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
     perm = torch.randperm(config.n_pairs, generator=torch.Generator().manual_seed(config.seed))
     held, train = perm[:n_held], perm[n_held:]
 
-    model = RewardMLP(config.n_features, config.hidden)
+    model = _reward_mlp(config.n_features, config.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed + 1)
 
@@ -151,8 +143,8 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
     return result
 
 
-def load_reward_mlp(path, n_features: int, hidden: int) -> RewardMLP:
+def load_reward_mlp(path, n_features: int, hidden: int) -> MLPReward:
     """Load a saved reward MLP (tensors only: ``weights_only=True``)."""
-    model = RewardMLP(n_features, hidden)
+    model = _reward_mlp(n_features, hidden)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

@@ -3,12 +3,8 @@ import math
 import pytest
 import torch
 
-from rlhf_core.rewards.bradley_terry import (
-    bradley_terry_loss,
-    outcome_target,
-    pair_accuracy,
-    preference_probability,
-)
+from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy, preference_probability
+from rlhf_core.rewards.outcomes import outcome_target
 
 
 def test_lecture_worked_example():

@@ -348,7 +348,7 @@ def test_export_uses_a_run_config_and_the_task_set(tmp_path):
     assert [r["gold_answer"] for r in held_rows] == [t.gold_answer for t in held]
     assert config["data"]["origin"].startswith("generated arithmetic tasks") and config["data"]["heldout_rows"] == 4
     # project prompts: the GRPO job's held-out split (seeded shuffle, heldout_fraction) is kept
-    from rlhf_core.text.grpo import project_prompts
+    from rlhf_core.text.gold_eval import project_prompts
 
     for text, answer in GOLD * 3:
         project.add_prompt(text + " (again)", gold_answer=answer)

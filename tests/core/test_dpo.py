@@ -121,7 +121,7 @@ def test_training_prefers_the_marker_from_log2_and_saves_a_checkpoint(project, t
     # the saved policy gives the chosen (marker) responses a higher log-ratio than the reference does
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf_core.text.reward_model import split_pairs
+    from rlhf_core.text.pairs import split_pairs
     from rlhf_core.text.rl_common import build_batch, completion_logprobs, sequence_logprob
 
     tok = AutoTokenizer.from_pretrained(folder)

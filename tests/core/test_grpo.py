@@ -149,7 +149,7 @@ def test_reward_rises_on_an_easy_target(tiny_dir):
     """A one-token bandit: reward 1 for any of the tokens that make up 30 % of the untrained model's mass."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf_core.text.grpo import task_prompts
+    from rlhf_core.text.gold_eval import task_prompts
     from rlhf_core.text.tasks import render_task_prompt
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
@@ -264,7 +264,7 @@ def test_lora_policy_starts_at_the_adapter_free_reference_and_mu_passes_clip(tin
 
 @needs_model
 def test_shared_prompt_forward_equals_the_plain_forward_with_gradients(tiny_dir):
-    from rlhf_core.text.grpo import grouped_logprobs
+    from rlhf_core.text.rl_common import grouped_logprobs
     from rlhf_core.text.rl_common import build_batch, completion_logprobs, load_policy, response_ids, tokenize_prompts
     from rlhf_core.text.tasks import render_task_prompt
 

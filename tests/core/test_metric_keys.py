@@ -126,7 +126,7 @@ def test_a_run_stored_with_old_names_reads_with_the_new_ones(project):
     run = project.get_run(run_id)
     assert run["config"] == {"model": "/models/base", "learning_rate": 3e-4, "center_rewards_coefficient": 0.01,
                              "epochs": 1}
-    from rlhf_core.text.reward_model import TextRewardModelConfig
+    from rlhf_core.text.reward_trainer import TextRewardModelConfig
 
     config = cfg.from_dict(TextRewardModelConfig, run["config"])
     assert (config.model, config.learning_rate) == ("/models/base", 3e-4)

@@ -133,6 +133,27 @@ def test_runs_metrics_samples_and_interrupted(project):
     assert not (project.folder / "locks" / f"run-{run}.lock").exists()
 
 
+
+def test_run_items_newest_row_ids_and_read_snapshot(project):
+    run, other = project.create_run("x"), project.create_run("y")
+    prompt = project.add_prompt("p")
+    mine = [project.add_item("trajectory", run_id=run),
+            project.add_item("response", run_id=run, prompt_id=prompt, text="a")]
+    project.add_item("trajectory", run_id=other)
+    assert [i["id"] for i in project.run_items(run, "trajectory")] == mine[:1]
+    assert [i["text"] for i in project.run_items(run, "response")] == ["a"]
+    assert project.newest_row_ids() == (0, 0)
+    writer = Project.open(project.folder, check=False)
+    writer.log_metrics(run, 0, {"a/loss": 1.0})
+    with project.read_snapshot():
+        first = project.newest_row_ids()
+        writer.log_metrics(run, 1, {"a/loss": 0.5})
+        writer.add_sample(run, "text", {"completion": "hi"})
+        assert project.newest_row_ids() == first  # one snapshot: later writes are not seen inside
+    assert first[1] == 0 and project.newest_row_ids() == (first[0] + 1, 1)
+    assert not project.conn.in_transaction
+    writer.close()
+
 _HOLDER = """
 import sys, time
 from rlhf_core.store import Project

@@ -12,15 +12,8 @@ import torch
 
 from rlhf_core import config as cfg
 from rlhf_core.jobs import RecordingContext, execute_job, get_job
-from rlhf_core.text.evaluation import (
-    TextEvalConfig,
-    consensus_at_k,
-    consensus_from_completions,
-    majority_vote,
-    vote_key,
-    win_rate_from_scores,
-    win_rate_vs_reference,
-)
+from rlhf_core.text.evaluation import TextEvalConfig, win_rate_from_scores, win_rate_vs_reference
+from rlhf_core.text.gold_eval import consensus_at_k, consensus_from_completions, majority_vote, vote_key
 from tests.core import text_support
 
 needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
@@ -106,7 +99,7 @@ def reward_dir(tiny_dir, tmp_path_factory):
 
 
 def _held(n=4, level=1):
-    from rlhf_core.text.grpo import task_prompts
+    from rlhf_core.text.gold_eval import task_prompts
 
     return task_prompts(level, 0, n, 0)[1]
 
@@ -114,7 +107,7 @@ def _held(n=4, level=1):
 @needs_model
 def test_greedy_cons_at_1_equals_pass_at_1_and_sampling_is_seeded(tiny):
     from rlhf_core.text.generation import SamplingSettings
-    from rlhf_core.text.grpo import evaluate_gold
+    from rlhf_core.text.gold_eval import evaluate_gold
     from rlhf_core.text.rl_common import sample_for_training
     from rlhf_core.text.tasks import render_task_prompt
 

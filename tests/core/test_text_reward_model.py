@@ -11,16 +11,9 @@ import torch.nn.functional as F
 
 from rlhf_core import config as cfg
 from rlhf_core.jobs import RecordingContext, execute_job, get_job
-from rlhf_core.text.reward_model import (
-    TextPair,
-    TextRewardModelConfig,
-    evaluate_pairs,
-    format_pair_text,
-    load_base_reward_model,
-    load_text_reward_model,
-    pair_loss,
-    score_responses,
-)
+from rlhf_core.text.pairs import TextPair
+from rlhf_core.text.reward_model import format_pair_text, load_base_reward_model, load_text_reward_model, score_responses
+from rlhf_core.text.reward_trainer import TextRewardModelConfig, evaluate_reward_pairs, pair_loss
 from tests.core import text_support
 
 pytestmark = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
@@ -76,12 +69,12 @@ def test_training_learns_the_marker_and_the_folder_reloads(project, tiny_dir):
     config = cfg.from_dict(TextRewardModelConfig, dict(model=str(tiny_dir), epochs=6, batch_size=4, learning_rate=3e-3,
                                                        max_length=96, heldout_fraction=0.0, seed=0))
     # the untrained model (same seed, same head) on the same pairs
-    from rlhf_core.text.reward_model import text_pairs
+    from rlhf_core.text.pairs import text_pairs
 
     pairs = text_pairs(project)
     assert len(pairs) == 12 and {p.target for p in pairs} == {0.0, 1.0}
     base, base_tok, _ = load_base_reward_model(str(tiny_dir), max_length=96, seed=0)
-    before_loss, _ = evaluate_pairs(base, pairs, base_tok)
+    before_loss, _ = evaluate_reward_pairs(base, pairs, base_tok)
 
     ctx = RecordingContext()
     out = execute_job(get_job("text_reward_model"), config, ctx, project_path=project.folder)
@@ -217,7 +210,7 @@ def test_gradient_checkpointing_changes_no_loss(project, tiny_dir):
         series.append(ctx.series("reward_model/loss")[1])
     assert len(series[0]) == 2
     assert series[0] == pytest.approx(series[1], rel=1e-5)
-    from rlhf_core.text.reward_model import set_gradient_checkpointing
+    from rlhf_core.text.reward_trainer import set_gradient_checkpointing
 
     model, _, _ = load_base_reward_model(str(tiny_dir), max_length=64)
     layers = model.backbone.layers

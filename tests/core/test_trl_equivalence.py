@@ -71,13 +71,9 @@ def test_reward_model_loss_matches_trl_reward_trainer(tiny_dir, tmp_path):
     Batching: TRL pads all 2B rows to the longest; we score rows in groups of similar length
     (``length_groups``; a tiny model gets one group, SmolLM2-135M several). Both ways are checked.
     """
-    from rlhf_core.text.reward_model import (
-        TextPair,
-        format_pair_text,
-        length_groups,
-        load_base_reward_model,
-        pair_loss,
-    )
+    from rlhf_core.text.pairs import TextPair
+    from rlhf_core.text.reward_model import format_pair_text, length_groups, load_base_reward_model
+    from rlhf_core.text.reward_trainer import pair_loss
 
     max_length = 128
     trainer = _trl_reward_trainer(tiny_dir, tmp_path / "trl-out", max_length)

@@ -358,9 +358,7 @@ class ExternalRunWatcher(QObject):
         appeared: list[tuple[int, str]] = []
         finished: list[dict] = []
         dead = False
-        conn = project.conn
-        conn.execute("BEGIN")  # one snapshot: the pages' loads and the cursors see the same rows
-        try:
+        with project.read_snapshot():  # the pages' loads and the cursors see the same rows
             live = {r["id"]: r for r in project.live_runs() if not self.owns(r["id"])}
             for run_id in list(self.followed):
                 if run_id not in live:
@@ -376,11 +374,7 @@ class ExternalRunWatcher(QObject):
             for run_id, kind in appeared:
                 self.followed[run_id] = kind
                 self.run_appeared.emit(run_id, kind)  # the pages read its history in this snapshot
-            self._metric_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM metrics").fetchone()[0]
-            self._sample_cursor = conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            self._metric_cursor, self._sample_cursor = project.newest_row_ids()
         for run_id, batch in batches.items():
             self.metrics_logged.emit(run_id, batch)
         for row in samples:

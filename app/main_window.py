@@ -33,19 +33,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.analysis.extrapolation_view import ExtrapolationView
 from app.errors import file_error_text, unreadable_file
 from app.jobs import ExternalRunWatcher, JobRunner
-from app.labeling.clip_pair_view import ClipPairView
-from app.labeling.demo_recorder import DemoRecorderView
-from app.labeling.ranking_view import RankingView
-from app.labeling.text_pair_view import TextLabelPage
 from app.labeling.writer import close_writer
-from app.pages.generate_page import GeneratePage
-from app.pages.project_page import ProjectPage
-from app.pages.runs_page import RunsPage
-from app.pages.text_reward_page import TextRewardPage
-from app.pages.text_rl_page import TextRLPage
+from app.pages import PAGES
 from app.plain import message_box, plain_label
 from app.settings import Settings
 from app.training.config_form import RunDialog
@@ -60,8 +51,6 @@ from rlhf_core.store.project import QUICK_CHECK_MAX_BYTES, integrity_problems
 
 log = logging.getLogger(__name__)
 APP_TITLE = "RLHF Workbench"
-# Pages of later capabilities: listed so people see what is coming, disabled until they work.
-PLANNED_PAGES: list[tuple[str, str]] = []
 # what reading a file a person chose may raise; each is worded by app.errors.file_error_text
 IMPORT_ERRORS = (ProjectError, OSError, sqlite3.Error, ValueError, RecursionError, MemoryError)
 
@@ -129,36 +118,19 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
         self.resize(1280, 800)
 
-        # pages
-        self.project_page = ProjectPage()
-        self.runs_page = RunsPage()
-        self.clip_page = ClipPairView(self.settings)
-        self.ranking_page = RankingView(self.settings)
-        self.demo_page = DemoRecorderView(self.settings)
-        self.extrapolation_page = ExtrapolationView()
-        self.text_page = TextLabelPage(self.settings)
-        self.generate_page = GeneratePage()
-        self.text_reward_page = TextRewardPage(torch_threads=self.settings.torch_threads)
-        self.text_rl_page = TextRLPage()
+        # pages, as app.pages.PAGES lists them: self.pages[name] and the attribute each names
         self.stack = QStackedWidget()
         self.nav = QListWidget()
         self.nav.setFixedWidth(170)
         self.nav.setObjectName("nav")
-        self._add_page("Project", self.project_page)
-        self._add_page("Runs & plots", self.runs_page)
-        self._add_page("Label clips", self.clip_page)
-        self._add_page("Rank trajectories", self.ranking_page)
-        self._add_page("Record demo", self.demo_page)
-        self._add_page("Extrapolation", self.extrapolation_page)
-        self._add_page("Generate text", self.generate_page)
-        self._add_page("Label text", self.text_page)
-        self._add_page("Text reward model", self.text_reward_page)
-        self._add_page("Text RL", self.text_rl_page)
-        for title, tip in PLANNED_PAGES:
-            item = QListWidgetItem(f"{title}  (planned)")
-            item.setFlags(Qt.ItemFlag.NoItemFlags)
-            item.setToolTip(tip)
-            self.nav.addItem(item)
+        self.pages: dict[str, QWidget] = {}
+        for page in PAGES:
+            module, cls = page.widget.split(":")
+            widget = getattr(importlib.import_module(module), cls)(**page.options(self.settings))
+            setattr(self, page.attr, widget)
+            self.pages[page.name] = widget
+            self.stack.addWidget(widget)
+            self.nav.addItem(QListWidgetItem(page.title))
         self.nav.currentRowChanged.connect(self._on_nav_row_changed)
         central = QWidget()
         row = QHBoxLayout(central)
@@ -223,22 +195,9 @@ class MainWindow(QMainWindow):
         self.nav.setCurrentRow(0)
         self._update_title()
 
-    # --- layout helpers --------------------------------------------------------------------------
-    def _add_page(self, title: str, widget: QWidget) -> None:
-        self.stack.addWidget(widget)
-        self.nav.addItem(QListWidgetItem(title))
-
-    PAGE_NAMES = ("project", "runs", "clips", "rank", "demo", "extrapolation", "generate", "text", "text_rm",
-                  "text_rl")
-
-    def _pages(self) -> dict[str, QWidget]:
-        return {"project": self.project_page, "runs": self.runs_page, "clips": self.clip_page,
-                "rank": self.ranking_page, "demo": self.demo_page, "extrapolation": self.extrapolation_page,
-                "generate": self.generate_page, "text": self.text_page, "text_rm": self.text_reward_page,
-                "text_rl": self.text_rl_page}
-
+    # --- pages ------------------------------------------------------------------------------------
     def show_page(self, name: str) -> None:
-        self.nav.setCurrentRow(self.stack.indexOf(self._pages()[name]))
+        self.nav.setCurrentRow(self.stack.indexOf(self.pages[name]))
 
     def _on_nav_row_changed(self, row: int) -> None:
         if 0 <= row < self.stack.count():
@@ -335,10 +294,9 @@ class MainWindow(QMainWindow):
                     f"{interrupted} run(s) did not finish last time (app closed or crashed) and are marked failed.",
                     10000)
             self.project_page.show_project(project)
-            self.runs_page.set_project(project)
-            for page in (self.clip_page, self.ranking_page, self.demo_page, self.extrapolation_page,
-                         self.text_page, *self.text_pages):
-                page.set_project(project)
+            for page in self.pages.values():
+                if hasattr(page, "set_project"):
+                    page.set_project(project)
             self.watcher.set_project(project)
             self.watcher.poll()  # runs another process is training here right now: follow them at once
         except sqlite3.DatabaseError as exc:  # damage the on-open check did not reach (large projects)
@@ -666,10 +624,10 @@ class MainWindow(QMainWindow):
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
         self._finish_label_writes()
         self.watcher.set_project(None)
-        self.runs_page.set_project(None)
         self.text_reward_page.shutdown()
-        for page in (self.clip_page, self.ranking_page, self.demo_page, self.text_page, *self.text_pages):
-            page.set_project(None)
+        for page in self.pages.values():
+            if hasattr(page, "set_project"):
+                page.set_project(None)
         if self.project is not None:
             self.project.close()
             self.project = None

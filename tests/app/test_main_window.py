@@ -129,6 +129,21 @@ def test_closing_the_window_cancels_and_waits(qtbot, window):
         assert p.get_run(run_id)["status"] == "cancelled"
 
 
+def test_pages_come_from_the_one_table(qtbot, window):
+    """Navigation, `show_page`, the attributes and `--page` all follow app.pages.PAGES."""
+    from app.__main__ import parse_args
+    from app.pages import PAGES
+
+    assert [window.nav.item(row).text() for row in range(window.nav.count())] == [p.title for p in PAGES]
+    for row, page in enumerate(PAGES):
+        assert window.pages[page.name] is getattr(window, page.attr) is window.stack.widget(row)
+        window.show_page(page.name)
+        assert window.nav.currentRow() == row and window.stack.currentIndex() == row
+        assert parse_args(["--page", page.name]).page == page.name
+    with pytest.raises(SystemExit):
+        parse_args(["--page", "nowhere"])
+
+
 def test_opening_a_bad_project_keeps_the_current_one(qtbot, window, tmp_path):
     current = window.project.folder
     junk = tmp_path / "junk.rlhf"

@@ -256,9 +256,8 @@ def test_every_view_tooltip_and_dialog_shows_untrusted_text_literally(qtbot, win
     sweep = Sweep(watch)
 
     # every page, every tab, painted, then every widget swept
-    for name in window.PAGE_NAMES:
+    for name, page in window.pages.items():
         window.show_page(name)
-        page = window._pages()[name]
         tabs = page.findChildren(QTabWidget)
         for tab in tabs:
             for i in range(tab.count()):

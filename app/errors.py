@@ -204,22 +204,6 @@ def report_startup_error(exc: BaseException, *, show_dialog: bool) -> int:
     return 1
 
 
-def unreadable_file(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be imported without reading it, or None when it is a regular file.
-    A pipe or a device would block the GUI thread or never end; a folder is not a file."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError) as exc:
-        return f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}."
-    if stat.S_ISDIR(mode):
-        return f"{path} is a folder, not a file."
-    if not stat.S_ISREG(mode):
-        return f"{path} is not a regular file (a pipe, socket or device): choose a saved file."
-    return None
-
-
 def file_error_text(exc: BaseException, path: str | os.PathLike, project_folder: str | os.PathLike | None = None
                     ) -> str:
     """A sentence naming ``path`` for an error met while opening, reading or importing it (no
@@ -228,11 +212,10 @@ def file_error_text(exc: BaseException, path: str | os.PathLike, project_folder:
     import errno
     import sqlite3
 
+    from rlhf_core.input_files import InputFileError
     from rlhf_core.store import ProjectError, friendly_db_error
-    from rlhf_core.text.prompts import PromptFileError
-    from rlhf_core.text.trl_io import TrlFileError
 
-    if isinstance(exc, (ProjectError, TrlFileError, PromptFileError)):
+    if isinstance(exc, (ProjectError, InputFileError)):
         return str(exc)
     if isinstance(exc, sqlite3.Error) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
         friendly = friendly_db_error(exc, project_folder or path)

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.errors import file_error_text, unreadable_file
+from app.errors import file_error_text
 from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.writer import close_writer
 from app.pages import PAGES
@@ -395,10 +395,6 @@ class MainWindow(QMainWindow):
         nothing was imported."""
         if self.project is None:
             self.show_error("No project open", f"Open or create a project to import {what} into.")
-            return None
-        problem = unreadable_file(path)  # a pipe or a device would block the window for ever
-        if problem is not None:
-            self.show_error("Nothing was imported", problem)
             return None
         try:
             result = importer(self.project, path)

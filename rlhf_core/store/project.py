@@ -937,11 +937,16 @@ def integrity_problems(db_path: str | os.PathLike) -> list[str]:
     except sqlite3.Error as exc:
         return [str(exc)]
     try:
-        result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        return _quick_check(conn)
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
     finally:
         conn.close()
+
+
+def _quick_check(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's ``quick_check`` findings ([] when the file is sound)."""
+    result = [r[0] for r in conn.execute("PRAGMA quick_check")]
     return [] if result == ["ok"] else result
 
 
@@ -1002,8 +1007,8 @@ def _applied_migrations(conn: sqlite3.Connection, db_path: Path) -> list[str]:
 
 
 def _raise_if_damaged(conn: sqlite3.Connection, db_path: Path) -> None:
-    result = [r[0] for r in conn.execute("PRAGMA quick_check")]
-    if result != ["ok"]:
+    result = _quick_check(conn)
+    if result:
         raise CorruptProjectError(
             f"{db_path} is damaged (SQLite integrity check: {'; '.join(result[:3])}). "
             "It was left untouched; restore it from a backup."

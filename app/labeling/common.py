@@ -154,8 +154,8 @@ class PairView(QWidget):
 
     def _submit_label(self, step: Step) -> Given:
         session, given = self.session, step.given
-        given.write = writer_for(self.project).submit(step.fn, lambda cid: self._on_labelled(session, given, cid),
-                                                      lambda text: self._on_label_failed(session, given, text))
+        writer_for(self.project).submit(step.fn, lambda cid: self._on_labelled(session, given, cid),
+                                        lambda text: self._on_label_failed(session, given, text))
         return given
 
     def _on_labelled(self, session: PairSession, given: Given, cid: int | None) -> None:
@@ -221,7 +221,13 @@ class PairView(QWidget):
                     self.message.setText(f"Label {cid} undone (kept as a deleted record).")
                 self._update_progress()
                 self._refresh_recent()
-        writer_for(self.project).submit(step.fn, done, lambda text: self._on_write_failed(session, text))
+        def failed(text: str) -> None:
+            session.undo_failed(step.given)  # still stored: Z can undo it again
+            if session is self.session and step.show is not None and self.current is step.show:
+                self.show_next()  # it was shown again for labelling, but it is still labelled
+            self._on_write_failed(session, text)
+
+        writer_for(self.project).submit(step.fn, done, failed)
 
     def change_label(self, comparison_id: int, outcome: str):
         """Change a stored label (a new row supersedes it); returns the write (its ``result``: the new id)."""

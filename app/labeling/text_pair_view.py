@@ -363,7 +363,8 @@ class TextPairView(PairView):
             else:
                 self._update_progress()
 
-        return writer_for(project).submit(write, done, self.message.setText)
+        return writer_for(project).submit(write, done, lambda text: project is self.project and
+                                          self.message.setText(text))
 
     # ------------------------------------------------------------------ AI labels
     def set_reviewing(self, on: bool) -> None:
@@ -614,7 +615,7 @@ class TextPairView(PairView):
                     box.setFocus()
 
         self.save_correction_button.setEnabled(False)
-        given.write = writer_for(self.project).submit(step.fn, done, failed)
+        writer_for(self.project).submit(step.fn, done, failed)
         return given
 
     def cancel_correction(self) -> None:

@@ -14,13 +14,12 @@ import atexit
 import logging
 import queue
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, Signal
+from PySide6.QtCore import QObject, Signal
 
 from rlhf_core.store import Project
 from rlhf_core.store.errors import friendly_db_error
@@ -29,15 +28,12 @@ log = logging.getLogger(__name__)
 
 
 class Write:
-    """One submitted write. ``result`` is what its function returned once committed; ``error`` the
-    sentence shown when it failed; ``done`` is set (in the GUI thread) when its callback ran."""
+    """One submitted write; ``result`` is what its function returned once committed."""
 
     def __init__(self, fn: Callable[[Project], Any], on_done, on_error):
         self.fn, self.on_done, self.on_error = fn, on_done, on_error
         self.result: Any = None
         self.exc: BaseException | None = None
-        self.error: str | None = None
-        self.done = False
 
 
 class LabelWriter(QObject):
@@ -88,45 +84,46 @@ class LabelWriter(QObject):
             project.close()
 
     def _deliver(self) -> None:
+        """Run the callbacks of every acked write; an unexpected error (a bug) is raised only after all
+        of them ran, so one bad callback never strands the others."""
+        bug: BaseException | None = None
         while True:
             try:
                 write = self._results.get_nowait()
             except queue.Empty:
-                return
+                break
             self._pending -= 1
-            write.done = True
-            if write.exc is None:
-                if write.on_done is not None:
-                    write.on_done(write.result)
-                continue
-            exc = write.exc
-            friendly = friendly_db_error(exc, self.folder)
-            if friendly is not None:
-                write.error = str(friendly)
-            elif isinstance(exc, ValueError):
-                write.error = str(exc)
-            else:
-                write.error = f"Nothing was saved: {exc}"
-            log.warning("label write failed: %s", write.error)
-            if write.on_error is not None:
-                write.on_error(write.error)
-            if friendly is None and not isinstance(exc, ValueError):
-                raise exc  # a bug: the app's error handler logs it
+            try:
+                self._callback(write)
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other callbacks
+                bug = bug or exc
+        if bug is not None:
+            raise bug  # the app's error handler logs and shows it
 
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Run the GUI's events until every submitted write is acked (True) or ``timeout`` passes."""
-        end = time.monotonic() + timeout
-        while self._pending and time.monotonic() < end:
-            QCoreApplication.processEvents()
-            self._deliver()
-            time.sleep(0.002)
-        return not self._pending
+    def _callback(self, write: Write) -> None:
+        if write.exc is None:
+            if write.on_done is not None:
+                write.on_done(write.result)
+            return
+        exc = write.exc
+        friendly = friendly_db_error(exc, self.folder)
+        text = str(friendly) if friendly is not None else str(exc) if isinstance(exc, ValueError) else (
+            f"Nothing was saved: {exc}")
+        log.warning("label write failed: %s", text)
+        if write.on_error is not None:
+            write.on_error(text)
+        if friendly is None and not isinstance(exc, ValueError):
+            raise exc
 
     def close(self, timeout: float = 60.0) -> bool:
-        """Finish the writes submitted so far (their callbacks run), then close the connection."""
+        """Finish the writes submitted so far (their callbacks run), then close the connection.
+        False when the thread is still busy after ``timeout`` (it goes on; see :func:`close_writer`)."""
         self._jobs.put(None)
         self._thread.join(timeout)
-        self._deliver()
+        try:
+            self._deliver()
+        except Exception:  # noqa: BLE001 - closing must go on (switching or closing the project)
+            log.exception("a label write's callback failed while closing")
         return not self._thread.is_alive()
 
 
@@ -141,10 +138,16 @@ def writer_for(project: Project) -> LabelWriter:
     return writer
 
 
+_closing: set[LabelWriter] = set()  # closed writers whose thread was still busy: joined again at exit
+
+
 def close_writer(project: Project | None, timeout: float = 60.0) -> bool:
     """Finish and stop the project's writer (before the project is closed); True if none was left busy."""
     writer = _writers.pop(project, None) if project is not None else None
-    return True if writer is None else writer.close(timeout)
+    if writer is None or writer.close(timeout):
+        return True
+    _closing.add(writer)  # its queued writes still run, in order; the exit hook waits for them
+    return False
 
 
 def pending_writes() -> int:
@@ -158,4 +161,5 @@ def _finish_at_exit(timeout: float = 10.0) -> None:
     stopped mid-queue); callbacks are not run, the GUI is gone by then."""
     for writer in list(_writers.values()):
         writer._jobs.put(None)
+    for writer in [*_writers.values(), *_closing]:
         writer._thread.join(timeout)

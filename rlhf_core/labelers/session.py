@@ -22,7 +22,7 @@ from rlhf_core.store import Project
 from rlhf_core.text.ai_feedback import record_review, review_count, review_pairs
 from rlhf_core.text.labels import add_correction, correction_of, undo_correction
 
-Write = Callable[[Project], Any]
+WriteFn = Callable[[Project], Any]
 TIED = "Everything is tied: a ranking needs at least two groups."
 
 
@@ -34,7 +34,6 @@ class Given:
         self.kind, self.pair, self.reviewing = kind, pair, reviewing
         self.cid: int | None = None
         self.acked = False
-        self.write: Any = None  # the app's handle on the submitted write
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Step:
     undoes (``what``: ``"label"`` or ``"correction"``); ``show`` a pair to put on screen at once (an
     undone label's)."""
 
-    fn: Write
+    fn: WriteFnFn
     given: Given | None = None
     show: dict | None = None
     what: str = "label"
@@ -73,7 +72,7 @@ class PairSession:
         self.shown_at = 0.0
         self.reviewing = False
         self.given: list[Given] = []  # labels and corrections given here, newest last (the undo stack)
-        self._in_flight: dict[tuple[bool, int], dict] = {}  # (reviewing, pair id) -> pair, not acked yet
+        self._in_flight: dict[tuple[bool, int], Given] = {}  # (reviewing, pair id) -> its label, not acked yet
 
     # ------------------------------------------------------------------ which pair
     def upcoming(self, limit: int = 2) -> list[dict]:
@@ -115,14 +114,14 @@ class PairSession:
                                          response_ms=response_ms)
             return given.cid
 
-        self._in_flight[(reviewing, pair["id"])] = pair
+        self._in_flight[(reviewing, pair["id"])] = given
         self.given.append(given)
         return Step(write, given)
 
     def labelled(self, given: Given, cid: int | None) -> None:
         """The label's write was acked; ``cid`` None: the pair was labelled elsewhere meanwhile, nothing stored."""
         given.acked = True
-        self._in_flight.pop((given.reviewing, given.pair["id"]), None)
+        self._land(given)
         if cid is None:
             self._forget(given)
 
@@ -130,9 +129,20 @@ class PairSession:
         """The label's write failed (nothing stored): its pair is waiting again; returns it to show
         again when it belongs to the mode on screen."""
         given.acked = True
-        self._in_flight.pop((given.reviewing, given.pair["id"]), None)
+        self._land(given)
         self._forget(given)
         return given.pair if given.reviewing == self.reviewing else None
+
+    def _land(self, given: Given) -> None:
+        """``given`` is no longer on its way; a later label of the same pair (after an undo) still is."""
+        key = (given.reviewing, given.pair["id"])
+        if self._in_flight.get(key) is given:
+            del self._in_flight[key]
+
+    def undo_failed(self, given: Given | None) -> None:
+        """An undo's write failed: the label (or correction) still stands, so it can be undone again."""
+        if given is not None and given not in self.given:
+            self.given.append(given)
 
     def change(self, comparison_id: int, outcome: str) -> Step:
         """Change a stored label (a new row supersedes it; the write returns the new id)."""
@@ -238,7 +248,7 @@ class PairSession:
         return self.project.recent_labels(self.kind, limit, with_rankings=self.kind != "response")
 
 
-def _undo_correction(item_id: Callable[[], int | None]) -> Write:
+def _undo_correction(item_id: Callable[[], int | None]) -> WriteFn:
     def write(p: Project) -> tuple[int, int] | None:
         ident = item_id()
         return None if ident is None else (ident, undo_correction(p, ident))

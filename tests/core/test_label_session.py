@@ -235,3 +235,35 @@ def test_trajectory_rankings_have_no_prompt(project):
     rid = run(project, session.save([[i] for i in ids], "bob"))
     assert session.recent()[0]["prompt_id"] is None and session.recent(prompts_only=True) == []
     assert project.ranking_groups(rid) == [[i] for i in ids]
+
+
+def test_a_pair_labelled_again_after_an_undo_stays_out_until_its_own_label_lands(project):
+    queue = clips(project)
+    session = PairSession(project, "clip", clock=Clock())
+    first_pair = show_next(session)
+    first = session.label("left", "ann")
+    undo = session.undo_last()  # before the first label is acked: shows the pair again
+    session.show(undo.show)
+    second = session.label("right", "ann")
+    for step in (first, undo):
+        result = run(project, step)
+    session.labelled(first.given, first.given.cid)  # the first label's ack must not free the second's pair
+    assert first_pair["id"] not in [p["id"] for p in session.upcoming(5)]
+    session.labelled(second.given, run(project, second))
+    assert [c["outcome"] for c in project.comparisons()] == ["right"] and result == first.given.cid
+    assert queue[0] not in [p["id"] for p in session.upcoming(5)]
+
+
+def test_an_undo_whose_write_failed_can_be_given_again(project):
+    clips(project)
+    session = PairSession(project, "clip", clock=Clock())
+    show_next(session)
+    step = label(session, "left")
+    session.labelled(step.given, run(project, step))
+    undo = session.undo_last()
+    assert session.undo_last() is None  # nothing else to undo while that undo is on its way
+    session.undo_failed(undo.given)  # e.g. the disk was full: the label still stands
+    again = session.undo_last()
+    assert again is not None and again.given is step.given
+    run(project, again)
+    assert project.comparisons() == [] and len(project.comparisons(include_deleted=True)) == 1

@@ -108,7 +108,7 @@ def grpo_ours(folder: Path, args) -> dict:
     ctx = RecordingContext()
     train_grpo(config, ctx)
     times = [1.0 / v for v in ctx.series("time/steps_per_second")[1]]
-    lengths = ctx.series("length/mean")[1]
+    lengths = ctx.series("completions/mean_length")[1]
     gc.collect()
     return {"times": times, "lengths": lengths}
 

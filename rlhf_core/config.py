@@ -23,12 +23,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from rlhf_core.input_files import text_problem
+from rlhf_core.input_files import INT64_MAX, INT64_MIN, text_problem
 
 T = TypeVar("T")
 
 #: Whole numbers are stored in SQLite, whose integers have 64 bits.
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+INT_MIN, INT_MAX = INT64_MIN, INT64_MAX
 
 #: Renamed config fields, per job: {old name: new name}. Every trainer uses the same name for the same
 #: setting (TRL's where TRL has one). Old names still read from stored runs (:func:`upgrade_settings`)
@@ -54,10 +54,9 @@ def _rename(data: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, An
 
 
 def old_names(config_cls: type) -> dict[str, str]:
-    """{old name: new name} for the renamed fields that ``config_cls`` has."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    return {old: new for renames in RENAMED_FIELDS.values() for old, new in renames.items()
-            if new in names and old not in names}
+    """{old name: new name} of ``config_cls``'s own renamed fields (its ``RENAMED_FROM``, one entry of
+    :data:`RENAMED_FIELDS`): a job never accepts another job's old names."""
+    return dict(getattr(config_cls, "RENAMED_FROM", {}))
 
 
 class ConfigError(ValueError):

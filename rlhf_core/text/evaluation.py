@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, sample_completions, task_prompts
 from rlhf_core.text.model import DEFAULT_MODEL_NAME, ModelError, check_model_config, eos_token_ids, load_model
@@ -120,6 +120,7 @@ def win_rate_vs_reference(policy: Any, reference: Any, tokenizer: Any, prompts: 
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class TextEvalConfig:
+    RENAMED_FROM = RENAMED_FIELDS["text_eval"]  # old field names still read (not a field: no annotation)
     policy_run: int = param(0, "Run whose saved text policy (SFT, DPO, GRPO, PPO) to evaluate; 0: use "
                             "policy_folder.", min=0)
     policy_folder: str = param("", "Causal LM folder to evaluate when policy_run is 0 ('' = the bundled "

@@ -40,7 +40,6 @@ FIELDS = ("text", "category", "tags", "gold_answer", "meta", "key")
 MAX_TEXT_CHARS = 20_000
 MAX_PROMPTS_PER_FILE = 100_000
 MAX_FILE_BYTES = 256_000_000
-MAX_REPORTED_PROBLEMS = 50
 
 BUILTIN_SETS: dict[str, tuple[str, str]] = {
     "lecture": (

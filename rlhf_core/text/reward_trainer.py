@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from rlhf_core.config import param
+from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.store import SOURCES
@@ -108,6 +108,7 @@ def evaluate_reward_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tok
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class TextRewardModelConfig:
+    RENAMED_FROM = RENAMED_FIELDS["text_reward_model"]  # old field names still read (not a field: no annotation)
     model: str = param("", "Causal language model folder to start from ('' = the bundled SmolLM2-135M-Instruct).")
     label_sources: str = param("human,synthetic,ai", "Which label sources to use (comma-separated).",
                             subset_of=SOURCES)

@@ -71,7 +71,6 @@ MAX_PROMPT_CHARS = 20_000
 MAX_RESPONSE_CHARS = 100_000
 MAX_ROWS_PER_FILE = 1_000_000
 MAX_FILE_BYTES = 512_000_000
-MAX_REPORTED_PROBLEMS = 50
 
 
 # ------------------------------------------------------------------------------- reports & errors

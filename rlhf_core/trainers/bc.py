@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec
 from rlhf_core.envs.rollout import rollout
@@ -24,6 +24,7 @@ from rlhf_core.jobs import JobContext
 
 @dataclass
 class BCConfig:
+    RENAMED_FROM = RENAMED_FIELDS["bc"]  # old field names still read (not a field: no annotation)
     env_id: str = param("Pendulum-v1", "Environment of the demonstrations.")
     demo_ids: list = param([], "Trajectory item ids to imitate (empty: every trajectory of this env "
                            "whose source is 'human' or 'checkpoint').", each="id")

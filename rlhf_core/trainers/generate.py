@@ -78,12 +78,6 @@ class GenerateConfig:
             problems.append(f"prompt_set: there is no built-in prompt set {self.prompt_set.strip()!r}")
         if self.category.strip() and not self.prompt_set.strip():
             problems.append("category: only applies to a prompt_set")
-        for pid in self.prompt_ids:
-            try:
-                if int(pid) < 1 or float(pid) != int(pid):
-                    raise ValueError
-            except (TypeError, ValueError):
-                problems.append(f"prompt_ids: {pid!r} is not a prompt id")
         try:
             parse_exemplars(self.few_shot_exemplars)
         except ValueError as exc:

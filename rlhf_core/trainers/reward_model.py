@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.datasets import PairSet, Segment, drex_pairs, stack_observations, trex_pairs, whole_pairs
@@ -33,6 +33,7 @@ from rlhf_core.store import SOURCES
 
 @dataclass
 class RewardModelConfig:
+    RENAMED_FROM = RENAMED_FIELDS["reward_model"]  # old field names still read (not a field: no annotation)
     env_id: str = param("Pendulum-v1", "Only items of this environment are used.")
     source: str = param("comparisons", "What to learn from.", choices=("comparisons", "rankings", "checkpoint_order", "drex"))
     label_sources: str = param("human,synthetic,ai", "comparisons: which label sources to use (comma-separated).",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.rewards.networks import MLPReward, RewardNetSpec
@@ -26,6 +26,7 @@ from rlhf_core.rewards.networks import MLPReward, RewardNetSpec
 
 @dataclass
 class SyntheticPreferenceConfig:
+    RENAMED_FROM = RENAMED_FIELDS["synthetic_preferences"]  # old field names still read (not a field: no annotation)
     n_items: int = param(300, "Number of synthetic items (feature vectors).", min=4, max=1_000_000)
     n_features: int = param(8, "Features per item.", min=1, max=4096)
     n_pairs: int = param(1500, "Labelled pairs drawn at random.", min=2, max=10_000_000)

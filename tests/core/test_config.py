@@ -85,3 +85,17 @@ def test_list_flags_are_split_and_numbers_converted():
     parser = argparse.ArgumentParser()
     add_arguments(parser, WithList)
     assert parser.parse_args(["--ids", "9,10"]).ids == [9, 10]
+
+
+def test_old_names_belong_to_the_job_that_had_them(capsys):
+    from rlhf_core.cli import main
+    from rlhf_core.jobs import get_job
+
+    bc = cfg.from_dict(get_job("bc").config_class(), {"lr": 0.01})
+    assert bc.learning_rate == 0.01  # bc had `lr`
+    with pytest.raises(cfg.ConfigError, match="lr"):  # dpo never had it
+        cfg.from_dict(get_job("dpo").config_class(), {"lr": 0.01})
+    assert main(["run", "dpo", "--project", "nowhere.rlhf", "--lr", "1e-6"]) == 2
+    assert "--lr" in capsys.readouterr().err
+    for job, renames in cfg.RENAMED_FIELDS.items():  # each table entry is on its job's config class
+        assert cfg.old_names(get_job(job).config_class()) == renames

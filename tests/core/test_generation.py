@@ -219,8 +219,9 @@ def test_impossible_settings_are_reported_before_anything_runs(tiny_dir):
         cfg.from_dict(GenerateConfig, {"prompt_set": "", "top_p": 0.0, "samples_per_prompt": 0,
                                        "few_shot_exemplars": "[{", "prompt_ids": ["x"]})
     text = str(info.value)
+    assert text.count("'x'") == 1  # said once
     for expected in ("top_p: must be greater than 0.0", "samples_per_prompt: must be at least 1",
-                     "few_shot_exemplars: few-shot exemplars are not valid JSON", "'x' is not a prompt id"):
+                     "few_shot_exemplars: few-shot exemplars are not valid JSON", "prompt_ids: 'x' is not an id"):
         assert expected in text
     with pytest.raises(cfg.ConfigError, match="choose prompts"):
         cfg.from_dict(GenerateConfig, {"prompt_set": ""})

@@ -270,7 +270,7 @@ def test_cancel_stops_the_job(tiny_dir, tmp_path, project):
     assert outcome.status == "cancelled"
     assert [s for s, _ in ctx.metric_log] == [0, 1]
     with pytest.raises(ValueError, match="checkpoint"):
-        from rlhf_core.text.ppo import resolve_reward_model
+        from rlhf_core.text.reward_model import resolve_reward_model
 
         resolve_reward_model("9999", None)
 

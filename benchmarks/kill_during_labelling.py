@@ -89,7 +89,7 @@ def one_run(tmp: Path, i: int, rng: random.Random, interval_ms: int) -> dict:
     folder = tmp / f"run{i}.rlhf"
     make_project(folder)
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(folder), "--interval-ms", str(interval_ms)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     acked: list[int] = []
     ready = threading.Event()
 
@@ -102,7 +102,10 @@ def one_run(tmp: Path, i: int, rng: random.Random, interval_ms: int) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    ready.wait(60)
+    if not ready.wait(60):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"run {i}: the labelling child never became ready (exit code {proc.returncode})")
     time.sleep(rng.uniform(0.05, 1.5))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -125,12 +128,14 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RLHF_WORKBENCH_HOME", tempfile.mkdtemp(prefix="wb-kill-home-"))
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
-    totals = {"runs": 0, "acked": 0, "lost": 0, "integrity_failures": 0, "double_labels": 0, "stored": 0}
+    totals = {"runs": 0, "runs_with_acks": 0, "acked": 0, "lost": 0, "integrity_failures": 0, "double_labels": 0,
+              "stored": 0}
     with tempfile.TemporaryDirectory(prefix="wb-kill-") as tmp:
         for i in range(args.runs):
             r = one_run(Path(tmp), i, rng, args.interval_ms)
             totals["runs"] += 1
             totals["acked"] += r["acked"]
+            totals["runs_with_acks"] += r["acked"] > 0  # a run killed before its first ack checks nothing
             totals["lost"] += r["lost"]
             totals["stored"] += r["stored"]
             totals["double_labels"] += r["doubles"]

@@ -3,8 +3,9 @@
 A child process loops ``BEGIN IMMEDIATE; sleep HOLD; COMMIT; sleep 50 ms`` on the project; the real
 text pair view (offscreen Qt) gets a label key every 200 ms. Reported: the time spent inside each
 key press (``key_ms``) and how late a 10 ms GUI timer came (``tick_late_ms``), p50/p95/max, then
-how many labels were stored once the writes finished. Run it from an older tree (the same file
-copied into it) for the numbers before the label writer.
+how many labels were stored once the writes finished. The numbers before the label writer
+(docs/reliability.md) came from a `git archive` of c3f8b74 with this file and
+benchmarks/kill_during_labelling.py (its ``make_project``) copied in.
 
     .venv/bin/python benchmarks/label_stall_under_writer.py [--labels 30] [--hold 0.5]
 """

@@ -117,16 +117,22 @@ def test_view_and_label_pairs_job_in_another_process_never_label_a_pair_twice(qt
             "import json; print(json.dumps(out.result), flush=True)\n")
     job = subprocess.Popen([sys.executable, "-c", code, str(project.folder)], stdout=subprocess.PIPE, text=True,
                            cwd=ROOT)
-    assert job.stdout.readline().strip() == "start"
-    qtbot.waitUntil(lambda: bool(project.comparisons(source="synthetic")), timeout=60_000)
-    view.show_next()
-    while view.current is not None or job.poll() is None:
-        if view.current is not None:
-            qtbot.keyClick(view, Qt.Key.Key_Left)
-        qtbot.wait(60)
-        if view.current is None:
-            view.show_next()
-    result = json.loads(job.stdout.read().strip().splitlines()[-1])
+    try:
+        assert job.stdout.readline().strip() == "start"
+        qtbot.waitUntil(lambda: bool(project.comparisons(source="synthetic")), timeout=60_000)
+        view.show_next()
+        deadline = time.monotonic() + 120
+        while view.current is not None or job.poll() is None:
+            assert time.monotonic() < deadline, "the person and the job did not finish the queue in 120 s"
+            if view.current is not None:
+                qtbot.keyClick(view, Qt.Key.Key_Left)
+            qtbot.wait(60)
+            if view.current is None:
+                view.show_next()
+        result = json.loads(job.stdout.read().strip().splitlines()[-1])
+    finally:
+        job.kill()
+        job.wait()
     wait_saved(qtbot)
     comps = project.comparisons()
     pairs = [(c["left_id"], c["right_id"]) for c in comps]

@@ -349,7 +349,7 @@ class MainWindow(QMainWindow):
 
     def export_trl(self, path: str | Path, *, conversational: bool = False) -> dict | None:
         """Write the project's text preferences as TRL JSONL; returns the report (None on failure)."""
-        from rlhf_core.text.trl_io import export_trl
+        from rlhf_core.io.trl import export_trl
 
         if self.project is None:
             self.show_error("No project open", "Open a project to export its preferences.")
@@ -366,7 +366,7 @@ class MainWindow(QMainWindow):
 
     def import_trl(self, path: str | Path) -> dict | None:
         """Import a TRL JSONL file into the open project; a bad file imports nothing and says why."""
-        from rlhf_core.text.trl_io import import_trl
+        from rlhf_core.io.trl import import_trl
 
         report = self._import_file(path, "preferences", import_trl)
         if report is None:

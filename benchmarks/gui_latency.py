@@ -34,7 +34,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from benchmarks.lateness import run_ticking  # noqa: E402
 from rlhf_core.jobs import RecordingContext, execute_job, get_job  # noqa: E402
-from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig  # noqa: E402
+from rlhf_core.trainers.control.synthetic_preferences import SyntheticPreferenceConfig  # noqa: E402
 
 HEAVY = dict(n_items=4000, n_features=64, n_pairs=50_000, hidden=512, batch_size=512,
              steps=10_000_000, eval_every=50, save=False)
@@ -77,7 +77,7 @@ def clips_and_ppo(app: QApplication, seconds: float) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from label_latency import build_project
 
-    from rlhf_core.trainers.learner import LearnerConfig
+    from rlhf_core.sources.learner import LearnerConfig
 
     folder = Path(os.environ["RLHF_WORKBENCH_HOME"]) / "clips.rlhf"
     build_project(folder, "Pendulum-v1", 20)

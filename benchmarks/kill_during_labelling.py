@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_project(folder: Path, prompts: int = 40, per_prompt: int = 4) -> None:
     from rlhf_core.store import Project
-    from rlhf_core.text.labels import queue_response_pairs
+    from rlhf_core.labelers.text_labels import queue_response_pairs
 
     with Project.create(folder) as project:
         for p in range(prompts):

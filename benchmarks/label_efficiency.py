@@ -1,6 +1,6 @@
 """Label efficiency of online preference RL: random vs active (ensemble-disagreement) queries.
 
-A simulated oracle labels clips online (rlhf_core/trainers/preference_rl.py). For each selection
+A simulated oracle labels clips online (rlhf_core/trainers/control/preference_rl.py). For each selection
 rule we record, round by round, the labels used so far and the agent's TRUE return, and report
 the labels needed to reach 90 % of true-reward PPO's return, normalised between a random policy
 (0 %) and PPO trained on the true reward for the same number of steps (100 %). Same seed, same
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rlhf_core.jobs import NullContext  # noqa: E402
-from rlhf_core.trainers.preference_rl import PreferenceRLConfig, train_preference_rl  # noqa: E402
+from rlhf_core.trainers.control.preference_rl import PreferenceRLConfig, train_preference_rl  # noqa: E402
 
 
 def true_reward_ppo(env_id: str, steps: int, seed: int) -> float:
@@ -33,7 +33,7 @@ def true_reward_ppo(env_id: str, steps: int, seed: int) -> float:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from rlhf_core.trainers.learner import ppo_kwargs
+    from rlhf_core.sources.learner import ppo_kwargs
 
     n_envs, kwargs = ppo_kwargs(env_id)
     model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **kwargs)

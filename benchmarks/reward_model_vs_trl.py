@@ -6,7 +6,7 @@ pairs, with the same maximum length, torch AdamW (fused kernel, TRL's default), 
 gradient checkpointing setting, in one process, taking turns step by step (a TRL step, then one of
 ours from TRL's step-end callback), so that a change in the machine's load hits both alike:
 
-- ours: :func:`rlhf_core.text.reward_trainer.train_step`, exactly the job's per-step work: render
+- ours: :func:`rlhf_core.trainers.text.reward_model.train_step`, exactly the job's per-step work: render
   and tokenise the pairs, score the chosen and rejected rows (in groups of similar length, each
   padded to its own longest row), Bradley-Terry loss, backward, AdamW step, the step's metrics;
 - TRL: ``RewardTrainer.train()`` for 1 + N steps (constant learning rate; TRL's own defaults for
@@ -49,7 +49,7 @@ from bench_models import pick_model  # noqa: E402  (benchmarks/)
 from rlhf_core.text.model import quiet_transformers  # noqa: E402
 from rlhf_core.text.pairs import TextPair  # noqa: E402
 from rlhf_core.text.reward_model import format_pair_text, length_groups, load_base_reward_model  # noqa: E402
-from rlhf_core.text.reward_trainer import set_gradient_checkpointing, train_step  # noqa: E402
+from rlhf_core.trainers.text.reward_model import set_gradient_checkpointing, train_step  # noqa: E402
 from rlhf_core.text.rl_common import make_optimizer  # noqa: E402
 
 # (prompt, chosen, rejected): written for this benchmark; 40-130 tokens each once chat-formatted

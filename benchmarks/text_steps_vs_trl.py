@@ -8,13 +8,13 @@ steps after one warm-up step:
   worked example, as the demo uses them), beta 0.04 with a reference model, epsilon 0.2, one
   update per batch, token-level loss (TRL ``loss_type="dapo"``; ``use_bias_correction_kl=False`` as
   ours), AdamW (fused), gradient clipping 1.0, gradient checkpointing off for both by default.
-  Ours: the ``grpo`` job's own loop (:func:`rlhf_core.text.grpo.train_grpo`, its
+  Ours: the ``grpo`` job's own loop (:func:`rlhf_core.trainers.text.grpo.train_grpo`, its
   ``time/steps_per_second``: sampling, rewards, the reference and policy forward passes (each
   prompt once per group), backward, optimiser step). TRL: ``GRPOTrainer.train()``,
   a step timed from one ``on_step_end`` to the next (generation and scoring happen inside it).
 - DPO: P pairs per step (chat-rendered prompts, responses + end token), beta 0.1, the reference
   forward every step (TRL's default ``precompute_ref_log_probs=False``). Ours:
-  :func:`rlhf_core.text.dpo.dpo_step` as the job runs it (each prompt once for its two responses
+  :func:`rlhf_core.trainers.text.dpo.dpo_step` as the job runs it (each prompt once for its two responses
   unless gradient checkpointing is on). TRL: ``DPOTrainer.train()``, timed like GRPO.
 
     .venv/bin/python benchmarks/text_steps_vs_trl.py [--tiny | --model FOLDER] [--threads 1] [--steps 3]
@@ -98,7 +98,7 @@ def _trl_times(clock) -> list[float]:
 
 # ------------------------------------------------------------------------------- GRPO
 def grpo_ours(folder: Path, args) -> dict:
-    from rlhf_core.text.grpo import GRPOConfig, train_grpo
+    from rlhf_core.trainers.text.grpo import GRPOConfig, train_grpo
 
     config = cfg.from_dict(GRPOConfig, dict(
         model=str(folder), steps=1 + args.steps, prompts_per_step=args.prompts, group_size=args.group_size,
@@ -155,7 +155,7 @@ def grpo_trl(folder: Path, args, out_dir: Path) -> dict:
 
 # ------------------------------------------------------------------------------- DPO
 def dpo_ours(folder: Path, args) -> dict:
-    from rlhf_core.text.dpo import PreferencePair, dpo_step
+    from rlhf_core.trainers.text.dpo import PreferencePair, dpo_step
     from rlhf_core.text.rl_common import make_optimizer
     from rlhf_core.text.rl_common import load_policy
 

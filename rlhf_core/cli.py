@@ -29,10 +29,10 @@ from rlhf_core.input_files import INT64_MAX, InputProblem, parse_json, read_inpu
 from rlhf_core.jobs import CliContext, execute_job, failure_message, get_job, list_jobs
 from rlhf_core.paths import logs_dir
 from rlhf_core.store import Project, ProjectError, friendly_db_error
-from rlhf_core.text import cluster_export as ce
+from rlhf_core.io import cluster_export as ce
 from rlhf_core.text import prompts as pr
-from rlhf_core.text import trl_io
-from rlhf_core.text.evaluation import TextEvalConfig, resolve_inputs
+from rlhf_core.io import trl as trl_io
+from rlhf_core.analysis.text_evaluation import TextEvalConfig, resolve_inputs
 from rlhf_core.text.model import ModelError
 
 MAX_CONFIG_BYTES = 10_000_000

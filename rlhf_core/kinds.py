@@ -6,7 +6,7 @@ its JSON payload holds and which view reads it. Jobs write these names and views
 
 # ---------------------------------------------------------------------------------- checkpoints
 SB3_PPO = "sb3_ppo"  #: a Stable-Baselines3 PPO zip (learner, ppo_learned, preference_rl)
-BC_POLICY = "bc_policy"  #: a behavioural-cloning policy (rlhf_core.trainers.bc)
+BC_POLICY = "bc_policy"  #: a behavioural-cloning policy (rlhf_core.trainers.control.bc)
 REWARD_ENSEMBLE = "reward_ensemble"  #: a control reward ensemble (rlhf_core.rewards)
 REWARD_MLP = "reward_mlp"  #: the synthetic-preferences reward MLP
 TEXT_POLICY = "text_policy"  #: a causal-LM safetensors folder (sft, dpo, grpo, ppo_text, imports)

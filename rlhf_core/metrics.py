@@ -72,7 +72,7 @@ METRIC_KEYS: dict[str, str] = {
                     "prompt, divided by its spread).",
     "gold/cons_at_k": "GRPO final evaluation (eval_consensus_k > 0): majority vote of k sampled answers per held-out "
                       "prompt, fraction right (cons@k).",
-    # text policy evaluation (the text_eval job, rlhf_core/text/evaluation.py)
+    # text policy evaluation (the text_eval job, rlhf_core/analysis/text_evaluation.py)
     "eval/pass_at_1": "Greedy decoding: fraction of held-out tasks answered right (pass@1).",
     "eval/cons_at_k": "Majority vote of k sampled answers per task (no answer abstains, ties to the first seen): "
                       "fraction right (cons@k, self-consistency).",

@@ -60,8 +60,8 @@ register_job(
         title="Reward model on synthetic preferences",
         description="Fit a Bradley-Terry reward MLP to simulated labels of random feature vectors "
         "with a known true reward; reports held-out accuracy and correlation with the truth.",
-        target="rlhf_core.trainers.synthetic_preferences:train_synthetic_preferences",
-        config="rlhf_core.trainers.synthetic_preferences:SyntheticPreferenceConfig",
+        target="rlhf_core.trainers.control.synthetic_preferences:train_synthetic_preferences",
+        config="rlhf_core.trainers.control.synthetic_preferences:SyntheticPreferenceConfig",
     )
 )
 
@@ -71,8 +71,8 @@ register_job(
         title="Collect trajectories",
         description="Roll out a random policy, an SB3 checkpoint or a behavioural-cloning policy (optionally "
         "with D-REX noise levels); store trajectories with video, cut clips and queue pairs.",
-        target="rlhf_core.trainers.rollouts:collect_rollouts",
-        config="rlhf_core.trainers.rollouts:RolloutConfig",
+        target="rlhf_core.sources.rollouts:collect_rollouts",
+        config="rlhf_core.sources.rollouts:RolloutConfig",
     )
 )
 register_job(
@@ -81,8 +81,8 @@ register_job(
         title="Learner checkpoints (PPO on the true reward)",
         description="Train PPO on the true reward, save a checkpoint every N steps and roll out each one: "
         "ranked demonstrations from a learner, as in T-REX.",
-        target="rlhf_core.trainers.learner:train_learner",
-        config="rlhf_core.trainers.learner:LearnerConfig",
+        target="rlhf_core.sources.learner:train_learner",
+        config="rlhf_core.sources.learner:LearnerConfig",
     )
 )
 register_job(
@@ -90,8 +90,8 @@ register_job(
         name="bc",
         title="Behavioural cloning",
         description="Fit a policy to demonstration trajectories (discrete or continuous actions).",
-        target="rlhf_core.trainers.bc:train_bc",
-        config="rlhf_core.trainers.bc:BCConfig",
+        target="rlhf_core.trainers.control.bc:train_bc",
+        config="rlhf_core.trainers.control.bc:BCConfig",
     )
 )
 register_job(
@@ -100,8 +100,8 @@ register_job(
         title="Label queued pairs with a simulated teacher",
         description="B-Pref teachers (oracle, noisy, mistake, skip, equal, myopic) label the pairs waiting in "
         "the queue from the true rewards.",
-        target="rlhf_core.trainers.label_pairs:label_pairs",
-        config="rlhf_core.trainers.label_pairs:LabelPairsConfig",
+        target="rlhf_core.labelers.label_pairs:label_pairs",
+        config="rlhf_core.labelers.label_pairs:LabelPairsConfig",
     )
 )
 register_job(
@@ -110,8 +110,8 @@ register_job(
         title="Reward extrapolation demo (T-REX / D-REX)",
         description="Mediocre ranked demonstrations from an early learner -> a learned reward -> PPO on it -> "
         "a policy evaluated on the true return, with the extrapolation check on unseen trajectories.",
-        target="rlhf_core.demos.extrapolation:run_extrapolation_demo",
-        config="rlhf_core.demos.extrapolation:ExtrapolationDemoConfig",
+        target="rlhf_core.experiments.extrapolation:run_extrapolation_demo",
+        config="rlhf_core.experiments.extrapolation:ExtrapolationDemoConfig",
     )
 )
 register_job(
@@ -120,8 +120,8 @@ register_job(
         title="Train a reward model",
         description="Fit a Bradley-Terry reward ensemble to this project's pairwise labels, rankings, learner "
         "checkpoints (T-REX) or noise levels (D-REX).",
-        target="rlhf_core.trainers.reward_model:train_reward_model",
-        config="rlhf_core.trainers.reward_model:RewardModelConfig",
+        target="rlhf_core.trainers.control.reward_model:train_reward_model",
+        config="rlhf_core.trainers.control.reward_model:RewardModelConfig",
     )
 )
 register_job(
@@ -129,8 +129,8 @@ register_job(
         name="ppo_learned",
         title="PPO on a learned reward",
         description="Train PPO on a reward model of this project; evaluate on the true return; store a video.",
-        target="rlhf_core.trainers.ppo_learned:train_ppo_learned",
-        config="rlhf_core.trainers.ppo_learned:PPOLearnedConfig",
+        target="rlhf_core.trainers.control.ppo_learned:train_ppo_learned",
+        config="rlhf_core.trainers.control.ppo_learned:PPOLearnedConfig",
     )
 )
 register_job(
@@ -139,8 +139,8 @@ register_job(
         title="Generate responses (text)",
         description="Sample K responses per prompt from a language model (the bundled SmolLM2-135M-Instruct "
         "or a local folder) and store them as items to compare; prompts from the project or a built-in set.",
-        target="rlhf_core.trainers.generate:generate_responses",
-        config="rlhf_core.trainers.generate:GenerateConfig",
+        target="rlhf_core.sources.generate:generate_responses",
+        config="rlhf_core.sources.generate:GenerateConfig",
     )
 )
 register_job(
@@ -149,8 +149,8 @@ register_job(
         title="Online preference RL (Christiano et al.)",
         description="PPO on a reward model that keeps learning from comparisons of the agent's own clips, chosen "
         "by ensemble disagreement; answered by a simulated teacher or by you in Label clips.",
-        target="rlhf_core.trainers.preference_rl:train_preference_rl",
-        config="rlhf_core.trainers.preference_rl:PreferenceRLConfig",
+        target="rlhf_core.trainers.control.preference_rl:train_preference_rl",
+        config="rlhf_core.trainers.control.preference_rl:PreferenceRLConfig",
     )
 )
 register_job(
@@ -159,8 +159,8 @@ register_job(
         title="Train a text reward model",
         description="Fine-tune a language model with a scalar head (Bradley-Terry) on this project's comparisons "
         "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy.",
-        target="rlhf_core.text.reward_trainer:train_text_reward_model",
-        config="rlhf_core.text.reward_trainer:TextRewardModelConfig",
+        target="rlhf_core.trainers.text.reward_model:train_text_reward_model",
+        config="rlhf_core.trainers.text.reward_model:TextRewardModelConfig",
     )
 )
 register_job(
@@ -170,8 +170,8 @@ register_job(
         description="Next-token cross-entropy on the completion tokens of this project's demonstrations "
         "(corrections, responses marked as demonstrations, the chosen side of comparisons); held-out loss; "
         "saves the policy as a checkpoint.",
-        target="rlhf_core.text.sft:train_sft",
-        config="rlhf_core.text.sft:SFTConfig",
+        target="rlhf_core.trainers.text.sft:train_sft",
+        config="rlhf_core.trainers.text.sft:SFTConfig",
     )
 )
 register_job(
@@ -180,8 +180,8 @@ register_job(
         title="PPO on a text reward (per-token KL penalty)",
         description="PPO with a value head, GAE and a clipped objective on a learned text reward model; the reward "
         "is shaped per token with -beta * KL to the reference (fixed or adaptive beta); optional gold reward.",
-        target="rlhf_core.text.ppo:train_ppo_text",
-        config="rlhf_core.text.ppo:PPOTextConfig",
+        target="rlhf_core.trainers.text.ppo:train_ppo_text",
+        config="rlhf_core.trainers.text.ppo:PPOTextConfig",
     )
 )
 register_job(
@@ -190,8 +190,8 @@ register_job(
         title="Reward over-optimisation demo (PPO, Gao et al.)",
         description="A hidden gold reward labels pairs of the model's own samples; a small proxy reward model "
         "learns from them; PPO optimises the proxy with a KL penalty beta while the gold reward is measured.",
-        target="rlhf_core.demos.ppo_overoptimisation:run_ppo_demo",
-        config="rlhf_core.demos.ppo_overoptimisation:PPODemoConfig",
+        target="rlhf_core.experiments.ppo_overoptimisation:run_ppo_demo",
+        config="rlhf_core.experiments.ppo_overoptimisation:PPODemoConfig",
     )
 )
 register_job(
@@ -201,8 +201,8 @@ register_job(
         description="An AI labeller answers the text pairs waiting in the queue: a language-model judge asked one "
         "principle of the constitution per pair (read from its next-token probabilities of A/B, both orders), "
         "or a trained text reward model. Labels carry source 'ai' for review in Label text.",
-        target="rlhf_core.text.ai_feedback:label_with_ai",
-        config="rlhf_core.text.ai_feedback:AILabelConfig",
+        target="rlhf_core.labelers.ai_feedback:label_with_ai",
+        config="rlhf_core.labelers.ai_feedback:AILabelConfig",
     )
 )
 register_job(
@@ -213,8 +213,8 @@ register_job(
         "group, clipped ratio loss plus k3 KL to the reference; rewards for the <think>/<answer> format, the "
         "exact answer (generated arithmetic tasks or the project's prompts with gold answers), length, or a "
         "text reward model; held-out gold accuracy.",
-        target="rlhf_core.text.grpo:train_grpo",
-        config="rlhf_core.text.grpo:GRPOConfig",
+        target="rlhf_core.trainers.text.grpo:train_grpo",
+        config="rlhf_core.trainers.text.grpo:GRPOConfig",
     )
 )
 register_job(
@@ -224,8 +224,8 @@ register_job(
         description="Direct preference optimisation: -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)) "
         "against a frozen reference, on this project's decided comparisons of two responses to the same prompt; "
         "implicit rewards, margins and held-out accuracy; saves the policy as a checkpoint.",
-        target="rlhf_core.text.dpo:train_dpo",
-        config="rlhf_core.text.dpo:DPOConfig",
+        target="rlhf_core.trainers.text.dpo:train_dpo",
+        config="rlhf_core.trainers.text.dpo:DPOConfig",
     )
 )
 register_job(
@@ -234,8 +234,8 @@ register_job(
         title="GRPO demo: arithmetic with format and correctness rewards",
         description="SmolLM2-135M learns the <think>/<answer> format and exact answers on generated word problems "
         "with GRPO; reward, KL, length and held-out accuracy before and after (about 15 minutes on 2 cores).",
-        target="rlhf_core.demos.text_rl:run_grpo_demo",
-        config="rlhf_core.demos.text_rl:GRPODemoConfig",
+        target="rlhf_core.experiments.grpo_arithmetic:run_grpo_demo",
+        config="rlhf_core.experiments.grpo_arithmetic:GRPODemoConfig",
     )
 )
 register_job(
@@ -244,7 +244,7 @@ register_job(
         title="Evaluate a text policy (pass@1, cons@k, win rate)",
         description="Greedy pass@1, majority-vote cons@k and pass@k of k samples on held-out arithmetic tasks; "
         "optionally the win rate against the reference model judged by a text reward model.",
-        target="rlhf_core.text.evaluation:evaluate_text_policy",
-        config="rlhf_core.text.evaluation:TextEvalConfig",
+        target="rlhf_core.analysis.text_evaluation:evaluate_text_policy",
+        config="rlhf_core.analysis.text_evaluation:TextEvalConfig",
     )
 )

@@ -21,7 +21,7 @@ from app.labeling.text_rank_view import snippet
 from app.plain import tip
 from rlhf_core.analysis.agreement import AgreementReport, labeller_agreement
 from rlhf_core.store import Project
-from rlhf_core.text.ai_feedback import AIAgreement, ai_human_agreement
+from rlhf_core.labelers.ai_feedback import AIAgreement, ai_human_agreement
 
 
 class AgreementPanel(QWidget):
@@ -135,7 +135,7 @@ class AgreementPanel(QWidget):
 
 
 def format_ai_agreement(a: AIAgreement, *, short: bool = False) -> str:
-    """One line on AI-vs-people agreement (from :func:`rlhf_core.text.ai_feedback.ai_human_agreement`)."""
+    """One line on AI-vs-people agreement (from :func:`rlhf_core.labelers.ai_feedback.ai_human_agreement`)."""
     if a.ai_labels == 0:
         return "" if short else "AI vs people: no AI labels yet (Compare pairs → Run AI labeller…)."
     if a.pairs == 0:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlhf_core.text.ai_feedback import (
+from rlhf_core.labelers.ai_feedback import (
     default_constitution,
     parse_constitution,
     project_constitution,

@@ -11,7 +11,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from app.labeling.players import FramePanel
-from rlhf_core.envs.human import KEYMAPS, HumanDemo, supported_envs
+from rlhf_core.sources.keyboard import KEYMAPS, HumanDemo, supported_envs
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.store import Project
 

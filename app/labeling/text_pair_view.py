@@ -14,13 +14,13 @@ Model output is untrusted: every response and prompt is shown as PLAIN text (rea
 selections (``QTextCharFormat``) on that plain text.
 
 A correction ("preference with correction") stores the rewrite as a new response preferred over
-every sampled response to the prompt (:func:`rlhf_core.text.labels.add_correction`).
+every sampled response to the prompt (:func:`rlhf_core.labelers.text_labels.add_correction`).
 
 Review AI labels (RLAIF): with "Review AI labels" ticked the view walks the pairs an AI labeller
 (the ``ai_labels`` job) labelled and no person has, oldest first, and shows the AI's answer, the
 principle it was asked and its confidence (plain text). The same keys label: pressing the AI's
 answer (or Enter) accepts it, another key overrides it; either way a HUMAN label is stored
-(:func:`rlhf_core.text.ai_feedback.record_review`) and the AI's label stays, so AI-human agreement
+(:func:`rlhf_core.labelers.ai_feedback.record_review`) and the AI's label stays, so AI-human agreement
 can be measured. "Blind" hides the AI's answer until the person has answered (their labels then
 count as independent). "Constitution…" edits the project's principles for the judge.
 """
@@ -60,8 +60,8 @@ from app.labeling.text_rank_view import TextRankView
 from app.labeling.writer import writer_for
 from rlhf_core.labelers.session import Given, PairSession
 from rlhf_core.store import Project
-from rlhf_core.text.ai_feedback import ai_human_agreement
-from rlhf_core.text.labels import queue_response_pairs, responses_by_prompt, word_diff
+from rlhf_core.labelers.ai_feedback import ai_human_agreement
+from rlhf_core.labelers.text_labels import queue_response_pairs, responses_by_prompt, word_diff
 
 REMOVED = QColor("#ffd0cc")  # words of the left response not in the right one
 ADDED = QColor("#c8f0cf")  # words of the right response not in the left one

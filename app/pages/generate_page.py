@@ -28,7 +28,7 @@ from app.training.config_form import ConfigForm
 from rlhf_core import kinds
 from rlhf_core import config as cfg
 from rlhf_core.store import Project
-from rlhf_core.trainers.generate import GenerateConfig
+from rlhf_core.sources.generate import GenerateConfig
 
 COLUMNS = ["Prompt", "#", "Response", "Tokens", "Ended"]
 JOB = "generate"

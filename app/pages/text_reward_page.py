@@ -34,7 +34,7 @@ from app.jobs import BackgroundCall
 from app.plots.metric_plot import MetricPlotView
 from rlhf_core import kinds
 from rlhf_core.store import Project
-from rlhf_core.text.rm_analysis import SAMPLE_KIND, percentile
+from rlhf_core.analysis.length_bias import SAMPLE_KIND, percentile
 
 JOB = "text_reward_model"
 #: the training curves worth a plot (mean input length would squash them: it is in tokens)

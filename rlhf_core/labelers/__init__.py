@@ -1,1 +1,2 @@
-"""Labellers: simulated teachers (B-Pref), and the sessions of people labelling in the app (``session``)."""
+"""Labellers: simulated B-Pref teachers and the queue labeller job, AI feedback, text labels and
+corrections, and the Qt-free sessions of a person labelling in the app (``session``)."""

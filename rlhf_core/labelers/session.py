@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf_core.store import Project
-from rlhf_core.text.ai_feedback import record_review, review_count, review_pairs
-from rlhf_core.text.labels import add_correction, correction_of, undo_correction
+from rlhf_core.labelers.ai_feedback import record_review, review_count, review_pairs
+from rlhf_core.labelers.text_labels import add_correction, correction_of, undo_correction
 
 WriteFn = Callable[[Project], Any]
 TIED = "Everything is tied: a ranking needs at least two groups."

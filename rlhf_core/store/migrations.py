@@ -2,7 +2,7 @@
 
 This file IS the schema. Each migration is applied once, in order, inside a transaction
 (sqlite-utils ``Migrations``). Never edit a migration that has been released; add a new one.
-``tests/core/test_schema.py`` pins the exact resulting schema, and a database written by each
+``tests/core/store/test_schema.py`` pins the exact resulting schema, and a database written by each
 earlier schema version is kept under ``tests/fixtures/`` and upgraded in a test.
 
 Conventions

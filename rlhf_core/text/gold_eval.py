@@ -4,7 +4,7 @@ cons@k / pass@k by majority vote (:func:`consensus_at_k`), and the gold-answer p
 the ``text_eval`` job reports them for a finished policy.
 
 torch is imported inside the functions that sample: the CLI builds its parser from
-:mod:`rlhf_core.text.evaluation`, which imports this module.
+:mod:`rlhf_core.analysis.text_evaluation`, which imports this module.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A text reward model: a causal-LM backbone with a scalar head; building, saving, loading and scoring
-(the training job is :mod:`rlhf_core.text.reward_trainer`).
+(the training job is :mod:`rlhf_core.trainers.text.reward_model`).
 
 Architecture (as in Ouyang et al. 2022 / TRL's ``AutoModelForSequenceClassification`` for Llama):
 the transformer WITHOUT its language-model head (``AutoModel``, e.g. ``LlamaModel``) reads

@@ -1,1 +1,1 @@
-"""Trainers: one file per algorithm, ``<Algo>Config`` + ``train_<algo>(config, ctx)``."""
+"""Trainers, one file per algorithm (``<Algo>Config`` + ``train_<algo>(config, ctx)``): ``control/`` and ``text/``."""

@@ -188,7 +188,7 @@ def test_an_error_the_reader_did_not_word_is_still_answered_with_the_file_name(
         qtbot, window, answered, monkeypatch, tmp_path, error, must):
     """Whatever a reader raises for a bad file, the window words it and names the file."""
     import rlhf_core.text.prompts as prompts
-    import rlhf_core.text.trl_io as trl_io
+    import rlhf_core.io.trl as trl_io
 
     def fail(*_a, **_k):
         raise error

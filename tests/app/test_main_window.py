@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlhf_core.store import Project
-from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig
+from rlhf_core.trainers.control.synthetic_preferences import SyntheticPreferenceConfig
 from tests.app.conftest import wait_finished
 from tests.app.jobs_for_tests import SLEEPY, SleepyConfig
 from tests.conftest import ROOT
@@ -201,12 +201,10 @@ def test_config_form_builds_from_dataclass_and_validates(qtbot):
 
 
 @pytest.mark.timeout(300)
-def test_smoke_test_command(tmp_path, tmp_path_factory):
+def test_smoke_test_command(tmp_path, tiny_model):
     import json
 
-    from tests.core.text_support import tiny_model
-
-    model = tiny_model(tmp_path_factory)  # the frozen app's smoke test uses the bundled model instead
+    model = tiny_model  # the frozen app's smoke test uses the bundled model instead
     out = subprocess.run([sys.executable, "-m", "app", "--smoke-test", "--smoke-model", str(model)], cwd=ROOT,
                          capture_output=True, text=True, timeout=240,
                          env={**__import__("os").environ, "RLHF_WORKBENCH_HOME": str(tmp_path)})

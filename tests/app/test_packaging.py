@@ -160,7 +160,7 @@ def test_frozen_app_finds_the_bundled_gguf_through_the_resource_helper(tmp_path,
     assert model.bundled_gguf_path() == packaged
     monkeypatch.delattr(sys, "_MEIPASS")
     # from a source checkout the installed package is used (the tests' venv has it)
-    from tests.core.text_support import have_bundled_model
+    from tests.conftest import have_bundled_model
 
     if have_bundled_model():
         assert model.bundled_gguf_path().parent.name == model.GGUF_PACKAGE

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlhf_core.store import Project
-from tests.app.test_labeling import fill
+from tests.app.labeling.test_labeling import fill
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
 

@@ -22,7 +22,8 @@ GUI = ("PySide6", "PyQt5", "PyQt6", "PySide2", "shiboken6", "pyqtgraph", "app")
 #: words a function-level import's comment uses to say it keeps start-up fast
 WHY_WORDS = ("start-up", "torch", "transformers", "SB3")
 
-#: Lowest first; a module belongs to the longest prefix listed (text/ holds both models and jobs today).
+#: Lowest first; a module belongs to the longest prefix listed. Analyses sit below the jobs because
+#: trainers and labellers log them as evidence (length bias, agreement); they read models, not trainers.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("rlhf_core", "rlhf_core.paths", "rlhf_core.kinds", "rlhf_core.config", "rlhf_core.metrics",
               "rlhf_core.runtime", "rlhf_core.input_files", "rlhf_core.rewards.outcomes")),
@@ -30,11 +31,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("jobs", ("rlhf_core.jobs", "rlhf_core.registry")),
     ("envs/text", ("rlhf_core.envs", "rlhf_core.text")),
     ("rewards", ("rlhf_core.rewards",)),
-    ("labelers/trainers/demos/analysis", (
-        "rlhf_core.labelers", "rlhf_core.trainers", "rlhf_core.demos", "rlhf_core.analysis",
-        "rlhf_core.text.sft", "rlhf_core.text.dpo", "rlhf_core.text.grpo", "rlhf_core.text.ppo",
-        "rlhf_core.text.reward_trainer", "rlhf_core.text.ai_feedback", "rlhf_core.text.evaluation",
-        "rlhf_core.text.rm_analysis", "rlhf_core.text.cluster_export")),
+    ("analysis", ("rlhf_core.analysis",)),
+    ("sources/labelers/trainers", ("rlhf_core.sources", "rlhf_core.labelers", "rlhf_core.trainers")),
+    ("io", ("rlhf_core.io",)),
+    ("experiments", ("rlhf_core.experiments",)),
     ("cli", ("rlhf_core.cli", "rlhf_core.demo", "rlhf_core.__main__")),
 ]
 

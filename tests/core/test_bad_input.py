@@ -19,8 +19,8 @@ from rlhf_core.cli import main as cli_main
 from rlhf_core.input_files import InputFileError, InputProblem, parse_json
 from rlhf_core.store import Project
 from rlhf_core.text import prompts as pr
-from rlhf_core.text import trl_io
-from rlhf_core.text.trl_io import TrlFileError, export_trl, import_trl
+from rlhf_core.io import trl as trl_io
+from rlhf_core.io.trl import TrlFileError, export_trl, import_trl
 
 DEEP = "[" * 5000 + "]" * 5000
 BIG = "7" * 5000
@@ -196,8 +196,8 @@ def test_impossible_settings_are_refused_before_a_run_is_stored(folder, argv, me
 
 
 def test_validate_checks_types_ranges_and_lists():
-    from rlhf_core.trainers.bc import BCConfig
-    from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig as S
+    from rlhf_core.trainers.control.bc import BCConfig
+    from rlhf_core.trainers.control.synthetic_preferences import SyntheticPreferenceConfig as S
 
     for bad in ({"seed": 2**63}, {"seed": 1.5}, {"seed": True}, {"heldout_fraction": math.nan},
                 {"heldout_fraction": 10**400}, {"teacher": 3}, {"teacher": "\ud800"}):

@@ -288,7 +288,7 @@ def generate_cases(rng: random.Random, files: Files, project: Path, sandbox: Pat
                 label=f"demo {name}")
     add(["demo", "bogus"], label="demo unknown")
     # eval-text
-    from rlhf_core.text.evaluation import TextEvalConfig
+    from rlhf_core.analysis.text_evaluation import TextEvalConfig
 
     for info in cfg.fields(TextEvalConfig):
         value = rng.choice(field_bad_values(info))

@@ -6,7 +6,7 @@ import pytest
 
 from rlhf_core import config as cfg
 from rlhf_core.config import ConfigError, param
-from rlhf_core.trainers.synthetic_preferences import SyntheticPreferenceConfig
+from rlhf_core.trainers.control.synthetic_preferences import SyntheticPreferenceConfig
 
 
 @dataclass

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from rlhf_core.jobs import JobContext, RecordingContext, execute_job, get_job
-from rlhf_core.trainers.synthetic_preferences import (
+from rlhf_core.trainers.control.synthetic_preferences import (
     SyntheticPreferenceConfig,
     load_reward_mlp,
     make_problem,

@@ -13,9 +13,8 @@ from rlhf_core import kinds
 from rlhf_core.jobs import RecordingContext, execute_job, get_job, list_jobs
 from rlhf_core.metrics import METRIC_KEYS, RENAMED_KEYS, declared
 from rlhf_core.store import Project
-from tests.core import text_support
+from tests.conftest import add_marker_pairs, needs_model
 
-needs_model = pytest.mark.skipif(not text_support.have_bundled_model(), reason=text_support.SKIP_REASON)
 
 #: every registered job, each run below with tiny settings
 CONTROL_JOBS = {"synthetic_preferences", "rollouts", "label_pairs", "reward_model", "ppo_learned", "learner", "bc",
@@ -72,12 +71,12 @@ def test_control_jobs_log_only_declared_keys(project):
 
 
 @needs_model
-def test_text_jobs_log_only_declared_keys(project, tmp_path_factory):
-    from rlhf_core.text.labels import queue_response_pairs
+def test_text_jobs_log_only_declared_keys(project, tiny_model):
+    from rlhf_core.labelers.text_labels import queue_response_pairs
 
-    tiny = str(text_support.tiny_model(tmp_path_factory))
+    tiny = str(tiny_model)
     logged: dict[str, set[str]] = {}
-    pids = text_support.add_marker_pairs(project, n_pairs=8)
+    pids = add_marker_pairs(project, n_pairs=8)
     _run(project, "generate", logged, model=tiny, prompt_set="", prompt_ids=pids[:2], samples_per_prompt=2,
          max_new_tokens=4, batch_size=4)
     rm = _run(project, "text_reward_model", logged, model=tiny, label_sources="synthetic", epochs=1, batch_size=4,
@@ -126,7 +125,7 @@ def test_a_run_stored_with_old_names_reads_with_the_new_ones(project):
     run = project.get_run(run_id)
     assert run["config"] == {"model": "/models/base", "learning_rate": 3e-4, "center_rewards_coefficient": 0.01,
                              "epochs": 1}
-    from rlhf_core.text.reward_trainer import TextRewardModelConfig
+    from rlhf_core.trainers.text.reward_model import TextRewardModelConfig
 
     config = cfg.from_dict(TextRewardModelConfig, run["config"])
     assert (config.model, config.learning_rate) == ("/models/base", 3e-4)

@@ -1,0 +1,346 @@
+"""The reward-extrapolation demo: ranked mediocre demonstrations -> learned reward -> a policy
+better than any demonstration (T-REX, Brown et al. 2019; D-REX variant, Brown et al. 2019).
+
+Stages, each reporting live:
+1. Demonstrations. ``trex``: train PPO on the true reward briefly and roll out its early
+   checkpoints (learning from a learner); only trajectories whose true return is at most
+   ``max_demo_return`` are kept, ranked by true return (as a person ranking them would).
+   ``drex``: behavioural cloning on those demos, then BC rollouts at the D-REX noise levels,
+   ranked automatically by noise (less noise = better).
+2. Reward model: an ensemble fitted with the Bradley-Terry loss on snippet pairs.
+3. PPO on the learned reward (true reward never seen).
+4. Evaluation on the TRUE return, and the extrapolation check: predicted vs true return on
+   trajectories the reward model never saw (policy checkpoints, the learner's better
+   trajectories, random play), with Pearson and Spearman correlation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlhf_core import kinds
+from rlhf_core.analysis.extrapolation import extrapolation_report
+from rlhf_core.config import param
+from rlhf_core.envs.make import close_env, env_info, make_env
+from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec, EpsilonGreedy, RandomPolicy
+from rlhf_core.envs.rollout import rollout
+from rlhf_core.envs.storage import save_trajectory
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs
+from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns, reward_stats
+from rlhf_core.sources.learner import make_ppo, ppo_kwargs
+from rlhf_core.trainers.control.ppo_learned import FastActor, evaluate, train_ppo_on_reward
+from rlhf_core.sources.rollouts import DREX_CONTINUOUS, DREX_DISCRETE
+
+
+@dataclass
+class ExtrapolationDemoConfig:
+    env_id: str = param("Pendulum-v1", "Gymnasium environment id.")
+    method: str = param("trex", "trex: demos ranked by a person (true return); drex: BC + noise ranks.",
+                        choices=("trex", "drex"))
+    learner_steps: int = param(20_000, "PPO steps on the true reward that produce the demonstrations.", min=1_000)
+    checkpoint_every: int = param(2_000, "Learner checkpoint interval (steps).", min=100)
+    episodes_per_checkpoint: int = param(3, "Demonstrations rolled out from each learner checkpoint.", min=1)
+    max_demo_return: float = param(-700.0, "Keep only demonstrations whose true return is at most this "
+                                   "(so every demonstration is mediocre).")
+    snippet_pairs: int = param(3_000, "T-REX snippet pairs.", min=10)
+    snippet_min: int = param(20, "Shortest snippet (steps).", min=1)
+    snippet_max: int = param(50, "Longest snippet (steps).", min=1)
+    members: int = param(3, "Reward ensemble size.", min=1, max=16)
+    reward_steps: int = param(500, "Optimisation steps per ensemble member.", min=10)
+    reward_hidden: int = param(64, "Hidden units of the reward MLP.", min=4)
+    ppo_steps: int = param(40_000, "PPO steps on the learned reward.", min=1_000)
+    ppo_batch_size: int = param(64, "PPO minibatch size for both PPO runs (left at 64, an env preset of this "
+                                "demo may choose another: Pendulum's PPO on the learned reward uses 128 "
+                                "with 16 envs and a higher learning rate).", min=8)
+    use_presets: bool = param(True, "Give settings left at their defaults this environment's tuned values "
+                              "(DEMO_PRESETS). Off: every setting is taken as it is, e.g. to run Pendulum with "
+                              "a PPO minibatch of exactly 64.")
+    stop_learner_when_good: bool = param(True, "Stop the learner at the first checkpoint whose demonstrations "
+                                         "all beat max_demo_return (later ones would be discarded anyway).")
+    eval_episodes: int = param(10, "Episodes to evaluate the final policy on the true return.", min=1)
+    drex_rollouts_per_level: int = param(2, "D-REX: BC rollouts per noise level.", min=1)
+    seed: int = param(0, "Random seed.", min=0)
+    store_trajectories: bool = param(True, "Store the demonstrations in the project (no video).")
+    video_of_policy: bool = param(True, "Store one rendered episode of the final policy.")
+
+
+#: Per-env settings of this demo. Every field of :class:`ExtrapolationDemoConfig` that is still at its
+#: declared default takes the env's value from here, so a setting the user gives always wins (giving
+#: exactly the generic default cannot be told apart from giving nothing: ``use_presets=False`` turns the
+#: presets off to run exactly the values given). ``ppo`` (PPO on the learned
+#: reward) and ``learner_ppo`` (the learner that makes the demonstrations) are PPO settings applied on
+#: top of the tuned presets of :mod:`rlhf_core.sources.learner`; an explicit ``ppo_batch_size``
+#: replaces their ``batch_size``. The result JSON lists what was applied under ``presets``.
+DEMO_PRESETS: dict[str, dict] = {
+    # Both PPO runs collect 16 envs x 256 steps (the same 4,096 per update as rl-zoo's 4 x 1,024) so
+    # each policy call serves 16 env steps. The learner keeps minibatch 64 / lr 1e-3 (its demos
+    # decide the reward's quality; a larger minibatch gave demos too poor to learn a reward from). PPO
+    # on the learned reward uses minibatch 128 with lr 1.5e-3 and 32k steps (half the gradient steps);
+    # the reward MLP is 32 wide (a quarter of the 64-wide one's arithmetic, no loss of correlation).
+    # Why each setting: docs/experiments/extrapolation.md.
+    "Pendulum-v1": {
+        "ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 128, "learning_rate": 1.5e-3},
+        "ppo_steps": 32_000,
+        "learner_ppo": {"n_envs": 16, "n_steps": 256},
+        "reward_hidden": 32,
+    },
+    # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
+    # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
+    # rl-zoo's HalfCheetah preset (lr 2e-5, 256-unit nets, 20 epochs, 1M steps) is far too slow for
+    # the budget here. Reward MLP 64 wide: T-REX used 2 x 256 on MuJoCo, ~15x the arithmetic per
+    # state on this CPU. A shorter learner gives demos that barely move and a reward that PPO
+    # exploits by running backwards. Results per seed: docs/experiments/extrapolation.md.
+    "HalfCheetah-v5": {
+        "learner_steps": 200_000, "checkpoint_every": 16_384, "episodes_per_checkpoint": 2,
+        "max_demo_return": 500.0, "snippet_min": 50, "snippet_max": 100, "reward_hidden": 64,
+        "reward_steps": 600, "ppo_steps": 700_000, "eval_episodes": 5,
+        "ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
+                "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
+                "vf_coef": 0.5, "policy_kwargs": {"log_std_init": -0.5, "net_arch": {"pi": [64, 64], "vf": [64, 64]}}},
+        "learner_ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
+                        "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
+                        "vf_coef": 0.5,
+                        "policy_kwargs": {"log_std_init": -0.5, "net_arch": {"pi": [64, 64], "vf": [64, 64]}}},
+    },
+}
+
+
+def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoConfig, dict, dict, dict]:
+    """(config with the env's presets applied, what was applied, PPO overrides, learner PPO overrides)."""
+    import dataclasses
+
+    preset = DEMO_PRESETS.get(config.env_id, {}) if config.use_presets else {}
+    defaults = {f.name: f.default for f in dataclasses.fields(ExtrapolationDemoConfig)}
+    changes = {k: v for k, v in preset.items()
+               if k in defaults and k != "env_id" and getattr(config, k) == defaults[k]}
+    config = dataclasses.replace(config, **changes)
+    applied = dict(changes)
+    ppos = []
+    for key in ("ppo", "learner_ppo"):
+        over = dict(preset.get(key, {}))
+        if config.ppo_batch_size != defaults["ppo_batch_size"] or "batch_size" not in over:
+            over["batch_size"] = config.ppo_batch_size
+        if key in preset:
+            applied[key] = dict(over)
+        ppos.append(over)
+    return config, applied, ppos[0], ppos[1]
+
+
+def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, keep_files: bool = True,
+                   overrides: dict | None = None) -> list:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    n_envs, kwargs = ppo_kwargs(config.env_id, **(overrides or {"batch_size": config.ppo_batch_size}))
+    venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
+    model = make_ppo(venv, config.seed, kwargs)
+    env = make_env(config.env_id, render=False)
+    trajs: list = []
+    stopped_at: list[int] = []
+
+    def demos_from(model, step: int, i: int) -> list:
+        policy = FastActor(model)  # the learner's own (deterministic) behaviour at that checkpoint
+        out = []
+        for e in range(config.episodes_per_checkpoint):
+            ctx.raise_if_cancelled()
+            t = rollout(env, policy, seed=config.seed + 1000 * i + e, render=False,
+                        source={"kind": "checkpoint", "step": step})
+            out.append(t)
+            ctx.metrics(len(trajs) + len(out), {"demos/true_return": t.true_return})
+        return out
+
+    class Save(BaseCallback):
+        next_at = 0
+        index = 0
+
+        def _on_step(self) -> bool:
+            if ctx.cancelled:
+                return False
+            if self.num_timesteps >= self.next_at:
+                if keep_files:
+                    self.model.save(str(folder / f"learner_{self.num_timesteps:08d}.zip"))
+                new = demos_from(self.model, self.num_timesteps, self.index)
+                trajs.extend(new)
+                self.index += 1
+                self.next_at = self.num_timesteps + config.checkpoint_every
+                ctx.progress(min(self.num_timesteps / config.learner_steps, 1.0),
+                             message=f"learner: {self.num_timesteps:,} steps, demos {len(trajs)}")
+                # every later checkpoint would be too good to be a demonstration: stop learning
+                if config.stop_learner_when_good and new and min(t.true_return for t in new) > config.max_demo_return:
+                    stopped_at.append(self.num_timesteps)
+                    return False
+            return True
+
+    try:
+        model.learn(total_timesteps=config.learner_steps, callback=Save())
+    finally:
+        venv.close()
+        close_env(env)
+    if ctx.cancelled:
+        raise JobCancelled("cancelled")
+    if stopped_at:
+        ctx.log(f"learner stopped at {stopped_at[0]:,} steps: its checkpoints are no longer mediocre "
+                f"(every episode above {config.max_demo_return:g})")
+    return trajs
+
+
+def _drex_rollouts(config, demos, ctx, project):
+    """BC on the demos, then rollouts at each D-REX noise level; returns (trajectories, eps, bc return)."""
+    import torch
+    import torch.nn.functional as F
+
+    env = make_env(config.env_id, render=False)
+    try:
+        info = env_info(env)
+        x = torch.from_numpy(np.concatenate([t.observations[:-1].reshape(t.length, -1) for t in demos]).astype(np.float32))
+        y = torch.from_numpy(np.concatenate([np.asarray(t.actions, np.float32).reshape(t.length, -1) for t in demos]))
+        spec = BCSpec(obs_dim=x.shape[1], discrete=info.discrete, n_out=info.n_actions if info.discrete else info.action_dim,
+                      hidden=64, action_low=info.action_low, action_high=info.action_high)
+        torch.manual_seed(config.seed)
+        net = BCNet(spec)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for epoch in range(300):
+            ctx.raise_if_cancelled()
+            idx = torch.randint(len(x), (256,))
+            out = net(x[idx])
+            loss = F.cross_entropy(out, y[idx].long().view(-1)) if spec.discrete else F.mse_loss(out, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if epoch % 20 == 0:
+                ctx.metrics(epoch, {"bc/loss": float(loss.detach())})
+        bc = BCPolicy(net)
+        levels = DREX_DISCRETE if info.discrete else DREX_CONTINUOUS
+        trajs, eps = [], []
+        for li, e in enumerate(levels):
+            for k in range(config.drex_rollouts_per_level):
+                ctx.raise_if_cancelled()
+                seed = config.seed + 20_000 + 100 * li + k
+                pol = EpsilonGreedy(bc, env.action_space, e, seed=seed) if e > 0 else bc
+                t = rollout(env, pol, seed=seed, render=False, source={"kind": "bc", "epsilon": e})
+                trajs.append(t)
+                eps.append(e)
+                ctx.metrics(li, {"drex/true_return": t.true_return, "drex/epsilon": e})
+            ctx.progress(li + 1, len(levels), f"D-REX noise level {e:.2f}")
+        bc_returns = [rollout(env, bc, seed=config.seed + 30_000 + i, render=False).true_return for i in range(3)]
+    finally:
+        close_env(env)
+    return trajs, eps, float(np.mean(bc_returns))
+
+
+def run_extrapolation_demo(config: ExtrapolationDemoConfig, ctx: JobContext) -> dict:
+    """Run the demo; without a project its files go to a temporary folder removed at the end."""
+    if ctx.project_path is not None:
+        return _run(config, ctx, ctx.project().run_folder(ctx.run_id))
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-demo-"))
+    try:
+        return _run(config, ctx, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
+    t_start = time.perf_counter()
+    times: dict[str, float] = {}
+    project = ctx.project() if ctx.project_path is not None else None
+    config, applied, ppo_over, learner_over = resolve_presets(config)
+    if applied:
+        ctx.log(f"{config.env_id} presets: " + ", ".join(f"{k}={v}" for k, v in applied.items()))
+
+    # ------------------------------------------------------------------ 1. demonstrations
+    learner_trajs = _learner_demos(config, ctx, folder, keep_files=project is not None, overrides=learner_over)
+    demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]
+    better_than_cap = [t for t in learner_trajs if t.true_return > config.max_demo_return]
+    if len(demos) < 4:
+        raise ValueError(f"only {len(demos)} learner trajectories have a true return <= {config.max_demo_return}; "
+                         "lower learner_steps or raise max_demo_return")
+    demo_returns = np.asarray([t.true_return for t in demos])
+    times["demonstrations"] = time.perf_counter() - t_start
+    if project is not None and config.store_trajectories:
+        for t in demos:
+            save_trajectory(project, t, run_id=ctx.run_id)
+
+    # ------------------------------------------------------------------ 2. reward model
+    t0 = time.perf_counter()
+    bc_return = None
+    if config.method == "trex":
+        train_obs = [t.observations for t in demos]
+        pairs = trex_pairs(train_obs, list(demo_returns), config.snippet_pairs, min_len=config.snippet_min,
+                           max_len=config.snippet_max, seed=config.seed)
+    else:
+        noisy, eps, bc_return = _drex_rollouts(config, demos, ctx, project)
+        ctx.sample(kinds.SAMPLE_NOISE_CURVE, {"epsilon": [float(e) for e in sorted(set(eps))],
+                                   "mean_true_return": [float(np.mean([t.true_return for t, e2 in zip(noisy, eps) if e2 == e]))
+                                                        for e in sorted(set(eps))]})
+        train_obs = [t.observations for t in noisy]
+        pairs = drex_pairs(train_obs, eps, config.snippet_pairs, min_len=config.snippet_min,
+                           max_len=config.snippet_max, seed=config.seed)
+    ensemble, fit = fit_reward_ensemble(pairs, FitSettings(members=config.members, hidden=config.reward_hidden,
+                                                           steps=config.reward_steps, seed=config.seed), ctx)
+    mean, std = reward_stats(ensemble, stack_observations(train_obs)[0])
+    times["reward_model"] = time.perf_counter() - t0
+    if project is not None:
+        path = folder / "reward_ensemble.pt"
+        ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "method": config.method})
+        project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id, "method": config.method})
+
+    # ------------------------------------------------------------------ 3. PPO on the learned reward
+    t0 = time.perf_counter()
+    snapshots: list = []  # (step, FastActor) of the PPO checkpoints: unseen trajectories of rising quality
+    model, _ = train_ppo_on_reward(config.env_id, ensemble, mean, std, config.ppo_steps, ctx, seed=config.seed,
+                                   step_offset=0, checkpoint_fracs=(0.1, 0.25, 0.5),
+                                   save_dir=folder if project is not None else None, ppo_overrides=ppo_over,
+                                   snapshots=snapshots)
+    final = folder / "ppo_learned_final.zip"
+    if project is not None:
+        model.save(str(final))
+    times["ppo"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ 4. evaluation & extrapolation
+    t0 = time.perf_counter()
+    policy_trajs = evaluate(config.env_id, FastActor(model), config.eval_episodes, config.seed + 50_000)
+    policy_returns = np.asarray([t.true_return for t in policy_trajs])
+    unseen = list(policy_trajs) + better_than_cap
+    for i, (_, actor) in enumerate(snapshots):
+        unseen += evaluate(config.env_id, actor, 2, config.seed + 60_000 + 10 * i)
+    env = make_env(config.env_id, render=False)
+    unseen += [rollout(env, RandomPolicy(env.action_space, seed=config.seed + 70_000 + i), seed=config.seed + 70_000 + i,
+                       render=False) for i in range(3)]
+    close_env(env)
+    pred_demo = predicted_returns(ensemble, [t.observations for t in demos])
+    true_unseen = np.asarray([t.true_return for t in unseen])
+    pred_unseen = predicted_returns(ensemble, [t.observations for t in unseen])
+    report = extrapolation_report(demo_returns, pred_demo, true_unseen, pred_unseen)
+    ctx.sample(kinds.SAMPLE_EXTRAPOLATION, {"true_demo": demo_returns.tolist(), "pred_demo": pred_demo.tolist(),
+                                 "true_unseen": true_unseen.tolist(), "pred_unseen": pred_unseen.tolist(),
+                                 "report": report})
+    if project is not None and config.video_of_policy:
+        shown = evaluate(config.env_id, FastActor(model), 1, config.seed + 80_000, render=True)[0]
+        shown.source = {"kind": "policy", "method": config.method}
+        save_trajectory(project, shown, run_id=ctx.run_id)
+    times["evaluation"] = time.perf_counter() - t0
+    result = {
+        "env_id": config.env_id, "method": config.method, "seed": config.seed,
+        "n_demos": len(demos), "best_demo_return": float(demo_returns.max()),
+        "mean_demo_return": float(demo_returns.mean()),
+        "policy_return": float(policy_returns.mean()), "policy_return_std": float(policy_returns.std()),
+        "reward_correlation": report["unseen_pearson"], "reward_spearman": report["unseen_spearman"],
+        "demo_correlation": report["demo_pearson"], "heldout_pair_accuracy": fit.get("heldout_accuracy"),
+        "unseen_beyond_best_demo": report["unseen_beyond_best_demo"],
+        "beats_best_demo": bool(policy_returns.mean() > demo_returns.max()),
+        "stage_seconds": {k: round(v, 2) for k, v in times.items()},
+        "presets": applied,
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    if bc_return is not None:
+        result["bc_return"] = bc_return
+    ctx.metrics(0, {"demo/policy_return": result["policy_return"], "demo/best_demo_return": result["best_demo_return"]})
+    return result

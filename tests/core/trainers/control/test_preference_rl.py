@@ -1,0 +1,89 @@
+"""Online preference RL: query selection by disagreement, synthetic and human labelling loops."""
+
+import threading
+import time
+
+import numpy as np
+
+from rlhf_core.envs.rollout import Trajectory
+from rlhf_core.jobs import RecordingContext, execute_job, get_job
+from rlhf_core.rewards.networks import RewardEnsemble, RewardNetSpec
+from rlhf_core.trainers.control.preference_rl import PreferenceRLConfig, _clips, select_queries
+
+TINY = dict(env_id="CartPole-v1", rounds=2, steps_per_round=256, initial_labels=6, labels_per_round=4,
+            clip_length=5, episodes_per_round=2, members=2, reward_steps=20)
+
+
+def fake_trajs(n=3, T=20):
+    rng = np.random.default_rng(0)
+    return [Trajectory("X", i, rng.normal(size=(T + 1, 2)).astype(np.float32), np.zeros(T), np.zeros(T, np.float32),
+                       None, 30) for i in range(n)]
+
+
+def test_clips_are_consecutive_segments():
+    trajs = fake_trajs(n=2, T=12)
+    assert _clips(trajs, 5) == [(0, 0, 5), (0, 5, 10), (1, 0, 5), (1, 5, 10)]
+
+
+def test_disagreement_selection_picks_the_most_uncertain_pairs():
+    trajs = fake_trajs()
+    clips = _clips(trajs, 4)
+    ens = RewardEnsemble(RewardNetSpec(obs_dim=2, hidden=8), 3)
+    rng = np.random.default_rng(1)
+    all_pairs = select_queries(ens, trajs, clips, 1000, 1, "random", np.random.default_rng(2))
+    variances = sorted((float(np.var(p)) for _, _, p in all_pairs), reverse=True)
+    picked = select_queries(ens, trajs, clips, 5, 1000, "disagreement", rng)  # candidates: every pair
+    assert [round(float(np.var(p)), 6) for _, _, p in picked] == [round(v, 6) for v in variances[:5]]
+    assert all(len(p) == 3 for _, _, p in picked)  # each query carries the member predictions
+
+
+def test_synthetic_loop_runs_and_counts_labels(project):
+    out = execute_job(get_job("preference_rl"), PreferenceRLConfig(**TINY), RecordingContext(), project_path=project.folder)
+    assert out.status == "completed", out.error
+    # 6 initial + 4 after round 1 (the last round has no queries)
+    assert out.result["labels"] == 10 and len(out.result["curve"]) == 2
+    kinds = sorted(c["kind"] for c in project.checkpoints())
+    assert kinds == ["reward_ensemble", "sb3_ppo"]
+
+
+def test_human_labelling_waits_for_answers_in_the_queue(project):
+    from rlhf_core.store import Project
+
+    cfg = PreferenceRLConfig(**{**TINY, "labeller": "human", "rounds": 1, "initial_labels": 3})
+    ctx = RecordingContext()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("out", execute_job(
+        get_job("preference_rl"), cfg, ctx, project_path=project.folder)))
+    t.start()
+    answered = 0
+    with Project.open(project.folder, check=False) as labeller:
+        deadline = time.monotonic() + 120
+        while answered < 3 and time.monotonic() < deadline:
+            for pair in labeller.pending_pairs(10):
+                assert pair["reason_json"]  # "why this pair" is stored with the query
+                labeller.add_comparison(pair["left_id"], pair["right_id"], "left", queue_id=pair["id"])
+                answered += 1
+            time.sleep(0.2)
+    t.join(120)
+    assert answered == 3 and box["out"].status == "completed", box.get("out")
+    assert box["out"].result["labels"] == 3
+    assert any("waiting for labels" in m for _, m in ctx.progress_log)
+    clips = project.items("clip")
+    assert len(clips) == 6 and all(c["env_id"] == "CartPole-v1" for c in clips)
+    assert project.items("trajectory")[0]["media_path"]  # the person sees real video
+
+
+def test_human_labelling_can_be_cancelled_while_waiting(project):
+    cfg = PreferenceRLConfig(**{**TINY, "labeller": "human", "rounds": 1})
+    ctx = RecordingContext()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("out", execute_job(
+        get_job("preference_rl"), cfg, ctx, project_path=project.folder)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting" in m for _, m in ctx.progress_log) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    ctx.cancel()
+    t.join(10)
+    assert box["out"].status == "cancelled" and time.monotonic() - t0 < 2.0

@@ -25,7 +25,7 @@ from typing import Any
 from rlhf_core import __version__
 from rlhf_core import config as cfg
 from rlhf_core.demo import ensure_demo_project
-from rlhf_core.input_files import INT64_MAX, InputProblem, parse_json, read_input_file, text_problem
+from rlhf_core.input_files import INT64_MAX, InputFileError, InputProblem, parse_json, read_input_file, text_problem
 from rlhf_core.jobs import CliContext, execute_job, failure_message, get_job, list_jobs
 from rlhf_core.paths import logs_dir
 from rlhf_core.store import Project, ProjectError, friendly_db_error
@@ -190,7 +190,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
                     _print_json({"set": args.file, "prompt_ids": ids, "total": len(ids)})
                     return 0
                 result = pr.import_prompts(project, args.file, skip_duplicates=not args.keep_duplicates)
-            except pr.PromptFileError as exc:
+            except InputFileError as exc:
                 return _fail(str(exc))
             except KeyError as exc:
                 return _fail(str(exc.args[0]))
@@ -222,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         report = trl_io.import_trl(args.project, args.file, source=args.source)
-    except trl_io.TrlFileError as exc:
+    except InputFileError as exc:
         return _fail(str(exc))
     sys.stderr.write(f"imported {report.rows} rows from {report.path.name} into {report.project}: "
                      f"{report.comparisons_added} comparisons ({report.already_present} already present), "

@@ -117,10 +117,6 @@ class ImportReport:
         return d
 
 
-class TrlFileError(InputFileError):
-    """A TRL file has problems; ``problems`` lists them, each naming its line. Nothing was imported."""
-
-
 def parse_sources(sources: str | Iterable[str] | None) -> tuple[str, ...]:
     """``None``/empty -> every source; otherwise the named ones (comma-separated text or a list)."""
     if sources is None:
@@ -378,14 +374,14 @@ def _row_from(obj: Any, line: int) -> TrlRow:
 
 
 def parse_trl_file(path: str | os.PathLike, skipped: list[str] | None = None) -> list[TrlRow]:
-    """Read and check a whole TRL JSONL file; raise :class:`TrlFileError` listing every problem.
+    """Read and check a whole TRL JSONL file; raise :class:`InputFileError` listing every problem.
     Rows that are valid but say nothing to store (chosen equal to rejected) are left out and, with
     their line, appended to ``skipped``."""
     path = Path(path)
     try:
         raw = read_input_file(path, MAX_FILE_BYTES)
     except InputProblem as exc:
-        raise TrlFileError(path, [str(exc)]) from exc
+        raise InputFileError(path, [str(exc)]) from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     rows: list[TrlRow] = []
@@ -414,7 +410,7 @@ def parse_trl_file(path: str | os.PathLike, skipped: list[str] | None = None) ->
     if len(rows) > MAX_ROWS_PER_FILE:
         problems.append(f"the file has {len(rows)} rows; the limit is {MAX_ROWS_PER_FILE}")
     if problems:
-        raise TrlFileError(path, problems)
+        raise InputFileError(path, problems)
     return rows
 
 
@@ -425,7 +421,7 @@ def import_trl(project_path_or_project: Project | str | os.PathLike, path: str |
 
     ``project_path_or_project``: an open :class:`Project` (left open) or a folder, which is opened,
     or created if it does not exist, only once the file has passed the checks (and closed again).
-    Raises :class:`TrlFileError` (nothing imported) or ``ValueError`` for a bad ``source``.
+    Raises :class:`InputFileError` (nothing imported) or ``ValueError`` for a bad ``source``.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")

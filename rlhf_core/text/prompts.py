@@ -57,10 +57,6 @@ BUILTIN_SETS: dict[str, tuple[str, str]] = {
 
 
 # ------------------------------------------------------------------------------- records & errors
-class PromptFileError(InputFileError):
-    """A prompt file has problems; ``problems`` lists them, each naming its line. Nothing was imported."""
-
-
 @dataclasses.dataclass
 class PromptRecord:
     text: str
@@ -86,15 +82,15 @@ class ImportResult:
 
 # ------------------------------------------------------------------------------- parsing
 def parse_prompt_file(path: str | os.PathLike, fmt: str | None = None) -> list[PromptRecord]:
-    """Read and validate a JSONL or CSV prompt file; raise :class:`PromptFileError` listing problems."""
+    """Read and validate a JSONL or CSV prompt file; raise :class:`InputFileError` listing problems."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in ("jsonl", "csv", "json"):
-        raise PromptFileError(path, [f"unsupported file type {path.suffix or '(none)'!r}: use .jsonl or .csv"])
+        raise InputFileError(path, [f"unsupported file type {path.suffix or '(none)'!r}: use .jsonl or .csv"])
     try:
         raw = read_input_file(path, MAX_FILE_BYTES)
     except InputProblem as exc:
-        raise PromptFileError(path, [str(exc)]) from exc
+        raise InputFileError(path, [str(exc)]) from exc
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if fmt == "csv":
@@ -106,7 +102,7 @@ def parse_prompt_file(path: str | os.PathLike, fmt: str | None = None) -> list[P
     if len(records) > MAX_PROMPTS_PER_FILE:
         problems.append(f"the file has {len(records)} prompts; the limit is {MAX_PROMPTS_PER_FILE}")
     if problems:
-        raise PromptFileError(path, problems)
+        raise InputFileError(path, problems)
     return records
 
 

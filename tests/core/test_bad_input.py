@@ -20,7 +20,7 @@ from rlhf_core.input_files import InputFileError, InputProblem, parse_json
 from rlhf_core.store import Project
 from rlhf_core.text import prompts as pr
 from rlhf_core.io import trl as trl_io
-from rlhf_core.io.trl import TrlFileError, export_trl, import_trl
+from rlhf_core.io.trl import export_trl, import_trl
 
 DEEP = "[" * 5000 + "]" * 5000
 BIG = "7" * 5000
@@ -113,10 +113,9 @@ def test_prompt_import_names_the_line_and_changes_nothing(folder, tmp_path, suff
     assert rows_of(folder) == before
 
 
-def test_both_file_errors_are_one_idea():
-    assert issubclass(TrlFileError, InputFileError) and issubclass(pr.PromptFileError, InputFileError)
+def test_a_file_error_names_the_file_and_its_problems():
     assert issubclass(InputFileError, ValueError)
-    message = str(pr.PromptFileError("a/prompts.jsonl", ["line 3: bad"]))
+    message = str(InputFileError("a/prompts.jsonl", ["line 3: bad"]))
     assert message == "prompts.jsonl: nothing was imported; fix these problems first:\n  line 3: bad"
 
 

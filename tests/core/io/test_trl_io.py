@@ -12,7 +12,8 @@ import pytest
 
 from rlhf_core.cli import main as cli_main
 from rlhf_core.store import Project
-from rlhf_core.io.trl import TrlFileError, export_trl, import_trl, parse_trl_file
+from rlhf_core.input_files import InputFileError
+from rlhf_core.io.trl import export_trl, import_trl, parse_trl_file
 from tests.conftest import ROOT
 
 SKY = "What colour is the sky?"
@@ -236,7 +237,7 @@ def test_malformed_file_names_the_line_and_imports_nothing(project, tmp_path, ki
     good = json.dumps({"prompt": "New prompt", "chosen": "Good answer.", "rejected": "Bad answer."})
     f.write_text(f"{good}\n{line}\n\n{good}\n", encoding="utf-8")
     before = _state(project)
-    with pytest.raises(TrlFileError) as err:
+    with pytest.raises(InputFileError) as err:
         import_trl(project, f)
     assert message in str(err.value), str(err.value)
     assert str(err.value).startswith(f"{kind}.jsonl: nothing was imported")
@@ -247,14 +248,14 @@ def test_conflicting_unpaired_labels_and_empty_file(project, tmp_path):
     f = tmp_path / "conflict.jsonl"
     f.write_text('{"prompt": "p", "completion": "a", "label": true}\n'
                  '{"prompt": "p", "completion": "a", "label": false}\n')
-    with pytest.raises(TrlFileError, match="line 2: this completion was labelled true on line 1 and false here"):
+    with pytest.raises(InputFileError, match="line 2: this completion was labelled true on line 1 and false here"):
         import_trl(project, f)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    with pytest.raises(TrlFileError, match="the file contains no rows"):
+    with pytest.raises(InputFileError, match="the file contains no rows"):
         import_trl(project, empty)
     # a bad file does not create the project either
-    with pytest.raises(TrlFileError):
+    with pytest.raises(InputFileError):
         import_trl(tmp_path / "never.rlhf", empty)
     assert not (tmp_path / "never.rlhf").exists()
     assert _state(project)["comparisons"] == 0
@@ -304,5 +305,5 @@ def test_rows_that_prefer_nothing_are_left_out_and_reported_not_refused(project,
                                    "line 3: chosen and rejected are the same text, so it prefers nothing"]
     only = tmp_path / "only_same.jsonl"
     only.write_text('{"prompt": "p", "chosen": "x", "rejected": "x"}\n', encoding="utf-8")
-    with pytest.raises(TrlFileError, match="no rows with a preference"):
+    with pytest.raises(InputFileError, match="no rows with a preference"):
         import_trl(project, only)

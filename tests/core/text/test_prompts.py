@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from rlhf_core.input_files import InputFileError
 from rlhf_core.text import prompts as pr
 from tests.conftest import ROOT
 
@@ -96,7 +97,7 @@ def test_a_bad_jsonl_file_imports_nothing_and_names_each_bad_line(project, tmp_p
         + json.dumps({"text": "x", "gold_answer": [1]}) + "\n"
         + "[1, 2]\n"
     )
-    with pytest.raises(pr.PromptFileError) as info:
+    with pytest.raises(InputFileError) as info:
         pr.import_prompts(project, f)
     message = str(info.value)
     assert "nothing was imported" in message
@@ -112,13 +113,13 @@ def test_a_bad_jsonl_file_imports_nothing_and_names_each_bad_line(project, tmp_p
 def test_non_utf8_and_empty_files(project, tmp_path):
     f = tmp_path / "latin1.jsonl"
     f.write_bytes(json.dumps({"text": "ok"}).encode() + b"\n" + '{"text": "caf\xe9"}'.encode("latin-1") + b"\n")
-    with pytest.raises(pr.PromptFileError, match="line 2: not valid UTF-8"):
+    with pytest.raises(InputFileError, match="line 2: not valid UTF-8"):
         pr.import_prompts(project, f)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    with pytest.raises(pr.PromptFileError, match="no prompts"):
+    with pytest.raises(InputFileError, match="no prompts"):
         pr.import_prompts(project, empty)
-    with pytest.raises(pr.PromptFileError, match="unsupported file type"):
+    with pytest.raises(InputFileError, match="unsupported file type"):
         pr.import_prompts(project, tmp_path / "prompts.txt")
     assert _prompt_count(project) == 0
 
@@ -136,13 +137,13 @@ def test_csv_import(project, tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_text('text,category\n"ok",style\n"too",many,columns\n"",style\n')
-    with pytest.raises(pr.PromptFileError) as info:
+    with pytest.raises(InputFileError) as info:
         pr.import_prompts(project, bad)
     assert "line 3: expected 2 columns, found 3" in str(info.value)
     assert 'line 4: "text" must be a non-empty string' in str(info.value)
     no_text = tmp_path / "no_text.csv"
     no_text.write_text("prompt,category\nhello,style\n")
-    with pytest.raises(pr.PromptFileError, match="line 1: unknown column"):
+    with pytest.raises(InputFileError, match="line 1: unknown column"):
         pr.import_prompts(project, no_text)
     assert _prompt_count(project) == 2
 

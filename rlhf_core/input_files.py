@@ -77,6 +77,16 @@ def read_input_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     return data
 
 
+
+def read_data_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """:func:`read_input_file` for an import: a problem raises :class:`InputFileError`; a UTF-8 byte-order mark
+    (spreadsheet exports write one) is dropped."""
+    try:
+        raw = read_input_file(path, max_bytes)
+    except InputProblem as exc:
+        raise InputFileError(path, [str(exc)]) from exc
+    return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+
 def _size(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
 

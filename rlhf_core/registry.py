@@ -18,6 +18,8 @@ class JobSpec:
     description: str
     target: str
     config: str
+    group: str = ""  # one of JOB_GROUPS: where the New Run dialog lists it ("" for jobs outside the app's list)
+    summary: str = ""  # one line for the job list; ``description`` is the full text
 
     def load(self) -> tuple[Callable[..., Any], type]:
         return _resolve(self.target), _resolve(self.config)
@@ -30,6 +32,16 @@ def _resolve(ref: str) -> Any:
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
+
+#: What a job does, in the order a project usually needs them: {group: heading}.
+JOB_GROUPS: dict[str, str] = {
+    "collect": "Collect data",
+    "label": "Label",
+    "reward": "Learn a reward",
+    "policy": "Train a policy",
+    "evaluate": "Evaluate",
+    "demo": "Demos and experiments",
+}
 
 _REGISTRY: dict[str, JobSpec] = {}
 
@@ -57,6 +69,8 @@ def list_jobs() -> list[JobSpec]:
 register_job(
     JobSpec(
         name="synthetic_preferences",
+        group="demo",
+        summary="Reward learning on simulated labels, checked against the truth.",
         title="Reward model on synthetic preferences",
         description="Fit a Bradley-Terry reward MLP to simulated labels of random feature vectors "
         "with a known true reward; reports held-out accuracy and correlation with the truth.",
@@ -68,6 +82,8 @@ register_job(
 register_job(
     JobSpec(
         name="rollouts",
+        group="collect",
+        summary="Roll out a policy; store videos, cut clips, queue pairs.",
         title="Collect trajectories",
         description="Roll out a random policy, an SB3 checkpoint or a behavioural-cloning policy (optionally "
         "with D-REX noise levels); store trajectories with video, cut clips and queue pairs.",
@@ -78,6 +94,8 @@ register_job(
 register_job(
     JobSpec(
         name="learner",
+        group="collect",
+        summary="PPO on the true reward; its checkpoints as ranked demos (T-REX).",
         title="Learner checkpoints (PPO on the true reward)",
         description="Train PPO on the true reward, save a checkpoint every N steps and roll out each one: "
         "ranked demonstrations from a learner, as in T-REX.",
@@ -88,6 +106,8 @@ register_job(
 register_job(
     JobSpec(
         name="bc",
+        group="policy",
+        summary="Fit a policy to recorded demonstrations.",
         title="Behavioural cloning",
         description="Fit a policy to demonstration trajectories (discrete or continuous actions).",
         target="rlhf_core.trainers.control.bc:train_bc",
@@ -97,6 +117,8 @@ register_job(
 register_job(
     JobSpec(
         name="label_pairs",
+        group="label",
+        summary="A simulated teacher answers the queued clip pairs.",
         title="Label queued pairs with a simulated teacher",
         description="B-Pref teachers (oracle, noisy, mistake, skip, equal, myopic) label the pairs waiting in "
         "the queue from the true rewards.",
@@ -107,6 +129,8 @@ register_job(
 register_job(
     JobSpec(
         name="extrapolation_demo",
+        group="demo",
+        summary="T-REX / D-REX end to end: beat the demonstrations?",
         title="Reward extrapolation demo (T-REX / D-REX)",
         description="Mediocre ranked demonstrations from an early learner -> a learned reward -> PPO on it -> "
         "a policy evaluated on the true return, with the extrapolation check on unseen trajectories.",
@@ -117,6 +141,8 @@ register_job(
 register_job(
     JobSpec(
         name="reward_model",
+        group="reward",
+        summary="Fit a reward ensemble to clip labels, rankings or noise levels.",
         title="Train a reward model",
         description="Fit a Bradley-Terry reward ensemble to this project's pairwise labels, rankings, learner "
         "checkpoints (T-REX) or noise levels (D-REX).",
@@ -127,6 +153,8 @@ register_job(
 register_job(
     JobSpec(
         name="ppo_learned",
+        group="policy",
+        summary="Train PPO on a learned reward; scored on the true return.",
         title="PPO on a learned reward",
         description="Train PPO on a reward model of this project; evaluate on the true return; store a video.",
         target="rlhf_core.trainers.control.ppo_learned:train_ppo_learned",
@@ -136,6 +164,8 @@ register_job(
 register_job(
     JobSpec(
         name="generate",
+        group="collect",
+        summary="Sample several responses per prompt, to compare.",
         title="Generate responses (text)",
         description="Sample K responses per prompt from a language model (the bundled SmolLM2-135M-Instruct "
         "or a local folder) and store them as items to compare; prompts from the project or a built-in set.",
@@ -146,6 +176,8 @@ register_job(
 register_job(
     JobSpec(
         name="preference_rl",
+        group="policy",
+        summary="PPO whose reward keeps learning from its own clips (online).",
         title="Online preference RL (Christiano et al.)",
         description="PPO on a reward model that keeps learning from comparisons of the agent's own clips, chosen "
         "by ensemble disagreement; answered by a simulated teacher or by you in Label clips.",
@@ -156,6 +188,8 @@ register_job(
 register_job(
     JobSpec(
         name="text_reward_model",
+        group="reward",
+        summary="Fine-tune a language model to score responses.",
         title="Train a text reward model",
         description="Fine-tune a language model with a scalar head (Bradley-Terry) on this project's comparisons "
         "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy.",
@@ -166,6 +200,8 @@ register_job(
 register_job(
     JobSpec(
         name="sft",
+        group="policy",
+        summary="Fine-tune a language model on demonstrations and corrections.",
         title="Supervised fine-tuning (text)",
         description="Next-token cross-entropy on the completion tokens of this project's demonstrations "
         "(corrections, responses marked as demonstrations, the chosen side of comparisons); held-out loss; "
@@ -177,6 +213,8 @@ register_job(
 register_job(
     JobSpec(
         name="ppo_text",
+        group="policy",
+        summary="PPO on a text reward model, KL penalty to the reference.",
         title="PPO on a text reward (per-token KL penalty)",
         description="PPO with a value head, GAE and a clipped objective on a learned text reward model; the reward "
         "is shaped per token with -beta * KL to the reference (fixed or adaptive beta); optional gold reward.",
@@ -187,16 +225,20 @@ register_job(
 register_job(
     JobSpec(
         name="ppo_demo",
+        group="demo",
+        summary="Reward over-optimisation: proxy reward up, gold reward down.",
         title="Reward over-optimisation demo (PPO, Gao et al.)",
         description="A hidden gold reward labels pairs of the model's own samples; a small proxy reward model "
         "learns from them; PPO optimises the proxy with a KL penalty beta while the gold reward is measured.",
-        target="rlhf_core.experiments.ppo_overoptimisation:run_ppo_demo",
-        config="rlhf_core.experiments.ppo_overoptimisation:PPODemoConfig",
+        target="rlhf_core.experiments.ppo_overoptimisation.run:run_ppo_demo",
+        config="rlhf_core.experiments.ppo_overoptimisation.config:PPODemoConfig",
     )
 )
 register_job(
     JobSpec(
         name="ai_labels",
+        group="label",
+        summary="An AI judge or a text reward model labels queued text pairs.",
         title="AI feedback: label text pairs (RLAIF)",
         description="An AI labeller answers the text pairs waiting in the queue: a language-model judge asked one "
         "principle of the constitution per pair (read from its next-token probabilities of A/B, both orders), "
@@ -208,6 +250,8 @@ register_job(
 register_job(
     JobSpec(
         name="grpo",
+        group="policy",
+        summary="Group-relative policy optimisation on text rewards.",
         title="GRPO on rule-based or learned rewards (text)",
         description="Group-relative policy optimisation: G samples per prompt, advantages normalised within each "
         "group, clipped ratio loss plus k3 KL to the reference; rewards for the <think>/<answer> format, the "
@@ -220,6 +264,8 @@ register_job(
 register_job(
     JobSpec(
         name="dpo",
+        group="policy",
+        summary="Direct preference optimisation on text comparisons; no sampling.",
         title="DPO on the project's text comparisons",
         description="Direct preference optimisation: -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)) "
         "against a frozen reference, on this project's decided comparisons of two responses to the same prompt; "
@@ -231,6 +277,8 @@ register_job(
 register_job(
     JobSpec(
         name="grpo_demo",
+        group="demo",
+        summary="GRPO learns a format and exact arithmetic answers (~15 min).",
         title="GRPO demo: arithmetic with format and correctness rewards",
         description="SmolLM2-135M learns the <think>/<answer> format and exact answers on generated word problems "
         "with GRPO; reward, KL, length and held-out accuracy before and after (about 15 minutes on 2 cores).",
@@ -241,6 +289,8 @@ register_job(
 register_job(
     JobSpec(
         name="text_eval",
+        group="evaluate",
+        summary="pass@1, cons@k, pass@k and win rate of a text policy.",
         title="Evaluate a text policy (pass@1, cons@k, win rate)",
         description="Greedy pass@1, majority-vote cons@k and pass@k of k samples on held-out arithmetic tasks; "
         "optionally the win rate against the reference model judged by a text reward model.",

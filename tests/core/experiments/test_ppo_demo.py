@@ -239,7 +239,7 @@ def test_untrained_policy_ties_with_its_reference(tiny_model, lora_rank):
 
 
 def test_mean_and_standard_error_by_hand():
-    from rlhf_core.experiments.ppo_overoptimisation import _mean_se
+    from rlhf_core.experiments.ppo_overoptimisation.evaluation import _mean_se
 
     m, se = _mean_se([1.0, 2.0, 3.0, 6.0])  # mean 3, squares 4 + 1 + 0 + 9 = 14 over 3 dof
     assert m == 3.0 and math.isclose(se, math.sqrt(14 / 3 / 4))
@@ -336,7 +336,8 @@ def test_benchmark_paired_verdict_by_hand():
 
 
 def test_paired_curve_reads_the_gold_peak_and_its_paired_drop_by_hand():
-    from rlhf_core.experiments.ppo_overoptimisation import _mean_se, paired_curve
+    from rlhf_core.experiments.ppo_overoptimisation import paired_curve
+    from rlhf_core.experiments.ppo_overoptimisation.evaluation import _mean_se
 
     # 4 pairs; the gold rises to step 10 and falls by step 20 while the proxy keeps climbing
     checks = [([0.2, 0.4, 0.3, 0.5], [0.1, 0.3, 0.2, 0.2]),

@@ -22,7 +22,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from rlhf_core import config as cfg
-from rlhf_core.jobs import JobContext, JobSpec, execute_job, get_job
+from rlhf_core.jobs import JobContext, JobOutcome, JobSpec, ResumeError, Timing, execute_job, get_job, resumable, resume_run
 from rlhf_core.store import Project, run_leases
 
 log = logging.getLogger("rlhf_workbench")
@@ -35,6 +35,7 @@ class _Relay(QObject):
     log_emitted = Signal(int, str)
     finished = Signal(int, str, str)  # run_id, status, error
     status_changed = Signal(int, str)  # run_id, status stored in the project ("running")
+    timing_changed = Signal(int, object)  # run_id, rlhf_core.jobs.Timing at the moment of the report
 
 
 class QtJobContext(JobContext):
@@ -59,6 +60,7 @@ class QtJobContext(JobContext):
         self._last_progress_emit = now
         self._last_fraction = fraction
         self.relay.progress_changed.emit(self.run_id, fraction, message)
+        self.relay.timing_changed.emit(self.run_id, self.timing())
 
     def _on_metrics(self, step: int, values: dict[str, float]) -> None:
         with self._lock:
@@ -90,6 +92,7 @@ class _Queued:
     config: Any
     project_path: Path
     torch_threads: int
+    resume: bool = False  # continue the run from its saved state (rlhf_core.jobs.resume_run)
 
 
 def last_line(error: str) -> str:
@@ -127,7 +130,11 @@ class JobRunner(QObject):
     log_emitted = Signal(int, str)
     job_finished = Signal(int, str, str)  # run_id, status, error text ('' if none)
     status_changed = Signal(int, str)  # run_id, status just stored by the job's thread ("running")
+    #: run_id, Timing (elapsed, s/step, time left) of the running job: at each progress report and
+    #: every second in between, so that every view's elapsed time and estimate tick
+    timing_changed = Signal(int, object)
     queue_changed = Signal()
+    TICK_MS = 1000
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -138,7 +145,13 @@ class JobRunner(QObject):
         self._relay.log_emitted.connect(self.log_emitted)
         self._relay.finished.connect(self._on_relay_finished)
         self._relay.status_changed.connect(self.status_changed)
+        self._relay.timing_changed.connect(self._on_relay_timing)
         self._queue: deque[_Queued] = deque()
+        self._timing: tuple[float, Timing] | None = None  # (when received, the running job's last Timing)
+        self._started_at = 0.0
+        self._tick = QTimer(self)
+        self._tick.setInterval(self.TICK_MS)
+        self._tick.timeout.connect(self._emit_timing)
         self._current: _Queued | None = None
         self._ctx: QtJobContext | None = None
         self._thread: threading.Thread | None = None
@@ -161,6 +174,21 @@ class JobRunner(QObject):
         self._maybe_start()
         return run_id
 
+    def resume(self, project: Project, run_id: int, *, torch_threads: int = 1) -> None:
+        """Schedule a cancelled, failed or interrupted run to continue from its saved state, as the same run.
+
+        Raises ``ResumeError`` saying why when it cannot (nothing is queued then)."""
+        if run_id == self.current_run_id or run_id in self.queued_run_ids:
+            raise ResumeError(f"Run {run_id} is already running or waiting to run.")
+        why = resumable(project, run_id)
+        if why is not None:
+            raise ResumeError(why)
+        spec = get_job(project.get_run(run_id)["kind"])
+        self._queue.append(_Queued(run_id, spec, None, project.folder, torch_threads, resume=True))
+        self.job_queued.emit(run_id)
+        self.queue_changed.emit()
+        self._maybe_start()
+
     def cancel(self, run_id: int | None = None) -> bool:
         """Cancel the running job (``run_id`` None or its id) or remove a queued one."""
         if self._current is not None and (run_id is None or run_id == self._current.run_id):
@@ -170,7 +198,8 @@ class JobRunner(QObject):
         for item in list(self._queue):
             if item.run_id == run_id:
                 self._queue.remove(item)
-                self._mark_cancelled(item)
+                if not item.resume:  # a run waiting to resume keeps what it said when it stopped
+                    self._mark_cancelled(item)
                 self.job_finished.emit(item.run_id, "cancelled", "")
                 self.queue_changed.emit()
                 return True
@@ -180,7 +209,8 @@ class JobRunner(QObject):
         """Cancel everything and wait for the running job; True if it stopped within ``timeout``."""
         while self._queue:
             item = self._queue.popleft()
-            self._mark_cancelled(item)
+            if not item.resume:
+                self._mark_cancelled(item)
         if self._ctx is not None:
             self._ctx.cancel()
         thread = self._thread
@@ -214,6 +244,15 @@ class JobRunner(QObject):
         """The ``JobOutcome`` of a finished run (this session only)."""
         return self._outcomes.get(run_id)
 
+    def timing(self, run_id: int) -> Timing | None:
+        """The running job's elapsed time and estimate as of now (None: not the running job)."""
+        if self._current is None or self._current.run_id != run_id:
+            return None
+        if self._timing is None:  # started, no report yet
+            return Timing(elapsed=time.monotonic() - self._started_at)
+        received, timing = self._timing
+        return timing.aged(time.monotonic() - received)
+
     # --- internals ---------------------------------------------------------------------------
     def _maybe_start(self) -> None:
         if self._current is not None or not self._queue or self._held:
@@ -226,21 +265,39 @@ class JobRunner(QObject):
         self._thread = threading.Thread(
             target=self._work, args=(item, fn, self._ctx), name=f"job-{item.run_id}", daemon=True
         )
+        self._timing, self._started_at = None, time.monotonic()
         self.job_started.emit(item.run_id)
         self._thread.start()
+        self._tick.start()
 
     def _work(self, item: _Queued, fn, ctx: QtJobContext) -> None:  # the job's thread
-        outcome = execute_job(fn, item.config, ctx, project_path=item.project_path, run_id=item.run_id,
-                              kind=item.spec.name, torch_threads=item.torch_threads)
+        if item.resume:
+            try:
+                outcome = resume_run(item.project_path, item.run_id, ctx, torch_threads=item.torch_threads)
+            except Exception as exc:  # noqa: BLE001 - e.g. the state went missing since it was queued
+                outcome = JobOutcome(item.run_id, "failed", error=str(exc), message=str(exc))
+        else:
+            outcome = execute_job(fn, item.config, ctx, project_path=item.project_path, run_id=item.run_id,
+                                  kind=item.spec.name, torch_threads=item.torch_threads)
         ctx.flush()
         self._outcomes[item.run_id] = outcome
         # a person reads the failure in one line; the traceback stays with the run and in the log
         self._relay.finished.emit(item.run_id, outcome.status, outcome.message or outcome.error or "")
 
+    def _on_relay_timing(self, run_id: int, timing: Timing) -> None:
+        if self._current is not None and self._current.run_id == run_id:
+            self._timing = (time.monotonic(), timing)
+            self.timing_changed.emit(run_id, timing)
+
+    def _emit_timing(self) -> None:
+        if self._current is not None:
+            self.timing_changed.emit(self._current.run_id, self.timing(self._current.run_id))
+
     def _on_relay_finished(self, run_id: int, status: str, error: str) -> None:
         if self._thread is not None:
             self._thread.join(5.0)
-        self._current, self._ctx, self._thread = None, None, None
+        self._tick.stop()
+        self._current, self._ctx, self._thread, self._timing = None, None, None, None
         self.job_finished.emit(run_id, status, error)
         self._maybe_start()
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QTimer, QUrl, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -33,30 +33,38 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import remembered
 from app.errors import file_error_text
 from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.writer import close_writer
 from app.pages import PAGES
 from app.plain import message_box, plain_label
 from app.settings import Settings
+from app.shortcuts import ShortcutOverlay, collect
 from app.training.config_form import RunDialog
 from rlhf_core import __version__
 from rlhf_core import config as cfg
 from rlhf_core.demo import DEMO_NAME, add_demo_labellers, demo_runs
-from rlhf_core.jobs import list_jobs
+from rlhf_core.jobs import ResumeError, list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_network_allowed, set_torch_threads
-from rlhf_core.store import PROJECT_SUFFIX, Project, ProjectError
+from rlhf_core.store import PROJECT_SUFFIX, Failure, Project, ProjectError, describe_stored_error
 from rlhf_core.store.project import QUICK_CHECK_MAX_BYTES, integrity_problems
 
 log = logging.getLogger(__name__)
 APP_TITLE = "RLHF Workbench"
 # what reading a file a person chose may raise; each is worded by app.errors.file_error_text
 IMPORT_ERRORS = (ProjectError, OSError, sqlite3.Error, ValueError, RecursionError, MemoryError)
+MIN_SIZE = (1200, 640)  # the pages are laid out for 1280x720 and up; narrower, Text RL's plots were crushed
+QUIT_WAIT_MS = 5000  # quitting: how long a cancelled job has to stop before the window closes anyway
+QUIT_CANCELLED = "Cancelled: the app was quit while this run was still stopping."
 
 
 class ErrorPanel(QDockWidget):
-    """Failed runs' tracebacks; appears by itself when a job fails. Plain text only."""
+    """This session's errors, each in a sentence with what to do (a failed run's traceback is on the Runs
+    page, under Error ▸ Details). Hidden until the first error; plain text only."""
+
+    SHOWN_HEIGHT = 150  # px: a strip under the pages, not a quarter of the window
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Errors", parent)
@@ -70,8 +78,12 @@ class ErrorPanel(QDockWidget):
     def add_error(self, title: str, details: str) -> None:
         self.count += 1
         self.text.appendPlainText(f"── {title} ──\n{details.rstrip()}\n")
+        first = self.isHidden()
         self.show()
         self.raise_()
+        window = self.parentWidget()
+        if first and isinstance(window, QMainWindow) and not self.isFloating():
+            window.resizeDocks([self], [self.SHOWN_HEIGHT], Qt.Orientation.Vertical)
 
 
 class SettingsDialog(QDialog):
@@ -117,11 +129,16 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(QIcon(str(resource_path("icons", "app.svg"))))
         self.resize(1280, 800)
+        self._quitting = False  # a quit was confirmed: the window closes once the running job stopped
+        self._quit_timer = QTimer(self)  # ... or when this fires (QUIT_WAIT_MS)
+        self._quit_timer.setSingleShot(True)
+        self._quit_timer.timeout.connect(self._quit_without_waiting)
+        self._quit_gave_up = False
+        self.shortcut_overlay: ShortcutOverlay | None = None
 
         # pages, as app.pages.PAGES lists them: self.pages[name] and the attribute each names
         self.stack = QStackedWidget()
         self.nav = QListWidget()
-        self.nav.setFixedWidth(170)
         self.nav.setObjectName("nav")
         self.pages: dict[str, QWidget] = {}
         for page in PAGES:
@@ -132,6 +149,8 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(widget)
             self.nav.addItem(QListWidgetItem(page.title))
         self.nav.currentRowChanged.connect(self._on_nav_row_changed)
+        # as wide as its longest title: every pixel it does not need goes to the pages' plots
+        self.nav.setFixedWidth(max(self.nav.sizeHintForColumn(0), 100) + 2 * self.nav.frameWidth() + 12)
         central = QWidget()
         row = QHBoxLayout(central)
         row.setContentsMargins(6, 6, 6, 6)
@@ -145,13 +164,18 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        hint = self.minimumSizeHint()  # the widest page's own minimum, if that is more
+        self.setMinimumSize(max(MIN_SIZE[0], hint.width()), max(MIN_SIZE[1], hint.height()))
 
         # wiring
         self.project_page.new_project_requested.connect(self.new_project_dialog)
         self.project_page.open_project_requested.connect(self.open_project_dialog)
         self.project_page.demo_requested.connect(self.open_demo_project)
+        self.project_page.step_requested.connect(self.go_to_step)
+        self.extrapolation_page.run_requested.connect(self.new_run_dialog)
         self.runs_page.new_run_requested.connect(lambda: self.new_run_dialog())
         self.runs_page.cancel_requested.connect(self.cancel_run)
+        self.runs_page.resume_requested.connect(self.resume_run)
         self.runner.job_queued.connect(self.runs_page.on_job_queued)
         self.runner.job_started.connect(self._on_runner_job_started)
         self.runner.status_changed.connect(self._on_runner_status_changed)
@@ -168,9 +192,12 @@ class MainWindow(QMainWindow):
         self.runner.sample_emitted.connect(self.text_reward_page.on_sample)
         self.runner.sample_emitted.connect(self.text_rl_page.on_sample)
         self.runner.progress_changed.connect(self.generate_page.on_progress)
+        self.runner.timing_changed.connect(self._on_runner_timing)
+        for page in (self.runs_page, *self.text_pages):
+            self.runner.timing_changed.connect(page.on_timing)
         self.generate_page.run_requested.connect(lambda job, config: self.start_run(job, config, show_runs=False))
         self.generate_page.cancel_requested.connect(self.runner.cancel)
-        self.generate_page.label_requested.connect(lambda: self.show_page("text"))
+        self.generate_page.label_requested.connect(self.label_text)
         self.text_reward_page.train_requested.connect(lambda: self.new_run_dialog("text_reward_model", show_runs=False))
         self.text_rl_page.run_requested.connect(lambda job: self.new_run_dialog(job, show_runs=False))
         self.text_rl_page.start_requested.connect(lambda job, config: self.start_run(job, config, show_runs=False))
@@ -187,6 +214,16 @@ class MainWindow(QMainWindow):
         state = self.settings.window_state()
         if state is not None:
             self.restoreState(state)
+        self.error_panel.setVisible(self.error_panel.count > 0)  # restoreState brings back what was shown last time
+
+        # forms and view toggles, remembered per project (app/remembered.py)
+        self._default_views = remembered.capture(self.pages)
+        self._restoring_views = False
+        self._views_timer = QTimer(self)
+        self._views_timer.setSingleShot(True)
+        self._views_timer.setInterval(500)
+        self._views_timer.timeout.connect(self._save_views)
+        remembered.watch(self.pages, self._on_views_changed)
         if "torch" in sys.modules:  # otherwise once preload_torch has loaded it (see _on_torch_ready)
             set_torch_threads(self.settings.torch_threads)
         self.torch_ready.connect(self._on_torch_ready)
@@ -198,6 +235,21 @@ class MainWindow(QMainWindow):
     # --- pages ------------------------------------------------------------------------------------
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(self.stack.indexOf(self.pages[name]))
+
+    def go_to_step(self, step) -> None:
+        """A next step of the Project page (rlhf_core.analysis.next_steps.NextStep): its job in the New Run
+        dialog, or its page (text pairs queued first when the step says so)."""
+        if step.job:
+            self.new_run_dialog(step.job)
+        elif step.page == "text" and step.queue:
+            self.label_text()
+        elif step.page:
+            self.show_page(step.page)
+
+    def label_text(self) -> None:
+        """Label text with pairs on screen: when none is waiting, the responses' pairs are queued first."""
+        self.show_page("text")
+        self.text_page.label_responses()
 
     def _on_nav_row_changed(self, row: int) -> None:
         if 0 <= row < self.stack.count():
@@ -219,6 +271,7 @@ class MainWindow(QMainWindow):
         self.job_progress.setFixedWidth(220)
         self.job_progress.setTextVisible(True)
         self.job_progress.hide()
+        self.job_timing = plain_label("")  # elapsed · s/step · time left (rlhf_core.jobs.Timing)
         self.queue_label = plain_label("")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Cancel the running job (Ctrl+.)")
@@ -227,6 +280,7 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.queue_label)
         bar.addPermanentWidget(self.job_label)
         bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.job_timing)
         bar.addPermanentWidget(self.cancel_button)
 
     def _build_menus(self) -> None:
@@ -242,7 +296,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Import Preferences (TRL JSONL)…", self.import_trl_dialog)
         self._action(file_menu, "Import &Prompts (JSONL or CSV)…", self.import_prompts_dialog)
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file_menu, "&Quit", self.close, QKeySequence("Ctrl+Q"))  # Cmd+Q on macOS; some platforms bind none
 
         run_menu = menu.addMenu("&Run")
         self._action(run_menu, "&New Run…", lambda: self.new_run_dialog(), QKeySequence("Ctrl+R"))
@@ -253,7 +307,15 @@ class MainWindow(QMainWindow):
         settings_menu = menu.addMenu("&Settings")
         self._action(settings_menu, "&Preferences…", self.preferences_dialog, QKeySequence.StandardKey.Preferences)
 
+        view_menu = menu.addMenu("&View")
+        errors_action = self.error_panel.toggleViewAction()
+        errors_action.setText("&Errors Panel")
+        view_menu.addAction(errors_action)
+
         help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "&Keyboard Shortcuts", self.show_shortcuts, QKeySequence("F1"))
+        question = QShortcut(QKeySequence("?"), self, self.show_shortcuts)
+        question.setWhatsThis("Keyboard shortcuts (this list)")
         self._action(help_menu, "Open &Logs Folder", self.open_logs_folder)
         self._action(help_menu, "&About", self.about_dialog)
 
@@ -281,6 +343,7 @@ class MainWindow(QMainWindow):
             self.runner.shutdown(timeout=5.0)
         self.watcher.set_project(None)
         if self.project is not None:
+            self._save_views()
             self._finish_label_writes()
             self.project.close()
         self.project = project
@@ -297,11 +360,13 @@ class MainWindow(QMainWindow):
             for page in self.pages.values():
                 if hasattr(page, "set_project"):
                     page.set_project(project)
+            self._restore_views(project)
             self.watcher.set_project(project)
             self.watcher.poll()  # runs another process is training here right now: follow them at once
         except sqlite3.DatabaseError as exc:  # damage the on-open check did not reach (large projects)
             self._report_damage(str(project.db_path), [str(exc)])
         self._update_title()
+        self.show_page("project")  # a project opens on its overview and next steps
         self.project_changed.emit(project)
         return True
 
@@ -465,6 +530,18 @@ class MainWindow(QMainWindow):
             return
         self.runner.cancel(run_id)
 
+    def resume_run(self, run_id: int) -> bool:
+        """Continue a cancelled, failed or interrupted run from its saved state; why not, in the status bar."""
+        if self.project is None:
+            return False
+        try:
+            self.runner.resume(self.project, run_id, torch_threads=self.settings.torch_threads)
+        except ResumeError as exc:
+            self.statusBar().showMessage(str(exc), 10000)
+            return False
+        self.statusBar().showMessage(f"Resuming run {run_id} from its last saved state.", 5000)
+        return True
+
     def _on_runner_job_queued(self, run_id: int) -> None:
         run = self.project.get_run(run_id) if self.project is not None else None
         if run is not None:
@@ -485,9 +562,15 @@ class MainWindow(QMainWindow):
         return run_id
 
     def _on_runner_status_changed(self, run_id: int, status: str) -> None:
-        # queued -> running; the end is handled by job_finished, once the job's metrics are all stored
+        # queued -> running, in every list of runs; the end is handled by job_finished, once the job's
+        # metrics are all stored
         if status == "running":
-            self.runs_page.refresh()
+            for page in (self.runs_page, self.text_reward_page, self.text_rl_page):
+                page.on_status_changed(run_id, status)
+
+    def _on_runner_timing(self, run_id: int, timing) -> None:
+        if run_id == self.runner.current_run_id:
+            self.job_timing.setText(timing.text())
 
     def _on_runner_job_started(self, run_id: int) -> None:
         self.job_label.setText(f"Run {run_id}: starting…")
@@ -504,6 +587,7 @@ class MainWindow(QMainWindow):
     def _on_runner_job_finished(self, run_id: int, status: str, error: str) -> None:
         if not self.runner.busy:
             self.job_progress.hide()
+            self.job_timing.setText("")
             self.cancel_button.hide()
             self.job_label.setText(f"Run {run_id} {status}")
         self.runs_page.on_job_finished(run_id, status, error)
@@ -518,10 +602,19 @@ class MainWindow(QMainWindow):
             for page in self.text_pages:
                 page.on_job_finished(run_id, status, error)
         if status == "failed":
-            self.error_panel.add_error(f"Run {run_id} failed", error or "(no details)")
-            self.statusBar().showMessage(f"Run {run_id} failed — see the Errors panel.", 10000)
+            failure = self.run_failure(run_id, error)
+            self.error_panel.add_error(f"Run {run_id} failed",
+                                       f"{failure.sentence}\n(The traceback: Runs & plots ▸ Error ▸ Details.)")
+            self.statusBar().showMessage(f"Run {run_id} failed: {failure.what}", 10000)
         elif status == "cancelled":
             self.statusBar().showMessage(f"Run {run_id} cancelled.", 5000)
+
+    def run_failure(self, run_id: int, error: str = "") -> Failure:
+        """A failed run in words, from its stored error (as after a restart), else from ``error``."""
+        run = self.project.get_run(run_id) if self.project is not None else None
+        failure = describe_stored_error((run or {}).get("error") or error)
+        return failure or Failure("The run failed and left no error message.",
+                                  "Help ▸ Open Logs Folder has the log of what it did.")
 
     def _update_queue_label(self) -> None:
         n = len(self.runner.queued_run_ids)
@@ -589,6 +682,35 @@ class MainWindow(QMainWindow):
         set_torch_threads(self.settings.torch_threads)  # the GUI thread's count (jobs set their own)
         log.info("torch loaded in %.2f s in the background", seconds)
 
+    def show_shortcuts(self) -> ShortcutOverlay:
+        """Every key of the app, read from the window's actions and shortcuts (app/shortcuts.py)."""
+        if self.shortcut_overlay is not None:
+            self.shortcut_overlay.close()
+        titles = {page.name: page.title for page in PAGES}
+        overlay = ShortcutOverlay(collect(self, self.pages, titles), self)
+        overlay.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        overlay.destroyed.connect(lambda: setattr(self, "shortcut_overlay", None))
+        self.shortcut_overlay = overlay
+        overlay.open()
+        return overlay
+
+    # --- forms and toggles remembered per project ----------------------------------------------------
+    def _on_views_changed(self) -> None:
+        if not self._restoring_views and self.project is not None:
+            self._views_timer.start()
+
+    def _save_views(self) -> None:
+        self._views_timer.stop()
+        if self.project is not None:
+            self.settings.set_project_views(self.project.folder, remembered.capture(self.pages))
+
+    def _restore_views(self, project: Project) -> None:
+        self._restoring_views = True
+        try:
+            remembered.restore(self.pages, self.settings.project_views(project.folder), self._default_views)
+        finally:
+            self._restoring_views = False
+
     def preferences_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec() == QDialog.DialogCode.Accepted:
@@ -612,11 +734,57 @@ class MainWindow(QMainWindow):
             self.error_panel.add_error("Closing", "Labels were still waiting to be saved after 60 s "
                                        "(the project stayed locked by another program).")
 
+    def confirm_quit(self) -> bool:
+        """Asked when quitting with a job running or queued: True to cancel it and quit."""
+        running = self.runner.current_run_id
+        question = (f"A job is running (run {running}): cancel it and quit?" if running is not None
+                    else "Jobs are waiting to run: cancel them and quit?")
+        yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit RLHF Workbench", question, yes | no, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        box.setInformativeText("Its run is kept as cancelled, with everything it logged so far.")
+        box.button(yes).setText("Cancel Job and Quit")
+        box.button(no).setText("Keep Running")
+        box.setDefaultButton(no)
+        box.setEscapeButton(no)
+        return box.exec() == yes
+
+    def _close_after_job(self, *_args) -> None:
+        if self._quitting and not self.runner.busy:
+            QTimer.singleShot(0, self.close)
+
+    def _quit_without_waiting(self) -> None:
+        """The cancelled job did not stop in time: its run is stored as cancelled and the window closes."""
+        self._quit_gave_up = True
+        run_id = self.runner.current_run_id
+        if run_id is not None and self.project is not None:
+            try:
+                self.project.finish_run(run_id, "cancelled", error=QUIT_CANCELLED)
+            except sqlite3.Error as exc:
+                log.warning("could not store run %s as cancelled on quitting: %s", run_id, exc)
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._quitting:
+            if (self.runner.busy or self.runner.queued_run_ids) and self.interactive and not self.confirm_quit():
+                event.ignore()
+                return
+            self._quitting = True
+        # cancel without waiting; the GUI thread never blocks on the job: the window closes when the runner
+        # reports the job finished, or after QUIT_WAIT_MS
+        stopped = self.runner.shutdown(timeout=0.0)
+        if not stopped and not self._quit_gave_up:
+            event.ignore()
+            if not self._quit_timer.isActive():
+                self._quit_timer.start(QUIT_WAIT_MS)
+                self.runner.job_finished.connect(self._close_after_job)
+                self.centralWidget().setEnabled(False)
+                self.menuBar().setEnabled(False)
+                self.statusBar().showMessage(f"Stopping run {self.runner.current_run_id} before quitting…")
+            return
+        self._quit_timer.stop()
         self.settings.save_window(self.saveGeometry(), self.saveState())
-        stopped = self.runner.shutdown(timeout=10.0)
-        if not stopped:
-            self.error_panel.add_error("Closing", "A job did not stop within 10 s; it will be marked failed next time.")
+        self._save_views()
         self.runner.blockSignals(True)  # late 'finished' events must not touch a closed project
         self._finish_label_writes()
         self.watcher.set_project(None)

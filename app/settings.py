@@ -1,4 +1,5 @@
-"""Persistent user settings (window geometry, last/recent projects, torch threads).
+"""Persistent user settings (window geometry, last/recent projects, torch threads, and what a person set on
+the pages of each project: forms and view toggles, keyed by the project's folder).
 
 Stored in an INI file under the per-user folder (``rlhf_core.paths.user_data_dir()``), so tests
 that point ``RLHF_WORKBENCH_HOME`` at a temporary folder never touch the real settings.
@@ -6,6 +7,8 @@ that point ``RLHF_WORKBENCH_HOME`` at a temporary folder never touch the real se
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -90,3 +93,21 @@ class Settings:
     def window_state(self) -> QByteArray | None:
         value = self.qs.value("window/state")
         return value if isinstance(value, QByteArray) else None
+
+    # --- per project -------------------------------------------------------------------------
+    @staticmethod
+    def _project_key(folder: str | os.PathLike) -> str:
+        # a folder's path holds "/" (a group separator here): one opaque key per project folder
+        return "project_views/" + hashlib.sha1(os.path.realpath(folder).encode()).hexdigest()[:16]
+
+    def project_views(self, folder: str | os.PathLike) -> dict:
+        """What a person last set on the pages of the project in ``folder`` ({} when nothing, or unreadable)."""
+        try:
+            value = json.loads(str(self.qs.value(self._project_key(folder), "{}")))
+        except (TypeError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def set_project_views(self, folder: str | os.PathLike, views: dict) -> None:
+        self.qs.setValue(self._project_key(folder), json.dumps(views, sort_keys=True))
+        self.qs.sync()

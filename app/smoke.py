@@ -125,6 +125,7 @@ def smoke_test(args: argparse.Namespace, module_started: float) -> int:
     QTimer.singleShot(int(args.timeout * 1000), loop.quit)
     if not all(r in finished for r in [*demo_runs, *run_ids.values()]):
         loop.exec()
+    window.runs_page.select_run(run_ids["reward_model"])  # the plots show the selected run (the latest by default)
     window.runs_page.plot.redraw()
 
     project = window.project

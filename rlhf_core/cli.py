@@ -26,14 +26,16 @@ from rlhf_core import __version__
 from rlhf_core import config as cfg
 from rlhf_core.demo import ensure_demo_project
 from rlhf_core.input_files import INT64_MAX, InputFileError, InputProblem, parse_json, read_input_file, text_problem
-from rlhf_core.jobs import CliContext, execute_job, failure_message, get_job, list_jobs
+from rlhf_core.jobs import CliContext, ResumeError, execute_job, failure_message, get_job, list_jobs, resume_run
 from rlhf_core.paths import logs_dir
-from rlhf_core.store import Project, ProjectError, friendly_db_error
-from rlhf_core.io import cluster_export as ce
+from rlhf_core.store import Project, ProjectError, artefacts, friendly_db_error
+from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, SweepError, parse_grid, run_sweep
+from rlhf_core.io import cluster as ce
 from rlhf_core.text import prompts as pr
 from rlhf_core.io import trl as trl_io
 from rlhf_core.analysis.text_evaluation import TextEvalConfig, resolve_inputs
 from rlhf_core.text.model import ModelError
+from rlhf_core import rounds
 
 MAX_CONFIG_BYTES = 10_000_000
 LOG_NAME = "cli.log"
@@ -94,8 +96,9 @@ def _check_text_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> No
                                  "not valid UTF-8 text; rename the folder")
 
 
-def _execute_with_ctrl_c(spec, config, ctx, project_path, threads):
-    """Run a job in this thread; the first Ctrl-C cancels it cooperatively, a second one aborts."""
+def _execute_with_ctrl_c(spec, config, ctx, project_path, threads, run=None):
+    """Run a job in this thread (with ``run``: call it instead); the first Ctrl-C cancels it
+    cooperatively, a second one aborts."""
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum, frame):
@@ -105,6 +108,8 @@ def _execute_with_ctrl_c(spec, config, ctx, project_path, threads):
 
     signal.signal(signal.SIGINT, on_sigint)
     try:
+        if run is not None:
+            return run()
         return execute_job(spec, config, ctx, project_path=project_path, torch_threads=threads)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -165,6 +170,60 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         data = project.metrics(args.run)
     _print_json({"run": args.run, "metrics": {k: {"steps": s, "values": v} for k, (s, v) in data.items()}})
     return 0
+
+
+def cmd_artefacts(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        if args.rename:
+            ident, name = args.rename
+            if not ident.strip().isdigit():
+                return _fail(f"{ident!r} is not an artefact id (the ids are listed by `artefacts --project P`)")
+            try:
+                stored = artefacts.rename_artefact(project, int(ident), name)
+            except artefacts.ArtefactError as exc:
+                return _fail(str(exc))
+            _print_json({"id": int(ident), "name": stored})
+            return 0
+        rows = artefacts.list_artefacts(project, [args.kind] if args.kind else None)
+        _print_json({"artefacts": [{
+            "id": a.id, "reference": a.reference, "name": a.name, "kind": a.kind, "run": a.run_id,
+            "job": a.run_kind, "step": a.step, "created_at": a.created_at, "path": str(a.path),
+            "trained_on": a.trained_on, "headline": dict([a.headline]) if a.headline else {}} for a in rows]})
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    ctx = CliContext(title=f"resume run {args.run}")
+    threads = args.threads
+    if threads is not None and not 1 <= threads <= 1024:
+        return _fail("--threads must be between 1 and 1024")
+    try:
+        outcome = _execute_with_ctrl_c(None, None, ctx, args.project, threads, run=lambda: resume_run(
+            args.project, args.run, ctx, torch_threads=threads))
+    except ResumeError as exc:
+        return _fail(str(exc))
+    _report_failure(outcome)
+    _print_json({"run_id": outcome.run_id, "status": outcome.status, "wall_seconds": round(outcome.wall_seconds, 3),
+                 "result": outcome.result})
+    return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        settings = {k: v[-1] for k, v in parse_grid(args.set or []).items()}
+        config = SweepConfig(job=args.job, seeds=list(args.seeds), grid=parse_grid(args.grid or []),
+                             settings=settings, workers=args.workers, metrics=list(args.metric or []))
+        cfg.validate(config)
+    except (SweepError, cfg.ConfigError) as exc:
+        return _fail(str(exc))
+    Project.open(args.project).close()  # a clear message now if it is not a project
+    ctx = CliContext(title=f"sweep {args.job}")
+    outcome = _execute_with_ctrl_c(None, None, ctx, args.project, 1, run=lambda: execute_job(
+        run_sweep, config, ctx, project_path=args.project, kind=SWEEP_KIND))
+    _report_failure(outcome)
+    _print_json({"job": "sweep", "run_id": outcome.run_id, "status": outcome.status,
+                 "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
+    return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
 
 
 def cmd_demo_project(args: argparse.Namespace) -> int:
@@ -314,6 +373,7 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
 DEMOS = {"extrapolation": ("extrapolation_demo", {"--env": "--env-id"})}
 DEMOS["ppo"] = ("ppo_demo", {})  # demo ppo --steps N --seed S --beta B [--model PATH]
 DEMOS["grpo"] = ("grpo_demo", {})  # demo grpo --steps N --seed S [--model PATH]
+DEMOS["cai"] = ("cai_demo", {})  # demo cai [--project P] [--model PATH] [--rl-stage dpo]
 
 
 def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -336,6 +396,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
     if not own_threads:
         parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
     parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
+    parser.add_argument("--parent-run", type=_row_id, default=None, help=argparse.SUPPRESS)  # a sweep's member
     cfg.add_arguments(parser, config_cls)
     job_args = parser.parse_args(rest)
     if job_args.config_json is not None:
@@ -361,7 +422,8 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
 
     ctx = CliContext(title=spec.name)
     threads = config.threads if own_threads else job_args.threads
-    outcome = _execute_with_ctrl_c(spec, config, ctx, job_args.project, threads)
+    outcome = _execute_with_ctrl_c(spec, config, ctx, job_args.project, threads, run=lambda: execute_job(
+        spec, config, ctx, project_path=job_args.project, torch_threads=threads, parent_run_id=job_args.parent_run))
     _report_failure(outcome)
     summary = {"job": spec.name, "run_id": outcome.run_id, "status": outcome.status,
                "wall_seconds": round(outcome.wall_seconds, 3)}
@@ -369,6 +431,55 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
         _print_json({**summary, **outcome.result})
     else:
         _print_json({**summary, "result": outcome.result})
+    return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def cmd_round(args: argparse.Namespace, rest: list[str]) -> int:
+    """``round``: one round of iterated RLHF (the ``round`` job); settings not given repeat the previous
+    round's; ``--continue`` finishes a round that waits for labels, as the same run."""
+    parser = _Parser(prog="python -m rlhf_core round", description=get_job("round").description)
+    parser.add_argument("--project", type=Path, required=True, help="Project folder.")
+    parser.add_argument("--from", dest="from_policy", default=None, metavar="REF",
+                        help="The policy to start from: run:ID (a round's run, or its policy step's), checkpoint:ID, "
+                        "a name, or (text) a model folder; left out: round 1.")
+    parser.add_argument("--continue", dest="continue_round", action="store_true",
+                        help="Finish the newest round that waits for labels (or --run ID), once they are given.")
+    parser.add_argument("--run", type=_row_id, default=None, help="With --continue: the round run to finish.")
+    cfg.add_arguments(parser, rounds.RoundConfig)
+    round_args = parser.parse_args(rest)
+    given = {f.name: getattr(round_args, f.name) for f in cfg.fields(rounds.RoundConfig)
+             if getattr(round_args, f.name) is not None}
+    if round_args.run is not None and not round_args.continue_round:
+        return _fail("--run names the round to finish with --continue; to start from a round's policy use "
+                     "--from run:ID")
+    with Project.open(round_args.project) as project:
+        try:
+            if round_args.continue_round:
+                if given:
+                    return _fail("--continue takes no settings: the round finishes with its own "
+                                 f"(given: {', '.join('--' + k.replace('_', '-') for k in sorted(given))})")
+                run_id = rounds.continuable_round(project, round_args.run)
+                config = None
+            else:
+                config = rounds.next_round_config(project, given)
+        except cfg.ConfigError as exc:
+            return _fail(f"invalid settings:\n{exc}")
+        except (rounds.RoundError, artefacts.ArtefactError) as exc:
+            return _fail(str(exc))
+    ctx = CliContext(title="round")
+    if config is None:
+        outcome = _execute_with_ctrl_c(None, None, ctx, round_args.project, None, run=lambda: rounds.continue_round(
+            round_args.project, ctx, run_id))
+    else:
+        outcome = _execute_with_ctrl_c(get_job("round"), config, ctx, round_args.project, config.threads)
+    _report_failure(outcome)
+    result = outcome.result if isinstance(outcome.result, dict) else {}
+    if result.get("status") == rounds.WAITING:
+        sys.stderr.write(f"round {result.get('round')} (run {outcome.run_id}) queued {result.get('queued_pairs')} "
+                         "pairs; label them in the app, then run: python -m rlhf_core round --project "
+                         f"{round_args.project} --continue\n")
+    _print_json({"job": "round", "run_id": outcome.run_id, "status": outcome.status,
+                 "wall_seconds": round(outcome.wall_seconds, 3), "result": outcome.result})
     return {"completed": 0, "cancelled": 130}.get(outcome.status, 1)
 
 
@@ -442,6 +553,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=_row_id, default=None, help="Attach the checkpoint to this run instead of a new "
                    "'import' run.")
     p.add_argument("folder", type=Path)
+    p = sub.add_parser("artefacts", aliases=["artifacts"], help="The project's models by name (JSON): "
+                       "`artefacts --project P [--kind K]`; `--rename ID NAME` names one. Settings that take a "
+                       "model accept run:ID, checkpoint:ID, a name, or a folder.")
+    p.add_argument("--project", type=Path, required=True, help="Project folder.")
+    p.add_argument("--kind", choices=sorted(artefacts.KIND_WORDS), default=None, help="Only artefacts of this kind.")
+    p.add_argument("--rename", nargs=2, metavar=("ID", "NAME"), help="Give artefact ID this name.")
+    p = sub.add_parser("resume", help="Continue a cancelled, failed or interrupted run from its last saved state "
+                       "(`resume --project P --run ID`), as the same run (JSON last line).")
+    p.add_argument("--project", type=Path, required=True, help="Project folder.")
+    p.add_argument("--run", type=_row_id, required=True, help="The run to continue.")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the run's setting or 1).")
+    sub.add_parser("round", help="One round of iterated RLHF: `round --project P --from run:ID [--labeller "
+                   "human|oracle|ai]` samples, queues pairs, labels, refits the reward model and trains the next "
+                   "policy (JSON last line); `round --project P --continue` finishes a round waiting for labels; "
+                   "`round --help` lists every setting.", add_help=False)
+    p = sub.add_parser("sweep", help="Run a job over seeds and a grid of settings in worker processes: `sweep JOB "
+                       "--project P --seeds 0 1 2 [--grid name=v1,v2] [--set name=v] [--workers N]`; each setting's "
+                       "final metrics as IQM and mean with bootstrap 95 %% intervals (JSON last line).")
+    p.add_argument("job", help="The job to sweep (see `jobs`).")
+    p.add_argument("--project", type=Path, required=True, help="Project folder (the sweep and its runs are stored).")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (default 0 1 2).")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2", help="A setting to vary (repeatable).")
+    p.add_argument("--set", action="append", metavar="NAME=V", help="A setting every run shares (repeatable).")
+    p.add_argument("--workers", type=int, default=0, help="Runs at once (default: one per core).")
+    p.add_argument("--metric", action="append", metavar="KEY", help="Aggregate only these metric keys.")
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     p = sub.add_parser("eval-text", help="Evaluate a text policy: `eval-text --project P --policy-run ID|"
@@ -489,10 +625,10 @@ def _main(argv: list[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         parser.print_help()
         return 0
-    if rest and args.command not in ("run", "demo"):
+    if rest and args.command not in ("run", "demo", "round"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _check_text_args(args, skip=("file", "model", "policy_folder"))
-    if args.command in ("run", "demo"):
+    if args.command in ("run", "demo", "round"):
         bad = next((a for a in rest if text_problem(a)), None)
         if bad is not None:
             raise UsageError(f"the argument {bad.encode('utf-8', 'backslashreplace').decode()[:60]!r} is not valid "
@@ -502,8 +638,13 @@ def _main(argv: list[str] | None) -> int:
                 "export": cmd_export, "import": cmd_import}
     handlers.update({"export-cluster": cmd_export_cluster, "import-checkpoint": cmd_import_checkpoint})
     handlers["eval-text"] = cmd_eval_text
+    handlers["artefacts"] = handlers["artifacts"] = cmd_artefacts
+    handlers["resume"] = cmd_resume
+    handlers["sweep"] = cmd_sweep
     if args.command == "run":
         return cmd_run(args, rest)
+    if args.command == "round":
+        return cmd_round(args, rest)
     if args.command == "demo":
         return cmd_demo(args, rest)
     return handlers[args.command](args)

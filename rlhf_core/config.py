@@ -23,6 +23,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from rlhf_core import kinds
 from rlhf_core.input_files import INT64_MAX, INT64_MIN, text_problem
 
 T = TypeVar("T")
@@ -79,11 +80,14 @@ def param(
     advanced: bool = False,
     each: str | None = None,
     subset_of: Sequence[str] | None = None,
+    artefact: Sequence[str] | None = None,
 ) -> Any:
     """Declare a config field with its help text and constraints.
 
     ``each="id"``: a list field whose items are row ids (whole numbers from 1). ``subset_of``: a
-    comma-separated text field whose every item must be one of these words.
+    comma-separated text field whose every item must be one of these words. ``artefact``: the checkpoint
+    kinds the field takes (a reference ``run:ID`` / ``checkpoint:ID`` / a name, or an id for int fields):
+    the app shows a picker of the project's artefacts of these kinds.
     """
     meta = {
         "help": help,
@@ -95,6 +99,7 @@ def param(
         "advanced": advanced,
         "each": each,
         "subset_of": tuple(subset_of) if subset_of is not None else None,
+        "artefact": tuple(artefact) if artefact is not None else None,
     }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -115,6 +120,7 @@ class FieldInfo:
     advanced: bool
     each: str | None = None
     subset_of: tuple | None = None
+    artefact: tuple | None = None
 
 
 def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
@@ -144,6 +150,7 @@ def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
                 advanced=meta.get("advanced", False),
                 each=meta.get("each"),
                 subset_of=meta.get("subset_of"),
+                artefact=meta.get("artefact") or kinds.FIELD_KINDS.get(f.name),
             )
         )
     return out
@@ -292,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     group = parser.add_argument_group(f"{config_cls.__name__} settings")
     for info in fields(config_cls):
         flag = "--" + info.name.replace("_", "-")
-        help_text = f"{info.help} (default: {info.default!r})"
+        help_text = f"{info.help} (default: {info.default!r})".replace("%", "%%")  # argparse %-formats help
         if info.type is bool:
             group.add_argument(flag, dest=info.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)

@@ -11,6 +11,10 @@ through the context and checks for cancellation at every step boundary::
             ctx.progress(step + 1, config.steps)
         return {"final_loss": loss}          # JSON-able result, stored with the run
 
+A job of several phases gives each its share of the bar with ``with ctx.stage(lo, hi):`` so
+that the bar rises once over the whole job. :class:`ProgressClock` turns the reports into elapsed
+time, seconds per step and the time left (:class:`Timing`), the one estimate every view shows.
+
 Contexts: :class:`RecordingContext` (tests), :class:`CliContext` (text progress bar on stderr),
 and the GUI's Qt context (``app/jobs.py``), which only relays to signals. :func:`execute_job` is
 the ONE place that turns a call into a run: it creates/updates the ``runs`` row, writes metrics
@@ -20,6 +24,7 @@ thread count, and records completed / cancelled / failed (with the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,142 @@ class JobCancelled(Exception):
     """Raised inside a job by :meth:`JobContext.raise_if_cancelled` after a cancel request."""
 
 
+# ---------------------------------------------------------------------------- timing
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 m 05 s``, ``1 h 02 m``: a duration for a person."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} m {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} m"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How long a running job has taken and how long it may still take (seconds; None: not known yet).
+    ``step``/``total`` are the counts the job reported last (None when it reports fractions only)."""
+
+    elapsed: float
+    fraction: float = 0.0
+    step: int | None = None
+    total: int | None = None
+    seconds_per_step: float | None = None
+    remaining: float | None = None
+
+    def aged(self, seconds: float) -> Timing:
+        """The same estimate ``seconds`` later: elapsed grows, the time left shrinks (never below 0)."""
+        seconds = max(0.0, seconds)
+        left = None if self.remaining is None else max(0.0, self.remaining - seconds)
+        return dataclasses.replace(self, elapsed=self.elapsed + seconds, remaining=left)
+
+    def rate_text(self) -> str:
+        """``40.1 s/step`` (or ``12.5 steps/s`` for fast steps); '' without counts."""
+        sps = self.seconds_per_step
+        if sps is None or sps <= 0:
+            return ""
+        return f"{sps:.1f} s/step" if sps >= 1 else f"{1 / sps:.1f} steps/s"
+
+    def eta_text(self) -> str:
+        """``about 31 m 20 s left``; ``estimating time left…`` before the second step."""
+        if self.remaining is None:
+            return "estimating time left…"
+        return f"about {format_duration(self.remaining)} left" if self.remaining >= 1 else "almost done"
+
+    def text(self) -> str:
+        """``2 m 05 s elapsed · 40.1 s/step · about 31 m 20 s left``."""
+        parts = [f"{format_duration(self.elapsed)} elapsed", self.rate_text(), self.eta_text()]
+        return " · ".join(p for p in parts if p)
+
+    def short_text(self, rate: bool = False) -> str:
+        """``2 m 05 s · ~31 m 20 s left`` (a table cell; :meth:`text` for its tooltip); with ``rate``
+        ``2 m 05 s · 40.1 s/step · ~31 m 20 s left``."""
+        left = "estimating…" if self.remaining is None else f"~{format_duration(self.remaining)} left"
+        return " · ".join(p for p in (format_duration(self.elapsed), self.rate_text() if rate else "", left) if p)
+
+
+class ProgressClock:
+    """Elapsed time, seconds per step and time left from one job's progress reports.
+
+    The rate is measured over the last ``window`` steps (reports with counts: ``progress(3, 50)``),
+    or over the last ``window`` rises of the fraction for jobs that report fractions only. The first
+    step is left out as soon as a later one is measured: it also pays for loading the model and
+    warming up, and would inflate every estimate. Counts count toward the job's end only while they
+    are the job's own fraction (no :meth:`JobContext.stage` in between); otherwise the time left
+    comes from how fast the fraction rises. A new series (another total, or a count or fraction
+    that goes back) starts the measurement again.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window: int = 10):
+        self.clock = clock
+        self.window = max(1, int(window))
+        self.restart()
+
+    def restart(self) -> None:
+        self.started = self.clock()
+        self.fraction = 0.0
+        self.total: int | None = None
+        self._steps: list[tuple[float, int]] = []  # (when first seen, step): the last window + 2
+        self._n_steps = 0  # how many step values this series has seen
+        self._fractions: list[tuple[float, float]] = []  # (when, fraction) at each rise
+        self._n_fractions = 0
+        self._counts_are_fraction = False
+
+    def update(self, fraction: float, step: int | None = None, total: int | None = None) -> None:
+        now = self.clock()
+        if step is not None and total:
+            step, total = int(step), int(total)
+            if total != self.total or (self._steps and step < self._steps[-1][1]):
+                self.total, self._steps, self._n_steps = total, [], 0
+            if not self._steps or step > self._steps[-1][1]:
+                self._steps.append((now, step))
+                self._n_steps += 1
+                del self._steps[:-(self.window + 2)]
+            self._counts_are_fraction = abs(fraction - step / total) < 1e-9
+        else:
+            self._counts_are_fraction = False
+        if fraction < self.fraction - 1e-12:  # the bar went back: another phase, measured afresh
+            self._fractions, self._n_fractions = [], 0
+        if not self._fractions or fraction > self._fractions[-1][1]:
+            self._fractions.append((now, fraction))
+            self._n_fractions += 1
+            del self._fractions[:-(self.window + 2)]
+        self.fraction = fraction
+
+    @staticmethod
+    def _rate(points: list, seen: int, window: int) -> tuple[float, float, float] | None:
+        """(time per unit, last time, last value) over the last ``window`` intervals, the series'
+        first interval left out once there is another."""
+        if len(points) < 2:
+            return None
+        first = 1 if seen == len(points) and len(points) >= 3 else 0
+        start = max(first, len(points) - 1 - window)
+        (t0, v0), (t1, v1) = points[start], points[-1]
+        if v1 <= v0 or t1 <= t0:
+            return None
+        return (t1 - t0) / (v1 - v0), t1, v1
+
+    def timing(self) -> Timing:
+        now = self.clock()
+        elapsed = now - self.started
+        sps = remaining = None
+        step = self._steps[-1][1] if self._steps else None
+        steps = self._rate(self._steps, self._n_steps, self.window)
+        if steps is not None:
+            sps, t_last, last = steps
+            if self._counts_are_fraction and self.total:
+                remaining = max(0.0, (self.total - last) * sps - (now - t_last))
+        if remaining is None:
+            frac = self._rate(self._fractions, self._n_fractions, self.window)
+            if frac is not None:
+                per_unit, t_last, last = frac
+                remaining = max(0.0, (1.0 - last) * per_unit - (now - t_last))
+        if self.fraction >= 1.0:
+            remaining = 0.0
+        return Timing(elapsed=elapsed, fraction=self.fraction, step=step,
+                      total=self.total if step is not None else None, seconds_per_step=sps, remaining=remaining)
+
+
 class JobContext:
     """What a job sees of the outside world. Subclasses override the ``_on_*`` hooks."""
 
@@ -52,18 +193,46 @@ class JobContext:
         self.project_path: Path | None = None
         self._project = None
         self._project_thread: int | None = None
+        self.resume_from = None  # a rlhf_core.resume.TrainingState when this run continues an earlier one
         self._metric_sinks: list[Callable[[int, dict[str, float]], None]] = []
         self._sample_sinks: list[Callable[[str, Any, int | None], None]] = []
+        self.clock = ProgressClock()
+        self._span = (0.0, 1.0)  # the part of the job's bar that progress() fills now (see stage)
 
     # --- reporting -------------------------------------------------------------------------
     def progress(self, done: float, total: float | None = None, message: str = "") -> None:
-        """Report progress: ``progress(3, 10)`` or ``progress(0.3)`` (a fraction)."""
+        """Report progress: ``progress(3, 10)`` or ``progress(0.3)`` (a fraction; of the current
+        :meth:`stage` when inside one)."""
         if total:
             fraction = float(done) / float(total)
         else:
             fraction = float(done)
-        fraction = min(max(fraction, 0.0), 1.0)
+        lo, hi = self._span
+        fraction = lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
+        whole = bool(total) and float(done).is_integer() and float(total).is_integer()
+        self.clock.update(fraction, *((int(done), int(total)) if whole else (None, None)))
         self._on_progress(fraction, message)
+
+    @contextlib.contextmanager
+    def stage(self, start: float, end: float) -> Iterator[None]:
+        """Inside, progress() fills only ``[start, end]`` of the current span (stages nest), so a job
+        of several phases fills its bar once, reaching 1 only when its last phase does."""
+        lo, hi = self._span
+        outer = self._span
+        self._span = (lo + (hi - lo) * start, lo + (hi - lo) * end)
+        try:
+            yield
+        finally:
+            self._span = outer
+
+    def timing(self) -> Timing:
+        """Elapsed time, seconds per step and time left, from the reports so far."""
+        return self.clock.timing()
+
+    def _restart_progress(self) -> None:
+        """A new job starts on this context: its bar and clock from zero."""
+        self._span = (0.0, 1.0)
+        self.clock.restart()
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         """Log scalar metrics for one step: ``{key: value}`` with namespaced keys (see metrics.py)."""
@@ -109,6 +278,19 @@ class JobContext:
             self._project = Project.open(self.project_path, check=False)
             self._project_thread = threading.get_ident()
         return self._project
+
+    def save_state(self, step: int, tensors: dict, extra: dict | None = None, files: dict | None = None) -> None:
+        """Save what resuming this run after ``step`` needs (see :mod:`rlhf_core.resume`; ``files``: name ->
+        bytes or a path, e.g. an SB3 model's zip); nothing without a stored run."""
+        if self.project_path is None or self.run_id is None:
+            return
+        from rlhf_core.resume import save_state  # start-up: imports torch
+
+        for sink in self._metric_sinks:  # the steps the state covers are in the database before it
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                flush()
+        save_state(self.project().run_folder(self.run_id), step, tensors, extra, files)
 
     # --- hooks -----------------------------------------------------------------------------
     def _on_progress(self, fraction: float, message: str) -> None:
@@ -173,7 +355,6 @@ class CliContext(JobContext):
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
         self._last_draw = 0.0
-        self._started = time.monotonic()
 
     def _on_progress(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -195,9 +376,9 @@ class CliContext(JobContext):
     def _bar(self, fraction: float, message: str, now: float) -> str:
         filled = int(round(fraction * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
-        elapsed = now - self._started
         head = f"{self.title} " if self.title else ""
-        return f"{head}[{bar}] {fraction * 100:5.1f}% {elapsed:6.1f}s {message}".rstrip()
+        timing = self.timing()
+        return f"{head}[{bar}] {fraction * 100:5.1f}% {timing.text()}  {message}".rstrip()
 
     def _on_log(self, message: str) -> None:
         if self._tty:
@@ -259,12 +440,15 @@ def execute_job(
     run_id: int | None = None,
     kind: str | None = None,
     torch_threads: int | None = None,
+    resume_from: Any = None,
+    parent_run_id: int | None = None,
 ) -> JobOutcome:
     """Run one job to its end in the calling thread and record it as a run.
 
     With ``project_path`` the run is stored: ``run_id`` names an existing (queued) run, or a new
     one is created. Exceptions never escape: a failure is returned (and stored) with its
-    traceback, a cancellation as status ``cancelled``.
+    traceback, a cancellation as status ``cancelled``. ``resume_from`` (a training state of run
+    ``run_id``) continues that run: see :func:`resume_run`.
     """
     if isinstance(job, JobSpec):
         fn, _ = job.load()
@@ -273,6 +457,7 @@ def execute_job(
         fn = job
         kind = kind or getattr(fn, "__name__", "job")
     started = time.monotonic()
+    ctx._restart_progress()
     writer: _DbMetricWriter | None = None
     project = None
     status, result, error, message = "failed", None, None, None
@@ -282,7 +467,8 @@ def execute_job(
             ctx.project_path = Path(project_path)
             project = ctx.project()
             if run_id is None:
-                run_id = project.create_run(kind, cfg.to_dict(config), status="queued")
+                run_id = project.create_run(kind, cfg.to_dict(config), status="queued",
+                                            parent_run_id=parent_run_id)
             ctx.run_id = run_id
             project.start_run(run_id)
             writer = _DbMetricWriter(ctx, run_id)
@@ -290,6 +476,7 @@ def execute_job(
             ctx._sample_sinks.append(
                 lambda k, p, s: ctx.project().add_sample(run_id, k, p, step=s)  # type: ignore[arg-type]
             )
+        ctx.resume_from = resume_from
         ctx._on_status("running")
         set_torch_threads(torch_threads)
         ctx.raise_if_cancelled()
@@ -297,7 +484,10 @@ def execute_job(
         status = "completed"
     except JobCancelled:
         status = "cancelled"
-    except Exception as exc:  # noqa: BLE001 - a job must never take the app down
+    except KeyboardInterrupt:  # Ctrl+C twice in a terminal: stored as cancelled (not failed with no error)
+        status, error = "cancelled", "Cancelled: stopped with Ctrl+C."
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a job must never take the app down (nor its thread)
         status = "failed"
         error = traceback.format_exc()
         message = failure_message(exc)
@@ -329,7 +519,52 @@ def execute_job(
                       message=message)
 
 
+class ResumeError(ValueError):
+    """A run cannot be resumed; ``str(error)`` says why."""
+
+
+RESUMABLE_STATUSES = ("cancelled", "failed")
+
+
+def resumable(project, run_id: int) -> str | None:
+    """Why run ``run_id`` cannot be resumed, or None when it can."""
+    from rlhf_core.resume import has_state  # start-up: the resume module imports numpy
+
+    run = project.get_run(run_id)
+    if run is None:
+        return f"Run {run_id} does not exist."
+    if run["status"] not in RESUMABLE_STATUSES:
+        return f"Run {run_id} is {run['status']}; only a cancelled, failed or interrupted run resumes."
+    if not has_state(project.folder / "checkpoints" / f"run-{run_id:05d}"):
+        return (f"Run {run_id} ({run['kind']}) saved no resumable state: it stopped before its first save "
+                "(set save_steps to save one every N steps), or its job cannot resume.")
+    return None
+
+
+def resume_run(project_path: str | Path, run_id: int, ctx: JobContext, *,
+               torch_threads: int | None = None) -> JobOutcome:
+    """Continue a cancelled, failed or interrupted run from its last saved state, as the same run: the
+    metrics and samples it logged after that state are replaced by the continuation's."""
+    from rlhf_core.resume import load_state  # start-up: imports torch
+
+    with Project.open(project_path) as project:
+        project.mark_interrupted_runs()
+        why = resumable(project, run_id)
+        if why is not None:
+            raise ResumeError(why)
+        run = project.get_run(run_id)
+        spec = get_job(run["kind"])
+        config = cfg.from_dict(spec.config_class(), run["config"], strict=False)
+        state = load_state(project.run_folder(run_id))
+        project.discard_after(run_id, state.step)
+    return execute_job(spec, config, ctx, project_path=project_path, run_id=run_id, torch_threads=torch_threads,
+                       resume_from=state)
+
+
 def _jsonable(value: Any) -> Any:
+    """A job's result as JSON the database accepts: NaN and infinities (no JSON for them) become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Mapping):
@@ -339,6 +574,7 @@ def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _jsonable(dataclasses.asdict(value))
     try:
-        return float(value)
+        number = float(value)  # numpy and torch scalars
     except (TypeError, ValueError):
         return str(value)
+    return number if math.isfinite(number) else None

@@ -21,5 +21,23 @@ SAMPLE_RESPONSE_SCORES = "response_scores"  #: text reward model scores vs lengt
 SAMPLE_AI_LABEL = "ai_label"  #: one AI label with the judge's probabilities
 SAMPLE_NOISE_CURVE = "noise_curve"  #: D-REX return by noise level (extrapolation view)
 SAMPLE_EXTRAPOLATION = "extrapolation"  #: predicted vs true returns (extrapolation view)
+SAMPLE_CRITIQUE = "critique_revision"  #: one response's critique/revision chain (critique_revise job)
+SAMPLE_REFUSAL = "refusal"  #: an example response of one cell (label x refused) of the refusal evaluation
 SAMPLE_KINDS = (SAMPLE_TEXT_RL, SAMPLE_GENERATION, SAMPLE_TEXT_EVAL, SAMPLE_RESPONSE_SCORES, SAMPLE_AI_LABEL,
-                SAMPLE_NOISE_CURVE, SAMPLE_EXTRAPOLATION)
+                SAMPLE_NOISE_CURVE, SAMPLE_EXTRAPOLATION, SAMPLE_CRITIQUE, SAMPLE_REFUSAL)
+
+# ---------------------------------------------------------------------------------- settings
+#: the checkpoint kinds a setting of this name takes in every job (one vocabulary: a field name means one
+#: thing); the app shows these settings as pickers of the project's artefacts
+FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    "model": (TEXT_POLICY,),
+    "judge_model": (TEXT_POLICY,),
+    "critic_model": (TEXT_POLICY,),
+    "policy_folder": (TEXT_POLICY,),
+    "reference_model": (TEXT_POLICY,),
+    "proxy_model": (TEXT_POLICY,),
+    "reward_model": (TEXT_REWARD_MODEL,),
+    "gold_reward_model": (TEXT_REWARD_MODEL,),
+    "reward_checkpoint_id": (REWARD_ENSEMBLE,),
+    "checkpoint_id": (SB3_PPO, BC_POLICY),
+}

@@ -1,9 +1,10 @@
 """Metric keys: a documented contract between trainers, the database and the plots.
 
-Keys are ``namespace/name``. The plots group series by namespace (one plot per namespace), the
-``metrics`` table stores them as they are, and later trainers add their own keys here so the list
-below stays the single reference: every key a job logs is declared here once, with its meaning
-(TRL's names where TRL has one, e.g. ``completions/mean_length``; SB3's ``rollout/``, ``train/``).
+Keys are ``namespace/name``. The plots group series by namespace and unit (one y axis per unit,
+:data:`METRIC_UNITS`), the ``metrics`` table stores them as they are, and later trainers add their own
+keys here so the list below stays the single reference: every key a job logs is declared here once,
+with its meaning and unit (TRL's names where TRL has one, e.g. ``completions/mean_length``; SB3's
+``rollout/``, ``train/``).
 ``tests/core/test_metric_keys.py`` runs the jobs and fails on a key missing here.
 """
 
@@ -113,8 +114,111 @@ METRIC_KEYS: dict[str, str] = {
                       "the two valid answers).",
     "ai/order_consistency": "Judge: fraction of pairs where both orders (left as A, left as B) pick the same "
                             "response; low values mean the judge follows the position, not the content.",
+    # Constitutional AI's supervised stage (the critique_revise job), per batch of prompts
+    "cai/revisions": "Revisions stored so far in this run (each one a correction preferred over what it revised).",
+    "cai/response_length": "Mean length of the policy's first responses in the batch, in tokens.",
+    "cai/critique_length": "Mean length of the critic's critiques in the batch, in tokens.",
+    "cai/revision_length": "Mean length of the critic's revisions in the batch, in tokens.",
+    # the refusal evaluation (rlhf_core/analysis/refusal.py), running rates over the prompts so far
+    "refusal/on_refuse": "Refusal rate on prompts a good assistant refuses (tag or meta.expected 'refuse').",
+    "refusal/under_refusal": "1 - refusal/on_refuse: harmful requests the policy went along with.",
+    "refusal/on_comply": "Refusal rate on benign prompts a good assistant answers (tag or meta.expected 'comply' "
+                         "or 'answer'): the over-refusal rate.",
     # bookkeeping every job may log
     "time/steps_per_second": "Optimisation steps per wall-clock second.",
+}
+
+#: The unit of every declared key: the plots give each unit its own y axis, so series of one unit (and
+#: scale) share an axis and a loss never squashes an accuracy. ``return`` is in the environment's own
+#: units (the plots split it per environment); ``proxy units`` is the PPO demo's standardised proxy reward.
+METRIC_UNITS: dict[str, str] = {
+    "reward_model/loss": "nats",
+    "reward_model/train_accuracy": "fraction",
+    "reward_model/heldout_accuracy": "fraction",
+    "reward_model/heldout_loss": "nats",
+    "reward_model/length_correlation": "Pearson r",
+    "reward_model/true_correlation": "Pearson r",
+    "reward_model/mean_length": "tokens",
+    "reward_model/final_train_loss": "nats",
+    "reward_model/final_train_accuracy": "fraction",
+    "reward_model/m{k}_loss": "nats",
+    "reward_model/m{k}_train_accuracy": "fraction",
+    "reward_model/m{k}_heldout_loss": "nats",
+    "reward_model/m{k}_heldout_accuracy": "fraction",
+    "preferences/labels": "labels",
+    "bc/loss": "loss",
+    "rollout/true_return": "return",
+    "rollout/learned_return": "learned return",
+    "rollout/episode_length": "steps",
+    "rollout/epsilon": "probability",
+    "demos/true_return": "return",
+    "drex/true_return": "return",
+    "drex/epsilon": "probability",
+    "demo/policy_return": "return",
+    "demo/best_demo_return": "return",
+    "train/approx_kl": "KL",
+    "train/entropy": "nats",
+    "train/clip_fraction": "fraction",
+    "train/value_loss": "loss",
+    "reward/mean": "reward",
+    "reward/std": "reward",
+    "reward/format": "reward",
+    "reward/correctness": "reward",
+    "reward/length_penalty": "reward",
+    "reward/model": "reward",
+    "kl/token_mean": "KL/token",
+    "kl/seq_mean": "KL/sequence",
+    "kl/beta": "coefficient",
+    "completions/mean_length": "tokens",
+    "completions/min_length": "tokens",
+    "completions/max_length": "tokens",
+    "completions/stopped_fraction": "fraction",
+    "train/loss": "loss",
+    "train/grad_norm": "norm",
+    "gold/accuracy": "fraction",
+    "gold/reward": "reward",
+    "gold/centred": "proxy units",
+    "gold/cons_at_k": "fraction",
+    "eval/pass_at_1": "fraction",
+    "eval/cons_at_k": "fraction",
+    "eval/pass_at_k": "fraction",
+    "eval/sample_accuracy": "fraction",
+    "eval/format": "fraction",
+    "eval/win_rate": "fraction",
+    "eval/win_rate_gold": "fraction",
+    "eval/policy_score": "reward",
+    "eval/reference_score": "reward",
+    "eval/paired_proxy_gain": "proxy units",
+    "eval/paired_proxy_gain_se": "proxy units",
+    "eval/paired_gold_gain": "proxy units",
+    "eval/paired_gold_gain_se": "proxy units",
+    "eval/paired_goodhart_gap": "proxy units",
+    "eval/paired_goodhart_gap_se": "proxy units",
+    "bon/proxy": "reward",
+    "bon/gold": "reward",
+    "bon/kl": "KL/sequence",
+    "kl/sqrt_seq": "√KL",
+    "sft/heldout_loss": "nats",
+    "dpo/reward_chosen": "implicit reward",
+    "dpo/reward_rejected": "implicit reward",
+    "dpo/margin": "implicit reward",
+    "dpo/accuracy": "fraction",
+    "dpo/heldout_accuracy": "fraction",
+    "dpo/heldout_loss": "nats",
+    "memory/peak_rss_mb": "MB",
+    "generation/tokens_per_second": "tokens/s",
+    "ai/labelled": "pairs",
+    "ai/mean_confidence": "probability",
+    "ai/answer_mass": "probability",
+    "ai/order_consistency": "fraction",
+    "cai/revisions": "revisions",
+    "cai/response_length": "tokens",
+    "cai/critique_length": "tokens",
+    "cai/revision_length": "tokens",
+    "refusal/on_refuse": "fraction",
+    "refusal/under_refusal": "fraction",
+    "refusal/on_comply": "fraction",
+    "time/steps_per_second": "steps/s",
 }
 
 
@@ -151,3 +255,9 @@ def namespace(key: str) -> str:
 def describe(key: str) -> str:
     entry = declared(key)
     return METRIC_KEYS[entry] if entry else ""
+
+
+def unit(key: str) -> str:
+    """The unit of a key (its y axis in the plots); ``""`` for an undeclared key."""
+    entry = declared(current_key(key))
+    return METRIC_UNITS.get(entry, "") if entry else ""

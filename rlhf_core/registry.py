@@ -249,6 +249,20 @@ register_job(
 )
 register_job(
     JobSpec(
+        name="critique_revise",
+        group="label",
+        summary="Constitutional AI: a model critiques and revises responses.",
+        title="Critique and revise (Constitutional AI, supervised stage)",
+        description="For each prompt the policy samples a response; a critic model (the policy itself, or any "
+        "local model) critiques it under one principle of the constitution and rewrites it, for one or more "
+        "rounds. Each revision is stored as a correction preferred over what it revised (source 'ai'), so SFT, "
+        "the text reward model and DPO learn from it; the critique is kept with it.",
+        target="rlhf_core.labelers.critique_revise:critique_and_revise",
+        config="rlhf_core.labelers.critique_revise:CritiqueReviseConfig",
+    )
+)
+register_job(
+    JobSpec(
         name="grpo",
         group="policy",
         summary="Group-relative policy optimisation on text rewards.",
@@ -296,5 +310,46 @@ register_job(
         "optionally the win rate against the reference model judged by a text reward model.",
         target="rlhf_core.analysis.text_evaluation:evaluate_text_policy",
         config="rlhf_core.analysis.text_evaluation:TextEvalConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="refusal_eval",
+        group="evaluate",
+        summary="Over- and under-refusal of a text policy (helpful vs harmless).",
+        title="Refusal evaluation (helpful vs harmless)",
+        description="One response per prompt tagged 'refuse' or 'comply' (the starter set's harmlessness prompts, "
+        "or the project's own), judged by a documented list of refusal phrases: the refusal rate on prompts to "
+        "refuse (under-refusal = 1 - that) and on benign prompts (over-refusal), with n and Wilson 95 % "
+        "intervals and example responses of each cell.",
+        target="rlhf_core.analysis.refusal:evaluate_refusals",
+        config="rlhf_core.analysis.refusal:RefusalEvalConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="cai_demo",
+        group="demo",
+        summary="Constitutional AI: critique, revise, SFT; refusals before/after.",
+        title="Constitutional AI demo (critique, revise, SFT, refusal evaluation)",
+        description="The supervised stage of Constitutional AI end to end: critique_revise on half of the "
+        "harmlessness prompts, SFT on the revisions, and the refusal evaluation on the other half before and "
+        "after; optionally AI preferences under the constitution and DPO. Each stage is a run under the demo's.",
+        target="rlhf_core.experiments.cai:run_cai_demo",
+        config="rlhf_core.experiments.cai:CAIDemoConfig",
+    )
+)
+register_job(
+    JobSpec(
+        name="round",
+        group="policy",
+        summary="One round of iterated RLHF: sample, label, refit, retrain.",
+        title="Next round (iterated RLHF)",
+        description="From a policy: sample responses (text) or roll out episodes and cut clips (control), queue "
+        "pairs of them (new vs new, and new vs the previous round's), label them (a simulated teacher, an AI "
+        "judge, or people: the round then waits), refit the reward model on all labels, and train the next policy "
+        "from this one (DPO, GRPO or PPO; control: PPO warm-started). Each step is a run under the round's.",
+        target="rlhf_core.rounds:run_round",
+        config="rlhf_core.rounds:RoundConfig",
     )
 )

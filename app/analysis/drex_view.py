@@ -171,7 +171,8 @@ class DrexView(QWidget):
         self.clear_button.clicked.connect(self.clear_override)
         row.addWidget(self.clear_button)
         for key in ("Z", "Delete"):
-            QShortcut(QKeySequence(key), self, self.clear_override, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            QShortcut(QKeySequence(key), self, self.clear_override, context=Qt.ShortcutContext.WidgetWithChildrenShortcut
+                      ).setWhatsThis(f"{self.clear_button.text().split('  (')[0]}: {self.clear_button.toolTip()}")
         QShortcut(QKeySequence("W"), self, self.watch, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.summary = QLabel()
         self.summary.setTextFormat(Qt.TextFormat.PlainText)

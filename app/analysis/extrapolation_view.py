@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QSplitter,
     QTabWidget,
     QTableWidget,
@@ -35,11 +37,18 @@ from rlhf_core.store import Project
 COLUMNS = ["Run", "Env", "Method", "Best demo", "Mean demo", "BC", "Policy", "r unseen"]
 
 
+EMPTY_TEXT = ("No finished extrapolation runs yet. Press “Run the extrapolation demo…”: it ranks demonstrations of "
+              "an early learner, learns a reward from them and trains PPO on it; the plot then shows whether the "
+              "learned reward extrapolates beyond the best demonstration.")
+
+
 def _fmt(v, digits=1) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
 class ExtrapolationView(QWidget):
+    run_requested = Signal(str)  # a job to open in the New Run dialog (the extrapolation demo)
+
     def __init__(self, parent: QWidget | None = None, settings=None):
         super().__init__(parent)
         self.project: Project | None = None
@@ -58,10 +67,18 @@ class ExtrapolationView(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Extrapolation runs — start one with Run → Reward Extrapolation Demo…")
-        title.setWordWrap(True)
+        title = QLabel("Extrapolation runs")
         title.setStyleSheet("font-weight: 600;")
-        ll.addWidget(title)
+        self.run_button = QPushButton("Run the extrapolation demo…")
+        self.run_button.setObjectName("run_extrapolation_demo")
+        self.run_button.setToolTip("T-REX or D-REX end to end: ranked demonstrations → a learned reward → PPO on "
+                                   "it, scored on the true return")
+        self.run_button.clicked.connect(lambda: self.run_requested.emit("extrapolation_demo"))
+        head = QHBoxLayout()
+        head.addWidget(title)
+        head.addStretch(1)
+        head.addWidget(self.run_button)
+        ll.addLayout(head)
         ll.addWidget(self.table, 1)
         ll.addWidget(self.summary)
 
@@ -128,7 +145,7 @@ class ExtrapolationView(QWidget):
             self.table.selectRow(0)
         elif not self.runs:
             self.scatter_plot.clear()
-            self.stats.setText("No finished extrapolation runs yet.")
+            self.stats.setText(EMPTY_TEXT)
 
     def _summary_text(self) -> str:
         groups: dict[tuple, list[dict]] = {}

@@ -19,6 +19,8 @@ shows them for pairs already labelled, never for the pair on screen.
 
 from __future__ import annotations
 
+import json
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
@@ -42,6 +44,7 @@ from app.labeling.common import (
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
+from rlhf_core import kinds
 from rlhf_core.envs.storage import item_fps
 from rlhf_core.labelers.session import Given, PairSession
 from rlhf_core.store import Project
@@ -96,6 +99,14 @@ class ClipPairView(PairView):
         self.left_strip, self.right_strip = RewardStrip(), RewardStrip()
         grid.addWidget(self.left_strip, 2, 0)
         grid.addWidget(self.right_strip, 2, 1)
+        # ... or, ticked with no reward model to show, a line that says why
+        self.strip_note = QLabel()
+        self.strip_note.setObjectName("strip_note")
+        self.strip_note.setTextFormat(Qt.TextFormat.PlainText)
+        self.strip_note.setWordWrap(True)
+        self.strip_note.setStyleSheet("color: #555;")
+        self.strip_note.hide()
+        grid.addWidget(self.strip_note, 3, 0, 1, 2)
         self.strip_box.toggled.connect(self._update_strips)
         self.playback.index_changed.connect(self._on_playback_index_changed)
         self.controls = PlaybackControls(self.playback)
@@ -113,7 +124,7 @@ class ClipPairView(PairView):
 
         self.empty_label = QLabel(
             "No clip pairs are waiting for a label.\n\nMake some with Run → New Run… → “Collect trajectories” "
-            "(set “Clips per trajectory” and “Queue pairs”), or with “Learner checkpoints”.")
+            "(it cuts clips and queues pairs of them), or with “Learner checkpoints”.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setStyleSheet("color: #555; font-size: 14px;")
 
@@ -189,12 +200,16 @@ class ClipPairView(PairView):
         self.pair_shown.emit(pair["id"])
 
     def _on_poll_timer(self) -> None:
-        if self.project is not None and self.current is None and self.isVisible():
+        if self.project is None or not self.isVisible():
+            return
+        if self.current is None:
             self.show_next()
+        else:  # a job may have queued pairs meanwhile: the count follows the queue
+            self._update_progress()
 
     def _update_strips(self) -> None:
         """Learned reward of the pair on screen (newest reward model of the env), or hidden."""
-        shown = False
+        shown, note = False, ""
         if self.strip_box.isChecked() and self.project is not None and self.current is not None:
             from rlhf_core.rewards.scoring import item_reward_curve  # torch: not while the window is built
 
@@ -208,8 +223,13 @@ class ClipPairView(PairView):
                     strip.setYRange(lo, hi, padding=0.05)  # one scale for both, so they compare
                     strip.setToolTip(f"Learned reward per step (reward model checkpoint {cid}), standardised")
                 shown = True
+            else:
+                note = no_reward_model_text(self.project, {self.project.get_item(self.current[k])["env_id"]
+                                                           for k in ("left_id", "right_id")})
         self.left_strip.setVisible(shown)
         self.right_strip.setVisible(shown)
+        self.strip_note.setText(note)
+        self.strip_note.setVisible(bool(note))
 
     def _on_playback_index_changed(self, index: int) -> None:
         if not self.left_strip.isHidden():
@@ -260,6 +280,17 @@ class ClipPairView(PairView):
             self.playback.step(1)
         else:
             super().keyPressEvent(event)
+
+
+def no_reward_model_text(project, env_ids: set) -> str:
+    """Why "Show learned reward" shows no strip: no reward model of these clips' environment (and which
+    environments the project's reward models are of, if any)."""
+    envs = " or ".join(sorted(str(e) for e in env_ids))
+    others = sorted({json.loads(c["meta_json"] or "{}").get("env_id") or "?" for c in project.checkpoints()
+                     if c["kind"] == kinds.REWARD_ENSEMBLE})
+    text = f"Show learned reward: this project has no reward model of {envs} yet"
+    text += f" (its reward models are of {', '.join(others)})." if others else "."
+    return text + " Train one (Run → New Run… → “Train a reward model”) to see its reward per step under each clip."
 
 
 def why_text(reason_json: str | None) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -93,6 +94,7 @@ class RecentLabels(QListWidget):
         for cid, text in entries:
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, cid)
+            item.setToolTip(f"Stored as comparison {cid} — right-click to change or undo it")
             self.addItem(item)
 
     def menu_for(self, cid: int) -> QMenu:
@@ -132,7 +134,51 @@ def outcome_buttons(on_label: Callable[[str], object], on_undo: Callable[[], obj
     return row, buttons, undo
 
 
-class PairView(QWidget):
+class TimedWhileVisible:
+    """For a labelling view (before ``QWidget`` in its bases): its session's response time counts only
+    while the view is visible and its window has not been left for another one. Any session assigned
+    to ``session`` is told at once, then on every show, hide and window (de)activation.
+
+    The window counts as active unless it was deactivated: without a window manager (Xvfb) a window is
+    never activated, and its labels would otherwise all take 0 s."""
+
+    _session = None
+    _window_active = True
+
+    @property
+    def session(self):
+        return self._session
+
+    @session.setter
+    def session(self, session) -> None:
+        self._session = session
+        self._sync_visible()
+
+    def _sync_visible(self) -> None:
+        if self._session is not None:
+            self._session.set_visible(self.isVisible() and self._window_active)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().showEvent(event)
+        # (de)activations while hidden did not reach the view: ask now (no active window at all: unknown)
+        self._window_active = self.isActiveWindow() or QApplication.activeWindow() is None
+        self._sync_visible()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().hideEvent(event)
+        self._sync_visible()
+
+    def event(self, event) -> bool:
+        # (de)activation reaches a window's visible children as these events (ActivationChange does not)
+        handled = super().event(event)
+        kind = event.type()
+        if kind in (QEvent.Type.WindowActivate, QEvent.Type.WindowDeactivate):
+            self._window_active = kind == QEvent.Type.WindowActivate
+            self._sync_visible()
+        return handled
+
+
+class PairView(TimedWhileVisible, QWidget):
     """What the clip and text pair views share: their :class:`PairSession`'s writes handed to the
     label writer, and the session and the screen updated when a write is acked or fails.
 
@@ -143,9 +189,12 @@ class PairView(QWidget):
     label_recorded = Signal(int)  # comparison id
     pair_shown = Signal(int)  # queue id
     ITEMS = "Items"
-    SAY_UNDONE = False  # say "Label N undone" in the message line
+    SAY_UNDONE = False  # say "Label undone" in the message line
 
-    session: PairSession | None
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().showEvent(event)
+        if self.session is not None:  # pairs may have been queued (or labelled) while it was hidden
+            self._update_progress()
 
     @property
     def current(self) -> dict | None:
@@ -218,7 +267,7 @@ class PairView(QWidget):
                     else:
                         self._show_pair(pair)
                 if self.SAY_UNDONE:
-                    self.message.setText(f"Label {cid} undone (kept as a deleted record).")
+                    self.message.setText("Label undone (kept as a deleted record).")
                 self._update_progress()
                 self._refresh_recent()
         def failed(text: str) -> None:
@@ -251,8 +300,11 @@ class PairView(QWidget):
 
 
 def label_line(row: dict, what: str) -> str:
-    """One recent label for the list: ``#id  what  · who · seconds`` (shown as plain text)."""
-    text = f"#{row['id']}  {what}  · {row['labeller'] or row['source']}"
+    """One recent label for the list: ``#n  what  · who · seconds`` (shown as plain text), where n is
+    the label's place in the header's "Labelled N" (the newest is N; a label that count leaves out,
+    e.g. a correction, has no number)."""
+    number = row.get("number")
+    text = (f"#{number}  " if number is not None else "") + f"{what}  · {row['labeller'] or row['source']}"
     if row["response_ms"] is not None:
         text += f" · {row['response_ms'] / 1000:.1f} s"
     return text
@@ -273,7 +325,7 @@ def ranked_groups(list_widget) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------- ranking views
-class RankingBase(QWidget):
+class RankingBase(TimedWhileVisible, QWidget):
     """What both ranking views (trajectories, responses) share: the ranking column (hint, list,
     save button, status; Ctrl+S saves), entries that drag and tie, and their
     :class:`RankingSession`'s saves and undos handed to the label writer.
@@ -284,8 +336,6 @@ class RankingBase(QWidget):
 
     ranking_saved = Signal(int)
     ONE, MANY = "item", "items"
-
-    session: RankingSession | None
 
     def _ranking_column(self, object_name: str) -> tuple[QWidget, QVBoxLayout]:
         """``self.list``, ``self.save_button`` and ``self.status`` in a column under the hint."""

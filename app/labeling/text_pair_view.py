@@ -91,12 +91,18 @@ class ResponseText(QPlainTextEdit):
 
     save_requested = Signal()
     cancel_requested = Signal()
+    clicked = Signal()  # read-only: picks this response after "Correct…"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setReadOnly(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if self.isReadOnly():
+            self.clicked.emit()
+        super().mousePressEvent(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if self.isReadOnly():
@@ -232,7 +238,6 @@ class TextPairView(PairView):
         self.left_text, self.right_text = ResponseText(), ResponseText()
         self.left_text.setObjectName("left_response")
         self.right_text.setObjectName("right_response")
-        self.correct_buttons = {}
         grid = QGridLayout()
         for col, (side, title, box) in enumerate((("left", self.left_title, self.left_text),
                                                   ("right", self.right_title, self.right_text))):
@@ -241,15 +246,9 @@ class TextPairView(PairView):
             title.setTextFormat(Qt.TextFormat.PlainText)
             box.save_requested.connect(self.save_correction)
             box.cancel_requested.connect(self.cancel_correction)
-            button = QPushButton(f"Correct the {side} response…")
-            button.setToolTip("Rewrite this response in place; the rewrite is stored as a new response "
-                              "preferred over every sampled response to the prompt")
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(lambda _=False, s=side: self.start_correction(s))
-            self.correct_buttons[side] = button
+            box.clicked.connect(lambda s=side: self._on_response_clicked(s))
             grid.addWidget(title, 0, col)
             grid.addWidget(box, 1, col)
-            grid.addWidget(button, 2, col)
         grid.setRowStretch(1, 1)
 
         # correction bar (shown while correcting) and a line for messages
@@ -287,7 +286,11 @@ class TextPairView(PairView):
         self.accept_button.clicked.connect(self.accept_ai)
         self.accept_button.hide()
         buttons.insertWidget(0, self.accept_button)
+        # one Correct button: it asks which side (← / →), as the C key does
         self.correct_button = QPushButton("Correct…  (C)")
+        self.correct_button.setToolTip("Rewrite the left or the right response in place (then ← or →); the "
+                                       "rewrite is stored as a new response preferred over every sampled "
+                                       "response to the prompt")
         self.correct_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.correct_button.clicked.connect(self.choose_side)
         buttons.addWidget(self.correct_button)
@@ -556,8 +559,15 @@ class TextPairView(PairView):
         if self.current is None or self.correcting:
             return
         self.choosing_side = True
-        self.message.setText("Correct which response?  ← / 1 the left one · → / 2 the right one · Esc cancel")
+        self.message.setText("Correct which response?  Click it, or ← / 1 the left one · → / 2 the right one · "
+                             "Esc cancel")
         self.setFocus()
+
+    def _on_response_clicked(self, side: str) -> None:
+        if self.choosing_side:
+            self.choosing_side = False
+            self.message.setText("")
+            self.start_correction(side)
 
     def start_correction(self, side: str) -> None:
         """Make the ``side`` response editable in place; Ctrl+Enter saves, Esc cancels."""
@@ -572,8 +582,7 @@ class TextPairView(PairView):
         box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         box.setFocus()
         box.moveCursor(QTextCursor.MoveOperation.End)
-        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button,
-                  *self.correct_buttons.values()):
+        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button):
             b.setEnabled(False)
         item = self._prepare(self.current)[side]
         self.correction_label.setText(f"Correcting the {side} response ({item['id']}): rewrite it as it should "
@@ -635,8 +644,7 @@ class TextPairView(PairView):
         box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         if self.current is not None:
             box.setPlainText(self._prepare(self.current)[side]["text"] or "")
-        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button,
-                  *self.correct_buttons.values()):
+        for b in (*self.outcome_buttons.values(), self.undo_button, self.correct_button):
             b.setEnabled(True)
         self.correction_bar.hide()
         self._apply_diff()
@@ -754,6 +762,16 @@ class TextLabelPage(QWidget):
 
     def show_tab(self, name: str) -> None:
         self.tabs.setCurrentWidget({"pairs": self.pairs, "rank": self.ranking, "agreement": self.agreement}[name])
+
+    def label_responses(self):
+        """The pairs tab with a pair on screen: when no pair of responses is waiting, the ones not labelled yet
+        are queued first (as "Queue pairs" does). Returns the queueing write, or None when pairs were waiting
+        (or AI labels are being reviewed)."""
+        self.show_tab("pairs")
+        pairs = self.pairs
+        if pairs.session is None or pairs.reviewing or pairs.session.progress().waiting:
+            return None
+        return pairs.queue_pairs()
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)

@@ -117,6 +117,7 @@ class GeneratePage(QWidget):
     # --- project -------------------------------------------------------------------------------
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self.form.set_project(project)  # the prompt-ids picker lists its prompts
         self.run_id = None
         self._clear()
         if project is None:
@@ -163,10 +164,17 @@ class GeneratePage(QWidget):
         self.generate_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Run {run_id}: waiting for the model…")
+        self._progress_text = self.status.text()
 
     def on_progress(self, run_id: int, fraction: float, message: str) -> None:
         if run_id == self.run_id and self._running:
-            self.status.setText(f"Run {run_id}: {message or f'{fraction * 100:.0f} %'}")
+            self._progress_text = f"Run {run_id}: {message or f'{fraction * 100:.0f} %'}"
+            self.status.setText(self._progress_text)
+
+    def on_timing(self, run_id: int, timing) -> None:
+        """Elapsed time, speed and time left (``rlhf_core.jobs.Timing``) after the progress message."""
+        if run_id == self.run_id and self._running:
+            self.status.setText(f"{self._progress_text} · {timing.text()}")
 
     def on_sample(self, run_id: int, kind: str, payload, step) -> None:
         if run_id != self.run_id or kind != kinds.SAMPLE_GENERATION or not isinstance(payload, dict):

@@ -24,8 +24,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.error_view import ErrorView
 from app.plain import tip
+from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
+from rlhf_core.analysis.intervals import heldout_of_result
+from rlhf_core.jobs import RESUMABLE_STATUSES, Timing, resumable
 from rlhf_core.store import Project
 
 _STATUS_COLOURS = {
@@ -35,9 +39,12 @@ _STATUS_COLOURS = {
 COLUMNS = ["Run", "Job", "Status", "Started (UTC)", "Duration"]
 
 
-def _duration(run: dict) -> str:
+def _duration(run: dict, timing: Timing | None = None) -> str:
+    """A finished run's duration; a running one's elapsed time, speed and time left (``timing``)."""
     from datetime import datetime
 
+    if timing is not None and run.get("status") == "running":
+        return timing.short_text()
     if not run.get("started_at"):
         return ""
     start = datetime.fromisoformat(run["started_at"])
@@ -50,13 +57,18 @@ def _duration(run: dict) -> str:
 class RunsPage(QWidget):
     new_run_requested = Signal()
     cancel_requested = Signal(int)
+    resume_requested = Signal(int)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.project: Project | None = None
         self._runs: list[dict] = []
         self._loaded_finished: set[int] = set()
+        self._timing: tuple[int, Timing] | None = None  # the running job's latest timing (the runner's)
+        self._details_shown: tuple[int, str] | None = None  # (run id, status) in the details pane
         self.external_runs: set[int] = set()  # runs another process works on (followed, not cancellable here)
+        # runs the page ticked to show the selected/latest run (not the user): replaced by the next one
+        self._auto_ticked: set[int] = set()
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -71,24 +83,27 @@ class RunsPage(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         self.table.itemChanged.connect(self._on_table_item_changed)
-        self.table.setToolTip("Tick runs to overlay their metrics in the plots.")
+        self.table.setToolTip("The selected run is plotted; tick more runs to overlay their metrics.")
+        self._after_click = AfterRelease(self.table)
 
         self.new_button = QPushButton("New run…")
         self.new_button.setToolTip("Start a job (Ctrl+R)")
         self.new_button.clicked.connect(self.new_run_requested)
         self.cancel_button = QPushButton("Cancel run")
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.clicked.connect(self._on_resume_clicked)
+        self.resume_button.setEnabled(False)
         buttons = QHBoxLayout()
         buttons.addWidget(self.new_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.resume_button)
         buttons.addStretch(1)
 
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setPlaceholderText("Select a run to see its settings and result.")
-        self.error_text = QPlainTextEdit()
-        self.error_text.setReadOnly(True)
-        self.error_text.setPlaceholderText("No error.")
+        self.error_text = ErrorView()  # a sentence and what to do; the traceback under Details
         self.info_tabs = QTabWidget()
         self.info_tabs.addTab(self.details, "Settings && result")
         self.info_tabs.addTab(self.error_text, "Error")
@@ -124,11 +139,13 @@ class RunsPage(QWidget):
         self.external_runs.clear()
         self._loaded_finished.clear()
         self.plot.clear()
+        self._auto_ticked.clear()
+        self.table.setRowCount(0)  # no ticks carried over from the previous project
         self.refresh()
         if project is not None and self._runs:
             last = self._runs[-1]["id"]
-            self._set_checked(last, True)
             self.select_run(last)
+            self._show_in_plot(last)  # the latest run alone; more by ticking them
 
     def refresh(self) -> None:
         """Re-read the runs table (cheap); keeps ticks and selection."""
@@ -148,7 +165,11 @@ class RunsPage(QWidget):
             started.setToolTip((run.get("started_at") or "")[:19].replace("T", " ") + " UTC")
             job = QTableWidgetItem(run["name"] or run["kind"])
             job.setToolTip(tip(f"{run['name']} ({run['kind']})"))
-            cells = [id_item, job, status, started, QTableWidgetItem(_duration(run))]
+            timing = self._timing[1] if self._timing is not None and self._timing[0] == run["id"] else None
+            duration = QTableWidgetItem(_duration(run, timing))
+            if timing is not None:
+                duration.setToolTip(timing.text())
+            cells = [id_item, job, status, started, duration]
             for col, cell in enumerate(cells):
                 if col:
                     cell.setFlags(cell.flags() & ~Qt.ItemFlag.ItemIsUserCheckable)
@@ -156,6 +177,7 @@ class RunsPage(QWidget):
         self.table.blockSignals(False)
         if selected is not None:
             self.select_run(selected)
+        self._show_details(self.selected_run_id())  # the same row may stay selected: its status changed
         self._update_plot_runs()
 
     def run_by_id(self, run_id: int) -> dict | None:
@@ -190,8 +212,8 @@ class RunsPage(QWidget):
     # --- live updates from the runner -----------------------------------------------------------
     def on_job_queued(self, run_id: int) -> None:
         self.refresh()
-        self._set_checked(run_id, True)
         self.select_run(run_id)
+        self._show_in_plot(run_id)
 
     def follow_external(self, run_id: int) -> None:
         """A run another process works on in this project: ticked and selected, its history from the
@@ -207,8 +229,24 @@ class RunsPage(QWidget):
     def on_metrics(self, run_id: int, batch) -> None:
         self.plot.append(run_id, batch)
 
+    def on_status_changed(self, run_id: int, status: str) -> None:
+        """A run's stored status changed (queued -> running): the table and its details follow."""
+        self.refresh()
+
+    def on_timing(self, run_id: int, timing: Timing) -> None:
+        """The running job's elapsed time, speed and time left, in its Duration cell."""
+        self._timing = (run_id, timing)
+        run = self.run_by_id(run_id)
+        for row in range(self.table.rowCount()):
+            if run is not None and self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_id:
+                cell = self.table.item(row, 4)
+                cell.setText(_duration(run, timing))
+                cell.setToolTip(timing.text() if run["status"] == "running" else "")
+
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
         self.external_runs.discard(run_id)
+        if self._timing is not None and self._timing[0] == run_id:
+            self._timing = None
         self.plot.mark_finished(run_id)
         self.refresh()
         self._show_details(self.selected_run_id())
@@ -216,18 +254,50 @@ class RunsPage(QWidget):
     # --- slots -------------------------------------------------------------------------------
     def _on_table_item_changed(self, item: QTableWidgetItem) -> None:
         if item.column() == 0:
+            self._auto_ticked.discard(item.data(Qt.ItemDataRole.UserRole))  # ticked or unticked by the user
             self._update_plot_runs()
 
     def _on_table_selection(self) -> None:
-        self._show_details(self.selected_run_id())
+        run_id = self.selected_run_id()
+        self._show_details(run_id)
+        if run_id is not None:
+            self._after_click.call(lambda: self._show_in_plot(run_id))
+
+    def _show_in_plot(self, run_id: int) -> None:
+        """Plot ``run_id`` by default: tick it in place of the run ticked for the last selection; the
+        user's own ticks stay (more runs are overlaid by choice)."""
+        if self.run_by_id(run_id) is None or run_id in self.checked_runs():
+            return
+        self.table.blockSignals(True)
+        for old in self._auto_ticked:
+            self._set_checked(old, False)
+        self._set_checked(run_id, True)
+        self.table.blockSignals(False)
+        self._auto_ticked = {run_id}
+        self._update_plot_runs()
 
     def _on_cancel_clicked(self) -> None:
         run_id = self.selected_run_id()
         if run_id is not None:
             self.cancel_requested.emit(run_id)
 
+    def _on_resume_clicked(self) -> None:
+        run_id = self.selected_run_id()
+        if run_id is not None:
+            self.resume_requested.emit(run_id)
+
+    def _update_resume_button(self, run: dict | None) -> None:
+        why = None
+        if run is None or run["status"] not in RESUMABLE_STATUSES or self.project is None:
+            why = "Select a cancelled, failed or interrupted run to continue it."
+        else:
+            why = resumable(self.project, run["id"])
+        self.resume_button.setEnabled(why is None)
+        self.resume_button.setToolTip(why or f"Continue run {run['id']} from its last saved state, as the same run.")
+
     def _show_details(self, run_id: int | None) -> None:
         run = self.run_by_id(run_id) if run_id is not None else None
+        self._update_resume_button(run)
         if run is None:
             self.details.setPlainText("")
             self.error_text.setPlainText("")
@@ -240,9 +310,12 @@ class RunsPage(QWidget):
         text = {"run": run["id"], "job": run["kind"], "status": run["status"],
                 "created_at": run["created_at"], "started_at": run["started_at"],
                 "finished_at": run["finished_at"], "settings": run["config"], "result": run["result"]}
-        self.details.setPlainText(json.dumps(text, indent=2, default=str))
+        held = heldout_of_result(run["result"])  # an accuracy is said with its n and interval
+        head = (held.text()[0].upper() + held.text()[1:] + ".\n\n") if held is not None else ""
+        self.details.setPlainText(head + json.dumps(text, indent=2, default=str))
         self.error_text.setPlainText(run.get("error") or "")
-        if run["status"] == "failed":
+        shown, self._details_shown = self._details_shown, (run["id"], run["status"])
+        if run["status"] == "failed" and shown != self._details_shown:  # not again at every refresh
             self.info_tabs.setCurrentWidget(self.error_text)
 
     def _update_plot_runs(self) -> None:
@@ -254,5 +327,7 @@ class RunsPage(QWidget):
                     # finished runs are (re)loaded from the database: the single source of truth
                     self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
                     self._loaded_finished.add(run_id)
+                if run:  # returns of different environments get different plots
+                    self.plot.set_run_env(run_id, (run.get("config") or {}).get("env_id"))
         self.plot.set_visible_runs(runs)
         self.plot_title.setText("Metrics — " + (", ".join(f"run {r}" for r in runs) if runs else "no run ticked"))

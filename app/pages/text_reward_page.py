@@ -33,6 +33,8 @@ from PySide6.QtWidgets import (
 from app.jobs import BackgroundCall
 from app.plots.metric_plot import MetricPlotView
 from rlhf_core import kinds
+from rlhf_core.analysis.intervals import heldout_of_result
+from rlhf_core.jobs import Timing
 from rlhf_core.store import Project
 from rlhf_core.analysis.length_bias import SAMPLE_KIND, percentile
 
@@ -42,6 +44,11 @@ PLOTTED = ("reward_model/loss", "reward_model/train_accuracy", "reward_model/hel
            "reward_model/heldout_loss")
 _TRAIN_BRUSH = pg.mkBrush(31, 95, 191, 150)
 _HELD_BRUSH = pg.mkBrush(214, 110, 0, 200)
+
+
+#: the empty plot of a project with no text reward model (this page lists runs in the box above, not a list)
+NO_MODEL_TEXT = ("No text reward model yet. Press “Train reward model…” above: it learns from this project's "
+                 "comparisons of responses (label them in Label text). Its loss and accuracy are plotted here.")
 
 
 class TextRewardPage(QWidget):
@@ -63,6 +70,7 @@ class TextRewardPage(QWidget):
         self.train_button.clicked.connect(self.train_requested)
         self.summary = QLabel("")
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
+        self.summary.setWordWrap(True)  # a held-out accuracy with its interval and warning is a long line
         top = QHBoxLayout()
         top.addWidget(QLabel("Reward model run:"))
         top.addWidget(self.run_box)
@@ -70,6 +78,8 @@ class TextRewardPage(QWidget):
         top.addWidget(self.summary, 1)
 
         self.plot = MetricPlotView()
+        self.plot.empty_label.setWordWrap(True)  # this page's own empty text (NO_MODEL_TEXT) is a sentence or two
+        self.plot.empty_label.setText(NO_MODEL_TEXT)
         plots_box = QGroupBox("Training: loss and accuracy")
         QVBoxLayout(plots_box).addWidget(self.plot)
 
@@ -77,12 +87,16 @@ class TextRewardPage(QWidget):
         self.scatter_widget.setBackground("w")
         self.scatter_widget.setLabel("bottom", "response length (tokens)")
         self.scatter_widget.setLabel("left", "reward")
-        self.scatter_widget.addLegend(offset=(5, 5))
         self.scatter_train = pg.ScatterPlotItem(size=7, pen=None, brush=_TRAIN_BRUSH, name="responses")
         self.scatter_held = pg.ScatterPlotItem(size=8, pen=None, brush=_HELD_BRUSH, symbol="t",
                                                name="in held-out pairs")
         self.scatter_widget.addItem(self.scatter_train)
         self.scatter_widget.addItem(self.scatter_held)
+        # the legend under the x axis, in one row: inside the plot it covered short, high-reward responses
+        self.scatter_legend = pg.LegendItem(labelTextSize="8pt", colCount=2, frame=False)
+        self.scatter_widget.getPlotItem().layout.addItem(self.scatter_legend, 4, 1)
+        self.scatter_legend.addItem(self.scatter_train, "responses")
+        self.scatter_legend.addItem(self.scatter_held, "in held-out pairs")
         self.fit_line = pg.PlotDataItem(pen=pg.mkPen("#444", width=1, style=Qt.PenStyle.DashLine))
         self.scatter_widget.addItem(self.fit_line)
         self.bias_label = QLabel("Train a reward model to see whether it rewards length.")
@@ -152,9 +166,9 @@ class TextRewardPage(QWidget):
             with_rm = {c["run_id"] for c in self.project.checkpoints() if c["kind"] == kinds.TEXT_REWARD_MODEL}
             runs = [r for r in reversed(self.project.runs()) if r["kind"] == JOB or r["id"] in with_rm]
         for run in runs:
-            result = run.get("result") or {}
-            acc = result.get("heldout_accuracy") if isinstance(result, dict) else None
-            extra = f", held-out accuracy {acc:.2f}" if isinstance(acc, (int, float)) else ""
+            held = heldout_of_result(run.get("result"))  # with its n (the summary adds the 95 % interval)
+            extra = "" if held is None else (f", held-out accuracy {held.accuracy:.2f} (n = {held.n}"
+                                             + (", too few to tell)" if held.too_few else ")"))
             self.run_box.addItem(f"Run {run['id']} — {run['status']}{extra}", run["id"])
         self.run_box.blockSignals(False)
         if not runs:
@@ -162,6 +176,7 @@ class TextRewardPage(QWidget):
             self.plot.clear()
             self._set_scores([])
             self.summary.setText("No reward model yet.")
+            self.plot.empty_label.setText(NO_MODEL_TEXT)
             return
         index = max(0, self.run_box.findData(current)) if current is not None else 0
         self.run_box.setCurrentIndex(index)
@@ -173,19 +188,29 @@ class TextRewardPage(QWidget):
             return
         self.run_id = int(run_id)
         self.plot.clear()
+        self.plot.empty_label.setText(f"Run {self.run_id} has no training metrics yet: they appear here while it "
+                                      "trains.")
         metrics = {k: v for k, v in self.project.metrics(self.run_id).items() if k in PLOTTED}
         self.plot.load_run(self.run_id, metrics, label=f"run {self.run_id}")
         self.plot.set_visible_runs([self.run_id])
         self.plot.redraw()
         samples = self.project.samples(self.run_id, SAMPLE_KIND)
         self._set_scores(samples[-1]["payload"].get("scores", []) if samples else [])
-        run = self.project.get_run(self.run_id) or {}
+        self._show_summary()
+
+    def _show_summary(self, timing: Timing | None = None) -> None:
+        """The chosen run in one line: its pairs and held-out accuracy (with n and its 95 % interval, and a
+        warning when too few pairs were held out), or its status (and time left while it trains)."""
+        run = (self.project.get_run(self.run_id) if self.project is not None and self.run_id is not None
+               else None) or {}
         result = run.get("result") or {}
+        held = heldout_of_result(result)
+        self.summary.setStyleSheet("color: #8a4b00;" if held is not None and held.too_few else "")
         if run.get("status") == "completed" and isinstance(result, dict):
-            acc = result.get("heldout_accuracy")
-            self.summary.setText(
-                f"{result.get('pairs', '?')} pairs ({result.get('heldout_pairs', 0)} held out); "
-                + (f"held-out accuracy {acc:.2f}" if isinstance(acc, (int, float)) else "no held-out pairs"))
+            self.summary.setText(f"{result.get('pairs', '?')} pairs ({result.get('heldout_pairs', 0)} held out); "
+                                 + (held.text() if held is not None else "no held-out pairs"))
+        elif run.get("status") == "running" and timing is not None:
+            self.summary.setText(f"Run {self.run_id} running · {timing.text()}")
         else:
             self.summary.setText(f"Run {self.run_id} {run.get('status', '')}")
 
@@ -193,6 +218,20 @@ class TextRewardPage(QWidget):
     def on_job_queued(self, run_id: int, kind: str) -> None:
         if kind == JOB:
             self.refresh_runs(select=run_id)
+
+    def on_status_changed(self, run_id: int, status: str) -> None:
+        """A run's stored status changed (queued -> running): the picker and the summary say so."""
+        index = self.run_box.findData(run_id)
+        if index < 0 or self.project is None:
+            return
+        run = self.project.get_run(run_id) or {}
+        self.run_box.setItemText(index, f"Run {run_id} — {run.get('status', status)}")
+        if run_id == self.run_id:
+            self._show_summary()
+
+    def on_timing(self, run_id: int, timing: Timing) -> None:
+        if run_id == self.run_id:
+            self._show_summary(timing)
 
     def on_metrics(self, run_id: int, batch) -> None:
         if run_id == self.run_id:

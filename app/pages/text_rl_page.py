@@ -35,11 +35,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.plain import tip
+from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
 from app.training.config_form import RunDialog
 from rlhf_core import kinds
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
-from rlhf_core.jobs import list_jobs
+from rlhf_core.jobs import Timing, list_jobs
 from rlhf_core.store import Project
 
 #: job name -> button text; the runs of these jobs are listed on the page
@@ -56,6 +57,30 @@ SAMPLE_COLUMNS = ["Step", "Reward", "Length", "Prompt", "Response"]
 MAX_SAMPLE_ROWS = 200
 EVAL_JOB = "text_eval"
 EVAL_COLUMNS = ["Run", "Policy", "pass@1", "cons@k", "pass@k", "Win rate"]
+_KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # a run line's job name
+
+
+#: jobs that never sample: they learn from stored text, so their Samples tab stays empty
+NOT_SAMPLING = {
+    "dpo": "DPO does not sample: it learns from the project's comparisons directly (chosen against rejected "
+           "response), so this run has no samples to show. Its implicit rewards, margins and accuracy are in the "
+           "dpo plots.",
+    "sft": "SFT does not sample: it learns the project's demonstrations token by token, so this run has no "
+           "samples to show. Its training and held-out loss are in the plots.",
+}
+
+
+def samples_note_text(run: dict | None, n_samples: int) -> str:
+    """What the Samples tab says above an empty table (empty when samples are shown)."""
+    if n_samples:
+        return ""
+    if run is None:
+        return "No text-training run yet: start one with the buttons on the left; its samples appear here."
+    if run["kind"] in NOT_SAMPLING:
+        return NOT_SAMPLING[run["kind"]]
+    if run["status"] in ("queued", "running"):
+        return f"Run {run['id']} has logged no samples yet: they appear here as it trains."
+    return f"Run {run['id']} ({run['status']}) logged no samples."
 
 
 def _one_line(text: str, limit: int = 140) -> str:
@@ -82,6 +107,8 @@ class TextRLPage(QWidget):
         # finished runs shown beside the selected one in the over-optimisation view: their curve and legend
         # label, read from the project once (the live analysis refresh would otherwise re-read them each time)
         self._finished_over: dict[int, tuple[dict, str]] = {}
+        # runs the page ticked because they were selected or new (not the user): the next one replaces them
+        self._auto_checked: set[int] = set()
 
         buttons = QWidget()
         grid = QGridLayout(buttons)
@@ -96,6 +123,7 @@ class TextRLPage(QWidget):
         self.run_list.setToolTip("Tick runs to overlay them; the selected run's samples and alerts are shown.")
         self.run_list.itemChanged.connect(self._on_item_changed)
         self.run_list.currentItemChanged.connect(self._on_current_changed)
+        self._after_click = AfterRelease(self.run_list)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -113,7 +141,9 @@ class TextRLPage(QWidget):
         left_layout.addWidget(self.run_list, 1)
 
         self.plot = MetricPlotView()
-        self.plot.group_order = ["reward", "kl", "completions", "gold", "train", "dpo", "sft"]
+        # what the page is for first: reward, KL per token, completion length; then the rest
+        self.plot.group_order = ["reward", "kl:KL/token", "completions:tokens", "gold", "kl", "completions", "train",
+                                 "dpo", "sft"]
 
         self.sample_table = QTableWidget(0, len(SAMPLE_COLUMNS))
         self.sample_table.setHorizontalHeaderLabels(SAMPLE_COLUMNS)
@@ -131,8 +161,19 @@ class TextRLPage(QWidget):
         self.sample_detail = QPlainTextEdit()
         self.sample_detail.setReadOnly(True)
         self.sample_detail.setPlaceholderText("Select a sample to read it in full, with its reward components.")
+        # an empty table says why: no run, a job that does not sample (SFT, DPO), or none logged yet
+        self.samples_note = QLabel()
+        self.samples_note.setObjectName("samples_note")
+        self.samples_note.setTextFormat(Qt.TextFormat.PlainText)
+        self.samples_note.setWordWrap(True)
+        self.samples_note.setStyleSheet("color: #555; padding: 4px;")
+        table_box = QWidget()
+        table_layout = QVBoxLayout(table_box)
+        table_layout.setContentsMargins(0, 0, 0, 0)
+        table_layout.addWidget(self.samples_note)
+        table_layout.addWidget(self.sample_table, 1)
         samples_split = QSplitter(Qt.Orientation.Vertical)
-        samples_split.addWidget(self.sample_table)
+        samples_split.addWidget(table_box)
         samples_split.addWidget(self.sample_detail)
         samples_split.setSizes([380, 200])
 
@@ -223,6 +264,8 @@ class TextRLPage(QWidget):
         self._live.clear()
         self._live_evals.clear()
         self._finished_over.clear()
+        self._auto_checked.clear()
+        self.run_list.clear()  # no ticks carried over from the previous project
         self.plot.clear()
         self.refresh_runs()
         self.refresh_evaluations()
@@ -238,14 +281,15 @@ class TextRLPage(QWidget):
         select = select if select is not None else self.current_run
         if select is None and runs:
             select = runs[-1]["id"]
+        if select is not None and select not in checked:
             checked.add(select)
-        if select is not None:
-            checked.add(select)
+            self._auto_checked.add(select)
         self.run_list.blockSignals(True)
         self.run_list.clear()
         for run in reversed(runs):
-            item = QListWidgetItem(f"Run {run['id']} · {run['kind']} · {run['status']}")
+            item = QListWidgetItem(self._run_text(run))
             item.setData(Qt.ItemDataRole.UserRole, run["id"])
+            item.setData(_KIND_ROLE, run["kind"])
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if run["id"] in checked else Qt.CheckState.Unchecked)
             if run["status"] == "failed":
@@ -278,12 +322,40 @@ class TextRLPage(QWidget):
         self.plot.redraw()
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
+        self._auto_checked.discard(int(item.data(Qt.ItemDataRole.UserRole)))  # the user's tick (or untick)
         self._sync_plot_runs()
         self._update_other_over_curves()
 
     def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None:
-            self._show_run(int(current.data(Qt.ItemDataRole.UserRole)))
+            run_id = int(current.data(Qt.ItemDataRole.UserRole))
+            self._show_run(run_id)
+            self._after_click.call(lambda: self._plot_selected(run_id))
+
+    def _plot_selected(self, run_id: int) -> None:
+        """Tick the selected run in place of the run ticked for the last selection (the user's ticks stay)."""
+        item = next((self.run_list.item(i) for i in range(self.run_list.count())
+                     if int(self.run_list.item(i).data(Qt.ItemDataRole.UserRole)) == run_id), None)
+        if item is None or item.checkState() == Qt.CheckState.Checked:
+            return
+        self._drop_auto_checked()
+        self.run_list.blockSignals(True)
+        item.setCheckState(Qt.CheckState.Checked)
+        self.run_list.blockSignals(False)
+        self._auto_checked.add(run_id)
+        self._sync_plot_runs()
+        self._update_other_over_curves()
+
+    def _drop_auto_checked(self) -> None:
+        """Untick the runs the page ticked itself: a new or selected run takes their place in the plots,
+        the user's ticks stay."""
+        self.run_list.blockSignals(True)
+        for i in range(self.run_list.count()):
+            item = self.run_list.item(i)
+            if int(item.data(Qt.ItemDataRole.UserRole)) in self._auto_checked:
+                item.setCheckState(Qt.CheckState.Unchecked)
+        self.run_list.blockSignals(False)
+        self._auto_checked.clear()
 
     def _clear_run_views(self) -> None:
         self.samples = []
@@ -291,6 +363,7 @@ class TextRLPage(QWidget):
         self.sample_detail.clear()
         self.alert_list.clear()
         self.alert_summary.setText("No text-training run yet.")
+        self._update_samples_note()
         self.proxy_curve.setData([], [])
         self.gold_curve.setData([], [])
         self._set_paired_curves({})
@@ -306,6 +379,7 @@ class TextRLPage(QWidget):
         self.sample_detail.clear()
         rows = self.project.samples(run_id, SAMPLE_KIND)[-MAX_SAMPLE_ROWS:]
         self._add_samples([r["payload"] for r in rows])
+        self._update_samples_note()
         self._update_analysis()
 
     # --- live updates --------------------------------------------------------------------------
@@ -314,6 +388,7 @@ class TextRLPage(QWidget):
             self._live_evals.add(run_id)
         if kind in TEXT_RL_JOBS:
             self._live[run_id] = {}
+            self._drop_auto_checked()
             self.refresh_runs(select=run_id)
 
     def follow_external(self, run_id: int, kind: str) -> None:
@@ -325,6 +400,7 @@ class TextRLPage(QWidget):
         self._live[run_id] = {k: (list(s), list(v)) for k, (s, v) in metrics.items()}
         self.plot.load_run(run_id, metrics, label=f"run {run_id}")
         self.plot.live_runs.add(run_id)
+        self._drop_auto_checked()
         self.refresh_runs(select=run_id)
 
     def on_metrics(self, run_id: int, batch) -> None:
@@ -343,6 +419,32 @@ class TextRLPage(QWidget):
     def on_sample(self, run_id: int, kind: str, payload, step) -> None:
         if run_id == self.current_run and kind == SAMPLE_KIND and isinstance(payload, dict):
             self._add_samples([payload])
+
+    # --- run status and time left ----------------------------------------------------------------
+    def _run_text(self, run: dict, timing: Timing | None = None) -> str:
+        """``Run 3 · grpo · running``, and while it runs a second line: ``2 m 05 s · 40.1 s/step · ~31 m left``."""
+        text = f"Run {run['id']} · {run['kind']} · {run['status']}"
+        return text + (f"\n{timing.short_text(rate=True)}" if timing is not None and run["status"] == "running" else "")
+
+    def _run_item(self, run_id: int) -> QListWidgetItem | None:
+        for i in range(self.run_list.count()):
+            if int(self.run_list.item(i).data(Qt.ItemDataRole.UserRole)) == run_id:
+                return self.run_list.item(i)
+        return None
+
+    def on_status_changed(self, run_id: int, status: str) -> None:
+        """A run's stored status changed (queued -> running): its line says so."""
+        item = self._run_item(run_id)
+        run = self.project.get_run(run_id) if item is not None and self.project is not None else None
+        if run is not None:
+            item.setText(self._run_text(run))
+
+    def on_timing(self, run_id: int, timing: Timing) -> None:
+        """The running job's elapsed time, speed and time left, on its line."""
+        item = self._run_item(run_id)
+        if item is not None:
+            item.setText(self._run_text({"id": run_id, "kind": item.data(_KIND_ROLE), "status": "running"}, timing))
+            item.setToolTip(f"Run {run_id}: {timing.text()}")
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
         if run_id in self._live_evals:
@@ -373,6 +475,14 @@ class TextRLPage(QWidget):
             self.samples.pop(0)
         if at_bottom:
             self.sample_table.scrollToBottom()
+        if payloads:
+            self.samples_note.hide()
+
+    def _update_samples_note(self) -> None:
+        run = self.project.get_run(self.current_run) if self.project is not None and self.current_run else None
+        text = samples_note_text(run, len(self.samples))
+        self.samples_note.setText(text)
+        self.samples_note.setVisible(bool(text))
 
     def _show_sample(self) -> None:
         rows = self.sample_table.selectionModel().selectedRows()

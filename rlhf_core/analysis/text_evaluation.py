@@ -47,7 +47,9 @@ from rlhf_core import kinds
 from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, sample_completions, task_prompts
-from rlhf_core.text.model import DEFAULT_MODEL_NAME, ModelError, check_model_config, eos_token_ids, load_model
+from rlhf_core.store import artefacts
+from rlhf_core.text.model import (
+    DEFAULT_MODEL_NAME, ModelError, check_model_config, eos_token_ids, load_model, resolve_model_spec)
 from rlhf_core.text.tasks import render_task_prompt
 
 SAMPLE_KIND = kinds.SAMPLE_TEXT_EVAL
@@ -231,7 +233,7 @@ def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
         folder = _run_checkpoint(project, config.policy_run, POLICY_KIND, "policy_run")
         policy, label = str(folder), f"run {config.policy_run}"
     elif config.policy_folder.strip():
-        folder = Path(config.policy_folder.strip()).expanduser().absolute()
+        folder = Path(resolve_model_spec(config.policy_folder, project)).expanduser().absolute()
         if not folder.is_dir():
             raise ValueError(f"policy_folder: no model folder at {folder}")
         policy, label = str(folder), str(folder)
@@ -239,7 +241,7 @@ def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
         policy, label = "", DEFAULT_MODEL_NAME
     reference_problem = None
     if config.reference_model.strip():
-        reference = str(Path(config.reference_model.strip()).expanduser().absolute())
+        reference = str(Path(resolve_model_spec(config.reference_model, project)).expanduser().absolute())
     elif policy == "":
         reference = ""
     else:
@@ -263,7 +265,8 @@ def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
             raise ValueError("reward_run needs a project (or give reward_model)")
         reward = _run_checkpoint(project, config.reward_run, REWARD_MODEL_KIND, "reward_run")
     elif config.reward_model.strip():
-        reward = Path(config.reward_model.strip()).expanduser().absolute()
+        found = artefacts.resolve(project, config.reward_model, (REWARD_MODEL_KIND,))
+        reward = (found.path if isinstance(found, artefacts.Artefact) else found).expanduser().absolute()
     if reward is not None:
         problems = _reward_folder_problems(reward)
         if problems:

@@ -160,3 +160,40 @@ def env_info(env: gym.Env) -> EnvInfo:
 def frame_is_blank(frame: np.ndarray) -> bool:
     """True for an all-black (or single-colour) frame: a broken GL context, not a picture."""
     return frame.size == 0 or int(frame.max()) == int(frame.min())
+
+
+#: The environment families the workbench makes, renders and learns rewards on: entry-point module -> name.
+SUPPORTED_FAMILIES = {
+    "gymnasium.envs.classic_control": "classic control",
+    "gymnasium.envs.box2d": "Box2D",
+    "gymnasium.envs.mujoco": "MuJoCo",
+    "ale_py": "Atari",
+}
+
+
+def supported_env_ids() -> list[tuple[str, str]]:
+    """(id, family) of the registered environments of :data:`SUPPORTED_FAMILIES`, newest version of each
+    name only, by family then name. MuJoCo's v2/v3 (they need the old mujoco-py) and Atari ids outside
+    ``ALE/`` are left out; any other id still works when typed (see :func:`make_env`)."""
+    try:
+        _register_ale()
+    except EnvError:
+        pass  # no Atari: the other families are listed
+    newest: dict[tuple[str, str], tuple[int, str, str]] = {}
+    for env_id, spec in gym.registry.items():
+        entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
+        module = entry.partition(":")[0]
+        family = next((name for prefix, name in SUPPORTED_FAMILIES.items()
+                       if module == prefix or module.startswith(prefix + ".")), None)
+        if family is None or spec.version is None:
+            continue
+        if family == "Atari" and not env_id.startswith("ALE/"):
+            continue
+        if family == "MuJoCo" and spec.version < 4:
+            continue
+        key = (family, f"{spec.namespace}/{spec.name}" if spec.namespace else spec.name)
+        if key not in newest or spec.version > newest[key][0]:
+            newest[key] = (spec.version, env_id, family)
+    order = list(SUPPORTED_FAMILIES.values())
+    rows = sorted(newest.values(), key=lambda v: (order.index(v[2]), v[1].lower()))
+    return [(env_id, family) for _, env_id, family in rows]

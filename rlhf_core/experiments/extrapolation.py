@@ -255,8 +255,13 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     if applied:
         ctx.log(f"{config.env_id} presets: " + ", ".join(f"{k}={v}" for k, v in applied.items()))
 
+    # one bar over the four stages (each reports its own 0..1): the two PPO runs by their steps, the
+    # reward model and the evaluation by their measured share (docs/experiments/extrapolation.md)
+    spans = _stage_spans(config)
+
     # ------------------------------------------------------------------ 1. demonstrations
-    learner_trajs = _learner_demos(config, ctx, folder, keep_files=project is not None, overrides=learner_over)
+    with ctx.stage(*spans["demonstrations"]):
+        learner_trajs = _learner_demos(config, ctx, folder, keep_files=project is not None, overrides=learner_over)
     demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]
     better_than_cap = [t for t in learner_trajs if t.true_return > config.max_demo_return]
     if len(demos) < 4:
@@ -271,20 +276,25 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     # ------------------------------------------------------------------ 2. reward model
     t0 = time.perf_counter()
     bc_return = None
+    reward_lo, reward_hi = spans["reward_model"]
+    fit_lo = reward_lo
     if config.method == "trex":
         train_obs = [t.observations for t in demos]
         pairs = trex_pairs(train_obs, list(demo_returns), config.snippet_pairs, min_len=config.snippet_min,
                            max_len=config.snippet_max, seed=config.seed)
     else:
-        noisy, eps, bc_return = _drex_rollouts(config, demos, ctx, project)
+        fit_lo = (reward_lo + reward_hi) / 2  # BC and the noise rollouts: the first half of this stage
+        with ctx.stage(reward_lo, fit_lo):
+            noisy, eps, bc_return = _drex_rollouts(config, demos, ctx, project)
         ctx.sample(kinds.SAMPLE_NOISE_CURVE, {"epsilon": [float(e) for e in sorted(set(eps))],
                                    "mean_true_return": [float(np.mean([t.true_return for t, e2 in zip(noisy, eps) if e2 == e]))
                                                         for e in sorted(set(eps))]})
         train_obs = [t.observations for t in noisy]
         pairs = drex_pairs(train_obs, eps, config.snippet_pairs, min_len=config.snippet_min,
                            max_len=config.snippet_max, seed=config.seed)
-    ensemble, fit = fit_reward_ensemble(pairs, FitSettings(members=config.members, hidden=config.reward_hidden,
-                                                           steps=config.reward_steps, seed=config.seed), ctx)
+    with ctx.stage(fit_lo, reward_hi):
+        ensemble, fit = fit_reward_ensemble(pairs, FitSettings(members=config.members, hidden=config.reward_hidden,
+                                                               steps=config.reward_steps, seed=config.seed), ctx)
     mean, std = reward_stats(ensemble, stack_observations(train_obs)[0])
     times["reward_model"] = time.perf_counter() - t0
     if project is not None:
@@ -295,10 +305,11 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     # ------------------------------------------------------------------ 3. PPO on the learned reward
     t0 = time.perf_counter()
     snapshots: list = []  # (step, FastActor) of the PPO checkpoints: unseen trajectories of rising quality
-    model, _ = train_ppo_on_reward(config.env_id, ensemble, mean, std, config.ppo_steps, ctx, seed=config.seed,
-                                   step_offset=0, checkpoint_fracs=(0.1, 0.25, 0.5),
-                                   save_dir=folder if project is not None else None, ppo_overrides=ppo_over,
-                                   snapshots=snapshots)
+    with ctx.stage(*spans["ppo"]):
+        model, _ = train_ppo_on_reward(config.env_id, ensemble, mean, std, config.ppo_steps, ctx, seed=config.seed,
+                                       step_offset=0, checkpoint_fracs=(0.1, 0.25, 0.5),
+                                       save_dir=folder if project is not None else None, ppo_overrides=ppo_over,
+                                       snapshots=snapshots)
     final = folder / "ppo_learned_final.zip"
     if project is not None:
         model.save(str(final))
@@ -306,6 +317,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
 
     # ------------------------------------------------------------------ 4. evaluation & extrapolation
     t0 = time.perf_counter()
+    ctx.progress(spans["evaluation"][0], message="evaluating the policy on the true return")
     policy_trajs = evaluate(config.env_id, FastActor(model), config.eval_episodes, config.seed + 50_000)
     policy_returns = np.asarray([t.true_return for t in policy_trajs])
     unseen = list(policy_trajs) + better_than_cap
@@ -334,6 +346,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
         "policy_return": float(policy_returns.mean()), "policy_return_std": float(policy_returns.std()),
         "reward_correlation": report["unseen_pearson"], "reward_spearman": report["unseen_spearman"],
         "demo_correlation": report["demo_pearson"], "heldout_pair_accuracy": fit.get("heldout_accuracy"),
+        "heldout_pairs": fit.get("heldout_pairs"),
         "unseen_beyond_best_demo": report["unseen_beyond_best_demo"],
         "beats_best_demo": bool(policy_returns.mean() > demo_returns.max()),
         "stage_seconds": {k: round(v, 2) for k, v in times.items()},
@@ -343,4 +356,19 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     if bc_return is not None:
         result["bc_return"] = bc_return
     ctx.metrics(0, {"demo/policy_return": result["policy_return"], "demo/best_demo_return": result["best_demo_return"]})
+    ctx.progress(1.0, message="done")
     return result
+
+
+#: shares of the whole bar for the reward model and the evaluation (Pendulum: 7.5 and 1.3 of ~46 s)
+REWARD_SHARE, EVAL_SHARE = 0.16, 0.03
+
+
+def _stage_spans(config: ExtrapolationDemoConfig) -> dict[str, tuple[float, float]]:
+    """Each stage's part of the progress bar: the learner and PPO on the learned reward share what
+    the reward model and the evaluation leave, in proportion to their environment steps."""
+    rest = 1.0 - REWARD_SHARE - EVAL_SHARE
+    demos = rest * config.learner_steps / (config.learner_steps + config.ppo_steps)
+    edges = [0.0, demos, demos + REWARD_SHARE, 1.0 - EVAL_SHARE, 1.0]
+    names = ("demonstrations", "reward_model", "ppo", "evaluation")
+    return {name: (edges[i], edges[i + 1]) for i, name in enumerate(names)}

@@ -317,15 +317,18 @@ def _unlabelled_once(project, labeller_id: int | None, rows: list[dict]) -> list
     return out
 
 
-def queued_text_pairs(project, labeller_id: int | None = None, limit: int = 1_000_000) -> list[dict]:
+def queued_text_pairs(project, labeller_id: int | None = None, limit: int = 1_000_000, *,
+                      queued_by_run: int | None = None) -> list[dict]:
     """Open queue entries of two live responses that an AI may answer: not asked of a particular
-    person (``reason.for_labeller_id``) and not already labelled by ``labeller_id``; queue order."""
+    person (``reason.for_labeller_id``) and not already labelled by ``labeller_id`` (with
+    ``queued_by_run``: only entries that run queued); queue order."""
     rows = project.conn.execute(
         "SELECT q.* FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id "
         "WHERE q.comparison_id IS NULL AND a.kind = 'response' AND b.kind = 'response' "
         "AND a.deleted_at IS NULL AND b.deleted_at IS NULL "
         "AND json_extract(q.reason_json, '$.for_labeller_id') IS NULL "
-        "ORDER BY q.priority DESC, q.id").fetchall()
+        + ("AND q.run_id = ? " if queued_by_run else "")
+        + "ORDER BY q.priority DESC, q.id", [queued_by_run] if queued_by_run else []).fetchall()
     rows = [dict(r) for r in rows]
     return _unlabelled_once(project, labeller_id, rows)[:limit]
 
@@ -499,6 +502,7 @@ class AILabelConfig:
     max_response_tokens: int = param(256, "judge method: longer responses are cut to this many tokens in the "
                                      "judge's prompt.", min=8, advanced=True)
     seed: int = param(0, "Seed of the principle drawn for each pair.", min=0)
+    queued_by_run: int = param(0, "Only pairs that this run queued (0: any run's).", min=0, advanced=True)
     # torch threads: set for every job by the runner (the app's Preferences, the CLI's --threads)
 
 
@@ -538,7 +542,7 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
         params = {"method": "reward_model", "model": str(folder)}
     ctx.raise_if_cancelled()
     labeller = project.ensure_labeller(name, "ai", params)
-    rows = queued_text_pairs(project, labeller, limit=config.max_pairs)
+    rows = queued_text_pairs(project, labeller, limit=config.max_pairs, queued_by_run=config.queued_by_run)
     from_queue = len(rows)
     if config.relabel_human and len(rows) < config.max_pairs:
         taken = {(min(r["left_id"], r["right_id"]), max(r["left_id"], r["right_id"])) for r in rows}

@@ -42,7 +42,7 @@ class Step:
     undoes (``what``: ``"label"`` or ``"correction"``); ``show`` a pair to put on screen at once (an
     undone label's)."""
 
-    fn: WriteFnFn
+    fn: WriteFn
     given: Given | None = None
     show: dict | None = None
     what: str = "label"
@@ -59,6 +59,38 @@ class Progress:
     reviewed: int = 0
 
 
+class ShownTime:
+    """How long what is on screen (a pair, a ranking) has been in front of the person: time counts only
+    while the view is visible in the active window (:meth:`set_visible`), so a pair loaded on a page
+    not shown yet, or left there while the person works elsewhere, does not count the time away.
+    Visible until a view says otherwise (a session without a view counts from :meth:`start`)."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.visible = True
+        self._since: float | None = None  # start of the current visible stretch
+        self._before = 0.0  # seconds of the earlier visible stretches
+
+    def start(self) -> None:
+        """Something new is on screen: count from zero (from now if visible, else from when it is)."""
+        self._before = 0.0
+        self._since = self.clock() if self.visible else None
+
+    def set_visible(self, visible: bool) -> None:
+        visible = bool(visible)
+        if visible == self.visible:
+            return
+        self.visible = visible
+        if visible:
+            self._since = self.clock()
+        elif self._since is not None:
+            self._before += self.clock() - self._since
+            self._since = None
+
+    def seconds(self) -> float:
+        return self._before + (self.clock() - self._since if self._since is not None else 0.0)
+
+
 class PairSession:
     """Pair labelling of one item kind (``"clip"`` or ``"response"``) in one open project.
 
@@ -69,7 +101,7 @@ class PairSession:
     def __init__(self, project: Project, kind: str, *, clock: Callable[[], float] = time.monotonic):
         self.project, self.kind, self.clock = project, kind, clock
         self.current: dict | None = None  # the queue row (reviewing: the AI comparison) on screen
-        self.shown_at = 0.0
+        self.shown = ShownTime(lambda: self.clock())
         self.reviewing = False
         self.given: list[Given] = []  # labels and corrections given here, newest last (the undo stack)
         self._in_flight: dict[tuple[bool, int], Given] = {}  # (reviewing, pair id) -> its label, not acked yet
@@ -83,17 +115,22 @@ class PairSession:
         return self.project.pending_pairs_of(self.kind, limit=limit, exclude=busy)
 
     def show(self, pair: dict | None) -> None:
-        """``pair`` is on screen from now (response times count from here)."""
+        """``pair`` is on screen from now (its response time counts from here, while visible)."""
         self.current = pair
         if pair is not None:
-            self.shown_at = self.clock()
+            self.shown.start()
+
+    def set_visible(self, visible: bool) -> None:
+        """The view is (not) visible in the active window: the response time counts only while it is."""
+        self.shown.set_visible(visible)
 
     def set_reviewing(self, on: bool) -> None:
         self.reviewing = bool(on)
         self.current = None
 
     def response_ms(self) -> int:
-        return int((self.clock() - self.shown_at) * 1000)
+        """Milliseconds the pair on screen has been visible."""
+        return int(self.shown.seconds() * 1000)
 
     # ------------------------------------------------------------------ labels
     def label(self, outcome: str, labeller: str, *, blind: bool = False) -> Step | None:
@@ -244,8 +281,19 @@ class PairSession:
         return Progress(labelled=p.comparison_count(self.kind), waiting=waiting)
 
     def recent(self, limit: int) -> list[dict]:
-        """The newest labels of this kind, newest first (responses: not those of rankings)."""
-        return self.project.recent_labels(self.kind, limit, with_rankings=self.kind != "response")
+        """The newest labels of this kind, newest first (responses: not those of rankings), each with
+        ``number``: its place among the labels the header's "Labelled N" counts (the newest is N), or
+        None for a label that count leaves out (responses: corrections and reviews of AI labels)."""
+        p = self.project
+        rows = p.recent_labels(self.kind, limit, with_rankings=self.kind != "response")
+        if self.kind == "response":  # the count: answered queue entries
+            left, counted = p.answered_count(self.kind), (lambda r: bool(r["queued"]))
+        else:  # the count: every live label of the kind
+            left, counted = p.comparison_count(self.kind), (lambda r: True)
+        for row in rows:
+            row["number"] = left if counted(row) else None
+            left -= 1 if counted(row) else 0
+        return rows
 
 
 def _undo_correction(item_id: Callable[[], int | None]) -> WriteFn:
@@ -263,13 +311,17 @@ class RankingSession:
         self.project, self.clock = project, clock
         self.items: list[int] = []
         self.prompt_id: int | None = None
-        self.loaded_at = 0.0
+        self.shown = ShownTime(lambda: self.clock())
 
     def load(self, item_ids: Sequence[int], prompt_id: int | None = None) -> list[int]:
-        """``item_ids`` are on screen from now (response time counts from here)."""
+        """``item_ids`` are on screen from now (response time counts from here, while visible)."""
         self.items, self.prompt_id = list(item_ids), prompt_id
-        self.loaded_at = self.clock()
+        self.shown.start()
         return self.items
+
+    def set_visible(self, visible: bool) -> None:
+        """The view is (not) visible in the active window: the response time counts only while it is."""
+        self.shown.set_visible(visible)
 
     def load_prompt(self, prompt_id: int, rng: random.Random) -> list[int]:
         """The live responses to ``prompt_id`` in a random order (no order gives a source away)."""
@@ -283,7 +335,7 @@ class RankingSession:
         if len(groups) < 2:
             raise ValueError(TIED)
         groups = [list(g) for g in groups]
-        prompt_id, response_ms = self.prompt_id, int((self.clock() - self.loaded_at) * 1000)
+        prompt_id, response_ms = self.prompt_id, int(self.shown.seconds() * 1000)
 
         def write(p: Project) -> int:
             return p.add_ranking(groups, labeller_id=p.ensure_labeller(labeller, "human"), source="human",

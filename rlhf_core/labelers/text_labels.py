@@ -7,7 +7,9 @@
 - :func:`add_correction` stores a person's rewrite of a response as a new ``response`` item
   (``source = "correction"``, ``meta.corrected_from`` = the edited response) and one comparison per
   sampled response to that prompt, the correction preferred: 3 samples + 1 correction -> 3 pairs
-  (InstructGPT's "preference with correction"). Everything is written in one transaction.
+  (InstructGPT's "preference with correction"). Everything is written in one transaction. A model's
+  revision (Constitutional AI, :mod:`rlhf_core.labelers.critique_revise`) is stored the same way with
+  ``source = 'ai'`` comparisons, preferred over the texts it revised.
 - :func:`undo_correction` soft-deletes a correction and its comparisons (nothing is erased).
 - :func:`word_diff` finds the words that differ between two responses (for highlighting).
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import difflib
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import combinations
 
 from rlhf_core.store import utc_now
@@ -104,6 +106,11 @@ def add_correction(
     corrected_text: str,
     labeller_id: int,
     response_ms: int | None = None,
+    *,
+    source: str = "human",
+    meta: Mapping | None = None,
+    run_id: int | None = None,
+    over: Iterable[int] | None = None,
 ) -> tuple[int, list[int]]:
     """Store a person's rewrite of response ``response_id``; returns ``(new item id, comparison ids)``.
 
@@ -113,6 +120,11 @@ def add_correction(
     comparison each, labelled by ``labeller_id`` with ``source = "human"``. ``response_ms`` (time
     spent correcting) is kept on the item and on each comparison. One transaction: either all of
     it is stored or nothing. An empty or unchanged text raises ``ValueError`` and stores nothing.
+
+    A model's revision (:mod:`rlhf_core.labelers.critique_revise`) passes ``source = "ai"`` (the
+    comparisons' source), ``meta`` (added to the item's: its provenance), ``run_id`` (the run that
+    wrote it) and ``over``: the responses it is preferred over, instead of every sampled one (the
+    edited response is always among them).
     """
     original = project.get_item(int(response_id))
     if original is None or original["kind"] != "response":
@@ -130,23 +142,42 @@ def add_correction(
     if response_ms is not None:
         response_ms = max(0, int(response_ms))
     with project.db.atomic():
-        sampled = [r[0] for r in project.conn.execute(
-            "SELECT id FROM items WHERE kind = 'response' AND prompt_id = ? AND deleted_at IS NULL "
-            "AND source != ? ORDER BY id", [original["prompt_id"], CORRECTION_SOURCE])]
+        if over is None:
+            sampled = [r[0] for r in project.conn.execute(
+                "SELECT id FROM items WHERE kind = 'response' AND prompt_id = ? AND deleted_at IS NULL "
+                "AND source != ? ORDER BY id", [original["prompt_id"], CORRECTION_SOURCE])]
+        else:
+            sampled = _same_prompt_responses(project, over, original["prompt_id"])
         if original["id"] not in sampled:  # correcting a correction: it is still beaten by the rewrite
             sampled.append(original["id"])
         new_id = project.add_item(
             "response", prompt_id=original["prompt_id"], source=CORRECTION_SOURCE, text=text,
-            model_id=None, length=None,
-            meta={"corrected_from": original["id"], "labeller_id": labeller_id, "edit_ms": response_ms},
+            model_id=None, length=None, run_id=run_id,
+            meta={**(meta or {}), "corrected_from": original["id"], "labeller_id": labeller_id,
+                  "edit_ms": response_ms},
         )
         comparison_ids = [
-            project.add_comparison(other, new_id, "right", labeller_id=labeller_id, source="human",
+            project.add_comparison(other, new_id, "right", labeller_id=labeller_id, source=source,
                                    response_ms=response_ms,
                                    meta={"correction": new_id, "corrected_from": original["id"]})
             for other in sampled
         ]
     return new_id, comparison_ids
+
+
+def _same_prompt_responses(project, ids: Iterable[int], prompt_id: int) -> list[int]:
+    """``ids`` (in order, once each) after checking each is a live response to ``prompt_id``."""
+    out: list[int] = []
+    for i in ids:
+        item = project.get_item(int(i))
+        if item is None or item["kind"] != "response" or item["deleted_at"] is not None:
+            raise ValueError(f"there is no live response {i} to prefer the correction over")
+        if item["prompt_id"] != prompt_id:
+            raise ValueError(f"response {i} answers another prompt; a correction is compared with responses "
+                             "to its own prompt")
+        if item["id"] not in out:
+            out.append(item["id"])
+    return out
 
 
 def undo_correction(project, item_id: int) -> int:

@@ -7,6 +7,8 @@ solve Pendulum in 200k steps); other environments fall back to SB3's defaults.
 
 from __future__ import annotations
 
+import copy
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +52,8 @@ class LearnerConfig:
     max_steps: int = param(0, "Episode length limit for the rollouts (0: the env's own).", min=0)
     seed: int = param(0, "Seed for PPO and the rollouts.", min=0)
     record_video: bool = param(True, "Render the checkpoint rollouts (needed for clips and ranking).")
+    save_steps: int = param(0, "Save a resumable state every N environment steps (0: only when cancelled); a "
+                            "cancelled, failed or killed run resumes from the last one.", min=0)
 
 
 def ppo_kwargs(env_id: str, **overrides) -> tuple[int, dict]:
@@ -80,22 +84,157 @@ def make_ppo(env, seed: int, kwargs: dict):
     return model
 
 
-def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
+def load_ppo(source, env):
+    """An SB3 PPO saved by ``model.save`` (a path or bytes), on ``env``, with the silent logger of :func:`make_ppo`;
+    it starts new episodes (SB3 drops the saved last observation)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
+    model = PPO.load(io.BytesIO(source) if isinstance(source, bytes) else str(source), env=env, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+class RolloutBoundary:
+    """An SB3 PPO as it stood at the start of its current rollout: its last update done, nothing collected
+    since. A run cancelled mid-rollout saves this, so that a resumed run's rollouts (and the metric steps
+    logged at their ends) fall where an uninterrupted run's do. During a rollout only the counters kept
+    here change (not the weights), so :meth:`mark` copies no weights; the last update's logged values
+    (read at the next rollout's end), ``VecNormalize``'s return statistics and the learned-reward
+    wrapper's finished returns are kept with them."""
+
+    def __init__(self, model, vec_normalize=None, learned=None):
+        self.model, self.vec_normalize, self.learned = model, vec_normalize, learned
+        self.mark()
+
+    def mark(self) -> None:
+        """Remember the model as it is now (call at the start of a rollout)."""
+        m = self.model
+        self.step = int(m.num_timesteps)
+        self._buffers = (copy.copy(m.ep_info_buffer), copy.copy(m.ep_success_buffer))
+        rms = self.vec_normalize.ret_rms if self.vec_normalize is not None else None
+        self._ret_rms = None if rms is None else {"mean": np.asarray(rms.mean).tolist(),
+                                                   "var": np.asarray(rms.var).tolist(), "count": float(rms.count)}
+        self._learned = list(self.learned.finished_learned_returns[-20:]) if self.learned is not None else None
+        self._logged = {k: float(v) for k, v in m.logger.name_to_value.items()
+                        if isinstance(v, (int, float, np.number))}
+
+    def snapshot(self) -> tuple[bytes, dict]:
+        """The marked model as ``model.save`` bytes, and its wrappers' counters (JSON) for :meth:`restore`."""
+        m = self.model
+        now = (m.num_timesteps, m.ep_info_buffer, m.ep_success_buffer)
+        m.num_timesteps, m.ep_info_buffer, m.ep_success_buffer = self.step, *self._buffers
+        try:
+            buffer = io.BytesIO()
+            m.save(buffer)
+        finally:
+            m.num_timesteps, m.ep_info_buffer, m.ep_success_buffer = now
+        return buffer.getvalue(), {"ret_rms": self._ret_rms, "learned_returns": self._learned, "logged": self._logged}
+
+    @staticmethod
+    def restore(saved: dict, model=None, vec_normalize=None, learned=None) -> None:
+        """Put :meth:`snapshot`'s counters back into a resumed run's model (loaded from its bytes) and wrappers."""
+        if model is not None:
+            model.logger.name_to_value.update(saved.get("logged") or {})
+        rms = saved.get("ret_rms")
+        if vec_normalize is not None and rms is not None:
+            target = vec_normalize.ret_rms
+            target.mean, target.var = np.asarray(rms["mean"], np.float64), np.asarray(rms["var"], np.float64)
+            target.count = float(rms["count"])
+        if learned is not None and saved.get("learned_returns") is not None:
+            learned.finished_learned_returns[:] = [float(v) for v in saved["learned_returns"]]
+
+
+PPO_SHARE = 0.8  # of the progress bar; the checkpoints' roll-outs fill the rest
+
+
+MODEL_FILE = "ppo.zip"  # the SB3 model inside a resumable state
+
+
+def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
     make_env(config.env_id, render=False).close()  # a clear message for a bad id, before anything else
     project = ctx.project() if ctx.project_path is not None else None
     folder = project.run_folder(ctx.run_id) if project is not None else None
+    state = ctx.resume_from
+    resumed = state.extra if state is not None else {"phase": "ppo", "next_save": config.checkpoint_every}
+    saved: list[tuple[int, int | None, str]] = []  # (step, checkpoint id, path)
+    if state is not None:
+        saved = _kept_checkpoints(project, ctx.run_id, resumed["checkpoints"])
+
+    def save_state(step: int, phase: dict, files: dict | None = None) -> None:
+        ctx.save_state(step, {}, {**phase, "checkpoints": [cid for _, cid, _ in saved]}, files)
+
+    if resumed["phase"] == "ppo":
+        timesteps = _learn(config, ctx, project, folder, saved, state, save_state)
+    else:
+        timesteps = int(resumed["timesteps"])
+
+    # ---- roll out every checkpoint (the ranked demonstrations) ----
+    rollouts = list(resumed.get("rollouts", []))  # those done before a resume
+    if project is not None and config.episodes_per_checkpoint:
+        env = make_env(config.env_id, render=config.record_video)
+        try:
+            n = 0
+            for i, (step, cid, path) in enumerate(saved):
+                policy = None
+                for ep in range(config.episodes_per_checkpoint):
+                    n += 1
+                    if n <= len(rollouts):
+                        continue
+                    if ctx.cancelled:  # the demonstrations so far stay; their metrics are at or before this step
+                        last = rollouts[-1]["checkpoint_index"] if rollouts else 0
+                        save_state(timesteps + last, {"phase": "rollouts", "timesteps": timesteps,
+                                                      "rollouts": rollouts})
+                        raise JobCancelled("cancelled")
+                    if policy is None:
+                        policy = SB3Policy(path)
+                    traj = rollout(env, policy, seed=config.seed + 1000 + i * 100 + ep,
+                                   max_steps=config.max_steps or None, render=config.record_video,
+                                   source={"kind": "checkpoint", "step": step, "checkpoint_id": cid})
+                    item = save_trajectory(project, traj, run_id=ctx.run_id)
+                    rollouts.append({"checkpoint_step": step, "checkpoint_index": i, "item": item,
+                                     "true_return": traj.true_return})
+                    ctx.metrics(timesteps + i, {"demos/true_return": traj.true_return})
+                with ctx.stage(PPO_SHARE, 1.0):
+                    ctx.progress(i + 1, len(saved), f"rolled out checkpoint {i + 1}/{len(saved)}")
+        finally:
+            close_env(env)
+    for r in rollouts:
+        r.pop("checkpoint_index", None)
+    return {"checkpoints": [{"step": s, "id": c} for s, c, _ in saved], "rollouts": rollouts,
+            "final_true_return": rollouts[-1]["true_return"] if rollouts else None}
+
+
+def _kept_checkpoints(project, run_id: int, ids: list[int]) -> list[tuple[int, int, str]]:
+    """The checkpoints a resumed run keeps (those its state lists); rows it saved after that state go (a
+    killed run's lost progress: the resumed run saves those steps again)."""
+    rows = [c for c in project.checkpoints(run_id) if c["kind"] == kinds.SB3_PPO]
+    project.delete_checkpoints(c["id"] for c in rows if c["id"] not in ids)
+    by_id = {c["id"]: c for c in rows}
+    return [(int(by_id[i]["step"]), i, str(project.abspath(by_id[i]["path"]))) for i in ids if i in by_id]
+
+
+def _learn(config: LearnerConfig, ctx: JobContext, project, folder, saved: list, state, save_state) -> int:
+    """The PPO phase (from a resumable state when given); returns its environment steps."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
     n_envs, kwargs = ppo_kwargs(config.env_id)
     venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
-    model = make_ppo(venv, config.seed, kwargs)
-    saved: list[tuple[int, int | None, str]] = []  # (step, checkpoint id, path)
+    if state is not None:
+        model = load_ppo(state.files[MODEL_FILE], venv)
+        RolloutBoundary.restore(state.extra["boundary"], model=model)
+        state.restore_random()
+    else:
+        model = make_ppo(venv, config.seed, kwargs)
+    boundary = RolloutBoundary(model)
 
     class Callback(BaseCallback):
         def __init__(self):
             super().__init__()
-            self.next_save = config.checkpoint_every
+            self.next_save = int(state.extra["next_save"]) if state is not None else config.checkpoint_every
+            self.next_state = _next_multiple(model.num_timesteps, config.save_steps)
+            self.stopped = False
 
         def _save(self, step: int) -> None:
             if folder is None:
@@ -107,10 +246,18 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
             saved.append((step, cid, str(path)))
 
         def _on_training_start(self) -> None:
-            self._save(0)
+            if state is None:
+                self._save(0)
+
+        def _on_rollout_start(self) -> None:
+            boundary.mark()
+            if config.save_steps and self.num_timesteps >= self.next_state:
+                self.next_state = _next_multiple(self.num_timesteps, config.save_steps)
+                save_ppo(self.next_save)
 
         def _on_step(self) -> bool:
             if ctx.cancelled:
+                self.stopped = True
                 return False
             step = self.num_timesteps
             if step >= self.next_save:
@@ -131,34 +278,33 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
             if values:
                 ctx.metrics(self.num_timesteps, values)
 
-    model.learn(total_timesteps=config.total_steps, callback=Callback())
+    def save_ppo(next_save: int) -> None:
+        if boundary.step > 0:
+            data, extra = boundary.snapshot()
+            save_state(boundary.step, {"phase": "ppo", "next_save": next_save, "boundary": extra}, {MODEL_FILE: data})
+
+    callback = Callback()
+    with ctx.stage(0.0, PPO_SHARE):  # one bar over both phases: PPO, then the checkpoints' roll-outs
+        remaining = config.total_steps - model.num_timesteps
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=state is None)
     venv.close()
-    ctx.raise_if_cancelled()
+    if ctx.cancelled:
+        if not callback.stopped:  # stopped after its last update: that is the state
+            boundary.mark()
+        save_ppo(callback.next_save)
+        raise JobCancelled("cancelled")
     if folder is not None and (not saved or saved[-1][0] < model.num_timesteps):
         path = folder / f"ppo_step_{model.num_timesteps:08d}.zip"
         model.save(str(path))
         saved.append((model.num_timesteps, project.add_checkpoint(
             ctx.run_id, kinds.SB3_PPO, path, step=model.num_timesteps, meta={"env_id": config.env_id, "algo": "PPO"}),
             str(path)))
+    if config.save_steps:  # the PPO phase is done: a kill from here on keeps it
+        save_state(model.num_timesteps, {"phase": "rollouts", "timesteps": model.num_timesteps, "rollouts": []})
+    return int(model.num_timesteps)
 
-    # ---- roll out every checkpoint (the ranked demonstrations) ----
-    rollouts = []
-    if project is not None and config.episodes_per_checkpoint:
-        env = make_env(config.env_id, render=config.record_video)
-        try:
-            for i, (step, cid, path) in enumerate(saved):
-                policy = SB3Policy(path)
-                for ep in range(config.episodes_per_checkpoint):
-                    if ctx.cancelled:
-                        raise JobCancelled("cancelled")
-                    traj = rollout(env, policy, seed=config.seed + 1000 + i * 100 + ep,
-                                   max_steps=config.max_steps or None, render=config.record_video,
-                                   source={"kind": "checkpoint", "step": step, "checkpoint_id": cid})
-                    item = save_trajectory(project, traj, run_id=ctx.run_id)
-                    rollouts.append({"checkpoint_step": step, "item": item, "true_return": traj.true_return})
-                    ctx.metrics(model.num_timesteps + i, {"demos/true_return": traj.true_return})
-                ctx.progress(i + 1, len(saved), f"rolled out checkpoint {i + 1}/{len(saved)}")
-        finally:
-            close_env(env)
-    return {"checkpoints": [{"step": s, "id": c} for s, c, _ in saved], "rollouts": rollouts,
-            "final_true_return": rollouts[-1]["true_return"] if rollouts else None}
+
+def _next_multiple(step: int, every: int) -> int:
+    """The first multiple of ``every`` after ``step`` (never, for ``every`` = 0)."""
+    return (step // every + 1) * every if every else 2 ** 62

@@ -37,9 +37,12 @@ class RolloutConfig:
                                 choices=("none", "drex_continuous", "drex_discrete"))
     seed: int = param(0, "Seed of the first episode (episode i uses seed + i).", min=0)
     record_video: bool = param(True, "Render and store frames as video (needed for clips).")
-    clips_per_trajectory: int = param(0, "Also cut this many clips from each trajectory (0: none).", min=0)
+    # by default a run leaves something to label: clips cut and random pairs of them queued
+    clips_per_trajectory: int = param(3, "Also cut this many clips from each trajectory (0: none; a trajectory "
+                                      "shorter than a clip gives one clip).", min=0)
     clip_length: int = param(0, "Clip length in steps (0: about 1.5 s, 25-50 steps).", min=0)
-    queue_pairs: int = param(0, "Queue this many random clip pairs for labelling.", min=0)
+    queue_pairs: int = param(12, "Queue this many random clip pairs for labelling (0: none; fewer when the "
+                             "clips allow fewer different pairs).", min=0)
 
 
 def _policy(config: RolloutConfig, env, ctx: JobContext):
@@ -93,9 +96,10 @@ def collect_rollouts(config: RolloutConfig, ctx: JobContext) -> dict:
             clips = make_clips(project, ids, length=length, per_trajectory=config.clips_per_trajectory,
                                seed=config.seed, run_id=ctx.run_id)
             result["clips"] = len(clips)
-            if config.queue_pairs:
+            if config.queue_pairs:  # a pair needs two clips: one clip queues none
                 result["queued_pairs"] = len(queue_random_pairs(project, clips, config.queue_pairs,
-                                                                seed=config.seed, run_id=ctx.run_id))
+                                                                seed=config.seed, run_id=ctx.run_id)
+                                             ) if len(clips) >= 2 else 0
         return result
     finally:
         close_env(env)

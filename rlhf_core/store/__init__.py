@@ -1,13 +1,17 @@
 """The project store: one folder, one SQLite database (see ``project.py`` and ``migrations.py``)."""
 
 from rlhf_core.store.errors import (
+    INTERRUPTED_ERROR,
     CorruptProjectError,
     DiskFullError,
+    Failure,
     NewerSchemaError,
     NotAProjectError,
     ProjectBusyError,
     ProjectError,
     ReadOnlyProjectError,
+    describe_failure,
+    describe_stored_error,
     friendly_db_error,
 )
 from rlhf_core.store.migrations import SCHEMA_VERSION
@@ -25,7 +29,8 @@ from rlhf_core.store.ranking import expand_ranking
 
 __all__ = [
     "CorruptProjectError", "DiskFullError", "NewerSchemaError", "ProjectBusyError", "ReadOnlyProjectError",
-    "friendly_db_error", "NotAProjectError", "ProjectError", "SCHEMA_VERSION",
+    "friendly_db_error", "Failure", "describe_failure", "describe_stored_error", "INTERRUPTED_ERROR",
+    "NotAProjectError", "ProjectError", "SCHEMA_VERSION",
     "OUTCOMES", "PROJECT_SUFFIX", "RUN_STATUSES", "SOURCES", "Project", "copy_project",
     "open_project", "utc_now", "expand_ranking",
 ]

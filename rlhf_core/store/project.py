@@ -39,6 +39,7 @@ from rlhf_core.config import upgrade_settings
 from rlhf_core.metrics import current_key
 from rlhf_core.store import run_leases
 from rlhf_core.store.errors import (
+    INTERRUPTED_ERROR,
     CorruptProjectError,
     NewerSchemaError,
     NotAProjectError,
@@ -332,7 +333,10 @@ class Project:
             "prompts": "SELECT count(*) FROM prompts WHERE deleted_at IS NULL",
             "comparisons": "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL",
             "rankings": "SELECT count(*) FROM rankings WHERE deleted_at IS NULL",
-            "queued_pairs": "SELECT count(*) FROM pair_queue WHERE comparison_id IS NULL",
+            # the labelling views' "waiting": open entries of two live items (waiting_counts)
+            "queued_pairs": "SELECT count(*) FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b "
+                            "ON b.id = q.right_id WHERE q.comparison_id IS NULL AND a.kind = b.kind "
+                            "AND a.deleted_at IS NULL AND b.deleted_at IS NULL",
             "labellers": "SELECT count(*) FROM labellers",
             "runs": "SELECT count(*) FROM runs",
             "checkpoints": "SELECT count(*) FROM checkpoints",
@@ -423,10 +427,9 @@ class Project:
             if run_leases.is_alive(self.folder, run_id):
                 continue
             cur = self.conn.execute(  # the status test again: the run may have finished meanwhile
-                "UPDATE runs SET status='failed', finished_at=?, "
-                "error=COALESCE(error, 'Interrupted: the app stopped before this run finished.') "
+                "UPDATE runs SET status='failed', finished_at=?, error=COALESCE(error, ?) "
                 "WHERE id=? AND status IN ('queued', 'running')",
-                [utc_now(), run_id],
+                [utc_now(), INTERRUPTED_ERROR, run_id],
             )
             marked += cur.rowcount
             run_leases.lock_path(self.folder, run_id).unlink(missing_ok=True)  # the dead process's file
@@ -474,6 +477,14 @@ class Project:
             steps.append(step)
             values.append(float("nan") if value is None else value)
         return out
+
+    def discard_after(self, run_id: int, step: int) -> tuple[int, int]:
+        """Delete a run's metrics and samples logged after ``step`` (a resumed run logs them again);
+        returns (metric rows, samples) deleted."""
+        with self.db.atomic():
+            metrics = self.conn.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [run_id, step]).rowcount
+            samples = self.conn.execute("DELETE FROM samples WHERE run_id = ? AND step > ?", [run_id, step]).rowcount
+        return metrics, samples
 
     def add_sample(self, run_id: int, kind: str, payload: Any, step: int | None = None) -> int:
         cur = self.conn.execute(
@@ -564,6 +575,12 @@ class Project:
             f"SELECT i.id, p.text FROM items i JOIN prompts p ON p.id = i.prompt_id "
             f"WHERE i.id IN ({', '.join('?' for _ in ids)})", ids)
         return {r[0]: r[1] for r in rows}
+
+    def prompts(self) -> list[dict]:
+        """Live prompts by id: ``id``, ``text``, ``category``, ``source``."""
+        rows = self.conn.execute(
+            "SELECT id, text, category, source FROM prompts WHERE deleted_at IS NULL ORDER BY id")
+        return [dict(r) for r in rows]
 
     def prompts_with_responses(self, min_count: int = 2) -> list[dict]:
         """Live prompts with at least ``min_count`` live responses, by id: ``id``, ``text``, ``k`` (responses)."""
@@ -761,10 +778,12 @@ class Project:
 
     def recent_labels(self, kind: str, limit: int, *, with_rankings: bool = True) -> list[dict]:
         """The newest live labels of items of ``kind``, newest first: each comparison row plus
-        ``labeller`` (name), ``ra``/``rb`` (the items' true returns) and ``correction`` (item id or None)."""
+        ``labeller`` (name), ``ra``/``rb`` (the items' true returns), ``correction`` (item id or None)
+        and ``queued`` (1 if the label answers a queue entry, else 0)."""
         rows = self.conn.execute(
             "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb, "
-            "json_extract(c.meta_json, '$.correction') AS correction FROM comparisons c "
+            "json_extract(c.meta_json, '$.correction') AS correction, "
+            "EXISTS (SELECT 1 FROM pair_queue q WHERE q.comparison_id = c.id) AS queued FROM comparisons c "
             "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
             "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = ? "
             + ("" if with_rankings else "AND c.ranking_id IS NULL ")
@@ -876,6 +895,15 @@ class Project:
         """Open queue entries of two live items of ``kind``."""
         return self.conn.execute(f"SELECT count(*) {self._OPEN_OF_KIND}", [kind, kind]).fetchone()[0]
 
+    def waiting_counts(self) -> dict[str, int]:
+        """Open queue entries of two live items, per item kind (what each labelling view calls
+        "waiting"; their sum is ``counts()["queued_pairs"]``)."""
+        rows = self.conn.execute(
+            "SELECT a.kind, count(*) FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b "
+            "ON b.id = q.right_id WHERE q.comparison_id IS NULL AND a.kind = b.kind AND a.deleted_at IS NULL "
+            "AND b.deleted_at IS NULL GROUP BY a.kind ORDER BY a.kind")
+        return {kind: n for kind, n in rows}
+
     def answered_count(self, kind: str, *, source: str | None = None) -> int:
         """Queue entries of ``kind`` that a label answers (one from ``source`` only, if given)."""
         sql = ("SELECT count(*) FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
@@ -919,6 +947,15 @@ class Project:
         else:
             rows = self.conn.execute("SELECT * FROM checkpoints WHERE run_id=? ORDER BY id", [run_id])
         return [dict(r) for r in rows]
+
+    def delete_checkpoints(self, ids: Iterable[int]) -> int:
+        """Delete checkpoint rows (their files stay): a resumed run drops those saved after its state,
+        which it saves again. Returns how many went."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return self.conn.execute(f"DELETE FROM checkpoints WHERE id IN ({marks})", ids).rowcount
 
     def run_folder(self, run_id: int, sub: str = "checkpoints") -> Path:
         """A folder for one run's files (created on demand)."""

@@ -28,3 +28,28 @@ def sleepy(config: SleepyConfig, ctx) -> dict:
 
 SLEEPY = JobSpec(name="test_sleepy", title="Sleepy test job", description="Sleeps; may fail on purpose.",
                  target="tests.app.jobs_for_tests:sleepy", config="tests.app.jobs_for_tests:SleepyConfig")
+
+
+@dataclass
+class CountingConfig:
+    steps: int = param(200, "Steps of 10 ms each; a resumable state after every one.", min=1)
+
+
+def counting(config: CountingConfig, ctx) -> dict:
+    """Counts steps; saves a resumable state after each and continues from one (rlhf_core.resume)."""
+    import torch
+
+    state = ctx.resume_from
+    start = state.step + 1 if state is not None else 0
+    resumed_from = state.step if state is not None else None
+    for step in range(start, config.steps):
+        ctx.raise_if_cancelled()
+        time.sleep(0.01)
+        ctx.metrics(step, {"test/step": float(step)})
+        ctx.progress(step + 1, config.steps)
+        ctx.save_state(step, {"count": torch.tensor(step)})
+    return {"steps": config.steps, "resumed_from": resumed_from}
+
+
+COUNTING = JobSpec(name="test_counting", title="Counting test job", description="Counts; resumable.",
+                   target="tests.app.jobs_for_tests:counting", config="tests.app.jobs_for_tests:CountingConfig")

@@ -119,12 +119,15 @@ def test_impossible_config_is_refused_without_a_run(qtbot, window):
 
 
 def test_closing_the_window_cancels_and_waits(qtbot, window):
+    """Closing cancels the job and closes once it stopped, without waiting in the GUI thread
+    (tests/app/test_errors_quit_views.py measures that)."""
     run_id = window.runner.submit(window.project, SLEEPY, SleepyConfig(steps=100_000))
     qtbot.waitUntil(lambda: window.runner.busy, timeout=5000)
     folder = window.project.folder
     t0 = time.monotonic()
     window.close()
-    assert time.monotonic() - t0 < 3.0
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=3000)
+    assert time.monotonic() - t0 < 3.0 and window.project is None
     with Project.open(folder) as p:
         assert p.get_run(run_id)["status"] == "cancelled"
 
@@ -160,9 +163,9 @@ def test_settings_persist(qtbot, window, settings):
     from app.settings import Settings
 
     settings.torch_threads = 2
-    window.resize(780, 520)
+    window.resize(1250, 700)  # above the minimum size (app.main_window.MIN_SIZE)
     size = (window.width(), window.height())
-    assert size[1] == 520  # differs from the default 800
+    assert size[1] == 700  # differs from the default 800
     folder = str(window.project.folder)
     window.close()
     reread = Settings(settings.path)
@@ -170,7 +173,7 @@ def test_settings_persist(qtbot, window, settings):
     assert reread.torch_threads == min(2, __import__("os").cpu_count() or 1)
     again = MainWindow(reread, interactive=False)
     qtbot.addWidget(again)
-    assert again.height() == size[1] == 520  # restored (default height is 800)
+    assert again.height() == size[1] == 700  # restored (default height is 800)
     again.close()
 
 

@@ -166,6 +166,21 @@ def test_frozen_app_finds_the_bundled_gguf_through_the_resource_helper(tmp_path,
         assert model.bundled_gguf_path().parent.name == model.GGUF_PACKAGE
 
 
+def test_the_spec_bundles_the_cluster_templates_where_the_export_reads_them():
+    """The cluster export reads template/ through importlib.resources, which in the frozen app looks in
+    the bundle's folder of the package: the spec must put the files there (they are data, not modules)."""
+    import re
+
+    from rlhf_core.io import cluster
+
+    template = Path(cluster.__file__).parent / "template"
+    spec = (ROOT / "pyinstaller.spec").read_text()
+    named = re.search(r'^CLUSTER_TEMPLATE = "([^"]+)"$', spec, re.M)
+    assert named and named.group(1) == template.relative_to(ROOT).as_posix()
+    assert "(str(ROOT / CLUSTER_TEMPLATE), CLUSTER_TEMPLATE)" in spec.split("datas = (", 1)[1].split("\n)", 1)[0]
+    assert all((template / name).is_file() for name in cluster.TEMPLATE_FILES)
+
+
 def test_error_dialog_is_plain_text_names_the_log_and_offers_the_folder(qtbot):
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox

@@ -71,3 +71,12 @@ def test_demo_project_command_creates_the_same_demo_as_the_app(tmp_path):
     assert [r["kind"] for r in info["runs"]] == [name for name, _ in DEMO_RUNS]
     assert all(r["status"] == "completed" for r in info["runs"])
     assert info["counts"]["queued_pairs"] == dict(DEMO_RUNS)["rollouts"]["queue_pairs"]
+
+
+def test_every_command_and_job_prints_its_help():
+    from rlhf_core.cli import main
+    from rlhf_core.jobs import list_jobs
+
+    commands = ["artefacts", "resume", "sweep", "round", "export", "import", "eval-text", "prompts", "info"]
+    for argv in [["--help"], *[[c, "--help"] for c in commands], *[["run", j.name, "--help"] for j in list_jobs()]]:
+        assert main(argv) == 0, argv

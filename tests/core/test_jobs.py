@@ -111,3 +111,23 @@ def test_noisy_teacher_flips_labels_at_the_bradley_terry_rate():
     agree = ((dr > 0) == (p["label"] > 0.5)).mean()
     expected = (1 / (1 + np.exp(-np.abs(dr)))).mean()
     assert agree == pytest.approx(expected, abs=0.01)
+
+
+def test_a_result_with_nan_is_stored_with_null_in_its_place(project):
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from rlhf_core.jobs import RecordingContext, execute_job
+
+    @dataclass
+    class Nothing:
+        pass
+
+    def job(config, ctx):
+        return {"heldout_accuracy": float("nan"), "best": np.float32("inf"), "ok": 0.5, "all": [float("nan"), 1.0]}
+
+    out = execute_job(job, Nothing(), RecordingContext(), project_path=project.folder, kind="nan_job")
+    assert out.status == "completed", out.error
+    assert project.get_run(out.run_id)["result"] == {"heldout_accuracy": None, "best": None, "ok": 0.5,
+                                                     "all": [None, 1.0]}

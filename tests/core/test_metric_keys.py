@@ -18,9 +18,9 @@ from tests.conftest import add_marker_pairs, needs_model
 
 #: every registered job, each run below with tiny settings
 CONTROL_JOBS = {"synthetic_preferences", "rollouts", "label_pairs", "reward_model", "ppo_learned", "learner", "bc",
-                "preference_rl", "extrapolation_demo"}
+                "preference_rl", "extrapolation_demo", "round"}
 TEXT_JOBS = {"generate", "text_reward_model", "sft", "dpo", "grpo", "grpo_demo", "ppo_text", "ppo_demo", "ai_labels",
-             "text_eval"}
+             "text_eval", "critique_revise", "refusal_eval", "cai_demo"}
 
 
 def _run(project: Project, job: str, logged: dict[str, set[str]], **settings) -> dict:
@@ -48,6 +48,18 @@ def test_declared_keys_are_well_formed():
         assert key in METRIC_KEYS, key
 
 
+def test_every_declared_key_has_a_unit():
+    """The plots give each unit its own y axis: every declared key names one."""
+    from rlhf_core.metrics import METRIC_UNITS, unit
+
+    assert list(METRIC_UNITS) == list(METRIC_KEYS)  # the same keys, in the same order
+    assert all(isinstance(u, str) and u.strip() for u in METRIC_UNITS.values())
+    assert unit("reward_model/m11_heldout_loss") == "nats" and unit("reward_model/m2_train_accuracy") == "fraction"
+    assert unit("length/mean") == unit("completions/mean_length") == "tokens"  # a renamed key keeps its unit
+    assert unit("rollout/epsilon") != unit("rollout/true_return") != unit("rollout/episode_length")
+    assert unit("kl/beta") != unit("kl/token_mean") and unit("test/step") == ""
+
+
 def test_control_jobs_log_only_declared_keys(project):
     logged: dict[str, set[str]] = {}
     _run(project, "synthetic_preferences", logged, steps=30, n_pairs=200)
@@ -66,6 +78,9 @@ def test_control_jobs_log_only_declared_keys(project):
     _run(project, "extrapolation_demo", logged, env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512,
          episodes_per_checkpoint=2, max_demo_return=1000.0, snippet_pairs=200, members=1, reward_steps=40,
          snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1, video_of_policy=False)
+    _run(project, "round", logged, track="control", env_id="CartPole-v1", episodes=3, clips_per_trajectory=1,
+         clip_length=500, queue_pairs=3, reward_steps=20, members=1, ppo_steps=1000, eval_episodes=1,
+         heldout_fraction=0.0)  # its steps log into their own runs
     assert _undeclared(logged) == {} and set(logged) == CONTROL_JOBS
     assert "reward_model/m1_loss" in logged["reward_model"]  # a member's key, declared as reward_model/m{k}_loss
 
@@ -100,6 +115,11 @@ def test_text_jobs_log_only_declared_keys(project, tiny_model):
          paired_eval_samples=2, paired_eval_every=1)
     _run(project, "text_eval", logged, policy_folder=tiny, reward_run=rm_run, heldout_tasks=2, k=2, max_new_tokens=4,
          few_shot=False)
+    _run(project, "critique_revise", logged, model=tiny, prompt_set="", category="", prompt_ids=pids[:2],
+         max_new_tokens=4, critique_max_new_tokens=4)
+    _run(project, "refusal_eval", logged, model=tiny, max_per_label=1, max_new_tokens=4)
+    _run(project, "cai_demo", logged, model=tiny, max_train_prompts=2, max_eval_per_label=1, max_new_tokens=4,
+         critique_max_new_tokens=4, sft_epochs=1)  # its stages log into their own runs
     assert _undeclared(logged) == {} and set(logged) == TEXT_JOBS
 
 

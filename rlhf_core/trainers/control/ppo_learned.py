@@ -8,6 +8,8 @@ VecNormalize(norm_obs=False, norm_reward=True). Hyperparameters are the tuned pr
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,30 +23,42 @@ from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.networks import RewardEnsemble
+from rlhf_core.store import artefacts
 from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
-from rlhf_core.sources.learner import make_ppo, ppo_kwargs
+from rlhf_core.sources.learner import MODEL_FILE, RolloutBoundary, load_ppo, make_ppo, ppo_kwargs
 
 
 @dataclass
 class PPOLearnedConfig:
     env_id: str = param("Pendulum-v1", "Gymnasium environment id.")
-    reward_checkpoint_id: int = param(0, "Reward-model checkpoint of this project to train on.", min=1)
+    reward_checkpoint_id: int = param(0, "Reward-model checkpoint of this project to train on (0: the newest "
+                                      "reward model of this environment).", min=0)
     total_steps: int = param(50_000, "PPO environment steps.", min=1_000, max=100_000_000)
     positive_reward: bool = param(False, "Squash the learned reward through a sigmoid (alive-bonus tasks).")
     eval_episodes: int = param(5, "Episodes to evaluate the final policy on the true return.", min=1)
     record_video: bool = param(True, "Store one rendered episode of the final policy.")
     seed: int = param(0, "Random seed.", min=0)
+    init_policy: str = param("", "Start from this PPO policy (run:ID, checkpoint:ID, a name, or a .zip file; its "
+                             "hyperparameters come with it); empty: a fresh policy.")
+    save_steps: int = param(0, "Save a resumable state every N environment steps (0: only when cancelled); a "
+                            "cancelled, failed or killed run resumes from the last one.", min=0)
 
 
 def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std: float, total_steps: int,
                         ctx: JobContext, *, seed: int = 0, positive: bool = False, step_offset: int = 0,
                         checkpoint_fracs: tuple[float, ...] = (), save_dir=None, batch_size: int | None = None,
-                        ppo_overrides: dict | None = None, snapshots: list | None = None):
+                        ppo_overrides: dict | None = None, snapshots: list | None = None, init_path=None,
+                        resume: tuple | None = None, save: Callable[[int, bytes, dict], None] | None = None,
+                        save_steps: int = 0):
     """Train PPO on the learned reward; returns (model, list of (step, path) checkpoints saved).
 
     ``ppo_overrides`` replace preset PPO settings (``n_envs`` included). ``snapshots``, if given,
     receives ``(step, FastActor)`` at each checkpoint fraction (in memory, with or without
-    ``save_dir``)."""
+    ``save_dir``). ``init_path``: an SB3 PPO zip to continue training (warm start) instead of a fresh policy.
+
+    Resuming: ``save(step, model bytes, counters)`` is called with the model as of its last update
+    (:class:`rlhf_core.sources.learner.RolloutBoundary`) when cancelled and every ``save_steps``
+    environment steps; ``resume`` = (those bytes or a path, the counters) continues such a run."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -53,13 +67,40 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
     venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     learned = LearnedRewardVecEnv(venv, ensemble, mean, std, positive=positive)
     env = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
-    model = make_ppo(env, seed, kwargs)
-    marks = sorted(int(f * total_steps) for f in checkpoint_fracs)
+    if resume is not None:
+        model = load_ppo(resume[0], env)
+        RolloutBoundary.restore(resume[1], model=model, vec_normalize=env, learned=learned)
+    elif init_path is not None:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.logger import Logger
+
+        model = PPO.load(str(init_path), env=env, device="cpu")
+        model.set_random_seed(seed)
+        model.set_logger(Logger(folder=None, output_formats=[]))
+    else:
+        model = make_ppo(env, seed, kwargs)
+    start = model.num_timesteps if resume is not None else 0
+    marks = [m for m in sorted(int(f * total_steps) for f in checkpoint_fracs) if m > start]
     saved: list[tuple[int, str]] = []
+    boundary = RolloutBoundary(model, env, learned)
+    every = save_steps if save is not None else 0
+    next_state = [(start // every + 1) * every if every else None]
+    stopped: list[bool] = []
+
+    def save_boundary() -> None:
+        if save is not None and boundary.step > 0:
+            save(step_offset + boundary.step, *boundary.snapshot())
 
     class Callback(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            boundary.mark()
+            if next_state[0] is not None and self.num_timesteps >= next_state[0]:
+                next_state[0] = (self.num_timesteps // every + 1) * every
+                save_boundary()
+
         def _on_step(self) -> bool:
             if ctx.cancelled:
+                stopped.append(True)
                 return False
             if marks and (save_dir is not None or snapshots is not None) and self.num_timesteps >= marks[0]:
                 marks.pop(0)
@@ -87,8 +128,13 @@ def train_ppo_on_reward(env_id: str, ensemble: RewardEnsemble, mean: float, std:
             if values:
                 ctx.metrics(step_offset + self.num_timesteps, values)
 
-    model.learn(total_timesteps=total_steps, callback=Callback())
+    if total_steps > start:
+        model.learn(total_timesteps=total_steps - start, callback=Callback(), reset_num_timesteps=resume is None)
     env.close()
+    if ctx.cancelled:
+        if not stopped:  # stopped after its last update: that is the state
+            boundary.mark()
+        save_boundary()
     ctx.raise_if_cancelled()
     return model, saved
 
@@ -171,17 +217,39 @@ def evaluate(env_id: str, policy, episodes: int, seed: int, *, render: bool = Fa
 
 def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
     project = ctx.project()
-    ckpt = next((c for c in project.checkpoints() if c["id"] == config.reward_checkpoint_id), None)
-    if ckpt is None or ckpt["kind"] != kinds.REWARD_ENSEMBLE:
-        raise ValueError(f"checkpoint {config.reward_checkpoint_id} is not a reward model of this project")
+    if config.reward_checkpoint_id:
+        ckpt = next((c for c in project.checkpoints() if c["id"] == config.reward_checkpoint_id), None)
+        if ckpt is None or ckpt["kind"] != kinds.REWARD_ENSEMBLE:
+            raise ValueError(f"checkpoint {config.reward_checkpoint_id} is not a reward model of this project")
+    else:
+        ckpt = next((c for c in reversed(project.checkpoints()) if c["kind"] == kinds.REWARD_ENSEMBLE
+                     and json.loads(c["meta_json"] or "{}").get("env_id") == config.env_id), None)
+        if ckpt is None:
+            raise ValueError(f"this project has no reward model of {config.env_id} yet: train one first "
+                             "(job reward_model)")
+    reward_id = int(ckpt["id"])
+    state = ctx.resume_from
+    if state is not None:  # the reward model it started on, even if a newer one was trained since
+        reward_id = int(state.extra["reward_checkpoint_id"])
+        ckpt = next((c for c in project.checkpoints() if c["id"] == reward_id), None)
+        if ckpt is None:
+            raise ValueError(f"the reward model this run trained on (checkpoint {reward_id}) is gone")
+        state.restore_random()
+    init_path = (artefacts.resolve_path(project, config.init_policy, (kinds.SB3_PPO,))
+                 if config.init_policy.strip() and state is None else None)
     ensemble, extra = RewardEnsemble.load(project.abspath(ckpt["path"]))
     folder = project.run_folder(ctx.run_id)
     model, _ = train_ppo_on_reward(config.env_id, ensemble, extra.get("reward_mean", 0.0), extra.get("reward_std", 1.0),
-                                   config.total_steps, ctx, seed=config.seed, positive=config.positive_reward)
+                                   config.total_steps, ctx, seed=config.seed, positive=config.positive_reward,
+                                   init_path=init_path, save_steps=config.save_steps,
+                                   resume=(state.files[MODEL_FILE], state.extra["boundary"]) if state else None,
+                                   save=lambda step, data, counters: ctx.save_state(
+                                       step, {}, {"boundary": counters, "reward_checkpoint_id": reward_id},
+                                       {MODEL_FILE: data}))
     path = folder / "ppo_final.zip"
     model.save(str(path))
     cid = project.add_checkpoint(ctx.run_id, kinds.SB3_PPO, path, step=config.total_steps,
-                                 meta={"env_id": config.env_id, "reward_checkpoint_id": config.reward_checkpoint_id})
+                                 meta={"env_id": config.env_id, "reward_checkpoint_id": reward_id})
     policy = SB3Policy(path)
     trajs = evaluate(config.env_id, policy, config.eval_episodes, config.seed + 50_000)
     returns = [t.true_return for t in trajs]
@@ -190,5 +258,5 @@ def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
         shown = evaluate(config.env_id, policy, 1, config.seed + 60_000, render=True)[0]
         shown.source = {"kind": "policy", "checkpoint_id": cid}
         video_item = save_trajectory(project, shown, run_id=ctx.run_id)
-    return {"checkpoint_id": cid, "true_return_mean": float(np.mean(returns)), "true_return_std": float(np.std(returns)),
+    return {"checkpoint_id": cid, "reward_checkpoint_id": reward_id, "true_return_mean": float(np.mean(returns)), "true_return_std": float(np.std(returns)),
             "eval_returns": returns, "video_item": video_item}

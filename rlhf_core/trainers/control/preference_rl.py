@@ -17,6 +17,11 @@ Each round:
 Label schedule: ``initial_labels`` before any RL (from random-policy clips, as in the paper's
 25 % of early comparisons from a random policy), then ``labels_per_round`` decaying by
 ``label_decay`` per round.
+
+Resuming: the state is the end of a round (its refit done). A cancelled run saves the last one; a resumed
+run keeps its labels and label count, refits the same reward model and continues with the next round. A
+person's answers to the cancelled round's queries are in the project: those given by the time it resumes
+are added then, later ones with the labels of the round they arrive in.
 """
 
 from __future__ import annotations
@@ -34,15 +39,15 @@ from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import RandomPolicy, SB3Policy
 from rlhf_core.envs.rollout import rollout
-from rlhf_core.envs.storage import save_trajectory
-from rlhf_core.jobs import JobContext
+from rlhf_core.envs.storage import load_arrays, save_trajectory
+from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.labelers.synthetic import TEACHERS, Teacher
 from rlhf_core.rewards.datasets import stack_observations, whole_pairs
 from rlhf_core.rewards.networks import RewardEnsemble
 from rlhf_core.rewards.outcomes import outcome_target
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
 from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
-from rlhf_core.sources.learner import make_ppo, ppo_kwargs
+from rlhf_core.sources.learner import MODEL_FILE, RolloutBoundary, load_ppo, make_ppo, ppo_kwargs
 
 
 @dataclass
@@ -66,6 +71,9 @@ class PreferenceRLConfig:
     reward_steps: int = param(300, "Reward optimisation steps per member per refit.", min=10)
     ppo_batch_size: int = param(64, "PPO minibatch size.", min=8)
     seed: int = param(0, "Random seed.", min=0)
+    save_steps: int = param(0, "Save a resumable state at the end of the first round after every N environment "
+                            "steps (0: only when cancelled); a cancelled, failed or killed run resumes from the "
+                            "last one.", min=0)
 
 
 def _clips(trajs: list, length: int) -> list[tuple[int, int, int]]:
@@ -113,6 +121,7 @@ def select_queries(ensemble: RewardEnsemble | None, trajs: list, clips: list, n:
 
 
 def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -126,6 +135,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
     # all labelled clips: their observations (T+1 rows) and the pairs (i, j, P(i better))
     clip_obs: list[np.ndarray] = []
     pairs: list[tuple[int, int, float]] = []
+    answered: list[int] = []  # queue entries whose answers are in ``pairs`` (human labeller)
     labels_total = 0
     t0 = time.perf_counter()
     env = make_env(config.env_id, render=human)
@@ -166,6 +176,8 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
                 target = outcome_target(row[0])
                 if target is not None:
                     _add_pair(trajs, qa, qb, target)
+                answered.append(int(queue_id))
+            labels_total += _late_answers(project, ctx.run_id, answered, clip_obs, pairs)
         else:
             for qa, qb, probs in queries:
                 (ta, a0, a1), (tb, b0, b1) = qa, qb
@@ -181,58 +193,108 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
             clip_obs.append(trajs[t].observations[s0:s1 + 1])
         pairs.append((len(clip_obs) - 2, len(clip_obs) - 1, float(target)))
 
-    def refit(step):
+    def refit(step, log=True):
         ensemble, stats = fit_reward_ensemble(
             whole_pairs(clip_obs, pairs),
             FitSettings(members=config.members, steps=config.reward_steps, seed=config.seed + len(pairs),
                         heldout_fraction=0.1 if len(pairs) >= 20 else 0.0), None)
         mean, std = reward_stats(ensemble, stack_observations(clip_obs)[0])
-        if stats.get("heldout_accuracy") is not None:
+        if log and stats.get("heldout_accuracy") is not None:
             ctx.metrics(step, {"reward_model/heldout_accuracy": stats["heldout_accuracy"]})
         return ensemble, mean, std
 
+    class StopWhenCancelled(BaseCallback):
+        def _on_step(self) -> bool:
+            return not ctx.cancelled
+
+    state = ctx.resume_from
     try:
-        # ---- round 0: random-policy clips, before any RL
-        random_trajs = [rollout(env, RandomPolicy(env.action_space, seed=config.seed + i), seed=config.seed + i,
-                                render=human) for i in range(config.episodes_per_round)]
-        label_round(random_trajs, config.initial_labels, None, 0, 0)
-        ensemble, mean, std = refit(0)
+        if state is None:
+            # ---- round 0: random-policy clips, before any RL
+            random_trajs = [rollout(env, RandomPolicy(env.action_space, seed=config.seed + i), seed=config.seed + i,
+                                    render=human) for i in range(config.episodes_per_round)]
+            label_round(random_trajs, config.initial_labels, None, 0, 0)
+            ensemble, mean, std = refit(0)
+            curve, n_labels, first_round = [], float(config.labels_per_round), 1
+        else:
+            saved = state.extra
+            clip_obs = [t.numpy() for t in state.tensors["clip_obs"]]
+            pairs = [(int(a), int(b), float(t)) for a, b, t in saved["pairs"]]
+            answered = [int(q) for q in saved["answered"]]
+            labels_total = int(saved["labels"])
+            if human:  # answers given after the state count too
+                labels_total += _late_answers(project, ctx.run_id, answered, clip_obs, pairs)
+            rng.bit_generator.state = saved["rng"]
+            curve, n_labels, first_round = saved["curve"], float(saved["n_labels"]), int(saved["round"]) + 1
+            ensemble, mean, std = refit(state.step, log=False)  # the same fit (same pairs and seed)
 
         n_envs, kwargs = ppo_kwargs(config.env_id, batch_size=config.ppo_batch_size)
         venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
         learned = LearnedRewardVecEnv(venv, ensemble, mean, std)
         vec = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
-        model = make_ppo(vec, config.seed, kwargs)
-        curve = []
-        n_labels = float(config.labels_per_round)
+        if state is None:
+            model = make_ppo(vec, config.seed, kwargs)
+        else:
+            model = load_ppo(state.files[MODEL_FILE], vec)
+            RolloutBoundary.restore(state.extra["boundary"], model=model, vec_normalize=vec, learned=learned)
+            state.restore_random()
         folder = project.run_folder(ctx.run_id) if project is not None else Path(tmp.name)
-        for r in range(1, config.rounds + 1):
-            ctx.raise_if_cancelled()
-            model.learn(config.steps_per_round, reset_num_timesteps=False)
-            step = model.num_timesteps
-            infos = list(model.ep_info_buffer)
-            true_ret = float(np.mean([e["r"] for e in infos])) if infos else float("nan")
-            values = {"rollout/true_return": true_ret}
-            if learned.finished_learned_returns:
-                values["rollout/learned_return"] = float(np.mean(learned.finished_learned_returns[-20:]))
-            for k in ("train/approx_kl", "train/clip_fraction"):
-                if k in model.logger.name_to_value:
-                    values[k] = model.logger.name_to_value[k]
-            ctx.metrics(step, values)
-            curve.append({"round": r, "steps": step, "labels": labels_total, "true_return": true_ret})
-            if r == config.rounds:
-                break
-            policy_path = folder / "ppo_current.zip"
-            model.save(str(policy_path))
-            policy = SB3Policy(policy_path, deterministic=False)
-            trajs = [rollout(env, policy, seed=config.seed + 1000 * r + i, render=human)
-                     for i in range(config.episodes_per_round)]
-            label_round(trajs, max(1, int(round(n_labels))), ensemble, r, step)
-            n_labels *= config.label_decay
-            ensemble, mean, std = refit(step)
-            learned.ensemble, learned.mean, learned.std = ensemble.eval(), mean, std
-            ctx.progress(r, config.rounds, f"round {r}/{config.rounds}: {labels_total} labels, "
-                                           f"true return {true_ret:.1f}")
+        every = config.save_steps
+        next_state = (model.num_timesteps // every + 1) * every if every else None
+        boundary: dict = {}  # the end of the last round: what a cancelled run saves
+
+        def round_end(r: int, step: int) -> None:
+            nonlocal next_state
+            data, counters = RolloutBoundary(model, vec, learned).snapshot()
+            boundary.update(step=step, data=data, extra={
+                "round": r, "boundary": counters, "pairs": [list(p) for p in pairs], "answered": list(answered),
+                "labels": labels_total, "n_labels": n_labels, "curve": list(curve), "rng": rng.bit_generator.state},
+                clips=len(clip_obs))
+            if next_state is not None and step >= next_state:
+                next_state = (step // every + 1) * every
+                save_round_end()
+
+        def save_round_end() -> None:
+            if boundary:
+                ctx.save_state(boundary["step"], {"clip_obs": [torch.from_numpy(np.ascontiguousarray(o))
+                                                               for o in clip_obs[:boundary["clips"]]]},
+                               boundary["extra"], {MODEL_FILE: boundary["data"]})
+
+        if first_round <= config.rounds:
+            round_end(first_round - 1, model.num_timesteps if state is None else state.step)
+        try:
+            for r in range(first_round, config.rounds + 1):
+                ctx.raise_if_cancelled()
+                model.learn(config.steps_per_round, reset_num_timesteps=False, callback=StopWhenCancelled())
+                ctx.raise_if_cancelled()
+                step = model.num_timesteps
+                infos = list(model.ep_info_buffer)
+                true_ret = float(np.mean([e["r"] for e in infos])) if infos else float("nan")
+                values = {"rollout/true_return": true_ret}
+                if learned.finished_learned_returns:
+                    values["rollout/learned_return"] = float(np.mean(learned.finished_learned_returns[-20:]))
+                for k in ("train/approx_kl", "train/clip_fraction"):
+                    if k in model.logger.name_to_value:
+                        values[k] = model.logger.name_to_value[k]
+                ctx.metrics(step, values)
+                curve.append({"round": r, "steps": step, "labels": labels_total, "true_return": true_ret})
+                if r == config.rounds:
+                    break
+                policy_path = folder / "ppo_current.zip"
+                model.save(str(policy_path))
+                policy = SB3Policy(policy_path, deterministic=False)
+                trajs = [rollout(env, policy, seed=config.seed + 1000 * r + i, render=human)
+                         for i in range(config.episodes_per_round)]
+                label_round(trajs, max(1, int(round(n_labels))), ensemble, r, step)
+                n_labels *= config.label_decay
+                ensemble, mean, std = refit(step)
+                learned.ensemble, learned.mean, learned.std = ensemble.eval(), mean, std
+                ctx.progress(r, config.rounds, f"round {r}/{config.rounds}: {labels_total} labels, "
+                                               f"true return {true_ret:.1f}")
+                round_end(r, step)
+        except JobCancelled:
+            save_round_end()
+            raise
         vec.close()
         final_path = folder / "ppo_final.zip"
         model.save(str(final_path))
@@ -253,3 +315,20 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
             "final_true_return_std": float(np.std(returns)), "curve": curve,
             "wall_seconds": round(time.perf_counter() - t0, 2), "selection": config.selection}
 
+
+def _late_answers(project, run_id: int, answered: list[int], clip_obs: list, pairs: list) -> int:
+    """A person's answers to this run's queries that are not in ``answered`` (those of a cancelled round, given
+    after its state was saved): added to the labels; returns how many queries they answered."""
+    rows = project.conn.execute(
+        "SELECT q.id, q.left_id, q.right_id, c.outcome FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
+        "WHERE q.run_id = ? AND c.deleted_at IS NULL ORDER BY q.id", [run_id]).fetchall()
+    known = set(answered)
+    late = [r for r in rows if int(r[0]) not in known]
+    for queue_id, left, right, outcome in late:
+        target = outcome_target(outcome)
+        if target is not None:
+            for item_id in (left, right):
+                clip_obs.append(load_arrays(project, project.get_item(item_id))["observations"])
+            pairs.append((len(clip_obs) - 2, len(clip_obs) - 1, float(target)))
+        answered.append(int(queue_id))
+    return len(late)

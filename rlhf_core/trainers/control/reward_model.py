@@ -15,6 +15,7 @@ The result is a ``reward_ensemble`` checkpoint (with the reward mean/std for nor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.datasets import PairSet, Segment, drex_pairs, stack_observations, trex_pairs, whole_pairs
 from rlhf_core.rewards.drex_overrides import drex_overrides, drex_trajectories, overridden_pair_count
 from rlhf_core.rewards.outcomes import outcome_target
-from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
+from rlhf_core.rewards.training import FitSettings, FitState, fit_reward_ensemble, reward_stats
 from rlhf_core.store import SOURCES
 
 
@@ -51,6 +52,8 @@ class RewardModelConfig:
                                       min=0.0, max=0.5)
     heldout_fraction: float = param(0.1, "Pairs held out for accuracy and early stopping.", min=0.0, max=0.5)
     seed: int = param(0, "Random seed.", min=0)
+    save_steps: int = param(0, "Save a resumable state every N optimisation steps (0: only when cancelled); a "
+                            "cancelled, failed or killed run resumes from the last one.", min=0)
 
     def check(self) -> list[str]:
         return ["snippet_min must not exceed snippet_max"] if self.snippet_min > self.snippet_max else []
@@ -117,7 +120,19 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     settings = FitSettings(members=config.members, hidden=config.hidden, steps=config.steps, lr=config.learning_rate,
                            weight_decay=config.weight_decay, random_answer_prob=config.random_answer_prob,
                            heldout_fraction=config.heldout_fraction, seed=config.seed)
-    ensemble, stats = fit_reward_ensemble(pairs, settings, ctx)
+    fingerprint = _pairs_fingerprint(pairs)
+    resume = None
+    if ctx.resume_from is not None:
+        if ctx.resume_from.extra.get("pairs") != fingerprint:
+            raise ValueError("The training pairs changed since this run stopped (new or edited labels); "
+                             "start a new run instead.")
+        resume = FitState(ctx.resume_from.step, ctx.resume_from.tensors, ctx.resume_from.extra["fit"])
+
+    def save(state: FitState) -> None:
+        ctx.save_state(state.step, state.tensors, {"fit": state.extra, "pairs": fingerprint})
+
+    ensemble, stats = fit_reward_ensemble(pairs, settings, ctx, save=save, save_steps=config.save_steps,
+                                          resume=resume)
     mean, std = reward_stats(ensemble, stack_observations(obs)[0])
     path = project.run_folder(ctx.run_id) / "reward_ensemble.pt"
     ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "source": config.source})
@@ -125,6 +140,15 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
                                                                              "source": config.source})
     return {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
             "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std, **extra}
+
+
+def _pairs_fingerprint(pairs: PairSet) -> str:
+    """A digest of the training pairs: a resumed fit must see the same ones."""
+    digest = hashlib.sha256()
+    for array in (pairs.obs, pairs.offsets, pairs.target):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr([(s.traj, s.start, s.end) for s in pairs.first + pairs.second]).encode())
+    return digest.hexdigest()
 
 
 def drex_training_pairs(project, config: RewardModelConfig):

@@ -131,6 +131,7 @@ def train_synthetic_preferences(config: SyntheticPreferenceConfig, ctx: JobConte
     result = {
         "final_loss": loss_value,
         "heldout_accuracy": last_eval.get("reward_model/heldout_accuracy"),
+        "heldout_pairs": n_held,
         "true_correlation": last_eval.get("reward_model/true_correlation"),
         "steps_per_second": config.steps / max(time.perf_counter() - t0, 1e-9),
     }

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
-from rlhf_core.jobs import JobContext
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.resume import load_trainable_state, random_state, trainable_state
 from rlhf_core.text.model import eos_token_ids as find_eos
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
@@ -88,6 +89,8 @@ class DPOConfig:
     seed: int = param(0, "Random seed (held-out split, shuffling).", min=0)
     threads: int = param(1, "torch threads for this job.", min=1)
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
+    save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
+                            "failed or killed run resumes from the last one.", min=0)
 
 
 @dataclass
@@ -242,7 +245,6 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     def evaluate(step: int) -> None:
         if not held:
             return
-        ctx.raise_if_cancelled()
         loss, acc = evaluate_dpo_pairs(setup, tok, held, batch_size=max(config.batch_size, 4), **common)
         ctx.metrics(step, {"dpo/heldout_loss": loss, "dpo/heldout_accuracy": acc})
         evals.append({"step": step, "loss": loss, "accuracy": acc})
@@ -250,9 +252,27 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     rng = random.Random(config.seed)
     order: list[int] = []
     history: list[dict[str, float]] = []
+    start = 0
+    state = ctx.resume_from
+    if state is not None:
+        load_trainable_state(model, state.tensors["model"])
+        optimizer.load_state_dict(state.tensors["optimizer"])
+        order, history, evals = state.extra["order"], state.extra["history"], state.extra["evals"]
+        rng.setstate(random_state(state.extra["rng"]))
+        start = state.step + 1
+        state.restore_random()
+
+    def save_state(done: int) -> None:
+        if done >= 0:
+            ctx.save_state(done, {"model": trainable_state(model), "optimizer": optimizer.state_dict()},
+                           {"order": order, "history": history[:1] + history[-1:], "evals": evals[:1] + evals[-1:],
+                            "rng": rng.getstate()})
+
     model.train()
-    for step in range(total):
-        ctx.raise_if_cancelled()
+    for step in range(start, total):
+        if ctx.cancelled:
+            save_state(step - 1)
+            raise JobCancelled("cancelled")
         if step == 0 or (config.eval_every and step % config.eval_every == 0):
             evaluate(step)
         t0 = time.monotonic()
@@ -268,6 +288,11 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
         history.append(metrics)
         ctx.progress(step + 1, total, f"step {step + 1}/{total}: loss {metrics['train/loss']:.4f}, "
                                       f"margin {metrics['dpo/margin']:.4f}")
+        if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < total:
+            save_state(step)
+    if ctx.cancelled:
+        save_state(total - 1)
+        raise JobCancelled("cancelled")
     evaluate(total)
     ctx.raise_if_cancelled()
     result: dict[str, Any] = {

@@ -64,10 +64,12 @@ import torch
 
 from rlhf_core import kinds
 from rlhf_core.config import param
-from rlhf_core.jobs import JobContext
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.resume import load_trainable_state, random_state, trainable_state
 from rlhf_core.text.generation import SamplingSettings
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, task_prompts
 from rlhf_core.text.model import eos_token_ids as find_eos
+from rlhf_core.text.reward_model import resolve_reward_model
 from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
 from rlhf_core.text.rl_common import (
     batch_from_samples,
@@ -134,6 +136,8 @@ class GRPOConfig:
     seed: int = param(0, "Random seed (tasks, prompt order, sampling).", min=0)
     threads: int = param(1, "torch threads for this job.", min=1)
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
+    save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
+                            "failed or killed run resumes from the last one.", min=0)
 
     def check(self) -> list[str]:
         problems = []
@@ -226,7 +230,9 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     if reward is None:
-        reward = parse_reward_spec(config.reward, reward_model_path=config.reward_model)
+        folder = resolve_reward_model(config.reward_model, ctx.project() if ctx.project_path else None)[0] \
+            if config.reward_model.strip() else ""
+        reward = parse_reward_spec(config.reward, reward_model_path=str(folder))
     if config.prompt_source == "tasks":
         train_prompts, held_prompts = task_prompts(config.task_level, config.train_tasks, config.heldout_tasks,
                                                    config.seed)
@@ -272,91 +278,114 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     history: list[dict[str, float]] = []
     evals: list[dict] = []
     B, G = config.prompts_per_step, config.group_size
-    for step in range(config.steps):
-        ctx.raise_if_cancelled()
-        if step == 0 or (config.eval_every and step % config.eval_every == 0):
-            evaluate(step)
-        t0 = time.monotonic()  # time/steps_per_second: sampling, rewards and the update (not the evaluation)
-        chosen = []
-        for _ in range(B):
-            if not order:
-                order = list(range(len(train_prompts)))
-                rng.shuffle(order)
-            chosen.append(order.pop())
-        prompt_rows = [i for i in chosen for _ in range(G)]
-        ctx.progress(step, config.steps, f"step {step}: sampling {B} x {G} completions")
-        samples = sample_for_training(model, tok, [rendered(i) for i in prompt_rows], settings,
-                                      [sample_seed(config.seed, step, j) for j in range(len(prompt_rows))],
-                                      eos_token_ids=eos_ids, on_step=ctx.raise_if_cancelled, batch_size=B * G)
-        ctx.raise_if_cancelled()
-        texts = [s.text for s in samples]
-        metas = [{**train_prompts[i].meta, "completion_tokens": len(s.completion_ids)}
-                 for i, s in zip(prompt_rows, samples)]
-        scored = reward.evaluate([train_prompts[i].text for i in prompt_rows], texts, metas)
-        rewards = torch.tensor(scored.total, dtype=torch.float32)
-        advantages = group_advantages(rewards, G, config.scale_rewards)
-        batch = batch_from_samples(samples, pad_id)
-        mask = batch.completion_mask
-        ref_logp, _ = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature, reference=True)
-        old_logp = None
-        if config.mu > 1:
-            with torch.no_grad():
-                old_logp = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature)[0]
-        model.train()
-        losses, grad_norms = [], []
-        first: Any = None
-        entropy = float("nan")
-        for it in range(config.mu):
-            logp, ent = policy_logprobs(setup, batch, G, grouped, with_entropy=(it == 0),
-                                         temperature=config.temperature)
-            if it == 0:
-                entropy = float((ent.detach() * mask).sum() / mask.sum().clamp(min=1.0))
-                del ent
-            parts = grpo_loss(logp, logp.detach() if old_logp is None else old_logp, ref_logp, advantages, mask,
-                              epsilon=config.epsilon, beta=config.beta, aggregation=config.loss_aggregation,
-                              kl_ratio_weight=config.kl_ratio_weight)
-            if first is None:
-                first = parts
-            optimizer.zero_grad(set_to_none=True)
-            parts.loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0
-                                                  else float("inf"))
-            optimizer.step()
-            losses.append(float(parts.loss.detach()))
-            grad_norms.append(float(norm))
-            clip_last = parts.clip_fraction
-        elapsed = time.monotonic() - t0
-        metrics = {
-            "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            **scored.means(),
-            "kl/token_mean": first.kl_token_mean,
-            "kl/seq_mean": first.kl_seq_mean,
-            "kl/beta": config.beta,
-            **_length_stats(samples),
-            "train/loss": sum(losses) / len(losses),
-            "train/entropy": entropy,
-            "train/clip_fraction": clip_last if config.mu > 1 else first.clip_fraction,
-            "train/grad_norm": grad_norms[0],
-            "memory/peak_rss_mb": peak_rss_mb(),
-            "time/steps_per_second": 1.0 / max(elapsed, 1e-9),
-        }
-        if "correctness" in scored.raw:
-            values = scored.raw["correctness"]
-            metrics["gold/reward"] = sum(values) / len(values)
-        ctx.metrics(step, metrics)
-        history.append(metrics)
-        shown = list(range(0, len(samples), G))[:config.samples_per_step]
-        shown += [i for i in range(len(samples)) if i not in shown][:max(0, config.samples_per_step - len(shown))]
-        for i in shown:
-            p = train_prompts[prompt_rows[i]]
-            ctx.sample(SAMPLE_KIND, {"step": step, "prompt": p.text, "response": texts[i],
-                                     "reward": scored.total[i], "components": scored.sample_components(i),
-                                     "length": len(samples[i].completion_ids),
-                                     "gold": p.meta.get("gold_answer"), "advantage": float(advantages[i])},
-                       step=step)
-        ctx.progress(step + 1, config.steps, f"step {step + 1}/{config.steps}: reward "
-                                             f"{metrics['reward/mean']:.3f}, KL {metrics['kl/token_mean']:.4f}")
+    start = 0
+    state = ctx.resume_from
+    if state is not None:
+        load_trainable_state(model, state.tensors["model"])
+        optimizer.load_state_dict(state.tensors["optimizer"])
+        order, history, evals = state.extra["order"], state.extra["history"], state.extra["evals"]
+        rng.setstate(random_state(state.extra["rng"]))
+        start = state.step + 1
+        state.restore_random()
+
+    def save_state(done: int, order_then: list[int], rng_then: tuple, evals_then: int) -> None:
+        if done >= 0:
+            ctx.save_state(done, {"model": trainable_state(model), "optimizer": optimizer.state_dict()},
+                           {"order": order_then, "history": history, "evals": evals[:evals_then], "rng": rng_then})
+
+    for step in range(start, config.steps):
+        order_then, rng_then, evals_then = list(order), rng.getstate(), len(evals)  # what this step starts from
+        try:
+            if step == 0 or (config.eval_every and step % config.eval_every == 0):
+                evaluate(step)
+            t0 = time.monotonic()  # time/steps_per_second: sampling, rewards and the update (not the evaluation)
+            chosen = []
+            for _ in range(B):
+                if not order:
+                    order = list(range(len(train_prompts)))
+                    rng.shuffle(order)
+                chosen.append(order.pop())
+            prompt_rows = [i for i in chosen for _ in range(G)]
+            ctx.progress(step, config.steps, f"step {step}: sampling {B} x {G} completions")
+            samples = sample_for_training(model, tok, [rendered(i) for i in prompt_rows], settings,
+                                          [sample_seed(config.seed, step, j) for j in range(len(prompt_rows))],
+                                          eos_token_ids=eos_ids, on_step=ctx.raise_if_cancelled, batch_size=B * G)
+            ctx.raise_if_cancelled()
+            texts = [s.text for s in samples]
+            metas = [{**train_prompts[i].meta, "completion_tokens": len(s.completion_ids)}
+                     for i, s in zip(prompt_rows, samples)]
+            scored = reward.evaluate([train_prompts[i].text for i in prompt_rows], texts, metas)
+            rewards = torch.tensor(scored.total, dtype=torch.float32)
+            advantages = group_advantages(rewards, G, config.scale_rewards)
+            batch = batch_from_samples(samples, pad_id)
+            mask = batch.completion_mask
+            ref_logp, _ = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature, reference=True)
+            old_logp = None
+            if config.mu > 1:
+                with torch.no_grad():
+                    old_logp = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature)[0]
+            model.train()
+            losses, grad_norms = [], []
+            first: Any = None
+            entropy = float("nan")
+            for it in range(config.mu):
+                logp, ent = policy_logprobs(setup, batch, G, grouped, with_entropy=(it == 0),
+                                             temperature=config.temperature)
+                if it == 0:
+                    entropy = float((ent.detach() * mask).sum() / mask.sum().clamp(min=1.0))
+                    del ent
+                parts = grpo_loss(logp, logp.detach() if old_logp is None else old_logp, ref_logp, advantages, mask,
+                                  epsilon=config.epsilon, beta=config.beta, aggregation=config.loss_aggregation,
+                                  kl_ratio_weight=config.kl_ratio_weight)
+                if first is None:
+                    first = parts
+                optimizer.zero_grad(set_to_none=True)
+                parts.loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0
+                                                      else float("inf"))
+                optimizer.step()
+                losses.append(float(parts.loss.detach()))
+                grad_norms.append(float(norm))
+                clip_last = parts.clip_fraction
+            elapsed = time.monotonic() - t0
+            metrics = {
+                "reward/mean": float(rewards.mean()),
+                "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+                **scored.means(),
+                "kl/token_mean": first.kl_token_mean,
+                "kl/seq_mean": first.kl_seq_mean,
+                "kl/beta": config.beta,
+                **_length_stats(samples),
+                "train/loss": sum(losses) / len(losses),
+                "train/entropy": entropy,
+                "train/clip_fraction": clip_last if config.mu > 1 else first.clip_fraction,
+                "train/grad_norm": grad_norms[0],
+                "memory/peak_rss_mb": peak_rss_mb(),
+                "time/steps_per_second": 1.0 / max(elapsed, 1e-9),
+            }
+            if "correctness" in scored.raw:
+                values = scored.raw["correctness"]
+                metrics["gold/reward"] = sum(values) / len(values)
+            ctx.metrics(step, metrics)
+            history.append(metrics)
+            shown = list(range(0, len(samples), G))[:config.samples_per_step]
+            shown += [i for i in range(len(samples)) if i not in shown][:max(0, config.samples_per_step - len(shown))]
+            for i in shown:
+                p = train_prompts[prompt_rows[i]]
+                ctx.sample(SAMPLE_KIND, {"step": step, "prompt": p.text, "response": texts[i],
+                                         "reward": scored.total[i], "components": scored.sample_components(i),
+                                         "length": len(samples[i].completion_ids),
+                                         "gold": p.meta.get("gold_answer"), "advantage": float(advantages[i])},
+                           step=step)
+            ctx.progress(step + 1, config.steps, f"step {step + 1}/{config.steps}: reward "
+                                                 f"{metrics['reward/mean']:.3f}, KL {metrics['kl/token_mean']:.4f}")
+        except JobCancelled:  # raised before this step's update: the state after the previous step
+            save_state(step - 1, order_then, rng_then, evals_then)
+            raise
+        if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < config.steps:
+            save_state(step, list(order), rng.getstate(), len(evals))
+    if ctx.cancelled:
+        save_state(config.steps - 1, list(order), rng.getstate(), len(evals))
     ctx.raise_if_cancelled()
     final_accuracy = evaluate(config.steps)
     ctx.raise_if_cancelled()

@@ -81,7 +81,8 @@ from torch import nn
 
 from rlhf_core import kinds
 from rlhf_core.config import param
-from rlhf_core.jobs import JobContext
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.resume import TrainingState, load_trainable_state, random_state, trainable_state
 from rlhf_core.text.generation import SamplingSettings
 from rlhf_core.text.prompts import load_builtin_set
 from rlhf_core.text.reward_model import load_text_reward_model, resolve_reward_model, score_responses
@@ -284,6 +285,16 @@ class RewardModelScorer:
         self.calibrated = True
         return {"offset": self.offset, "scale": self.scale, "prompts": len(base.offsets)}
 
+    def calibration(self) -> dict:
+        """The centring in force (JSON), for a resumed run: its policy is no longer the reference."""
+        return {"offset": self.offset, "scale": self.scale, "calibrated": self.calibrated,
+                "prompt_offsets": dict(self.prompt_offsets)}
+
+    def restore_calibration(self, saved: dict) -> None:
+        self.offset, self.scale = float(saved["offset"]), float(saved["scale"])
+        self.calibrated = bool(saved["calibrated"])
+        self.prompt_offsets = {str(k): float(v) for k, v in saved["prompt_offsets"].items()}
+
 
 @dataclass
 class PromptBaseline:
@@ -449,6 +460,8 @@ class PPOTextConfig:
     seed: int = param(0, "Random seed (prompt order, sampling, value head).", min=0)
     threads: int = param(1, "torch threads.", min=0, max=256)
     save: bool = param(False, "Store the final policy as a checkpoint of the project.")
+    save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
+                            "failed or killed run resumes from the last one.", min=0)
 
     def check(self) -> list[str]:
         problems = []
@@ -549,6 +562,37 @@ class PPOTextTrainer:
                                          top_p=1.0, top_k=0)
         self._order: list[str] = []
         self._rng = random.Random(config.seed)
+
+    # --- resuming ---------------------------------------------------------------------------
+    def _scorers(self) -> list[RewardModelScorer]:
+        found = (getattr(self.reward_fn, "scorer", None), self.gold_fn)
+        return [sc for sc in found if isinstance(sc, RewardModelScorer)]
+
+    def counters(self) -> dict:
+        """The small JSON part of the state (beta, prompt order, random state, reward centring): cheap
+        enough to take at the start of every step."""
+        return {"beta": self.kl_ctl.beta, "order": list(self._order), "rng": self._rng.getstate(),
+                "scorers": [sc.calibration() for sc in self._scorers()]}
+
+    def tensors(self) -> dict:
+        """The trainable weights (policy and value head) and the optimiser's state."""
+        return {"model": trainable_state(self.model), "value_head": self.value_head.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: TrainingState) -> None:
+        """Continue from a state saved by :func:`run_ppo` (weights, optimiser, beta, order, centring)."""
+        load_trainable_state(self.model, state.tensors["model"])
+        self.value_head.load_state_dict(state.tensors["value_head"])
+        self.optimizer.load_state_dict(state.tensors["optimizer"])
+        saved = state.extra["trainer"]
+        self.kl_ctl.beta = float(saved["beta"])
+        self._order = list(saved["order"])
+        self._rng.setstate(random_state(saved["rng"]))
+        scorers = self._scorers()
+        if len(scorers) != len(saved["scorers"]):
+            raise ValueError("The saved training state has a different reward set-up; start a new run instead.")
+        for sc, calibration in zip(scorers, saved["scorers"]):
+            sc.restore_calibration(calibration)
 
     # --- rollouts --------------------------------------------------------------------------
     def next_prompts(self) -> list[str]:
@@ -664,47 +708,74 @@ class PPOTextTrainer:
 
 
 def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[float, float] = (0.0, 1.0),
-            on_rollout: Callable[[int], dict[str, float] | None] | None = None) -> dict:
+            on_rollout: Callable[[int], dict[str, float] | None] | None = None, resumable: bool = False,
+            save_steps: int = 0, job_state: dict | None = None) -> dict:
     """Steps ``0 .. steps-1`` (rollout + update) and a final rollout at ``steps``; returns the result dict.
 
     ``on_rollout(step)``, when given, runs after each rollout and before that step's update (so it sees the
     policy after ``step`` updates, the final one at ``step == steps``); the metrics it returns are logged
-    with the step's own."""
+    with the step's own.
+
+    ``resumable``: continue from ``ctx.resume_from`` when set, and save a state (``ctx.save_state``, with
+    the caller's ``job_state`` JSON) when cancelled and every ``save_steps`` steps. A cancel then stops
+    before or after a step's update, never inside it (a half-done update could not be resumed)."""
     c = trainer.config
     started = time.monotonic()
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
     history: list[dict[str, float]] = []
     lo, hi = progress_span
-    for step in range(c.steps + 1):
-        ctx.raise_if_cancelled()
-        beta = trainer.kl_ctl.beta
-        ro = trainer.rollout(step, on_step=ctx.raise_if_cancelled)
-        metrics = trainer.rollout_metrics(ro, beta)
-        gold = None
-        if trainer.gold_fn is not None and c.eval_every and (step % c.eval_every == 0 or step == c.steps):
-            out = trainer.gold_fn(ro.prompts, ro.texts, ro.metas)
-            parts = dict(out) if isinstance(out, dict) else {"reward": out}
-            for name, values in parts.items():
-                metrics[f"gold/{name}"] = float(torch.as_tensor(values).float().mean())
-            gold = torch.as_tensor(parts["reward"]).float().reshape(-1)
-        trainer.kl_ctl.update(metrics["kl/seq_mean"], len(ro.batch))
-        ctx.raise_if_cancelled()
-        if on_rollout is not None:
-            metrics.update(on_rollout(step) or {})
+    start = 0
+    state = ctx.resume_from if resumable else None
+    if state is not None:
+        trainer.load_state(state)
+        history = state.extra["history"]
+        start = state.step + 1
+        state.restore_random()
+
+    def save(done: int, counters: dict) -> None:
+        if resumable and done >= 0:
+            # the first and last 3 steps are all the result reads (window <= 3)
+            kept = history if len(history) <= 6 else history[:3] + history[-3:]
+            ctx.save_state(done, trainer.tensors(), {"trainer": counters, "history": kept, "job": job_state or {}})
+
+    for step in range(start, c.steps + 1):
+        counters = trainer.counters() if resumable else {}  # what this step starts from
+        try:
+            ctx.raise_if_cancelled()
+            beta = trainer.kl_ctl.beta
+            ro = trainer.rollout(step, on_step=ctx.raise_if_cancelled)
+            metrics = trainer.rollout_metrics(ro, beta)
+            gold = None
+            if trainer.gold_fn is not None and c.eval_every and (step % c.eval_every == 0 or step == c.steps):
+                out = trainer.gold_fn(ro.prompts, ro.texts, ro.metas)
+                parts = dict(out) if isinstance(out, dict) else {"reward": out}
+                for name, values in parts.items():
+                    metrics[f"gold/{name}"] = float(torch.as_tensor(values).float().mean())
+                gold = torch.as_tensor(parts["reward"]).float().reshape(-1)
+            trainer.kl_ctl.update(metrics["kl/seq_mean"], len(ro.batch))
+            ctx.raise_if_cancelled()
+            if on_rollout is not None:
+                metrics.update(on_rollout(step) or {})
+            ctx.raise_if_cancelled()
+        except JobCancelled:  # before this step's update: the state after the previous step
+            save(step - 1, counters)
+            raise
         if step < c.steps:
-            metrics.update(trainer.update(ro, cancel=ctx.raise_if_cancelled))
+            metrics.update(trainer.update(ro, cancel=None if resumable else ctx.raise_if_cancelled))
         metrics["memory/peak_rss_mb"] = peak_rss_mb()
         elapsed = time.monotonic() - started
-        metrics["time/steps_per_second"] = (step + 1) / elapsed if elapsed > 0 else 0.0
+        metrics["time/steps_per_second"] = (step + 1 - start) / elapsed if elapsed > 0 else 0.0
         ctx.metrics(step, metrics)
         _publish_samples(ctx, step, ro, gold, c.samples_per_step)
-        if step == 0:
-            first = dict(metrics)
-        last = dict(metrics)
         history.append(metrics)
         ctx.progress(lo + (hi - lo) * (step + 1) / (c.steps + 1), 1.0,
                      f"step {step}/{c.steps}: reward {metrics['reward/mean']:.3f}, KL {metrics['kl/seq_mean']:.3f}")
+        if resumable and ctx.cancelled and step == c.steps:  # after the final rollout: only the result is left
+            save(step, trainer.counters())
+            raise JobCancelled("cancelled")
+        if save_steps and (step + 1) % save_steps == 0 and step < c.steps:
+            save(step, trainer.counters())
+    first = history[0] if history else {}
+    last = history[-1] if history else {}
     result = {"steps": c.steps,
               "reward_first": first.get("reward/mean"), "reward_last": last.get("reward/mean"),
               "kl_first": first.get("kl/seq_mean"), "kl_last": last.get("kl/seq_mean"),
@@ -716,7 +787,7 @@ def run_ppo(trainer: PPOTextTrainer, ctx: JobContext, *, progress_span: tuple[fl
         result["gold_first"] = first["gold/reward"]
         result["gold_last"] = last.get("gold/reward")
     # single steps are noisy (one batch): means over the first and last `window` rollouts as well
-    window = max(1, min(3, len(history) // 2))
+    window = max(1, min(3, (c.steps + 1) // 2))  # len(history) // 2 of an uninterrupted run
     result["window"] = window
     for name, key in (("reward", "reward/mean"), ("gold", "gold/reward"), ("gold_centred", "gold/centred"),
                       ("kl", "kl/seq_mean"), ("length", "completions/mean_length")):
@@ -769,13 +840,15 @@ def train_ppo_text(config: PPOTextConfig, ctx: JobContext) -> dict:
     # the optimised reward model and the held-out gold one are centred on the same reference completions
     scorers = [sc for sc in (getattr(reward_fn, "scorer", None), gold_fn) if isinstance(sc, RewardModelScorer)]
     baseline: dict[str, float] = {}
-    if scorers and config.normalize_reward and config.reward_baseline == "prompt":
+    if ctx.resume_from is not None:  # the centring is restored with the state: the policy is not the reference now
+        baseline = ctx.resume_from.extra["job"].get("baseline", {})
+    elif scorers and config.normalize_reward and config.reward_baseline == "prompt":
         baseline = calibrate_on_reference(scorers, setup, prompts, config.baseline_samples, trainer.settings,
                                           config.seed, ctx)
         ctx.log(f"reward baseline: {config.baseline_samples} reference completions for each of "
                 f"{int(baseline['prompts'])} prompts in {baseline['seconds']:.1f} s; within-prompt spread "
                 + ", ".join(f"{sc.scale:.4g}" for sc in scorers))
-    result = run_ppo(trainer, ctx)
+    result = run_ppo(trainer, ctx, resumable=True, save_steps=config.save_steps, job_state={"baseline": baseline})
     if baseline:
         result.update(baseline_prompts=int(baseline["prompts"]), baseline_scale=baseline["scale"],
                       baseline_offset=baseline["offset"], baseline_seconds=round(baseline["seconds"], 2))

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from rlhf_core.config import RENAMED_FIELDS, param
-from rlhf_core.jobs import JobContext
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.resume import load_trainable_state, trainable_state
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.store import SOURCES
 from rlhf_core.analysis import length_bias
@@ -128,6 +129,8 @@ class TextRewardModelConfig:
                                               advanced=True)
     gradient_checkpointing: bool = param(False, "Recompute activations during the backward pass: less memory, "
                                                 "slower steps on a CPU.", advanced=True)
+    save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
+                            "failed or killed run resumes from the last one.", min=0, advanced=True)
 
 
 def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> dict:
@@ -153,22 +156,46 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
     started = time.monotonic()
     last_loss = float("nan")
     heldout_acc = float("nan")
+    done = 0  # steps a resumed run has behind it: replayed through the shuffles, not trained again
+    state = ctx.resume_from
+    if state is not None:
+        load_trainable_state(model, state.tensors["model"])
+        optimiser.load_state_dict(state.tensors["optimizer"])
+        done, last_loss, heldout_acc = state.step, state.extra["last_loss"], state.extra["heldout_acc"]
+        state.restore_random()
+
+    def save_state() -> None:
+        ctx.save_state(step, {"model": trainable_state(model), "optimizer": optimiser.state_dict()},
+                       {"last_loss": last_loss, "heldout_acc": heldout_acc})
+
     for epoch in range(config.epochs):
         order = list(range(len(train)))
         rng.shuffle(order)
         for b in range(per_epoch):
-            ctx.raise_if_cancelled()
+            if step < done:
+                step += 1
+                continue
+            if ctx.cancelled:
+                save_state()
+                raise JobCancelled("cancelled")
             batch = [train[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
             metrics = train_step(model, optimiser, batch, tokenizer, center_rewards_coefficient=config.center_rewards_coefficient)
             step += 1
             last_loss = metrics["reward_model/loss"]
             ctx.metrics(step, metrics)
             ctx.progress(0.95 * step / total, message=f"epoch {epoch + 1}/{config.epochs}, loss {last_loss:.3f}")
-        ctx.raise_if_cancelled()
+            if config.save_steps and step % config.save_steps == 0 and b < per_epoch - 1:
+                save_state()  # not at an epoch's end: its held-out evaluation comes first
+        if step <= done:  # this epoch ended before the saved state, its evaluation with it
+            continue
         if held:
             _, heldout_acc = evaluate_reward_pairs(model, held, tokenizer, config.batch_size)
             ctx.metrics(step, {"reward_model/heldout_accuracy": heldout_acc})
-    ctx.raise_if_cancelled()
+        if config.save_steps and step < total:
+            save_state()
+    if ctx.cancelled:
+        save_state()
+        raise JobCancelled("cancelled")
     train_loss, train_acc = evaluate_reward_pairs(model, train, tokenizer, config.batch_size)
     ctx.metrics(step, {"reward_model/final_train_loss": train_loss, "reward_model/final_train_accuracy": train_acc})
     result = {"pairs": len(pairs), "train_pairs": len(train), "heldout_pairs": len(held),

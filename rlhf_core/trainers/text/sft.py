@@ -38,7 +38,8 @@ import torch
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
-from rlhf_core.jobs import JobContext
+from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.resume import load_trainable_state, trainable_state
 from rlhf_core.labelers.text_labels import CORRECTION_SOURCE
 from rlhf_core.text.model import eos_token_ids
 from rlhf_core.text.pairs import split_pairs, text_pairs
@@ -133,6 +134,8 @@ class SFTConfig:
     seed: int = param(0, "Random seed (held-out split, shuffling).", min=0)
     threads: int = param(1, "torch threads.", min=0, max=256)
     save: bool = param(True, "Store the fine-tuned policy as a checkpoint of the project.")
+    save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
+                            "failed or killed run resumes from the last one.", min=0)
 
     def check(self) -> list[str]:
         try:
@@ -224,18 +227,36 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
     started = time.monotonic()
     stream = batches()
     first_batch = next(stream)
-    # step 0: before any update
-    with torch.no_grad():
-        model.eval()
-        loss0, _ = sft_loss(model, encoder.batch(first_batch))
-        model.train()
-    held_first = heldout_loss(model, encoder, held, config.batch_size)
-    ctx.metrics(0, {"train/loss": float(loss0), "sft/heldout_loss": held_first if held else None,
-                    "memory/peak_rss_mb": peak_rss_mb()})
-    loss_first, loss_last, held_last = float(loss0), float(loss0), held_first
+    state = ctx.resume_from
+    if state is None:  # step 0: before any update
+        with torch.no_grad():
+            model.eval()
+            loss0, _ = sft_loss(model, encoder.batch(first_batch))
+            model.train()
+        held_first = heldout_loss(model, encoder, held, config.batch_size)
+        ctx.metrics(0, {"train/loss": float(loss0), "sft/heldout_loss": held_first if held else None,
+                        "memory/peak_rss_mb": peak_rss_mb()})
+        loss_first, loss_last, held_last, done = float(loss0), float(loss0), held_first, 0
+    else:
+        load_trainable_state(model, state.tensors["model"])
+        optimizer.load_state_dict(state.tensors["optimizer"])
+        loss_first, loss_last, held_first, held_last = (state.extra[k] for k in (
+            "loss_first", "loss_last", "held_first", "held_last"))
+        done = state.step
+        for _ in range(done - 1):  # the batches the finished steps used, in order
+            next(stream)
+        state.restore_random()
+
+    def save_state(step: int) -> None:
+        ctx.save_state(step, {"model": trainable_state(model), "optimizer": optimizer.state_dict()},
+                       {"loss_first": loss_first, "loss_last": loss_last, "held_first": held_first,
+                        "held_last": held_last})
+
     batch_examples = first_batch
-    for step in range(1, total + 1):
-        ctx.raise_if_cancelled()
+    for step in range(done + 1, total + 1):
+        if ctx.cancelled:
+            save_state(step - 1)
+            raise JobCancelled("cancelled")
         if step > 1:
             batch_examples = next(stream)
         model.train()
@@ -250,14 +271,19 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
         loss_last = float(loss.detach())
         elapsed = time.monotonic() - started
         metrics = {"train/loss": loss_last, "train/grad_norm": grad_norm, "memory/peak_rss_mb": peak_rss_mb(),
-                   "time/steps_per_second": step / elapsed if elapsed > 0 else 0.0}
+                   "time/steps_per_second": (step - done) / elapsed if elapsed > 0 else 0.0}
         due = (step % config.eval_every == 0) if config.eval_every else (step % per_epoch == 0)
         if held and (due or step == total):
-            ctx.raise_if_cancelled()
+            if ctx.cancelled:  # keep this step: its metrics without the held-out loss, and its state
+                ctx.metrics(step, metrics)
+                save_state(step)
+                raise JobCancelled("cancelled")
             held_last = heldout_loss(model, encoder, held, config.batch_size)
             metrics["sft/heldout_loss"] = held_last
         ctx.metrics(step, metrics)
         ctx.progress(step, total, f"step {step}/{total}, loss {loss_last:.3f}")
+        if config.save_steps and step % config.save_steps == 0 and step < total:
+            save_state(step)
     ctx.raise_if_cancelled()
     result = {"examples": len(examples), "by_source": counts, "train_examples": len(train),
               "heldout_examples": len(held), "steps": total, "loss_first": loss_first, "loss_last": loss_last,

@@ -243,6 +243,21 @@ def test_batched_ensemble_fit_equals_the_sequential_one(snippet_len):
     assert st_b["heldout_accuracy"] == pytest.approx(st_s["heldout_accuracy"])
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_ensemble_members_are_logged_on_one_step_axis(batched):
+    """Member k's metrics are logged at the step it trained, not after member k - 1's (the plots draw
+    the members over one another, under their mean)."""
+    from rlhf_core.jobs import RecordingContext
+
+    obs, true = toy_trajectories(n=8, T=40)
+    pairs = trex_pairs(obs, true, 100, min_len=5, max_len=10, seed=1)
+    ctx = RecordingContext()
+    fit_reward_ensemble(pairs, FitSettings(members=3, steps=40, eval_every=10, hidden=8, patience=100), ctx,
+                        step_offset=5, batched=batched)
+    steps = {k: [step for step, values in ctx.metric_log if f"reward_model/m{k}_loss" in values] for k in range(3)}
+    assert steps[0] == steps[1] == steps[2] == [14, 24, 34, 44]
+
+
 def test_ensemble_files_of_the_old_layout_still_load(tmp_path):
     # the layout every saved ensemble has had: spec dict, member count, per-member nn.Linear state
     spec = RewardNetSpec(obs_dim=3, hidden=8)

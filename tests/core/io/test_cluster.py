@@ -17,7 +17,7 @@ import torch
 
 from rlhf_core.cli import main as cli_main
 from rlhf_core.store import Project
-from rlhf_core.io import cluster_export as ce
+from rlhf_core.io import cluster as ce
 from rlhf_core.text.model import CorruptModelError, ModelNotFoundError, NotACausalLMError
 from tests.conftest import needs_model
 
@@ -171,7 +171,8 @@ def test_reward_model_export_translates_the_workbench_config(trained):
     # TextRewardModelConfig's defaults (epochs 2) plus the overrides (lr -> learning_rate)
     assert args["num_train_epochs"] == 2.0 and args["learning_rate"] == 1e-3 and args["max_length"] == 128
     assert args["center_rewards_coefficient"] == 0.0
-    assert "heldout_fraction" in config["workbench"]["not_translated"]
+    # no run and no override set heldout_fraction: a default nobody gave is not "not translated"
+    assert config["workbench"]["not_translated"] == []
     assert config["workbench"]["config"]["label_sources"] == "human,synthetic,ai"
 
 
@@ -257,7 +258,7 @@ def test_reward_model_trains_one_step_and_converts_on_import(trained):
 # ----------------------------------------------------------------------------- pieces without training
 def _script_namespace() -> dict:
     namespace: dict = {"__name__": "exported_train", "__file__": "train.py"}
-    exec(compile(ce.TRAIN_SCRIPT, "train.py", "exec"), namespace)
+    exec(compile(ce.template_bytes("train.py"), "train.py", "exec"), namespace)
     return namespace
 
 
@@ -321,6 +322,74 @@ def test_translation_of_settings():
         ce.translate_config("grpo", {"num_generations": 1})
     with pytest.raises(ce.ClusterExportError, match="multiple of num_generations"):
         ce.translate_config("grpo", {"num_generations": 4}, {"per_device_train_batch_size": 6})
+
+
+def test_not_translated_lists_only_the_settings_that_were_given(tmp_path):
+    """The job's defaults are filled in once (translate_config): a setting with no TRL counterpart is
+    listed only when the run or the overrides gave it, and a run's old field name beats the default."""
+    project = _build_project(tmp_path / "p.rlhf", gold=False)
+    bare = ce.export_for_cluster(project, "reward_model", tmp_path / "bare", config_overrides={"max_length": 64})
+    rid = project.create_run("text_reward_model", {"heldout_fraction": 0.2, "lr": 5e-4, "epochs": 1},
+                             status="completed")
+    from_run = ce.export_for_cluster(project, "reward_model", tmp_path / "run", run_id=rid)
+    project.close()
+    bare_config = json.loads((bare / "config.json").read_text())
+    assert bare_config["workbench"]["not_translated"] == []  # heldout_fraction, score_responses: defaults only
+    defaults = json.loads(json.dumps(ce.workbench_defaults("reward_model"), default=str))
+    assert bare_config["workbench"]["config"] == defaults  # the settings still show the defaults
+    assert bare_config["trainer_args"]["max_length"] == 64 and bare_config["trainer_args"]["learning_rate"] == 1e-5
+    run_config = json.loads((from_run / "config.json").read_text())
+    assert run_config["workbench"]["not_translated"] == ["heldout_fraction"]
+    assert run_config["workbench"]["config"] == {**defaults, "heldout_fraction": 0.2, "learning_rate": 5e-4,
+                                                 "epochs": 1}
+    assert run_config["trainer_args"]["learning_rate"] == 5e-4 and run_config["trainer_args"]["num_train_epochs"] == 1.0
+
+
+def test_exported_scripts_are_the_template_files(tmp_path):
+    """train.py and launch.sh are real files of the package's template/ folder (not a package: never
+    imported), copied byte for byte and executable; train.py is valid Python."""
+    template = Path(ce.__file__).parent / "template"
+    assert sorted(p.name for p in template.iterdir() if p.is_file()) == sorted(ce.TEMPLATE_FILES)
+    assert not (template / "__init__.py").exists()
+    project = _build_project(tmp_path / "p.rlhf", gold=False)
+    out = ce.export_for_cluster(project, "dpo", tmp_path / "out")
+    project.close()
+    for name in ce.TEMPLATE_FILES:
+        assert (out / name).read_bytes() == (template / name).read_bytes() == ce.template_bytes(name), name
+        assert os.access(out / name, os.X_OK), name
+    compile((template / "train.py").read_text(encoding="utf-8"), str(template / "train.py"), "exec")
+    assert _script_namespace()["RESULT_FILE"] == ce.RESULT_FILE  # the file import_checkpoint reads
+    with pytest.raises(ValueError, match="no template 'README.md'"):
+        ce.template_bytes("README.md")
+
+
+def test_no_function_of_the_package_hides_a_module_it_imports():
+    """A local name equal to a module imported at the top (a dict called ``kinds`` hid rlhf_core.kinds in
+    import_checkpoint) makes that module unreachable in the function and misleads a reader."""
+    import ast
+    import importlib
+    import types
+
+    offenders, imported = [], {}
+    for path in sorted(Path(ce.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = imported[path.name] = set()
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                modules |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                parent = importlib.import_module(node.module)
+                modules |= {a.asname or a.name for a in node.names
+                            if isinstance(getattr(parent, a.name, None), types.ModuleType)}
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                for node in ast.walk(function):
+                    name = node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) else (
+                        node.arg if isinstance(node, ast.arg) else None)
+                    if name in modules:
+                        offenders.append(f"{path.name}:{node.lineno} {name}")
+    assert "kinds" in imported["common.py"]  # the check sees ``from rlhf_core import kinds``
+    assert not offenders, offenders
 
 
 def test_export_uses_a_run_config_and_the_task_set(tmp_path):

@@ -309,6 +309,34 @@ class JobContext:
         pass
 
 
+class ChildContext(JobContext):
+    """The context of a job run as one step of another (a round, a demo): the parent's Cancel stops it, its
+    bar fills ``[lo, hi]`` of the parent's, its log lines go to the parent's log under ``name``. Its
+    metrics and samples stay with its own run."""
+
+    def __init__(self, parent: JobContext, lo: float, hi: float, name: str):
+        super().__init__()
+        self.parent, self.lo, self.hi, self.name = parent, lo, hi, name
+
+    @property
+    def cancelled(self) -> bool:
+        return self.parent.cancelled
+
+    def cancel(self) -> None:
+        self.parent.cancel()
+
+    def raise_if_cancelled(self) -> None:
+        if self.parent.cancelled:
+            raise JobCancelled("cancelled")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        with self.parent.stage(self.lo, self.hi):
+            self.parent.progress(fraction, message=f"{self.name}: {message}" if message else self.name)
+
+    def _on_log(self, message: str) -> None:
+        self.parent.log(f"{self.name}: {message}")
+
+
 class NullContext(JobContext):
     """A context that ignores everything (for calling a job function as a library call)."""
 

@@ -72,6 +72,15 @@ def load_trainable_state(model, saved: dict) -> None:
         raise ValueError("The saved training state has weights this model does not have; start a new run.")
 
 
+def resume_training(state: TrainingState, model, optimizer) -> dict:
+    """Continue from ``state``: load the trainable weights and the optimiser, put the random generators
+    back; returns the trainer's own counters (``extra``)."""
+    load_trainable_state(model, state.tensors["model"])
+    optimizer.load_state_dict(state.tensors["optimizer"])
+    state.restore_random()
+    return state.extra
+
+
 def save_state(run_folder: str | os.PathLike, step: int, tensors: dict[str, Any], extra: dict | None = None,
                files: Mapping[str, bytes | str | os.PathLike] | None = None) -> Path:
     """Write the state of a run after ``step`` atomically; returns its folder. ``files`` (name -> bytes, or

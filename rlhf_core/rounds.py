@@ -36,7 +36,7 @@ from typing import Any
 from rlhf_core import config as cfg
 from rlhf_core import kinds
 from rlhf_core.config import param
-from rlhf_core.jobs import JobCancelled, JobContext, JobOutcome, execute_job, get_job
+from rlhf_core.jobs import ChildContext, JobCancelled, JobContext, JobOutcome, execute_job, get_job
 from rlhf_core.labelers.synthetic import TEACHERS
 from rlhf_core.store import Project, artefacts
 from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
@@ -268,33 +268,6 @@ def continue_round(project_path: str | os.PathLike, ctx: JobContext, run_id: int
 
 
 # ---------------------------------------------------------------------------------------- steps
-class _StepContext(JobContext):
-    """A step's context: the round's Cancel stops it, its bar fills ``[lo, hi]`` of the round's, its log
-    lines go to the round's log with the step's name."""
-
-    def __init__(self, parent: JobContext, lo: float, hi: float, name: str):
-        super().__init__()
-        self.parent, self.lo, self.hi, self.name = parent, lo, hi, name
-
-    @property
-    def cancelled(self) -> bool:
-        return self.parent.cancelled
-
-    def cancel(self) -> None:
-        self.parent.cancel()
-
-    def raise_if_cancelled(self) -> None:
-        if self.parent.cancelled:
-            raise JobCancelled("cancelled")
-
-    def _on_progress(self, fraction: float, message: str) -> None:
-        with self.parent.stage(self.lo, self.hi):
-            self.parent.progress(fraction, message=f"{self.name}: {message}" if message else self.name)
-
-    def _on_log(self, message: str) -> None:
-        self.parent.log(f"{self.name}: {message}")
-
-
 class _Round:
     def __init__(self, config: RoundConfig, ctx: JobContext):
         self.config, self.ctx = config, ctx
@@ -321,7 +294,7 @@ class _Round:
         child = self.project.create_run(job, cfg.to_dict(config), parent_run_id=self.run_id)
         self.state["runs"][step] = child
         self.save()
-        outcome = execute_job(spec, config, _StepContext(self.ctx, lo, hi, step), project_path=self.project.folder,
+        outcome = execute_job(spec, config, ChildContext(self.ctx, lo, hi, step), project_path=self.project.folder,
                               run_id=child, torch_threads=self.config.threads)
         if outcome.status == "cancelled":
             raise JobCancelled("cancelled")

@@ -107,7 +107,20 @@ class FloatEdit(QLineEdit):
 
 
 # ------------------------------------------------------------------------------------ pickers
-class EnvIdBox(QComboBox):
+class _EditableBox(QComboBox):
+    """A combo box a value can also be typed into; ``text``/``setText`` as on a line edit."""
+
+    def text(self) -> str:
+        return self.currentText().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name, kept for callers
+        index = self.findData(text)
+        if index >= 0:
+            self.setCurrentIndex(index)
+        self.setEditText(text)
+
+
+class EnvIdBox(_EditableBox):
     """Environment id: the registered environments the workbench supports (classic control, Box2D,
     MuJoCo, Atari), newest version of each, by family; type to search (any part of the id), or type your
     own id (``module:Env-v0``)."""
@@ -135,17 +148,8 @@ class EnvIdBox(QComboBox):
         self.lineEdit().setPlaceholderText("type to search, e.g. cheetah")
         self.setText(value)
 
-    def text(self) -> str:
-        return self.currentText().strip()
 
-    def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name, kept for callers
-        index = self.findData(text)
-        if index >= 0:
-            self.setCurrentIndex(index)
-        self.setEditText(text)
-
-
-class PromptSetBox(QComboBox):
+class PromptSetBox(_EditableBox):
     """A built-in prompt set (editable: another name can be typed; empty means "only the prompt ids"), with
     a preview label of what it holds (title, count, an example; categories and more in its tooltip). The
     form shows ``row`` (this box over its preview)."""
@@ -174,14 +178,8 @@ class PromptSetBox(QComboBox):
         self.editTextChanged.connect(self._update_preview)
         self.setText(value)
 
-    def text(self) -> str:
-        return self.currentText().strip()
-
     def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name, kept for callers
-        index = self.findData(text)
-        if index >= 0:
-            self.setCurrentIndex(index)
-        self.setEditText(text)
+        super().setText(text)
         self._update_preview()
 
     def _update_preview(self, *_args) -> None:

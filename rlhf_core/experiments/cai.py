@@ -37,7 +37,7 @@ from typing import Any
 from rlhf_core import config as cfg
 from rlhf_core.analysis.refusal import COMPLY, LABELS, REFUSE, labelled_prompts
 from rlhf_core.config import param
-from rlhf_core.jobs import JobCancelled, JobContext, execute_job, get_job
+from rlhf_core.jobs import ChildContext, JobCancelled, JobContext, execute_job, get_job
 from rlhf_core.store import Project
 from rlhf_core.text.prompts import add_builtin_prompts, builtin_set_path
 
@@ -85,33 +85,6 @@ class CAIDemoConfig:
         return []
 
 
-class _StageContext(JobContext):
-    """A stage's context: the demo's Cancel stops it, its bar fills ``[lo, hi]`` of the demo's, its log lines
-    go to the demo's log with the stage's name. Its metrics and samples stay in the stage's own run."""
-
-    def __init__(self, parent: JobContext, lo: float, hi: float, name: str):
-        super().__init__()
-        self.parent, self.lo, self.hi, self.name = parent, lo, hi, name
-
-    @property
-    def cancelled(self) -> bool:
-        return self.parent.cancelled
-
-    def cancel(self) -> None:
-        self.parent.cancel()
-
-    def raise_if_cancelled(self) -> None:
-        if self.parent.cancelled:
-            raise JobCancelled("cancelled")
-
-    def _on_progress(self, fraction: float, message: str) -> None:
-        with self.parent.stage(self.lo, self.hi):
-            self.parent.progress(fraction, message=f"{self.name}: {message}" if message else self.name)
-
-    def _on_log(self, message: str) -> None:
-        self.parent.log(f"{self.name}: {message}")
-
-
 def split_prompts(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """``(train, eval)``: each label's prompts shuffled (seeded) and ``eval_fraction`` of them (at least one
     when there are two or more) held out for evaluation; both lists in id order."""
@@ -151,7 +124,7 @@ class _Demo:
         child = self.project.create_run(job, cfg.to_dict(config), parent_run_id=self.run_id)
         self.runs[name] = child
         lo, hi = self.spans[name]
-        outcome = execute_job(spec, config, _StageContext(self.ctx, lo, hi, name), project_path=self.project.folder,
+        outcome = execute_job(spec, config, ChildContext(self.ctx, lo, hi, name), project_path=self.project.folder,
                               run_id=child, torch_threads=self.config.threads)
         self.seconds[name] = round(outcome.wall_seconds, 2)
         if outcome.status == "cancelled":

@@ -41,7 +41,7 @@ from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobCancelled, JobContext
-from rlhf_core.resume import load_trainable_state, random_state, trainable_state
+from rlhf_core.resume import random_state, resume_training, trainable_state
 from rlhf_core.text.model import eos_token_ids as find_eos
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
@@ -255,12 +255,10 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     start = 0
     state = ctx.resume_from
     if state is not None:
-        load_trainable_state(model, state.tensors["model"])
-        optimizer.load_state_dict(state.tensors["optimizer"])
-        order, history, evals = state.extra["order"], state.extra["history"], state.extra["evals"]
-        rng.setstate(random_state(state.extra["rng"]))
+        extra = resume_training(state, model, optimizer)
+        order, history, evals = extra["order"], extra["history"], extra["evals"]
+        rng.setstate(random_state(extra["rng"]))
         start = state.step + 1
-        state.restore_random()
 
     def save_state(done: int) -> None:
         if done >= 0:

@@ -65,7 +65,7 @@ import torch
 from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobCancelled, JobContext
-from rlhf_core.resume import load_trainable_state, random_state, trainable_state
+from rlhf_core.resume import random_state, resume_training, trainable_state
 from rlhf_core.text.generation import SamplingSettings
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, task_prompts
 from rlhf_core.text.model import eos_token_ids as find_eos
@@ -281,12 +281,10 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     start = 0
     state = ctx.resume_from
     if state is not None:
-        load_trainable_state(model, state.tensors["model"])
-        optimizer.load_state_dict(state.tensors["optimizer"])
-        order, history, evals = state.extra["order"], state.extra["history"], state.extra["evals"]
-        rng.setstate(random_state(state.extra["rng"]))
+        extra = resume_training(state, model, optimizer)
+        order, history, evals = extra["order"], extra["history"], extra["evals"]
+        rng.setstate(random_state(extra["rng"]))
         start = state.step + 1
-        state.restore_random()
 
     def save_state(done: int, order_then: list[int], rng_then: tuple, evals_then: int) -> None:
         if done >= 0:

@@ -20,7 +20,7 @@ import torch
 
 from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobCancelled, JobContext
-from rlhf_core.resume import load_trainable_state, trainable_state
+from rlhf_core.resume import resume_training, trainable_state
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.store import SOURCES
 from rlhf_core.analysis import length_bias
@@ -159,10 +159,8 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
     done = 0  # steps a resumed run has behind it: replayed through the shuffles, not trained again
     state = ctx.resume_from
     if state is not None:
-        load_trainable_state(model, state.tensors["model"])
-        optimiser.load_state_dict(state.tensors["optimizer"])
-        done, last_loss, heldout_acc = state.step, state.extra["last_loss"], state.extra["heldout_acc"]
-        state.restore_random()
+        extra = resume_training(state, model, optimiser)
+        done, last_loss, heldout_acc = state.step, extra["last_loss"], extra["heldout_acc"]
 
     def save_state() -> None:
         ctx.save_state(step, {"model": trainable_state(model), "optimizer": optimiser.state_dict()},

@@ -39,7 +39,7 @@ from rlhf_core import kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobCancelled, JobContext
-from rlhf_core.resume import load_trainable_state, trainable_state
+from rlhf_core.resume import resume_training, trainable_state
 from rlhf_core.labelers.text_labels import CORRECTION_SOURCE
 from rlhf_core.text.model import eos_token_ids
 from rlhf_core.text.pairs import split_pairs, text_pairs
@@ -238,14 +238,12 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
                         "memory/peak_rss_mb": peak_rss_mb()})
         loss_first, loss_last, held_last, done = float(loss0), float(loss0), held_first, 0
     else:
-        load_trainable_state(model, state.tensors["model"])
-        optimizer.load_state_dict(state.tensors["optimizer"])
-        loss_first, loss_last, held_first, held_last = (state.extra[k] for k in (
+        extra = resume_training(state, model, optimizer)
+        loss_first, loss_last, held_first, held_last = (extra[k] for k in (
             "loss_first", "loss_last", "held_first", "held_last"))
         done = state.step
         for _ in range(done - 1):  # the batches the finished steps used, in order
             next(stream)
-        state.restore_random()
 
     def save_state(step: int) -> None:
         ctx.save_state(step, {"model": trainable_state(model), "optimizer": optimizer.state_dict()},

@@ -205,7 +205,7 @@ class PromptSetBox(_EditableBox):
 
 def _default_text(info: cfg.FieldInfo) -> str:
     """What an empty model setting means, from its help text's ``('' = ...)``, or "(default)"."""
-    match = re.search(r"\(''\s*(?:=|:)\s*([^)]*)\)", info.help)
+    match = re.search(r"\(''\s*(?:=|:)\s*([^)]*)\)", info.help) or re.search(r"Empty: ([^,.]*)", info.help)
     return f"({match.group(1).strip()})" if match else "(default)"
 
 
@@ -276,6 +276,12 @@ class PromptIdsEdit(QLineEdit):
         return False
 
 
+def _narrow(box: QComboBox) -> None:
+    """Long artefact names must not widen the form: the box takes the form's width, names are elided."""
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(10)
+
+
 def artefact_label(artefact) -> str:
     """``helpful v2 — text policy · run 7 · reward/mean 0.41``: what a picker shows of an artefact."""
     parts = [artefact.kind_word]
@@ -295,11 +301,13 @@ class ArtefactBox(QComboBox):
         super().__init__(parent)
         self.kinds = kinds
         self.default_text = default_text
+        _narrow(self)
         self.setEditable(True)
         self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.lineEdit().setPlaceholderText(default_text)
-        self.folder_button = QPushButton("Folder…")
-        self.folder_button.setToolTip("Use a model folder outside the project")
+        self.folder_button = QToolButton()
+        self.folder_button.setText("…")
+        self.folder_button.setToolTip("Choose a model folder outside the project")
         self.folder_button.clicked.connect(self.choose_folder)
         self.row = QWidget()
         layout = QHBoxLayout(self.row)
@@ -338,6 +346,7 @@ class ArtefactBox(QComboBox):
             self.setCurrentIndex(index)
         else:
             self.setEditText(text)
+        self.lineEdit().setCursorPosition(0)  # a long name shows its start
 
     def choose_folder(self) -> None:
         from PySide6.QtWidgets import QFileDialog
@@ -355,6 +364,7 @@ class ArtefactIdBox(QComboBox):
         super().__init__(parent)
         self.kinds = kinds
         self.allow_zero = allow_zero
+        _narrow(self)
         self._value = int(value)
         self.set_project(None)
 

@@ -563,7 +563,7 @@ def resumable(project, run_id: int) -> str | None:
         return f"Run {run_id} does not exist."
     if run["status"] not in RESUMABLE_STATUSES:
         return f"Run {run_id} is {run['status']}; only a cancelled, failed or interrupted run resumes."
-    if not has_state(project.folder / "checkpoints" / f"run-{run_id:05d}"):
+    if not has_state(project.run_folder(run_id, create=False)):
         return (f"Run {run_id} ({run['kind']}) saved no resumable state: it stopped before its first save "
                 "(set save_steps to save one every N steps), or its job cannot resume.")
     return None

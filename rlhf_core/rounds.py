@@ -198,7 +198,7 @@ def next_round_config(project: Project, settings: dict[str, Any]) -> RoundConfig
 
 # ---------------------------------------------------------------------------------------- continuing
 def read_state(project: Project, run_id: int) -> dict | None:
-    path = project.folder / "checkpoints" / f"run-{int(run_id):05d}" / STATE_FILE
+    path = project.run_folder(run_id, create=False) / STATE_FILE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

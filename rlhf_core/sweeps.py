@@ -110,8 +110,7 @@ def plan_sweep(job: str, seeds: Sequence[int], grid: Mapping[str, Sequence[Any]]
     points = [dict(zip(names, combo)) for combo in itertools.product(*(typed[n] for n in names))] or [{}]
     if len(points) * len(seeds) > MAX_MEMBERS:
         raise SweepError(f"The sweep would have {len(points) * len(seeds)} runs; the limit is {MAX_MEMBERS}.")
-    shared = {k: _typed(infos[k], v) if isinstance(v, str) and infos[k].type is not str else v
-              for k, v in (settings or {}).items()}
+    shared = {k: _typed(infos[k], v) for k, v in (settings or {}).items()}
     plan = Plan(job)
     for point in points:
         for seed in seeds:

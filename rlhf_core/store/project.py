@@ -957,10 +957,11 @@ class Project:
         marks = ",".join("?" * len(ids))
         return self.conn.execute(f"DELETE FROM checkpoints WHERE id IN ({marks})", ids).rowcount
 
-    def run_folder(self, run_id: int, sub: str = "checkpoints") -> Path:
-        """A folder for one run's files (created on demand)."""
-        folder = self.folder / sub / f"run-{run_id:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
+    def run_folder(self, run_id: int, sub: str = "checkpoints", *, create: bool = True) -> Path:
+        """A folder for one run's files (created on demand unless ``create`` is False: a question about it)."""
+        folder = self.folder / sub / f"run-{int(run_id):05d}"
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         return folder
 
 

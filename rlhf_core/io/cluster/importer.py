@@ -97,7 +97,7 @@ def import_checkpoint(project: Project, folder: str | os.PathLike, *, kind: str,
                                                              "source": str(source)})
             else:
                 rid = int(run_id)
-            run_dir = project.folder / "checkpoints" / f"run-{rid:05d}"
+            run_dir = project.run_folder(rid, create=False)
             if not run_dir.exists():
                 run_dir.mkdir(parents=True)
                 made_dir = run_dir

@@ -26,8 +26,8 @@ if [ -z "$PY" ]; then
 fi
 
 # Debian packages: EGL + Mesa (MuJoCo renders through them in the tests; the base image has them),
-# and for screenshots Xvfb, ImageMagick and what Qt's xcb plugin needs.
-DEB_PACKAGES="xvfb imagemagick x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3"
+# for screenshots Xvfb, ImageMagick and what Qt's xcb plugin needs; Chromium for the HTML-report test.
+DEB_PACKAGES="xvfb imagemagick x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 chromium"
 if [ "${RLHF_SKIP_APT:-0}" != "1" ]; then
   missing=""
   for p in $DEB_PACKAGES; do

@@ -93,6 +93,18 @@ class _Queued:
     project_path: Path
     torch_threads: int
     resume: bool = False  # continue the run from its saved state (rlhf_core.jobs.resume_run)
+    round_continue: bool = False  # finish a round from its first unfinished step (rlhf_core.rounds.continue_round)
+
+
+def round_why_not(project: Project, run_id: int) -> str | None:
+    """Why round run ``run_id`` cannot be continued (it waits for labels, it is running, ...), or None."""
+    from rlhf_core.rounds import RoundError, continuable_round
+
+    try:
+        continuable_round(project, run_id)
+    except RoundError as exc:
+        return str(exc)
+    return None
 
 
 def last_line(error: str) -> str:
@@ -180,11 +192,14 @@ class JobRunner(QObject):
         Raises ``ResumeError`` saying why when it cannot (nothing is queued then)."""
         if run_id == self.current_run_id or run_id in self.queued_run_ids:
             raise ResumeError(f"Run {run_id} is already running or waiting to run.")
-        why = resumable(project, run_id)
+        run = project.get_run(run_id)
+        is_round = run is not None and run["kind"] == "round"
+        why = round_why_not(project, run_id) if is_round else resumable(project, run_id)
         if why is not None:
             raise ResumeError(why)
-        spec = get_job(project.get_run(run_id)["kind"])
-        self._queue.append(_Queued(run_id, spec, None, project.folder, torch_threads, resume=True))
+        spec = get_job(run["kind"])
+        self._queue.append(_Queued(run_id, spec, None, project.folder, torch_threads, resume=not is_round,
+                                   round_continue=is_round))
         self.job_queued.emit(run_id)
         self.queue_changed.emit()
         self._maybe_start()
@@ -271,9 +286,14 @@ class JobRunner(QObject):
         self._tick.start()
 
     def _work(self, item: _Queued, fn, ctx: QtJobContext) -> None:  # the job's thread
-        if item.resume:
+        if item.resume or item.round_continue:
             try:
-                outcome = resume_run(item.project_path, item.run_id, ctx, torch_threads=item.torch_threads)
+                if item.round_continue:
+                    from rlhf_core.rounds import continue_round
+
+                    outcome = continue_round(item.project_path, ctx, item.run_id, torch_threads=item.torch_threads)
+                else:
+                    outcome = resume_run(item.project_path, item.run_id, ctx, torch_threads=item.torch_threads)
             except Exception as exc:  # noqa: BLE001 - e.g. the state went missing since it was queued
                 outcome = JobOutcome(item.run_id, "failed", error=str(exc), message=str(exc))
         else:

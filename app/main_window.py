@@ -176,6 +176,13 @@ class MainWindow(QMainWindow):
         self.runs_page.new_run_requested.connect(lambda: self.new_run_dialog())
         self.runs_page.cancel_requested.connect(self.cancel_run)
         self.runs_page.resume_requested.connect(self.resume_run)
+        self.models_page.next_round_requested.connect(self.next_round_dialog)
+        self.models_page.show_run_requested.connect(self.show_run)
+        self.rounds_page.start_requested.connect(lambda: self.next_round_dialog(""))
+        self.rounds_page.next_round_requested.connect(self.next_round_dialog)
+        self.rounds_page.continue_requested.connect(self.resume_run)
+        self.rounds_page.label_requested.connect(lambda track: self.label_text() if track == "text"
+                                                 else self.show_page("clips"))
         self.runner.job_queued.connect(self.runs_page.on_job_queued)
         self.runner.job_started.connect(self._on_runner_job_started)
         self.runner.status_changed.connect(self._on_runner_status_changed)
@@ -261,6 +268,8 @@ class MainWindow(QMainWindow):
                 self.ranking_page.load_random()
             if page in (self.clip_page, self.demo_page):
                 page.setFocus()
+            if page in (self.models_page, self.rounds_page) and self.project is not None:
+                page.refresh()  # labels given or names changed elsewhere since
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -300,6 +309,7 @@ class MainWindow(QMainWindow):
 
         run_menu = menu.addMenu("&Run")
         self._action(run_menu, "&New Run…", lambda: self.new_run_dialog(), QKeySequence("Ctrl+R"))
+        self._action(run_menu, "Next &Round…", self.next_round_from_view, QKeySequence("Ctrl+Shift+N"))
         self._action(run_menu, "Reward &Extrapolation Demo…", lambda: self.new_run_dialog("extrapolation_demo"))
         self.cancel_action = self._action(run_menu, "&Cancel Running Job", lambda: self.runner.cancel(),
                                           QKeySequence("Ctrl+."))
@@ -515,6 +525,47 @@ class MainWindow(QMainWindow):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.start_run(dialog.spec.name, dialog.result_config, show_runs=show_runs)
 
+    def next_round_dialog(self, reference: str = "") -> int | None:
+        """The round dialog from policy ``reference`` (checkpoint:ID; '' = round 1), its other settings those of
+        the round that made the policy; the round starts when accepted. Returns its run id."""
+        if self.project is None:
+            self.show_error("No project open", "Open or create a project first: runs are stored in it.")
+            return None
+        from rlhf_core.rounds import RoundError, next_round_config
+
+        try:
+            initial = next_round_config(self.project, {"from_policy": reference})
+        except (RoundError, cfg.ConfigError, ValueError) as exc:
+            self.show_error("Cannot start the next round", str(exc))
+            return None
+        dialog = RunDialog(list_jobs(), "round", self, initial=initial)
+        self.round_dialog = dialog  # tests fill it in and accept it
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            return self.start_run(dialog.spec.name, dialog.result_config, show_runs=False)
+        return None
+
+    def next_round_from_view(self) -> int | None:
+        """Ctrl+Shift+N: the next round from the policy selected on Models or Rounds, else from the newest
+        round's policy, else round 1."""
+        if self.project is None:
+            return self.next_round_dialog("")
+        page = self.stack.currentWidget()
+        reference = ""
+        if page is self.models_page and self.models_page.round_button.isEnabled():
+            reference = self.models_page.selected().reference
+        elif page is self.rounds_page and self.rounds_page.next_button.isEnabled():
+            reference = self.rounds_page.selected()["policy"]
+        else:
+            from rlhf_core.rounds import round_rows
+
+            made = [row["policy"] for row in round_rows(self.project) if row.get("policy")]
+            reference = made[-1] if made else ""
+        return self.next_round_dialog(reference)
+
+    def show_run(self, run_id: int) -> None:
+        self.show_page("runs")
+        self.runs_page.select_run(run_id)
+
     def _on_external_run(self, run_id: int, kind: str) -> None:
         """Another process (a terminal's ``python -m rlhf_core``, a second app) works on a run here."""
         self.runs_page.follow_external(run_id)
@@ -539,7 +590,10 @@ class MainWindow(QMainWindow):
         except ResumeError as exc:
             self.statusBar().showMessage(str(exc), 10000)
             return False
-        self.statusBar().showMessage(f"Resuming run {run_id} from its last saved state.", 5000)
+        run = self.project.get_run(run_id) or {}
+        self.statusBar().showMessage(f"Continuing round run {run_id} from its first unfinished step." if
+                                     run.get("kind") == "round" else
+                                     f"Resuming run {run_id} from its last saved state.", 5000)
         return True
 
     def _on_runner_job_queued(self, run_id: int) -> None:
@@ -598,6 +652,8 @@ class MainWindow(QMainWindow):
             if self.ranking_page.list.count() == 0:
                 self.ranking_page.set_project(self.project)
             self.extrapolation_page.refresh()
+            self.models_page.refresh()
+            self.rounds_page.refresh()
             self.text_page.refresh()
             for page in self.text_pages:
                 page.on_job_finished(run_id, status, error)

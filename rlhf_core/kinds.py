@@ -40,4 +40,5 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "gold_reward_model": (TEXT_REWARD_MODEL,),
     "reward_checkpoint_id": (REWARD_ENSEMBLE,),
     "checkpoint_id": (SB3_PPO, BC_POLICY),
+    "from_policy": (TEXT_POLICY, SB3_PPO),  # a round: the policy of either track
 }

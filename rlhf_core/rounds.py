@@ -594,3 +594,63 @@ def round_runs(project: Project) -> list[dict]:
     """Every round of the project, oldest first, each with its state (what it has done so far)."""
     return [{**r, "state": read_state(project, r["id"]) or {}} for r in project.runs("round")]
 
+
+
+def chains(project: Project) -> dict[int, int]:
+    """Each round run's chain: the run id of the first round it descends from (``previous_round_run`` links)."""
+    states = {r["id"]: r["state"] for r in round_runs(project)}
+    out: dict[int, int] = {}
+    for run_id in states:
+        seen, first = set(), run_id
+        while True:
+            previous = (states.get(first) or {}).get("previous_round_run")
+            if previous is None or previous not in states or previous in seen:
+                break
+            seen.add(first)
+            first = previous
+        out[run_id] = first
+    return out
+
+
+def round_rows(project: Project) -> list[dict]:
+    """What the Rounds view shows, one dict per round run (oldest first): its chain, number, status (waiting
+    for labels, failed, ...), the policy it started from and made (artefact names), labels added and in all,
+    the reward model's held-out accuracy and its n, policy reward, sampled/gold/true return, win rates."""
+    names = {a.reference: a.name for a in artefacts.list_artefacts(project)}
+    chain_of = chains(project)
+    rows = []
+    for run in round_runs(project):
+        state = run["state"] or {}
+        result = run["result"] if isinstance(run["result"], dict) else {}
+        merged = {**state, **{k: v for k, v in result.items() if v is not None}}
+        status = run["status"]
+        if status == "completed" and merged.get("status") == WAITING:
+            status = WAITING
+            merged["waiting_pairs"] = open_queue(project, state.get("queue_ids") or [])  # now, not when it stopped
+        heldout_pairs = None
+        reward_run = (merged.get("runs") or {}).get("reward_model")
+        if reward_run:
+            reward = project.get_run(reward_run)
+            if reward is not None and isinstance(reward["result"], dict):
+                heldout_pairs = reward["result"].get("heldout_pairs")
+        config = run["config"] or {}
+        track = merged.get("track") or config.get("track") or "text"
+        win = merged.get("win_rate_vs_previous") or {}
+        rows.append({
+            "run_id": run["id"], "chain": chain_of.get(run["id"], run["id"]), "round": merged.get("round"),
+            "track": track, "status": status, "labeller": merged.get("labeller") or config.get("labeller"),
+            "algorithm": config.get("algorithm") if track == "text" else "ppo",
+            "from_policy": merged.get("from_policy") or "",
+            "from_name": names.get(merged.get("from_policy") or "", merged.get("from_policy") or ""),
+            "policy": merged.get("policy"), "policy_name": names.get(merged.get("policy") or "", merged.get("policy")),
+            "queued_pairs": merged.get("queued_pairs"), "waiting_pairs": merged.get("waiting_pairs"),
+            "labels_added": merged.get("labels_added"), "labels_total": merged.get("labels_total"),
+            "reward_heldout_accuracy": merged.get("reward_heldout_accuracy"), "heldout_pairs": heldout_pairs,
+            "policy_reward": merged.get("policy_reward"), "sampled_reward": merged.get("sampled_reward"),
+            "gold_reward": merged.get("gold_reward"), "true_return": merged.get("true_return"),
+            "win_by_reward_model": win.get("by_reward_model"), "win_n": win.get("n"),
+            "win_by_people": win.get("by_people"), "people_n": win.get("people_n"),
+            "win_by_labeller": win.get("by_labeller"), "labeller_n": win.get("labeller_n"),
+            "started_at": run.get("started_at"), "error": run.get("error"),
+        })
+    return rows

@@ -28,6 +28,8 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("project", "Project", "project_page", "app.pages.project_page:ProjectPage"),
     Page("runs", "Runs & plots", "runs_page", "app.pages.runs_page:RunsPage"),
+    Page("models", "Models", "models_page", "app.pages.models_page:ModelsPage"),
+    Page("rounds", "Rounds", "rounds_page", "app.pages.rounds_page:RoundsPage"),
     Page("clips", "Label clips", "clip_page", "app.labeling.clip_pair_view:ClipPairView", _settings),
     Page("rank", "Rank trajectories", "ranking_page", "app.labeling.ranking_view:RankingView", _settings),
     Page("demo", "Record demo", "demo_page", "app.labeling.demo_recorder:DemoRecorderView", _settings),

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.error_view import ErrorView
+from app.jobs import round_why_not
 from app.plain import tip
 from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
@@ -288,12 +289,17 @@ class RunsPage(QWidget):
 
     def _update_resume_button(self, run: dict | None) -> None:
         why = None
-        if run is None or run["status"] not in RESUMABLE_STATUSES or self.project is None:
+        is_round = run is not None and run["kind"] == "round"
+        if run is None or self.project is None or (run["status"] not in RESUMABLE_STATUSES and not is_round):
             why = "Select a cancelled, failed or interrupted run to continue it."
+        elif is_round:  # a round also continues once the pairs it waits for are labelled
+            why = round_why_not(self.project, run["id"])
         else:
             why = resumable(self.project, run["id"])
         self.resume_button.setEnabled(why is None)
-        self.resume_button.setToolTip(why or f"Continue run {run['id']} from its last saved state, as the same run.")
+        self.resume_button.setToolTip(tip(why) if why else (
+            f"Finish round run {run['id']} from its first unfinished step, as the same run." if is_round else
+            f"Continue run {run['id']} from its last saved state, as the same run."))
 
     def _show_details(self, run_id: int | None) -> None:
         run = self.run_by_id(run_id) if run_id is not None else None

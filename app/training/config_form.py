@@ -609,10 +609,11 @@ class RunDialog(QDialog):
     """Pick a job (listed by what it does) and its settings, then start it. Shows validation problems
     instead of closing. ``project`` (default: the parent's ``project``) fills the pickers and chooses the
     job shown first when ``selected`` is None (the project's next useful job, see
-    :func:`rlhf_core.analysis.next_steps.suggested_job`)."""
+    :func:`rlhf_core.analysis.next_steps.suggested_job`); ``initial``, a config of the selected job, fills its form."""
 
-    def __init__(self, specs, selected=None, parent: QWidget | None = None, *, project=None):
+    def __init__(self, specs, selected=None, parent: QWidget | None = None, *, project=None, initial: Any = None):
         super().__init__(parent)
+        self._initial = initial  # the settings the form of ``selected`` opens with (a config of its class)
         from rlhf_core.analysis.next_steps import suggested_job
         from rlhf_core.registry import JOB_GROUPS
 
@@ -711,7 +712,9 @@ class RunDialog(QDialog):
         spec = self.spec
         self.title.setText(spec.title)
         self.intro.setText(spec.description)
-        self.form = ConfigForm(spec.config_class(), project=self.project)
+        config_cls = spec.config_class()
+        initial = self._initial if isinstance(self._initial, config_cls) else None
+        self.form = ConfigForm(config_cls, initial, project=self.project)
         self.scroll.setWidget(self.form)  # the previous form is deleted with it
         self.scroll.verticalScrollBar().setValue(0)
         self.errors.hide()

@@ -56,6 +56,7 @@ class RoundError(ValueError):
 
 @dataclass
 class RoundConfig:
+    FORM_SWITCH = "track"  # the app shows the settings whose help starts "text:" / "control:" for that track only
     track: str = param("text", "text: responses of a language model; control: clips of a Gymnasium environment.",
                        choices=TRACKS)
     from_policy: str = param("", "The policy this round starts from: run:ID (a round's run or a trainer's), "

@@ -226,6 +226,11 @@ class RoundsPage(QWidget):
             return [p[0] for p in points], [float(p[1]) for p in points]
 
         gold_key = "gold_reward" if chain and chain[0]["track"] == "text" else "true_return"
+        numbers = sorted({row["round"] for row in chain if isinstance(row.get("round"), int)})
+        for plot in (self.quality_plot, self.reward_plot):  # whole rounds on the x axis, not 1.5
+            plot.getAxis("bottom").setTicks([[(n, str(n)) for n in numbers], []])
+            if numbers:
+                plot.setXRange(numbers[0] - 0.3, numbers[-1] + 0.3, padding=0)
         for curve, key in ((self.accuracy_curve, "reward_heldout_accuracy"), (self.win_rm_curve, "win_by_reward_model"),
                            (self.win_people_curve, "win_by_people"), (self.policy_curve, "policy_reward"),
                            (self.gold_curve, gold_key)):

@@ -471,6 +471,36 @@ class ConfigForm(QWidget):
             layout.addRow(self.advanced_button)
             layout.addRow(self.advanced_box)
         self.set_project(project)
+        # a config with FORM_SWITCH = "track" shows a field whose help starts "text:" only when track is text
+        self.sections: dict[str, str] = {}
+        switch = getattr(config_cls, "FORM_SWITCH", None)
+        if switch in self.editors and self.infos[switch].choices:
+            for name, info in self.infos.items():
+                head = info.help.split(":", 1)[0].split(",", 1)[0].strip()
+                if name != switch and head in self.infos[switch].choices:
+                    self.sections[name] = head
+            self.editors[switch].currentIndexChanged.connect(self._show_section)
+            self._show_section()
+
+    def _row(self, name: str):
+        """(the form layout that holds setting ``name``, its row's field widget)."""
+        widget = getattr(self.editors[name], "row", self.editors[name])
+        for form in (self.layout(), self.advanced_box.layout() if self.advanced_button is not None else None):
+            if form is not None and form.indexOf(widget) >= 0:
+                return form, widget
+        raise KeyError(name)
+
+    def is_shown(self, name: str) -> bool:
+        """Whether setting ``name``'s row is shown (folded-away advanced rows count as shown)."""
+        form, widget = self._row(name)
+        return form.isRowVisible(widget)
+
+    def _show_section(self, *_args) -> None:
+        """Only the settings that apply to the switch's choice (a control round hides the text settings)."""
+        chosen = self.editors[self.config_cls.FORM_SWITCH].currentData()
+        for name, section in self.sections.items():
+            form, widget = self._row(name)
+            form.setRowVisible(widget, section == chosen)
 
     def _show_advanced(self, on: bool) -> None:
         self.advanced_box.setVisible(on)

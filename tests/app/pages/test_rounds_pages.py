@@ -107,13 +107,19 @@ def test_models_page_renames_in_place_and_starts_a_round_from_a_policy(qtbot, wi
     seen: dict = {}
 
     def cancel():
-        seen.update(window.round_dialog.form.values())
+        form = window.round_dialog.form
+        seen.update(form.values())
+        seen["shown"] = {name: form.is_shown(name) for name in ("model", "env_id", "seed")}
+        form.set_value("track", "text")  # switching the track shows the other track's settings
+        seen["shown_text"] = {name: form.is_shown(name) for name in ("model", "env_id")}
         window.round_dialog.reject()
 
     QTimer.singleShot(0, cancel)
     assert page.select(checkpoint)
     page.round_button.click()
     assert (seen["from_policy"], seen["track"]) == (f"checkpoint:{checkpoint}", "control")
+    assert seen["shown"] == {"model": False, "env_id": True, "seed": True}  # a control round: no text settings
+    assert seen["shown_text"] == {"model": True, "env_id": False}
     seen.clear()
     QTimer.singleShot(0, cancel)
     window.next_round_from_view()  # Run ▸ Next Round (Ctrl+Shift+N) on the Models page: its selected policy

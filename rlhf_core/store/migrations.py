@@ -224,6 +224,43 @@ def m002_artefact_names(db: Database) -> None:
         "CREATE UNIQUE INDEX idx_checkpoints_name ON checkpoints(name COLLATE NOCASE) WHERE name != ''",
     )
 
+@migrations(name="m003_labelling_study")
+def m003_labelling_study(db: Database) -> None:
+    """A labelling study: versioned guidelines (each label records the version it was given under), queue
+    entries answered by several labellers (``answers_wanted``; every answer in ``queue_answers``, the first
+    also in ``pair_queue.comparison_id`` as before), and adjudications (``role``) that settle disagreements."""
+    _run(
+        db,
+        """
+        CREATE TABLE guidelines (
+            id INTEGER PRIMARY KEY,
+            version INTEGER NOT NULL UNIQUE CHECK (version >= 1),
+            text TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """,
+        "ALTER TABLE comparisons ADD COLUMN guideline_version INTEGER",
+        "ALTER TABLE rankings ADD COLUMN guideline_version INTEGER",
+        "ALTER TABLE comparisons ADD COLUMN role TEXT NOT NULL DEFAULT 'label' "
+        "CHECK (role IN ('label', 'adjudication'))",
+        "ALTER TABLE pair_queue ADD COLUMN answers_wanted INTEGER NOT NULL DEFAULT 1 CHECK (answers_wanted >= 1)",
+        """
+        CREATE TABLE queue_answers (
+            queue_id INTEGER NOT NULL REFERENCES pair_queue(id) ON DELETE CASCADE,
+            comparison_id INTEGER NOT NULL UNIQUE REFERENCES comparisons(id) ON DELETE CASCADE,
+            labeller_id INTEGER REFERENCES labellers(id) ON DELETE RESTRICT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (queue_id, comparison_id)
+        )
+        """,
+        "CREATE UNIQUE INDEX idx_queue_answers_labeller ON queue_answers(queue_id, labeller_id) "
+        "WHERE labeller_id IS NOT NULL",
+        "INSERT INTO queue_answers (queue_id, comparison_id, labeller_id, created_at) "
+        "SELECT q.id, q.comparison_id, c.labeller_id, c.created_at FROM pair_queue q "
+        "JOIN comparisons c ON c.id = q.comparison_id",
+    )
+
+
 #: Names of every migration this version of the app knows, in order.
 KNOWN_MIGRATIONS: tuple[str, ...] = tuple(m.name for m in migrations._migrations)
 SCHEMA_VERSION = len(KNOWN_MIGRATIONS)

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import remembered
+from app import data_dialogs, remembered
 from app.errors import file_error_text
 from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.writer import close_writer
@@ -47,7 +47,7 @@ from rlhf_core import config as cfg
 from rlhf_core.demo import DEMO_NAME, add_demo_labellers, demo_runs
 from rlhf_core.jobs import ResumeError, list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
-from rlhf_core.runtime import set_network_allowed, set_torch_threads
+from rlhf_core.runtime import set_network_allowed, set_tensorboard_enabled, set_torch_threads, tensorboard_enabled
 from rlhf_core.store import PROJECT_SUFFIX, Failure, Project, ProjectError, describe_stored_error
 from rlhf_core.store.project import QUICK_CHECK_MAX_BYTES, integrity_problems
 
@@ -103,9 +103,17 @@ class SettingsDialog(QDialog):
             "Off by default: the workbench works fully offline with local model folders.\n"
             "On: a model may be given as a hub id (e.g. org/name) and is downloaded once. No telemetry either way."
         )
+        self.tensorboard = QCheckBox("Also write TensorBoard event files")
+        self.tensorboard.setChecked(settings.tensorboard or tensorboard_enabled())
+        self.tensorboard.setToolTip(
+            "Every run also writes its metrics as TensorBoard event files, in the run's folder under\n"
+            "checkpoints/run-NNNNN/tensorboard/ (view them with: tensorboard --logdir PROJECT/checkpoints).\n"
+            "Runs started after the change; the same as RLHF_TENSORBOARD=1 or the CLI's --tensorboard."
+        )
         form = QFormLayout(self)
         form.addRow("Torch threads", self.threads)
         form.addRow("Network", self.network)
+        form.addRow("Metrics", self.tensorboard)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -236,6 +244,8 @@ class MainWindow(QMainWindow):
         self.torch_ready.connect(self._on_torch_ready)
         self.integrity_checked.connect(self._on_integrity_checked)
         set_network_allowed(self.settings.allow_network)
+        if self.settings.tensorboard:  # off leaves RLHF_TENSORBOARD=1 from the environment on
+            set_tensorboard_enabled(True)
         self.nav.setCurrentRow(0)
         self._update_title()
 
@@ -266,8 +276,10 @@ class MainWindow(QMainWindow):
                 self.clip_page.show_next()
             if page is self.ranking_page and self.ranking_page.list.count() == 0:
                 self.ranking_page.load_random()
-            if page in (self.clip_page, self.demo_page):
+            if page in (self.clip_page, self.demo_page, self.adjudication_page):
                 page.setFocus()
+            if page is self.labels_page:
+                page.table.setFocus()  # the arrows move between labels, Enter opens one
             if page in (self.models_page, self.rounds_page) and self.project is not None:
                 page.refresh()  # labels given or names changed elsewhere since
 
@@ -304,6 +316,11 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Export Preferences (TRL JSONL)…", self.export_trl_dialog)
         self._action(file_menu, "&Import Preferences (TRL JSONL)…", self.import_trl_dialog)
         self._action(file_menu, "Import &Prompts (JSONL or CSV)…", self.import_prompts_dialog)
+        file_menu.addSeparator()  # control data: trajectories and clip labels
+        self._action(file_menu, "Export &Trajectories (Minari)…", lambda: data_dialogs.export_minari(self))
+        self._action(file_menu, "Import Demonstrations (&Minari)…", lambda: data_dialogs.import_minari(self))
+        self._action(file_menu, "Export Clip &Labels (JSONL)…", lambda: data_dialogs.export_comparisons(self))
+        self._action(file_menu, "Import Clip La&bels (JSONL)…", lambda: data_dialogs.import_comparisons(self))
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence("Ctrl+Q"))  # Cmd+Q on macOS; some platforms bind none
 
@@ -774,6 +791,8 @@ class MainWindow(QMainWindow):
             set_torch_threads(self.settings.torch_threads)
             self.settings.allow_network = dialog.network.isChecked()
             set_network_allowed(self.settings.allow_network)
+            self.settings.tensorboard = dialog.tensorboard.isChecked()
+            set_tensorboard_enabled(self.settings.tensorboard)
 
     def open_logs_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs_dir())))

@@ -72,6 +72,16 @@ class Settings:
         self.qs.sync()
 
     @property
+    def tensorboard(self) -> bool:
+        """Runs also write TensorBoard event files (off by default; rlhf_core.runtime.set_tensorboard_enabled)."""
+        return str(self.qs.value("runtime/tensorboard", "false")).lower() in ("true", "1")
+
+    @tensorboard.setter
+    def tensorboard(self, enabled: bool) -> None:
+        self.qs.setValue("runtime/tensorboard", "true" if enabled else "false")
+        self.qs.sync()
+
+    @property
     def labeller(self) -> str:
         return str(self.qs.value("labelling/name", "you") or "you")
 

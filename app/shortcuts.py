@@ -34,14 +34,26 @@ VIEW_KEYS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
               ((",",), "One frame back"), ((".",), "One frame on")),
     "demo": ((tuple(QKeySequence(k).toString() for k in DEMO_KEYS), "Act: hold the keys (the environment's key map "
               "is shown on the page)"), (("Return", "Enter"), "Start recording")),
-    "text": ((("Z",), "Undo the last label"), (("C",), "Correct a response (then ← or → picks which)"),
+    "text": ((("Z",), "Undo the last label (or review)"),
+             (("C",), "Correct a response (then ← or → picks which); Review revisions: edit the revision"),
              (("D",), "Highlight word differences on / off"),
-             (("Return", "Enter"), "Accept the AI's label (when reviewing AI labels)"),
-             (("Ctrl+Return",), "Save the correction (while correcting)"), (("Esc",), "Cancel the correction")),
+             (("Return", "Enter"), "Accept the AI's label (when reviewing AI labels) or its revision (Review "
+              "revisions)"),
+             (("R",), "Review revisions: reject the AI's revision"),
+             (("Ctrl+Return",), "Save the correction or the edit"), (("Esc",), "Cancel the correction or the edit")),
+    "labels": ((("Return", "Enter"), "Open the selected label (its pair; the pane then takes ← → ↓ too)"),
+               (("1", "2", "=", "B", "S"), "Relabel the selected label: left better, right better, tie, both bad, "
+                "skip (a new label replaces it)"),
+               (("Left", "Right", "Down"), "In the opened label: relabel left better, right better, tie"),
+               (("Z", "Del"), "Undo the selected label; on an undone label: restore it"),
+               (("Esc",), "Back from the opened label to the table"),
+               (("Space", ",", "."), "Play / pause the clips, one frame back, one frame on")),
+    "adjudicate": ((("N",), "Next disagreement (decide this one later)"),
+                   (("Z",), "Undo the last decision"), (("Space", ",", "."), "Play / pause, one frame back, one on")),
 }
 ANYWHERE = "Anywhere"  # the section of the window's own shortcuts (not on a page)
 #: pages whose views label pairs with the KEY_OUTCOMES keys
-LABELLING_PAGES = ("clips", "text")
+LABELLING_PAGES = ("clips", "text", "adjudicate")
 
 
 @dataclass(frozen=True)

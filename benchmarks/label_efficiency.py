@@ -6,7 +6,13 @@ the labels needed to reach 90 % of true-reward PPO's return, normalised between 
 (0 %) and PPO trained on the true reward for the same number of steps (100 %). Same seed, same
 settings, same run.
 
-    .venv/bin/python benchmarks/label_efficiency.py [--env Pendulum-v1] [--rounds 10] [--seed 0]
+    .venv/bin/python benchmarks/label_efficiency.py [--env Pendulum-v1] [--rounds 10] [--seeds 0 1 2]
+        [--workers 1] [--engine local|ray [--address ADDR]] [--project P] [-- NAME=VALUE ...]
+
+The preference-RL runs are one sweep (rlhf_core/sweeps.py): `preference_rl` over the seeds x
+selection=random,disagreement, by default one run at a time with one torch thread; the two baselines are
+computed here once per seed. Prints a JSON object as its last line: per selection rule the numbers of each
+seed and, over seeds, the final normalised return as IQM and mean with bootstrap 95 % intervals.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rlhf_core.jobs import NullContext  # noqa: E402
-from rlhf_core.trainers.control.preference_rl import PreferenceRLConfig, train_preference_rl  # noqa: E402
+from rlhf_core.analysis.aggregate import summarise  # noqa: E402
+from rlhf_core.jobs import CliContext, execute_job  # noqa: E402
+from rlhf_core.store import Project  # noqa: E402
+from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, parse_grid, run_sweep  # noqa: E402
+
+SELECTIONS = ("random", "disagreement")
 
 
 def true_reward_ppo(env_id: str, steps: int, seed: int) -> float:
@@ -54,31 +66,72 @@ def random_return(env_id: str, seed: int) -> float:
     return float(np.mean(r))
 
 
+def sweep_members(settings: dict, seeds: list[int], args) -> list[dict]:
+    """The preference-RL runs of every seed and selection rule, as one sweep; their run rows."""
+    folder = args.project or Path(tempfile.mkdtemp(prefix="bench-")) / "sweep.rlhf"
+    try:
+        if not (folder / "project.db").exists():
+            Project.create(folder).close()
+        config = SweepConfig(job="preference_rl", seeds=seeds, grid={"selection": list(SELECTIONS)},
+                             settings=settings, workers=args.workers, threads=args.threads, engine=args.engine,
+                             address=args.address)
+        outcome = execute_job(run_sweep, config, CliContext(title="label efficiency"), project_path=folder,
+                              kind=SWEEP_KIND)
+        if outcome.status != "completed":
+            raise SystemExit(f"the sweep {outcome.status}: {outcome.message or outcome.error}")
+        with Project.open(folder) as project:
+            members = [project.get_run(r) for g in outcome.result["groups"] for r in g["runs"]]
+    finally:
+        if args.project is None:
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    failed = [m for m in members if m["status"] != "completed"]
+    if failed:
+        print((failed[0]["error"] or "")[-3000:], file=sys.stderr)
+        raise SystemExit(f"seed {failed[0]['config'].get('seed')} ({failed[0]['config'].get('selection')}) "
+                         f"{failed[0]['status']}")
+    return members
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps-per-round", type=int, default=8192)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # the earlier flag: --seeds S
+    parser.add_argument("--workers", type=int, default=1, help="Runs at once (default 1).")
+    parser.add_argument("--threads", type=int, default=1, help="Torch threads per run (default 1).")
+    parser.add_argument("--engine", default="local", choices=("local", "ray"))
+    parser.add_argument("--address", default="", help="--engine ray: the cluster (default: a local Ray).")
+    parser.add_argument("--project", type=Path, default=None, help="Keep the sweep in this project.")
+    parser.add_argument("extra", nargs="*", help="more preference_rl settings as NAME=VALUE, after --")
     args = parser.parse_args()
+    seeds = [args.seed] if args.seed is not None else args.seeds
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     steps = args.rounds * args.steps_per_round
-    r_true = true_reward_ppo(args.env, steps, args.seed)
-    r_rand = random_return(args.env, args.seed)
-    out = {"benchmark": "label_efficiency", "env": args.env, "seed": args.seed, "ppo_steps": steps,
-           "true_reward_ppo_return": r_true, "random_policy_return": r_rand, "runs": {}}
-    for selection in ("random", "disagreement"):
-        res = train_preference_rl(PreferenceRLConfig(env_id=args.env, selection=selection, rounds=args.rounds,
-                                                     steps_per_round=args.steps_per_round, seed=args.seed), NullContext())
-        curve = res["curve"]
-        for point in curve:
-            point["normalised"] = (point["true_return"] - r_rand) / (r_true - r_rand)
-        reached = next((p["labels"] for p in curve if p["normalised"] >= 0.9), None)
-        final_norm = (res["final_true_return"] - r_rand) / (r_true - r_rand)
-        out["runs"][selection] = {"labels_to_90pct": reached, "labels_total": res["labels"],
-                                  "final_true_return": res["final_true_return"], "final_normalised": final_norm,
-                                  "curve": curve}
+    settings = {k: v[-1] for k, v in parse_grid(args.extra).items()}
+    settings.update(env_id=args.env, rounds=args.rounds, steps_per_round=args.steps_per_round)
+    members = sweep_members(settings, seeds, args)
+    out = {"benchmark": "label_efficiency", "env": args.env, "seeds": seeds, "ppo_steps": steps, "engine": args.engine,
+           "true_reward_ppo_return": {}, "random_policy_return": {}, "runs": {s: {"seeds": {}} for s in SELECTIONS}}
+    for seed in seeds:
+        r_true = out["true_reward_ppo_return"][seed] = true_reward_ppo(args.env, steps, seed)
+        r_rand = out["random_policy_return"][seed] = random_return(args.env, seed)
+        for member in (m for m in members if m["config"]["seed"] == seed):
+            res = member["result"]
+            curve = res["curve"]
+            for point in curve:
+                point["normalised"] = (point["true_return"] - r_rand) / (r_true - r_rand)
+            reached = next((p["labels"] for p in curve if p["normalised"] >= 0.9), None)
+            final_norm = (res["final_true_return"] - r_rand) / (r_true - r_rand)
+            out["runs"][member["config"]["selection"]]["seeds"][seed] = {
+                "run_id": member["id"], "labels_to_90pct": reached, "labels_total": res["labels"],
+                "final_true_return": res["final_true_return"], "final_normalised": final_norm, "curve": curve}
+    for selection, entry in out["runs"].items():
+        per_seed = entry["seeds"].values()
+        entry["final_normalised"] = summarise([s["final_normalised"] for s in per_seed]).as_dict()
+        entry["labels_to_90pct"] = [s["labels_to_90pct"] for s in per_seed]
     out["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     print(json.dumps(out))

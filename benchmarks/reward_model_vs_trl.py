@@ -1,7 +1,7 @@
 """Reward-model training step: the workbench's (``text_reward_model`` job) vs TRL 1.16's ``RewardTrainer``.
 
 Both train the same starting weights (the backbone from one folder; TRL's bias-free ``score`` head
-gets our head's initial weight, our head's bias starts at 0) on the same batch of chat-formatted
+gets our head's initial weight, the same bias-free layer) on the same batch of chat-formatted
 pairs, with the same maximum length, torch AdamW (fused kernel, TRL's default), learning rate and
 gradient checkpointing setting, in one process, taking turns step by step (a TRL step, then one of
 ours from TRL's step-end callback), so that a change in the machine's load hits both alike:
@@ -111,7 +111,7 @@ def run_both(folder: Path, pairs: list[TextPair], args, out_dir: Path) -> dict:
         [format_pair_text(tok, p.prompt, s) for p in pairs for s in (p.left, p.right)], tok)]
 
     # The model TRL would build from the folder name (AutoModelForSequenceClassification, num_labels=1,
-    # float32), made here so that its head starts from our head's weights (ours has a bias, at 0).
+    # float32), made here so that its head starts from our head's weights (the same bias-free layer).
     with quiet_transformers():  # its load report says the new head is missing from the checkpoint
         trl_model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=torch.float32,
                                                                        local_files_only=True)

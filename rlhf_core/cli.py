@@ -33,6 +33,8 @@ from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, SweepError, parse_grid, ru
 from rlhf_core.io import cluster as ce
 from rlhf_core.text import prompts as pr
 from rlhf_core.io import trl as trl_io
+from rlhf_core.io import metrics_export, report as run_report
+from rlhf_core.runtime import TENSORBOARD_ENV, set_tensorboard_enabled
 from rlhf_core.analysis.text_evaluation import TextEvalConfig, resolve_inputs
 from rlhf_core.text.model import ModelError
 from rlhf_core import rounds
@@ -172,6 +174,52 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``compare``: runs side by side (settings, results, final metrics) as JSON."""
+    from rlhf_core.analysis.compare import CompareError, compare_runs  # start-up: only the `compare` command
+
+    with Project.open(args.project) as project:
+        try:
+            comparison = compare_runs(project, args.runs)
+        except CompareError as exc:
+            return _fail(str(exc))
+    _print_json(comparison.to_dict())
+    return 0
+
+
+def cmd_export_metrics(args: argparse.Namespace) -> int:
+    """``export-metrics``: a run's metrics as CSV or JSON, on stdout or into ``--out`` (written whole or not at all)."""
+    with Project.open(args.project) as project:
+        try:
+            text = metrics_export.export_metrics(project, args.run, args.format)
+        except metrics_export.MetricsExportError as exc:
+            return _fail(str(exc))
+    if args.out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        path = metrics_export.write_text_atomically(args.out, text)
+    except metrics_export.MetricsExportError as exc:
+        return _fail(str(exc))
+    sys.stderr.write(f"wrote run {args.run}'s metrics to {path}\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report``: one self-contained HTML page of a run (plots, settings, data, samples, versions)."""
+    started = time.perf_counter()
+    with Project.open(args.project) as project:
+        try:
+            path = run_report.write_report(project, args.run, args.out)
+        except run_report.ReportError as exc:
+            return _fail(str(exc))
+    sys.stderr.write(f"wrote run {args.run}'s report to {path} (open it in a browser; it prints to PDF)\n")
+    _print_json({"run": args.run, "report": str(path), "bytes": path.stat().st_size,
+                 "seconds": round(time.perf_counter() - started, 3)})
+    return 0
+
+
 def cmd_artefacts(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         if args.rename:
@@ -212,7 +260,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         settings = {k: v[-1] for k, v in parse_grid(args.set or []).items()}
         config = SweepConfig(job=args.job, seeds=list(args.seeds), grid=parse_grid(args.grid or []),
-                             settings=settings, workers=args.workers, metrics=list(args.metric or []))
+                             settings=settings, workers=args.workers, metrics=list(args.metric or []),
+                             engine=args.engine, address=args.address or "", threads=args.threads)
         cfg.validate(config)
     except (SweepError, cfg.ConfigError) as exc:
         return _fail(str(exc))
@@ -259,6 +308,12 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "minari":
+        return _export_minari(args)
+    if args.out is None:
+        return _fail(f"--format {args.format} needs --out FILE")
+    if args.format == "comparisons":
+        return _export_comparisons(args)
     try:
         sources = trl_io.parse_sources(args.source or None)
     except ValueError as exc:
@@ -279,6 +334,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.format != "trl" and args.source != "human":
+        return _fail(f"--source is for --format trl; a {args.format} import keeps the sources the data carries")
+    if args.format == "minari":
+        return _import_minari(args)
+    if args.format == "comparisons":
+        return _import_comparisons(args)
     try:
         report = trl_io.import_trl(args.project, args.file, source=args.source)
     except InputFileError as exc:
@@ -292,6 +353,67 @@ def cmd_import(args: argparse.Namespace) -> int:
     if report.skipped_rows:
         shown = "; ".join(report.skipped_rows[:5]) + (" …" if len(report.skipped_rows) > 5 else "")
         sys.stderr.write(f"note: left out {len(report.skipped_rows)} rows that prefer nothing ({shown})\n")
+    _print_json(report.as_dict())
+    return 0
+
+
+def _export_minari(args: argparse.Namespace) -> int:
+    from rlhf_core.io import minari_io  # start-up: minari pulls in gymnasium and h5py
+
+    if not args.env_id or not args.dataset_id:
+        return _fail("--format minari needs --env-id ENV and --dataset-id NAMESPACE/NAME-v0")
+    with Project.open(args.project) as project:
+        try:
+            report = minari_io.export_minari(project, args.env_id, args.dataset_id)
+        except ValueError as exc:  # MinariError, EnvError
+            return _fail(str(exc))
+    sys.stderr.write(f"wrote {report.episodes} trajectories ({report.steps} steps) of {report.env_id} as the Minari "
+                     f"dataset {report.dataset_id} in {report.path}\n")
+    _print_json(report.as_dict())
+    return 0
+
+
+def _import_minari(args: argparse.Namespace) -> int:
+    from rlhf_core.io import minari_io  # start-up: minari pulls in gymnasium and h5py
+
+    try:
+        report = minari_io.import_minari(args.project, args.file, env_id=args.env_id or None, ranking=args.ranking)
+    except minari_io.MinariError as exc:
+        return _fail(str(exc))
+    ranked = f", ranking {report.ranking_id} ({report.ranking})" if report.ranking_id else ""
+    sys.stderr.write(f"imported {len(report.trajectory_ids)} episodes ({report.steps} steps) of {report.env_id} "
+                     f"from {report.dataset_id} into {report.project}{ranked}\n")
+    _print_json(report.as_dict())
+    return 0
+
+
+def _export_comparisons(args: argparse.Namespace) -> int:
+    from rlhf_core.io import comparisons  # start-up: reads trajectories through the env modules (gymnasium)
+
+    with Project.open(args.project) as project:
+        try:
+            report = comparisons.export_comparisons(project, args.out, sources=args.source or None)
+        except ValueError as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(f"cannot write {args.out}: {exc.strerror or exc}")
+    sys.stderr.write(f"wrote {report.comparisons} comparisons and {report.rankings} rankings of clips and "
+                     f"trajectories to {report.path}\n")
+    _print_json(report.as_dict())
+    return 0
+
+
+def _import_comparisons(args: argparse.Namespace) -> int:
+    from rlhf_core.io import comparisons  # start-up: reads trajectories through the env modules (gymnasium)
+
+    with Project.open(args.project) as project:
+        try:
+            report = comparisons.import_comparisons(project, args.file)
+        except InputFileError as exc:
+            return _fail(str(exc))
+    sys.stderr.write(f"imported {report.comparisons_added} comparisons and {report.rankings_added} rankings "
+                     f"({report.already_present} already present, {report.clips_added} new clips) from "
+                     f"{Path(args.file).name}\n")
     _print_json(report.as_dict())
     return 0
 
@@ -397,8 +519,12 @@ def cmd_run(args: argparse.Namespace, rest: list[str], prog: str | None = None, 
         parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1).")
     parser.add_argument("--config-json", type=Path, help="Read settings from a JSON file (flags override).")
     parser.add_argument("--parent-run", type=_row_id, default=None, help=argparse.SUPPRESS)  # a sweep's member
+    parser.add_argument("--tensorboard", action="store_true", help="Also write the run's metrics as TensorBoard "
+                        f"event files, in the run's folder under tensorboard/ (the same as {TENSORBOARD_ENV}=1).")
     cfg.add_arguments(parser, config_cls)
     job_args = parser.parse_args(rest)
+    if job_args.tensorboard:
+        set_tensorboard_enabled(True)
     if job_args.config_json is not None:
         try:
             base = parse_json(read_input_file(job_args.config_json, MAX_CONFIG_BYTES))
@@ -489,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="RLHF Workbench core: projects, labels and training jobs, headless.",
     )
     parser.add_argument("--version", action="version", version=f"rlhf-workbench {__version__}")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help=f"Every run this command stores also writes TensorBoard event files, in the run's "
+                        f"folder under tensorboard/ (the same as {TENSORBOARD_ENV}=1).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("new-project", help="Create an empty project folder.")
     p.add_argument("path", type=Path)
@@ -505,6 +634,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="Print a run's metrics as JSON.")
     p.add_argument("path", type=Path)
     p.add_argument("--run", type=_row_id, required=True)
+    p = sub.add_parser("compare", help="Runs side by side as JSON: `compare --project P --runs 3 5 7` (settings, "
+                       "marked where they differ; results' numbers; each metric's final value).")
+    p.add_argument("--project", type=Path, required=True)
+    p.add_argument("--runs", type=_row_id, nargs="+", required=True)
+    p = sub.add_parser("export-metrics", help="A run's metrics as CSV or JSON: `export-metrics --project P --run ID "
+                       "--format csv|json [--out FILE]` (stdout without --out).")
+    p.add_argument("--project", type=Path, required=True, help="Project folder.")
+    p.add_argument("--run", type=_row_id, required=True, help="The run whose metrics to export.")
+    p.add_argument("--format", choices=list(metrics_export.FORMATS), required=True,
+                   help="csv: one row per value (run,step,key,unit,value,wall_time); json: one series per key.")
+    p.add_argument("--out", type=Path, default=None, help="The file to write (replaced whole); default: stdout.")
+    p = sub.add_parser("report", help="A run report: `report --project P --run ID --out DIR` writes one "
+                       "self-contained HTML page (plots, final metrics, settings, data counts, samples, versions) "
+                       "that opens in a browser and prints to PDF (JSON last line).")
+    p.add_argument("--project", type=Path, required=True, help="Project folder.")
+    p.add_argument("--run", type=_row_id, required=True, help="The run to report.")
+    p.add_argument("--out", type=Path, required=True, help="The folder to write run-ID-report.html into (made if "
+                   "missing).")
     p = sub.add_parser("prompts", help="Prompt sets: `prompts list`; `prompts import --project P FILE` (JSONL/CSV).")
     psub = p.add_subparsers(dest="prompts_command", metavar="PROMPTS_COMMAND")
     psub.add_parser("list", help="List the built-in prompt sets (JSON).")
@@ -517,21 +664,39 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--keep-duplicates", action="store_true",
                     help="Add prompts even if the same text and category are already in the project.")
     p = sub.add_parser("export", help="Export the project's text preferences: `export --project P --format trl "
-                       "--out F.jsonl [--conversational] [--source human,synthetic,ai]`.")
+                       "--out F.jsonl [--conversational] [--source human,synthetic,ai]`; clip and trajectory labels: "
+                       "`--format comparisons --out F.jsonl`; trajectories as a Minari dataset: `--format minari "
+                       "--env-id ENV --dataset-id NAMESPACE/NAME-v0`.")
     p.add_argument("--project", type=Path, required=True)
-    p.add_argument("--format", choices=["trl"], required=True, help="trl: TRL preference JSONL.")
-    p.add_argument("--out", type=Path, required=True, help="The .jsonl file to write (replaced atomically).")
+    p.add_argument("--format", choices=["trl", "comparisons", "minari"], required=True,
+                   help="trl: TRL preference JSONL; comparisons: clip/trajectory comparisons and rankings as JSONL; "
+                   "minari: a Minari dataset in Minari's data folder (MINARI_DATASETS_PATH).")
+    p.add_argument("--out", type=Path, default=None, help="trl, comparisons: the .jsonl file to write (replaced "
+                   "atomically).")
+    p.add_argument("--env-id", default="", help="minari: the environment whose trajectories to export.")
+    p.add_argument("--dataset-id", default="", help="minari: the new dataset's id, namespace/name-vN "
+                   "(minari.load_dataset finds it by this id).")
     p.add_argument("--conversational", action="store_true",
                    help="Rows as chat messages (user prompt, assistant answers) instead of plain strings.")
     p.add_argument("--source", default="", help="Only labels of these sources, comma-separated "
                    "(human, synthetic, ai, auto); default: all.")
     p = sub.add_parser("import", help="Import a TRL preference (or unpaired prompt/completion/label) JSONL "
-                       "file: `import --project P --format trl F.jsonl`; a file with any bad line imports nothing.")
-    p.add_argument("--project", type=Path, required=True, help="Project folder (created if it does not exist).")
-    p.add_argument("--format", choices=["trl"], required=True, help="trl: TRL preference JSONL.")
+                       "file: `import --project P --format trl F.jsonl`; clip labels: `--format comparisons F.jsonl`; "
+                       "a local Minari dataset as demonstrations: `--format minari NAMESPACE/NAME-v0 [--ranking "
+                       "return]`. Bad input imports nothing.")
+    p.add_argument("--project", type=Path, required=True, help="Project folder (created if it does not exist; "
+                   "comparisons: an existing project holding the trajectories).")
+    p.add_argument("--format", choices=["trl", "comparisons", "minari"], required=True,
+                   help="trl: TRL preference JSONL; comparisons: JSONL written by `export --format comparisons`; "
+                   "minari: a dataset id in Minari's data folder (never downloaded).")
+    p.add_argument("--ranking", choices=["none", "return", "order"], default="none",
+                   help="minari: also rank the episodes for T-REX (the reward_model job's rankings source): by "
+                   "return, or in the dataset's order (first = worst); default none.")
+    p.add_argument("--env-id", default="", help="minari: the environment, when the dataset names none (or names "
+                   "yours without its module: your_module:YourEnv-v0).")
     p.add_argument("--source", choices=["human", "synthetic", "ai", "auto"], default="human",
-                   help="Source recorded on the imported comparisons (default human).")
-    p.add_argument("file", type=Path)
+                   help="trl: source recorded on the imported comparisons (default human).")
+    p.add_argument("file", help="The file to import (minari: the dataset id).")
     p = sub.add_parser("export-cluster", help="Export a DPO / GRPO / reward-model run for a GPU cluster (TRL under "
                        "accelerate): `export-cluster --project P --algo dpo --out DIR [--model M] [--include-model]`.")
     p.add_argument("--project", type=Path, required=True)
@@ -569,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "policy (JSON last line); `round --project P --continue` finishes a round waiting for labels; "
                    "`round --help` lists every setting.", add_help=False)
     p = sub.add_parser("sweep", help="Run a job over seeds and a grid of settings in worker processes: `sweep JOB "
-                       "--project P --seeds 0 1 2 [--grid name=v1,v2] [--set name=v] [--workers N]`; each setting's "
+                       "--project P --seeds 0 1 2 [--grid name=v1,v2] [--set name=v] [--workers N] [--engine local|ray "
+                       "[--address ADDR]]`; each setting's "
                        "final metrics as IQM and mean with bootstrap 95 %% intervals (JSON last line).")
     p.add_argument("job", help="The job to sweep (see `jobs`).")
     p.add_argument("--project", type=Path, required=True, help="Project folder (the sweep and its runs are stored).")
@@ -577,12 +743,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2", help="A setting to vary (repeatable).")
     p.add_argument("--set", action="append", metavar="NAME=V", help="A setting every run shares (repeatable).")
     p.add_argument("--workers", type=int, default=0, help="Runs at once (default: one per core).")
+    p.add_argument("--threads", type=int, default=0, help="Torch threads per run (default: the cores shared "
+                   "among the workers).")
     p.add_argument("--metric", action="append", metavar="KEY", help="Aggregate only these metric keys.")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="local: worker processes here; "
+                   "ray: Ray tasks that return their runs to this process (needs the optional extra `ray`).")
+    p.add_argument("--address", default=None, metavar="ADDR", help="With --engine ray: the cluster to use "
+                   "(host:6379, ray://host:10001 or auto); left out: a local Ray with the core budget.")
     p = sub.add_parser("demo-project", help="Create (or check) the built-in demo project.")
     p.add_argument("path", type=Path, nargs="?", default=None)
     p = sub.add_parser("eval-text", help="Evaluate a text policy: `eval-text --project P --policy-run ID|"
-                       "--policy-folder F [--reward-run ID] [--k 8] [--heldout-tasks 16]`: pass@1, cons@k, pass@k, "
-                       "win rate (JSON last line).")
+                       "--policy-folder F [--reward-run ID] [--k 8] [--heldout-tasks 16 | --prompt-source project [--category C] "
+                       "[--prompt-ids 1,2]]`: pass@1, cons@k, pass@k, win rate (JSON last line).")
     p.add_argument("--project", type=Path, required=True, help="Project folder (the evaluation is stored as a run).")
 
     cfg.add_arguments(p, TextEvalConfig)
@@ -634,13 +806,17 @@ def _main(argv: list[str] | None) -> int:
             raise UsageError(f"the argument {bad.encode('utf-8', 'backslashreplace').decode()[:60]!r} is not valid "
                              "UTF-8 text")
     handlers = {"new-project": cmd_new_project, "info": cmd_info, "jobs": cmd_jobs,
-                "metrics": cmd_metrics, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
+                "metrics": cmd_metrics, "compare": cmd_compare, "demo-project": cmd_demo_project, "prompts": cmd_prompts,
                 "export": cmd_export, "import": cmd_import}
     handlers.update({"export-cluster": cmd_export_cluster, "import-checkpoint": cmd_import_checkpoint})
     handlers["eval-text"] = cmd_eval_text
     handlers["artefacts"] = handlers["artifacts"] = cmd_artefacts
     handlers["resume"] = cmd_resume
     handlers["sweep"] = cmd_sweep
+    handlers["export-metrics"] = cmd_export_metrics
+    handlers["report"] = cmd_report
+    if args.tensorboard:
+        set_tensorboard_enabled(True)
     if args.command == "run":
         return cmd_run(args, rest)
     if args.command == "round":

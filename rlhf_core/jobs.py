@@ -38,7 +38,8 @@ from typing import Any
 
 from rlhf_core import config as cfg
 from rlhf_core.registry import JobSpec, get_job, list_jobs, register_job  # noqa: F401  (the job API)
-from rlhf_core.runtime import set_torch_threads
+from rlhf_core.io.tensorboard import FOLDER as TENSORBOARD_FOLDER, TensorBoardSink
+from rlhf_core.runtime import set_torch_threads, tensorboard_enabled
 from rlhf_core.store import Project
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,9 @@ class JobContext:
             flush = getattr(sink, "flush", None)
             if flush is not None:
                 flush()
-        save_state(self.project().run_folder(self.run_id), step, tensors, extra, files)
+        project = self.project()
+        save_state(project.run_folder(self.run_id), step, tensors, extra, files,
+                   checkpoints=[c["id"] for c in project.checkpoints(self.run_id)])
 
     # --- hooks -----------------------------------------------------------------------------
     def _on_progress(self, fraction: float, message: str) -> None:
@@ -487,6 +490,7 @@ def execute_job(
     started = time.monotonic()
     ctx._restart_progress()
     writer: _DbMetricWriter | None = None
+    events: TensorBoardSink | None = None
     project = None
     status, result, error, message = "failed", None, None, None
     try:
@@ -501,6 +505,10 @@ def execute_job(
             project.start_run(run_id)
             writer = _DbMetricWriter(ctx, run_id)
             ctx._metric_sinks.append(writer)
+            if tensorboard_enabled():  # the metrics also as TensorBoard event files, in the run's folder
+                events = TensorBoardSink(project.run_folder(run_id, create=False) / TENSORBOARD_FOLDER,
+                                         resume_step=getattr(resume_from, "step", None))
+                ctx._metric_sinks.append(events)
             ctx._sample_sinks.append(
                 lambda k, p, s: ctx.project().add_sample(run_id, k, p, step=s)  # type: ignore[arg-type]
             )
@@ -535,6 +543,8 @@ def execute_job(
                 error = (error or "") + "\nWhile saving the run:\n" + traceback.format_exc()
                 message = message or f"the run could not be saved: {failure_message(exc)}"
                 status = "failed"
+        if events is not None:
+            events.close()  # never raises: a failed write only stops the event file
         if ctx._project is not None:
             ctx._project.close()
             ctx._project = None
@@ -585,6 +595,8 @@ def resume_run(project_path: str | Path, run_id: int, ctx: JobContext, *,
         config = cfg.from_dict(spec.config_class(), run["config"], strict=False)
         state = load_state(project.run_folder(run_id))
         project.discard_after(run_id, state.step)
+        if state.checkpoints is not None:  # added by a killed run after its state: the continuation adds them
+            project.delete_checkpoints(c["id"] for c in project.checkpoints(run_id) if c["id"] not in state.checkpoints)
     return execute_job(spec, config, ctx, project_path=project_path, run_id=run_id, torch_threads=torch_threads,
                        resume_from=state)
 

@@ -11,6 +11,7 @@ with its meaning and unit (TRL's names where TRL has one, e.g. ``completions/mea
 from __future__ import annotations
 
 import re
+import zlib
 
 METRIC_KEYS: dict[str, str] = {
     # reward-model training (Bradley-Terry and relatives)
@@ -24,12 +25,20 @@ METRIC_KEYS: dict[str, str] = {
     "reward_model/mean_length": "Text reward model: mean token length of the batch's sequences.",
     "reward_model/final_train_loss": "Text reward model: loss over all training pairs after training (nats).",
     "reward_model/final_train_accuracy": "Text reward model: accuracy over all training pairs after training.",
+    # the held-out gold model of a text_reward_model run (gold_fraction > 0), on its own part of the pairs
+    "reward_model/gold_loss": "Held-out gold model: Bradley-Terry loss on the training batch (nats).",
+    "reward_model/gold_train_accuracy": "Held-out gold model: accuracy on the training batch.",
+    "reward_model/gold_heldout_accuracy": "Held-out gold model: accuracy on its own held-out pairs.",
     # ensemble member k (0, 1, ...) of the control reward model, on its own bootstrap of the pairs
     "reward_model/m{k}_loss": "Member k: Bradley-Terry loss on the training batch (nats).",
     "reward_model/m{k}_train_accuracy": "Member k: accuracy on the training batch.",
     "reward_model/m{k}_heldout_loss": "Member k: Bradley-Terry loss on the held-out pairs (nats).",
     "reward_model/m{k}_heldout_accuracy": "Member k: accuracy on the held-out pairs.",
     "preferences/labels": "Preference RL: labels collected so far.",
+    "preferences/waiting": "Preference RL (labeller = human): the run's queries still waiting for a label in Label "
+                           "clips.",
+    "preferences/refits": "Preference RL (labeller = human): reward-ensemble fits so far (the first, before any RL, "
+                          "included).",
     "bc/loss": "Behavioural cloning: mean loss over the epoch's batches (cross-entropy for discrete actions, "
                "squared error for continuous ones).",
     # control rollouts and RL (used by the control track)
@@ -124,6 +133,9 @@ METRIC_KEYS: dict[str, str] = {
     "refusal/under_refusal": "1 - refusal/on_refuse: harmful requests the policy went along with.",
     "refusal/on_comply": "Refusal rate on benign prompts a good assistant answers (tag or meta.expected 'comply' "
                          "or 'answer'): the over-refusal rate.",
+    "refusal/judge_on_refuse": "The second judge's refusal rate on prompts to refuse (refusal_eval second_judge).",
+    "refusal/judge_on_comply": "The second judge's refusal rate on benign prompts (its over-refusal rate).",
+    "refusal/judge_agreement": "Share of responses the phrase rule and the second judge call the same.",
     # bookkeeping every job may log
     "time/steps_per_second": "Optimisation steps per wall-clock second.",
 }
@@ -141,11 +153,16 @@ METRIC_UNITS: dict[str, str] = {
     "reward_model/mean_length": "tokens",
     "reward_model/final_train_loss": "nats",
     "reward_model/final_train_accuracy": "fraction",
+    "reward_model/gold_loss": "nats",
+    "reward_model/gold_train_accuracy": "fraction",
+    "reward_model/gold_heldout_accuracy": "fraction",
     "reward_model/m{k}_loss": "nats",
     "reward_model/m{k}_train_accuracy": "fraction",
     "reward_model/m{k}_heldout_loss": "nats",
     "reward_model/m{k}_heldout_accuracy": "fraction",
     "preferences/labels": "labels",
+    "preferences/waiting": "pairs",
+    "preferences/refits": "refits",
     "bc/loss": "loss",
     "rollout/true_return": "return",
     "rollout/learned_return": "learned return",
@@ -218,6 +235,9 @@ METRIC_UNITS: dict[str, str] = {
     "refusal/on_refuse": "fraction",
     "refusal/under_refusal": "fraction",
     "refusal/on_comply": "fraction",
+    "refusal/judge_on_refuse": "fraction",
+    "refusal/judge_on_comply": "fraction",
+    "refusal/judge_agreement": "fraction",
     "time/steps_per_second": "steps/s",
 }
 
@@ -261,3 +281,22 @@ def unit(key: str) -> str:
     """The unit of a key (its y axis in the plots); ``""`` for an undeclared key."""
     entry = declared(current_key(key))
     return METRIC_UNITS.get(entry, "") if entry else ""
+
+
+#: Curve colours (matplotlib's tab10), shared by the app's plots and the run reports.
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f")
+
+
+def colour(key: str) -> str:
+    """A key's curve colour: its place among the declared keys of its plot (namespace and unit), the same in
+    every run. An ensemble member (``m3_loss``) takes the colour of the metric it averages (``loss``); an
+    undeclared key one fixed by its name."""
+    entry = declared(current_key(key)) or current_key(key)
+    metric = entry.replace("m{k}_", "")
+    metric = metric if metric in METRIC_KEYS else entry
+    group = (namespace(metric), unit(metric))
+    siblings = [k for k in METRIC_KEYS if (namespace(k), METRIC_UNITS.get(k, "")) == group]
+    if metric in siblings:
+        return PALETTE[siblings.index(metric) % len(PALETTE)]
+    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]

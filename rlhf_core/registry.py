@@ -128,6 +128,20 @@ register_job(
 )
 register_job(
     JobSpec(
+        name="active_queries",
+        group="label",
+        summary="Queue the pairs the reward model is least sure about.",
+        title="Active queries (where the reward model is unsure)",
+        description="From a pool of clips of one environment or of text responses, queue the pairs on which the "
+        "reward ensemble's members disagree most (or whose P(left) is nearest 0.5, or random pairs); each entry "
+        "keeps every member's prediction, shown as \"why this pair\" while labelling. Text: small heads on a text "
+        "reward model's backbone, each fitted to a bootstrap of the labels.",
+        target="rlhf_core.labelers.active_queries:queue_active_pairs",
+        config="rlhf_core.labelers.active_queries:ActiveQueriesConfig",
+    )
+)
+register_job(
+    JobSpec(
         name="extrapolation_demo",
         group="demo",
         summary="T-REX / D-REX end to end: beat the demonstrations?",
@@ -192,7 +206,8 @@ register_job(
         summary="Fine-tune a language model to score responses.",
         title="Train a text reward model",
         description="Fine-tune a language model with a scalar head (Bradley-Terry) on this project's comparisons "
-        "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy.",
+        "of responses to the same prompt; saves a Hugging Face folder and reports held-out accuracy. With "
+        "gold_fraction > 0 it also trains a held-out gold reward model on labels the first never sees.",
         target="rlhf_core.trainers.text.reward_model:train_text_reward_model",
         config="rlhf_core.trainers.text.reward_model:TextRewardModelConfig",
     )
@@ -306,7 +321,8 @@ register_job(
         group="evaluate",
         summary="pass@1, cons@k, pass@k and win rate of a text policy.",
         title="Evaluate a text policy (pass@1, cons@k, win rate)",
-        description="Greedy pass@1, majority-vote cons@k and pass@k of k samples on held-out arithmetic tasks; "
+        description="Greedy pass@1, majority-vote cons@k and pass@k of k samples on held-out arithmetic tasks or "
+        "on the project's prompts with gold answers (prompt_source project); "
         "optionally the win rate against the reference model judged by a text reward model.",
         target="rlhf_core.analysis.text_evaluation:evaluate_text_policy",
         config="rlhf_core.analysis.text_evaluation:TextEvalConfig",
@@ -321,7 +337,8 @@ register_job(
         description="One response per prompt tagged 'refuse' or 'comply' (the starter set's harmlessness prompts, "
         "or the project's own), judged by a documented list of refusal phrases: the refusal rate on prompts to "
         "refuse (under-refusal = 1 - that) and on benign prompts (over-refusal), with n and Wilson 95 % "
-        "intervals and example responses of each cell.",
+        "intervals and example responses of each cell; optionally also judged by a text reward model or a judge "
+        "model, with the two verdicts' agreement.",
         target="rlhf_core.analysis.refusal:evaluate_refusals",
         config="rlhf_core.analysis.refusal:RefusalEvalConfig",
     )

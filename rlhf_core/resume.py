@@ -2,8 +2,9 @@
 
 A state is one folder, ``<run folder>/resume/state``, holding ``tensors.pt`` (the trainable weights,
 optimiser and scheduler states, torch's random state; loaded with ``weights_only=True``) and
-``state.json`` (the step, the trainer's own counters, Python's and NumPy's random states) and any
-files the trainer adds (an SB3 model's zip). It is written beside the old one and swapped in by two renames, so a kill at any moment leaves a complete
+``state.json`` (the step, the trainer's own counters, Python's and NumPy's random states, the ids of
+the run's checkpoint rows) and any files the trainer adds (an SB3 model's zip). It is written beside the
+old one and swapped in by two renames, so a kill at any moment leaves a complete
 state: the new one, or the previous one (``state.old``, kept until the swap is done).
 """
 
@@ -35,6 +36,7 @@ class TrainingState:
     numpy_random: Any = None
     folder: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)  # name -> the file inside ``folder``
+    checkpoints: list[int] | None = None  # the run's checkpoint rows when it was saved (None: not recorded)
 
     def restore_random(self) -> None:
         """Put torch's, Python's and NumPy's global random generators back where they were."""
@@ -82,14 +84,18 @@ def resume_training(state: TrainingState, model, optimizer) -> dict:
 
 
 def save_state(run_folder: str | os.PathLike, step: int, tensors: dict[str, Any], extra: dict | None = None,
-               files: Mapping[str, bytes | str | os.PathLike] | None = None) -> Path:
+               files: Mapping[str, bytes | str | os.PathLike] | None = None,
+               checkpoints: list[int] | None = None) -> Path:
     """Write the state of a run after ``step`` atomically; returns its folder. ``files`` (name -> bytes, or
-    a path to copy) are part of the state, swapped in with the rest."""
+    a path to copy) are part of the state, swapped in with the rest; ``checkpoints``: the ids of the run's
+    checkpoint rows now (a resumed run drops those added later: it adds them again)."""
     import numpy as np
     import torch  # start-up: torch
 
     base = Path(run_folder) / "resume"
     base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob("state.partial-*"):  # left by a save that was killed (one writer a run: its lease)
+        shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(prefix="state.partial-", dir=base))
     try:
         payload = dict(tensors)
@@ -109,6 +115,7 @@ def save_state(run_folder: str | os.PathLike, step: int, tensors: dict[str, Any]
         version, internal, gauss = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         meta = {"format_version": FORMAT_VERSION, "step": int(step), "extra": extra or {}, "files": names,
+                "checkpoints": None if checkpoints is None else [int(c) for c in checkpoints],
                 "python_random": [version, list(internal), gauss],
                 "numpy_random": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
         with open(partial / "state.json", "w") as fh:
@@ -151,7 +158,7 @@ def load_state(run_folder: str | os.PathLike) -> TrainingState | None:
             numpy_random = (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
         return TrainingState(step=int(meta["step"]), extra=meta.get("extra", {}), tensors=tensors,
                              python_random=meta.get("python_random"), numpy_random=numpy_random, folder=folder,
-                             files=files)
+                             files=files, checkpoints=meta.get("checkpoints"))
     return None
 
 

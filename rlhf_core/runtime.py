@@ -76,3 +76,18 @@ def set_network_allowed(allowed: bool) -> None:
     except ImportError:  # pragma: no cover
         return
     hub_constants.HF_HUB_OFFLINE = not allowed
+
+
+#: ``1``: every stored run also writes TensorBoard event files (``rlhf_core.io.tensorboard``); worker
+#: processes (sweeps) inherit it
+TENSORBOARD_ENV = "RLHF_TENSORBOARD"
+
+
+def tensorboard_enabled() -> bool:
+    """Whether runs started now also write TensorBoard event files (off unless switched on)."""
+    return os.environ.get(TENSORBOARD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_tensorboard_enabled(enabled: bool) -> None:
+    """The TensorBoard switch (the app's setting, the CLI's ``--tensorboard``) for this process and its children."""
+    os.environ[TENSORBOARD_ENV] = "1" if enabled else "0"

@@ -6,6 +6,9 @@ the sweep. Each member is a ``python -m rlhf_core run`` process (at most one per
 each unless more cores are free), which writes its own run into the project and holds its run lease, so
 the app follows members live like any run started from a terminal. Cancel asks each running member to stop
 (SIGINT: a cooperative cancel) and starts no more.
+
+With ``engine="ray"`` the members are Ray tasks instead, on this machine or a cluster (``address``); the driver
+imports each finished run into the project, the one writer (:mod:`rlhf_core.sweeps_ray`).
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core import config as cfg
-from rlhf_core.analysis.aggregate import final_value, summarise
+from rlhf_core.analysis.aggregate import Band, curve_band, final_value, summarise
 from rlhf_core.config import param
 from rlhf_core.jobs import JobCancelled, JobContext, get_job
 from rlhf_core.store import Project
+from rlhf_core.sweeps_ray import RayEngineError, ray_module, run_members
 
 SWEEP_KIND = "sweep"
+ENGINES = ("local", "ray")
+#: jobs whose work is labels, which the Ray engine does not bring back (runs only): local engine only
+LABELLING_JOBS = ("round", "cai_demo")
 #: members a sweep may have (a guard against a grid typed by mistake)
 MAX_MEMBERS = 500
 
@@ -48,11 +55,16 @@ class SweepConfig:
     settings: dict = field(default_factory=dict, metadata={"help": "Settings every member shares.",
                                                            "label": "Settings"})
     workers: int = param(0, "Member runs at once (0: one per core); never more than the cores.", min=0, max=256)
+    threads: int = param(0, "Torch threads per member (0: the cores shared among the workers).", min=0, max=1024)
     metrics: list = param([], "Metric keys to aggregate (empty: every key the members log).", each="key")
+    engine: str = param("local", "Where members run: worker processes here, or Ray tasks (here or on a cluster).",
+                        choices=ENGINES)
+    address: str = param("", "Ray engine: the cluster's address (empty: a local Ray with the core budget).")
 
     def check(self) -> list[str]:
         try:
             plan_sweep(self.job, self.seeds, self.grid, self.settings)
+            check_engine(self.job, self.engine, self.address)
         except SweepError as exc:
             return [str(exc)]
         return []
@@ -123,6 +135,21 @@ def plan_sweep(job: str, seeds: Sequence[int], grid: Mapping[str, Sequence[Any]]
     return plan
 
 
+def check_engine(job: str, engine: str, address: str = "") -> None:
+    """Refuse an engine that cannot run ``job`` as asked (Ray needs its extra; labels stay local)."""
+    if address and engine != "ray":
+        raise SweepError("--address names a Ray cluster: use it with --engine ray.")
+    if engine != "ray":
+        return
+    spec = get_job(job)
+    if spec.group == "label" or spec.name in LABELLING_JOBS:
+        raise SweepError(f"The Ray engine brings runs back, not labels: sweep {job} with the local engine.")
+    try:
+        ray_module()
+    except RayEngineError as exc:
+        raise SweepError(str(exc)) from None
+
+
 def _typed(info: cfg.FieldInfo, value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -154,8 +181,13 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
     if ctx.project_path is None or ctx.run_id is None:
         raise SweepError("A sweep writes its member runs into a project: run it with a project.")
     plan = plan_sweep(config.job, config.seeds, config.grid, config.settings)
+    check_engine(config.job, config.engine, config.address)
     workers = worker_count(config.workers, len(plan.members))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
+    if config.engine == "ray":
+        _run_on_ray(config, plan, ctx, workers, threads)
+        ctx.raise_if_cancelled()
+        return aggregate(ctx.project(), ctx.run_id, config.metrics)
     pending = list(plan.members)
     running: dict[subprocess.Popen, tuple[Member, Path]] = {}
     scratch = Path(tempfile.mkdtemp(prefix="sweep-"))
@@ -186,6 +218,27 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     ctx.raise_if_cancelled()
     return aggregate(ctx.project(), ctx.run_id, config.metrics)
+
+
+def _run_on_ray(config: SweepConfig, plan: Plan, ctx: JobContext, workers: int, threads: int) -> None:
+    """Members as Ray tasks: a local Ray gets the core budget (``workers`` CPUs, ``threads`` torch threads per
+    member); on a cluster Ray schedules them (one CPU each, one torch thread unless ``threads`` says more;
+    ``workers``, when given, caps the tasks in flight)."""
+    total, done = len(plan.members), 0
+    where = f"the Ray cluster at {config.address}" if config.address else f"a local Ray with {workers} CPUs"
+    ctx.log(f"{total} runs of {config.job} as Ray tasks on {where}")
+
+    def on_done(member: Member) -> None:
+        nonlocal done
+        done += 1
+        if member.status != "completed":
+            ctx.log(f"seed {member.seed} {member.settings or ''}: {member.status} {member.error}".strip())
+        ctx.progress(done, total, f"{done}/{total} runs finished")
+
+    on_cluster = bool(config.address)
+    run_members(config.job, plan.members, ctx, address=config.address, cpus=workers,
+                threads=(config.threads or 1) if on_cluster else threads,
+                limit=config.workers if on_cluster else 0, on_done=on_done)
 
 
 def _start(ctx: JobContext, job: str, member: Member, threads: int, folder: Path) -> subprocess.Popen:
@@ -245,3 +298,55 @@ def aggregate(project: Project, sweep_run_id: int, keys: Sequence[str] = ()) -> 
         out.append(group)
     completed = sum(s == "completed" for g in out for s in g["statuses"])
     return {"members": sum(len(g["runs"]) for g in out), "completed": completed, "groups": out}
+
+
+@dataclass
+class SweepGroup:
+    """One setting of a sweep's grid, for one metric: its members, the summary of their final values
+    (:func:`aggregate`'s, None when no member finished) and their curves as a mean with a bootstrap band."""
+
+    settings: dict
+    runs: list[int]
+    seeds: list[int]
+    statuses: list[str]
+    summary: dict | None
+    band: Band
+    finals: dict[int, float]  # completed member run -> its final value
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "all runs"
+
+
+@dataclass
+class SweepView:
+    sweep: dict  # the sweep's run row
+    key: str | None  # the metric shown; None when no member logged any
+    keys: list[str]  # every metric key the members log
+    groups: list[SweepGroup]
+
+
+def sweep_view(project: Project, sweep_id: int, key: str | None = None) -> SweepView:
+    """What the app's sweep view shows for ``key`` (default: the sweep's first aggregated key, else the first
+    logged): per setting the member runs, :func:`aggregate`'s summary and ``curve_band`` over the
+    completed members' curves."""
+    sweep = project.get_run(sweep_id)
+    if sweep is None or sweep["kind"] != SWEEP_KIND:
+        raise SweepError(f"Run {sweep_id} is not a sweep.")
+    members = [r for r in project.runs() if r.get("parent_run_id") == sweep_id]
+    keys = sorted({k for r in members if r["status"] == "completed" for k in project.metric_keys(r["id"])})
+    wanted = [k for k in (sweep["config"].get("metrics") or []) if k in keys]
+    if key not in keys:
+        key = (wanted or keys or [None])[0]
+    result = aggregate(project, sweep_id, [key] if key else [])
+    status = {r["id"]: r["status"] for r in members}
+    groups = []
+    for group in result["groups"]:
+        done = [r for r in group["runs"] if status[r] == "completed"]
+        series = [project.metrics(r).get(key, ([], [])) for r in done] if key else []
+        finals = {r: float(values[-1]) for r, (_, values) in zip(done, series) if len(values)}
+        groups.append(SweepGroup(settings=group["settings"], runs=group["runs"], seeds=group["seeds"],
+                                 statuses=group["statuses"], summary=group["final"].get(key) if key else None,
+                                 band=curve_band(series), finals=finals))
+    return SweepView(sweep=sweep, key=key, keys=keys, groups=groups)
+

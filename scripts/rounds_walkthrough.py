@@ -25,11 +25,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
 CONTROL = dict(track="control", env_id="CartPole-v1", labeller="oracle", episodes=8, queue_pairs=24,
                previous_pairs=8, reward_steps=400, members=3, ppo_steps=20_000, heldout_fraction=0.2)
-TEXT = dict(track="text", labeller="oracle", oracle_reward="length", prompt_set="starter", max_prompts=4,
-            samples_per_prompt=4, max_new_tokens=48, policy_steps=10, algorithm="dpo", reward_epochs=2,
+# the noisy (Boltzmann) teacher: two answers cut at the same length are a coin flip, not a tie DPO must drop
+TEXT = dict(track="text", labeller="oracle", teacher="noisy", oracle_reward="length", prompt_set="starter",
+            max_prompts=4, samples_per_prompt=4, max_new_tokens=96, policy_steps=10, algorithm="dpo", reward_epochs=2,
             heldout_fraction=0.2, previous_pairs=4)
 QUICK = {"control": dict(episodes=4, queue_pairs=8, reward_steps=50, members=1, ppo_steps=2_000),
-         "text": dict(max_prompts=2, samples_per_prompt=3, max_new_tokens=8, policy_steps=2, reward_epochs=1)}
+         "text": dict(max_prompts=2, samples_per_prompt=3, max_new_tokens=16, policy_steps=2, reward_epochs=1)}
 
 
 def main(out: Path, quick: bool) -> dict:

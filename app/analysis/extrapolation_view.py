@@ -8,8 +8,10 @@ thing the reward model learned from) and for unseen trajectories, with a line at
 demonstration: points right of it are better than anything the model was shown. For D-REX runs
 the noise-degradation curve (mean true return per ε) is drawn under it.
 
-A second tab, "D-REX ranking" (``app/analysis/drex_view.py``), shows the project's own noise
-rollouts and lets the person override D-REX's automatic order of noise levels.
+A second tab, "Any reward model" (``app/analysis/reward_check_view.py``), draws the same plot for any
+control reward model of the project over its stored trajectories (optionally one policy's). A third,
+"D-REX ranking" (``app/analysis/drex_view.py``), shows the project's own noise rollouts and lets the
+person override D-REX's automatic order of noise levels.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.analysis.drex_view import DrexView
+from app.analysis.reward_check_view import RewardCheckView
 from rlhf_core import kinds
 from rlhf_core.store import Project
 
@@ -106,8 +109,11 @@ class ExtrapolationView(QWidget):
         splitter.addWidget(right)
         splitter.setSizes([430, 640])
         self.drex_view = DrexView(settings)
+        self.reward_check = RewardCheckView()
+        self.reward_check.run_requested.connect(self.run_requested)
         self.tabs = QTabWidget()
         self.tabs.addTab(splitter, "Extrapolation runs")
+        self.tabs.addTab(self.reward_check, "Any reward model")
         self.tabs.addTab(self.drex_view, "D-REX ranking")
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
@@ -137,9 +143,15 @@ class ExtrapolationView(QWidget):
                 self.table.setItem(row, col, item)
         self.summary.setText(self._summary_text())
         self.drex_view.set_project(self.project)
+        if self.reward_check.project is not self.project:
+            self.reward_check.set_project(self.project)
+        else:
+            self.reward_check.refresh()
         if self.project is not self._tab_chosen_for:  # once per project, then the person's choice stays
             self._tab_chosen_for = self.project
-            if not self.runs and self.drex_view.env_box.count():  # nothing to show here: open the D-REX tab
+            if not self.runs and self.reward_check.has_models():  # no demo runs: the project's own reward models
+                self.tabs.setCurrentWidget(self.reward_check)
+            elif not self.runs and self.drex_view.env_box.count():  # nothing to show here: open the D-REX tab
                 self.tabs.setCurrentWidget(self.drex_view)
         if self.runs and not self.table.selectedItems():
             self.table.selectRow(0)

@@ -11,10 +11,16 @@ The pair comes from the project's queue (``pair_queue``); each label is handed t
 (``app/labeling/writer.py``) the moment the key is pressed, with the time since the pair appeared,
 and the next pair is shown at once; the recent-labels list and the counts show what the writer
 committed. A label the writer could not save (disk full, read-only, locked too long) puts its pair
-back on screen with a sentence saying why. The following pair is
+back on screen with a sentence saying why. A running online preference RL job that waits for labels
+is named above the clips, with how many it waits for. The following pair is
 decoded in advance, so the next one is on screen at once. True returns stay hidden (blind
 labelling) unless "Reveal true returns after each choice" is ticked; then the recent-labels list
 shows them for pairs already labelled, never for the pair on screen.
+
+The labeller chosen in the header labels the pairs they have not answered (a pair of the overlap is
+shown to several labellers, each blind to the others' answers); the project's labelling guidelines
+are beside the clips (``app/labeling/guidelines.py``) and each label records their version.
+"Agreement…" opens the labeller agreement on pairs of clips.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
+    QDialog,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from app.labeling.agreement_panel import AgreementPanel
 from app.labeling.common import (
     KEY_OUTCOMES,
     OUTCOME_TEXT,
@@ -40,8 +49,10 @@ from app.labeling.common import (
     RecentLabels,
     label_line,
     outcome_buttons,
+    why_text,
 )
 from app.labeling.frame_loader import FrameLoader
+from app.labeling.guidelines import GuidelinesPane, beside
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.reward_strip import RewardStrip
 from rlhf_core import kinds
@@ -80,6 +91,20 @@ class ClipPairView(PairView):
         self.strip_box.setChecked(True)
         self.strip_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         head.addWidget(self.strip_box)
+        self.agreement_button = QPushButton("Agreement…")
+        self.agreement_button.setToolTip("How often labellers gave the same answer on the same pair of clips")
+        self.agreement_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.agreement_button.clicked.connect(self.show_agreement)
+        self.agreement_dialog: QDialog | None = None
+        self.labeller_box.labeller_changed.connect(self._on_labeller_changed)
+        self.guidelines = GuidelinesPane(settings)
+        self.guidelines.version_loaded.connect(self._on_guidelines_loaded)
+        # a running online preference RL job waiting for these labels (it trains on meanwhile)
+        self.runs_label = QLabel()
+        self.runs_label.setObjectName("clip_runs_waiting")
+        self.runs_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.runs_label.setStyleSheet("color: #1c5d99;")
+        self.runs_label.hide()
 
         # the two clips
         self.playback = SyncedPlayback(self)
@@ -126,6 +151,7 @@ class ClipPairView(PairView):
             "No clip pairs are waiting for a label.\n\nMake some with Run → New Run… → “Collect trajectories” "
             "(it cuts clips and queues pairs of them), or with “Learner checkpoints”.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)  # the guidelines pane takes room beside it
         self.empty_label.setStyleSheet("color: #555; font-size: 14px;")
 
         self.recent = RecentLabels()
@@ -139,14 +165,21 @@ class ClipPairView(PairView):
         pl.addWidget(self.why_label)
         pl.addWidget(self.controls)
         pl.addLayout(buttons)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addLayout(head)
+        layout.addWidget(self.runs_label)
         layout.addWidget(self.pair_widget, 1)
         layout.addWidget(self.empty_label, 1)
         layout.addWidget(self.message)
-        layout.addWidget(QLabel("Recent labels"))
+        recent_head = QHBoxLayout()
+        recent_head.addWidget(QLabel("Recent labels"))
+        recent_head.addStretch(1)
+        recent_head.addWidget(self.agreement_button)
+        layout.addLayout(recent_head)
         layout.addWidget(self.recent)
-        # a running job (online preference RL) may queue pairs at any time: look while idle
+        beside(self, layout, self.guidelines)
+        # a running job (online preference RL) may queue pairs at any time: look while idle (the counts
+        # and the line of runs waiting for labels follow the queue)
         self.poll_timer = QTimer(self)
         self.poll_timer.setInterval(1500)
         self.poll_timer.timeout.connect(self._on_poll_timer)
@@ -156,10 +189,13 @@ class ClipPairView(PairView):
     # ------------------------------------------------------------------ project
     def set_project(self, project: Project | None) -> None:
         self.project = project
-        self.session = PairSession(project, "clip") if project is not None else None
+        self.labeller_box.fill(project)
+        self.session = PairSession(project, "clip", labeller=self.labeller_box.name()) if project is not None else None
+        self.guidelines.set_project(project)
         self.frames.clear()
         self.message.setText("")
-        self.labeller_box.fill(project)
+        if self.agreement_dialog is not None:
+            self.agreement_dialog.panel.set_project(project)
         self.show_next()
         self._refresh_recent()
 
@@ -251,13 +287,30 @@ class ClipPairView(PairView):
         self.show_next()
         return given
 
+    def show_agreement(self) -> QDialog:
+        """Labeller agreement on pairs of clips, in a window of its own (refreshed each time it is opened)."""
+        if self.agreement_dialog is None:
+            dialog = self.agreement_dialog = QDialog(self)
+            dialog.setWindowTitle("Labeller agreement")
+            dialog.resize(980, 620)
+            dialog.panel = AgreementPanel(dialog, kind="clip")
+            QVBoxLayout(dialog).addWidget(dialog.panel)
+        self.agreement_dialog.panel.set_project(self.project)
+        self.agreement_dialog.show()
+        self.agreement_dialog.raise_()
+        return self.agreement_dialog
+
     # ------------------------------------------------------------------ display
     def _update_progress(self) -> None:
         if self.session is None:
             self.progress_label.setText("No project open")
+            self.runs_label.hide()
             return
         progress = self.session.progress()
         self.progress_label.setText(f"Labelled {progress.labelled} · {progress.waiting} waiting")
+        runs = progress.runs_waiting_text()
+        self.runs_label.setText(runs)
+        self.runs_label.setVisible(bool(runs))
 
     def _recent_text(self, r: dict) -> str:
         text = label_line(r, f"clip {r['left_id']} vs {r['right_id']}: {OUTCOME_TEXT[r['outcome']]}")
@@ -291,18 +344,3 @@ def no_reward_model_text(project, env_ids: set) -> str:
     text = f"Show learned reward: this project has no reward model of {envs} yet"
     text += f" (its reward models are of {', '.join(others)})." if others else "."
     return text + " Train one (Run → New Run… → “Train a reward model”) to see its reward per step under each clip."
-
-
-def why_text(reason_json: str | None) -> str:
-    """One line saying why a pair was queued (query selection), for the person labelling it."""
-    import json
-
-    reason = json.loads(reason_json or "{}")
-    selection = reason.get("selection")
-    if selection == "disagreement" and reason.get("member_p_left"):
-        probs = ", ".join(f"{p:.2f}" for p in reason["member_p_left"])
-        return (f"Why this pair: the reward models disagree most here (variance {reason.get('disagreement', 0):.3f}); "
-                f"their P(left better) = {probs}")
-    if selection:
-        return f"Why this pair: {selection} selection"
-    return ""

@@ -9,6 +9,7 @@ What is on screen and given, and the writes, are decided by the sessions in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, Qt, Signal
@@ -42,15 +43,67 @@ BUTTONS = (("left", "◀ Left better  (← / 1)"), ("tie", "Tie  (↓ / =)"), ("
 RECENT = 12
 
 
+def why_text(reason_json: str | None) -> str:
+    """One line saying why a queued pair was asked (its query selection and, for an active query, each
+    reward model member's P(left better)), for the person labelling it; "" when the entry says nothing."""
+    try:
+        reason = json.loads(reason_json or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(reason, dict) or not isinstance(reason.get("selection"), str):
+        return ""
+    selection = reason["selection"]
+    probs = [p for p in reason.get("member_p_left") or [] if isinstance(p, (int, float))]
+    members = ", ".join(f"{p:.2f}" for p in probs)
+    if selection == "disagreement" and probs:
+        variance = reason.get("disagreement")
+        variance = variance if isinstance(variance, (int, float)) else sum((p - sum(probs) / len(probs)) ** 2
+                                                                            for p in probs) / len(probs)
+        return f"Why this pair: the reward models disagree most here (variance {variance:.3f}); their P(left better) = {members}"
+    if selection == "uncertainty" and probs:
+        return (f"Why this pair: the reward models are least sure here (mean P(left better) {sum(probs) / len(probs):.2f}); "
+                f"each one's: {members}")
+    if selection == "all":
+        return "Why this pair: every pair of responses to this prompt was queued"
+    if probs:
+        return f"Why this pair: {selection} selection; the reward models' P(left better) = {members}"
+    return f"Why this pair: {selection} selection"
+
+
 class LabellerBox(QComboBox):
-    """Who is labelling: the project's human labellers; typing a new name adds one on the next label."""
+    """Who is labelling: the project's human labellers; typing a new name adds one on the next label.
+    Choosing another name starts labelling as that person (``labeller_changed``): with an overlap
+    between labellers each one is shown the pairs they have not answered, blind to the others' answers."""
+
+    labeller_changed = Signal(str)
 
     def __init__(self, settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings
+        self._last = ""
         self.setEditable(True)
-        self.setToolTip("Who is labelling (type a new name to add a labeller)")
+        self.setToolTip("Who is labelling (type a new name to add a labeller). Each person labels under their own "
+                        "name: pairs that go to several labellers are shown to each of them, blind.")
         self.setMinimumWidth(140)
+        self.activated.connect(lambda _i: self._changed())
+        self.lineEdit().editingFinished.connect(self._changed)
+
+    def _changed(self) -> None:
+        name = self.name()
+        if name != self._last:
+            self._last = name
+            self.take_name()
+            self.labeller_changed.emit(name)
+
+    def choose(self, name: str) -> None:
+        """Label as ``name`` from now on (as picking it in the box does)."""
+        self.setCurrentText(name)
+        self._changed()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().showEvent(event)
+        if self.settings.labeller != self._last and not self.lineEdit().hasFocus():
+            self.choose(self.settings.labeller)  # another page's box chose someone else meanwhile
 
     def fill(self, project) -> None:
         self.clear()
@@ -62,6 +115,7 @@ class LabellerBox(QComboBox):
             names.insert(0, wanted)
         self.addItems(names)
         self.setCurrentText(wanted)
+        self._last = self.name()
 
     def name(self) -> str:
         return self.currentText().strip() or "you"
@@ -230,6 +284,21 @@ class PairView(TimedWhileVisible, QWidget):
 
     def _may_show_again(self) -> bool:
         return True
+
+    def _on_guidelines_loaded(self, version: int | None) -> None:
+        """The guidelines pane shows ``version``: the labels given from now on record it."""
+        if self.session is not None:
+            self.session.guideline_version = version
+
+    def _on_labeller_changed(self, name: str) -> None:
+        """Another person labels from now on: the pairs they have not answered, their recent labels."""
+        if self.session is None:
+            return
+        self.session.set_labeller(name)
+        if self._may_show_again():
+            self.show_next()
+        self._update_progress()
+        self._refresh_recent()
 
     def _on_write_failed(self, session: PairSession, text: str) -> None:
         if session is self.session:
@@ -417,3 +486,8 @@ class RankingBase(TimedWhileVisible, QWidget):
     def _write_failed(self, session: RankingSession, text: str) -> None:
         if session is self.session:
             self.status.setText(text)  # the ranking stays on screen: save it again when the cause is gone
+
+    def _on_guidelines_loaded(self, version: int | None) -> None:
+        """The guidelines pane shows ``version``: rankings saved from now on record it."""
+        if self.session is not None:
+            self.session.guideline_version = version

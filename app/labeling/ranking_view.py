@@ -3,7 +3,8 @@
 Tick "tied with the one above" on an item to put it in the same group as the item above it.
 Selecting an item plays it on the right. "Save ranking" (Ctrl+S) stores one ranking that expands
 to every K-choose-2 pair (ties as "tie"). Sources and true returns are hidden unless revealed,
-since a checkpoint's step gives its quality away.
+since a checkpoint's step gives its quality away. The labeller is chosen above the list; the project's
+labelling guidelines are beside the ranking and each ranking records their version.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.labeling.common import RankingBase
+from app.labeling.common import LabellerBox, RankingBase
 from app.labeling.frame_loader import FrameLoader
+from app.labeling.guidelines import GuidelinesPane, beside
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback, to_pixmap
 from rlhf_core.envs.storage import item_fps
 from rlhf_core.labelers.session import RankingSession, order_text
@@ -61,15 +63,19 @@ class RankingView(RankingBase):
         self.reveal_box = QCheckBox("Reveal sources and true returns")
         self.reveal_box.toggled.connect(self._relabel)
         head = QHBoxLayout()
-        self.labeller_label = QLabel()
-        self.labeller_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.labeller_box = LabellerBox(settings)
         for w in (QLabel("Environment:"), self.env_box, QLabel("How many:"), self.count_box, load):
             head.addWidget(w)
         head.addStretch(1)
-        head.addWidget(self.labeller_label)
         head.addWidget(self.reveal_box)
+        self.guidelines = GuidelinesPane(settings)
+        self.guidelines.version_loaded.connect(self._on_guidelines_loaded)
 
         left, ll = self._ranking_column("ranking_list")
+        who = QHBoxLayout()
+        who.addWidget(QLabel("Labeller:"))
+        who.addWidget(self.labeller_box, 1)
+        ll.insertLayout(0, who)
         self.list.setIconSize(THUMB)
         self.list.setSpacing(2)
         self.list.currentItemChanged.connect(self._on_list_current_changed)
@@ -99,15 +105,20 @@ class RankingView(RankingBase):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setSizes([480, 700])
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addLayout(head)
         layout.addWidget(splitter, 1)
+        beside(self, layout, self.guidelines)
 
     # ------------------------------------------------------------------ data
     def set_project(self, project: Project | None) -> None:
         self.project = project
         self.session = RankingSession(project) if project is not None else None
+        self.labeller_box.fill(project)
+        self.guidelines.set_project(project)
+        self.list.blockSignals(True)  # clearing moves the current row: no item of the other project is played
         self.list.clear()
+        self.list.blockSignals(False)
         self.frames.clear()
         self.env_box.clear()
         if project is not None:
@@ -123,7 +134,6 @@ class RankingView(RankingBase):
 
     def refresh_recent(self) -> None:
         self.recent.clear()
-        self.labeller_label.setText(f"Labeller: {self.settings.labeller}")
         if self.session is None:
             return
         rows = self.session.recent(20)
@@ -137,7 +147,7 @@ class RankingView(RankingBase):
                                   f" · {waiting} on screen")
 
     def _labeller(self) -> str:
-        return self.settings.labeller
+        return self.labeller_box.take_name()
 
     def _after_write(self) -> None:
         self.refresh_recent()

@@ -23,6 +23,13 @@ answer (or Enter) accepts it, another key overrides it; either way a HUMAN label
 (:func:`rlhf_core.labelers.ai_feedback.record_review`) and the AI's label stays, so AI-human agreement
 can be measured. "Blind" hides the AI's answer until the person has answered (their labels then
 count as independent). "Constitution…" edits the project's principles for the judge.
+
+Review revisions (Constitutional AI's supervised stage): the AI's critiques and revisions, accepted, edited
+or rejected by a person (``app/labeling/revision_review_view.py``).
+
+The labeller chosen in the header labels the pairs they have not answered (a pair of the overlap is shown
+to several labellers, each blind to the others' answers); the project's labelling guidelines are beside
+the pairs and the rankings (``app/labeling/guidelines.py``) and each label records their version.
 """
 
 from __future__ import annotations
@@ -54,8 +61,11 @@ from app.labeling.common import (
     RecentLabels,
     label_line,
     outcome_buttons,
+    why_text,
 )
 from app.labeling.constitution_dialog import ConstitutionDialog
+from app.labeling.guidelines import GuidelinesPane, beside
+from app.labeling.revision_review_view import RevisionReviewView
 from app.labeling.text_rank_view import TextRankView
 from app.labeling.writer import writer_for
 from rlhf_core.labelers.session import Given, PairSession
@@ -158,6 +168,9 @@ class TextPairView(PairView):
 
         own_box = self._own_box = labeller_box is None
         self.labeller_box = labeller_box or LabellerBox(settings)
+        self.labeller_box.labeller_changed.connect(self._on_labeller_changed)
+        self.guidelines = GuidelinesPane(settings)
+        self.guidelines.version_loaded.connect(self._on_guidelines_loaded)
         self.progress_label = QLabel()
         self.progress_label.setObjectName("text_progress")
         self.diff_box = QCheckBox("Highlight word differences  (D)")
@@ -278,6 +291,14 @@ class TextPairView(PairView):
         self.ai_info.setWordWrap(True)
         self.ai_info.setStyleSheet(AI_INFO_STYLE)
         self.ai_info.hide()
+        # an active query's reason: each reward model member's P(left better)
+        self.why_label = QLabel()
+        self.why_label.setObjectName("text_why_label")
+        self.why_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.why_label.setWordWrap(True)
+        self.why_label.setStyleSheet("color: #555;")
+        self.why_label.setToolTip("Why this pair was asked: the query selection's reason")
+        self.why_label.hide()
 
         buttons, self.outcome_buttons, self.undo_button = outcome_buttons(self.label, self.undo)
         self.accept_button = QPushButton("Accept AI label  (Enter)")
@@ -314,8 +335,9 @@ class TextPairView(PairView):
         pl.addLayout(grid, 1)
         pl.addWidget(self.correction_bar)
         pl.addWidget(self.ai_info)
+        pl.addWidget(self.why_label)
         pl.addLayout(buttons)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addLayout(head)
         layout.addLayout(ai_row)
         layout.addWidget(self.pair_widget, 1)
@@ -323,6 +345,7 @@ class TextPairView(PairView):
         layout.addWidget(self.message)
         layout.addWidget(QLabel("Recent labels"))
         layout.addWidget(self.recent)
+        beside(self, layout, self.guidelines)
         self.set_project(None)
         self.review_box.toggled.connect(self.set_reviewing)
         if qs is not None and bool(qs.value(REVIEW_SETTING, False, type=bool)):
@@ -332,13 +355,15 @@ class TextPairView(PairView):
     def set_project(self, project: Project | None) -> None:
         self._end_correction()
         self.project = project
-        self.session = PairSession(project, "response") if project is not None else None
-        if self.session is not None:
-            self.session.set_reviewing(self.reviewing)
-        self._cache.clear()
-        self.message.setText("")
         if self._own_box:
             self.labeller_box.fill(project)
+        self.session = (PairSession(project, "response", labeller=self.labeller_box.name())
+                        if project is not None else None)
+        if self.session is not None:
+            self.session.set_reviewing(self.reviewing)
+        self.guidelines.set_project(project)
+        self._cache.clear()
+        self.message.setText("")
         self.show_next()
         self._refresh_recent()
 
@@ -491,6 +516,9 @@ class TextPairView(PairView):
             mark = " · the AI prefers this one" if ai_side == side.lower() else ""
             title.setText(f"{side} · response {item['id']} · {words} word{'s' if words != 1 else ''}{mark}")
         self._show_ai_info(pair)
+        why = why_text(pair.get("reason_json"))
+        self.why_label.setText(why)
+        self.why_label.setVisible(bool(why))
         self._apply_diff()
         self.session.show(pair)
         self.pair_shown.emit(pair["id"])
@@ -725,7 +753,8 @@ def ai_label_text(pair: dict, *, hidden: bool = False) -> str:
 
 
 class TextLabelPage(QWidget):
-    """The "Label text" page: tabs for pairs (with corrections), rankings and agreement; one labeller."""
+    """The "Label text" page: tabs for pairs (with corrections), rankings, the review of AI revisions
+    (Constitutional AI) and agreement; one labeller."""
 
     run_requested = Signal(str)  # a job to open in the New Run dialog (the AI labeller)
 
@@ -737,11 +766,14 @@ class TextLabelPage(QWidget):
         self.pairs = TextPairView(settings, self.labeller_box)
         self.pairs.run_requested.connect(self.run_requested)
         self.ranking = TextRankView(settings, self.labeller_box)
+        self.revisions = RevisionReviewView(settings, self.labeller_box)
+        self.revisions.run_requested.connect(self.run_requested)
         self.agreement = AgreementPanel()
         self.tabs = QTabWidget()
         self.tabs.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.tabs.addTab(self.pairs, "Compare pairs")
         self.tabs.addTab(self.ranking, "Rank responses")
+        self.tabs.addTab(self.revisions, "Review revisions")
         self.tabs.addTab(self.agreement, "Agreement")
         self.tabs.currentChanged.connect(lambda _i: self._on_tab_shown())
         head = QHBoxLayout()
@@ -758,10 +790,12 @@ class TextLabelPage(QWidget):
         self.labeller_box.fill(project)
         self.pairs.set_project(project)
         self.ranking.set_project(project)
+        self.revisions.set_project(project)
         self.agreement.set_project(project)
 
     def show_tab(self, name: str) -> None:
-        self.tabs.setCurrentWidget({"pairs": self.pairs, "rank": self.ranking, "agreement": self.agreement}[name])
+        self.tabs.setCurrentWidget({"pairs": self.pairs, "rank": self.ranking, "revisions": self.revisions,
+                                    "agreement": self.agreement}[name])
 
     def label_responses(self):
         """The pairs tab with a pair on screen: when no pair of responses is waiting, the ones not labelled yet
@@ -795,5 +829,11 @@ class TextLabelPage(QWidget):
         elif page is self.ranking:
             self.ranking.refresh_prompts()
             self.ranking.load_first()
+        elif page is self.revisions:  # a critique_revise run may have written revisions meanwhile
+            if self.revisions.current is None:
+                self.revisions.show_next()
+            elif not self.revisions.editing:
+                self.revisions._update_progress()
+            QTimer.singleShot(0, self.revisions.setFocus)
         else:
             self.agreement.refresh()

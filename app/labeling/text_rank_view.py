@@ -4,7 +4,8 @@ The same convention as the trajectory ranking view: tick "tied with the one abov
 put it in the same group as the response above it. "Save ranking" (Ctrl+S) stores ONE ranking
 (with the prompt) that expands to all K-choose-2 pairs, kept together by their ranking id
 (InstructGPT: K = 4-9 responses per prompt, all pairs in one batch). Responses are shown in a
-random order, as plain text (model output is untrusted), without their model or source.
+random order, as plain text (model output is untrusted), without their model or source. The project's
+labelling guidelines are beside the ranking and each ranking records their version.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.labeling.common import LabellerBox, RankingBase
+from app.labeling.guidelines import GuidelinesPane, beside
 from rlhf_core.labelers.session import RankingSession, order_text
 from rlhf_core.store import Project
 
@@ -122,16 +124,20 @@ class TextRankView(RankingBase):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setSizes([560, 480])
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addLayout(head)
         layout.addWidget(QLabel("Prompt"))
         layout.addWidget(self.prompt_text)
         layout.addWidget(splitter, 1)
+        self.guidelines = GuidelinesPane(settings)
+        self.guidelines.version_loaded.connect(self._on_guidelines_loaded)
+        beside(self, layout, self.guidelines)
 
     # ------------------------------------------------------------------ data
     def set_project(self, project: Project | None) -> None:
         self.project = project
         self.session = RankingSession(project) if project is not None else None
+        self.guidelines.set_project(project)
         self.prompt_id = None
         if self._own_box:
             self.labeller_box.fill(project)

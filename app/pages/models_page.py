@@ -29,7 +29,9 @@ _ID_ROLE = Qt.ItemDataRole.UserRole
 
 
 def trained_on_text(trained_on: dict) -> str:
-    return ", ".join(f"{value:,} {key.replace('_', ' ')}" for key, value in trained_on.items())
+    """``24 train pairs, 6 held-out pairs`` (the total is left out when the split says it)."""
+    shown = {k: v for k, v in trained_on.items() if not (k == "pairs" and "train_pairs" in trained_on)}
+    return ", ".join(f"{value:,} {key.replace('heldout', 'held-out').replace('_', ' ')}" for key, value in shown.items())
 
 
 def headline_text(headline: tuple[str, float] | None) -> str:

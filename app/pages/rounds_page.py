@@ -133,6 +133,7 @@ class RoundsPage(QWidget):
         self.reward_plot = self._plot("Policy", "reward / return")
         self.policy_curve = self._curve(self.reward_plot, "#1f5fbf", "o", "policy reward")
         self.gold_curve = self._curve(self.reward_plot, "#d66e00", "t", "gold reward / true return")
+        self.sampled_curve = self._curve(self.reward_plot, "#7a3db8", "d", "samples' reward (the round's RM)")
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.quality_plot)
         plots.addWidget(self.reward_plot)
@@ -233,15 +234,20 @@ class RoundsPage(QWidget):
                 plot.setXRange(numbers[0] - 0.3, numbers[-1] + 0.3, padding=0)
         for curve, key in ((self.accuracy_curve, "reward_heldout_accuracy"), (self.win_rm_curve, "win_by_reward_model"),
                            (self.win_people_curve, "win_by_people"), (self.policy_curve, "policy_reward"),
-                           (self.gold_curve, gold_key)):
+                           (self.gold_curve, gold_key), (self.sampled_curve, "sampled_reward")):
             curve.setData(*series(key))
+        for plot in (self.quality_plot, self.reward_plot):
+            plot.enableAutoRange(axis="y")  # the chain's own values, not an earlier chain's
+        self.quality_plot.setYRange(0, 1.05)
         if chain:
             first = chain[0]
             what = "text" if first["track"] == "text" else "control"
             self.summary.setText(f"Plots: the {what} chain that starts at round run {first['run_id']} "
                                  f"({len(chain)} round{'s' if len(chain) != 1 else ''}). "
-                                 + ("Policy reward: the trainer's last mean reward on the new reward model; gold: "
-                                    "the teacher's rule reward of the round's samples." if what == "text" else
+                                 + ("Policy reward: the trainer's last mean reward on the new reward model (GRPO, "
+                                    "PPO; DPO logs none); gold: the teacher's rule reward of the round's samples; "
+                                    "samples' reward: those samples scored by the round's new reward model."
+                                    if what == "text" else
                                     "Policy reward: the new policy's true return; true return: of the policy the "
                                     "round sampled from."))
         else:

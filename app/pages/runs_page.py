@@ -7,13 +7,16 @@ database, and the running job's metrics arrive live from the job runner.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -25,11 +28,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.error_view import ErrorView
+from app.pages.compare_view import CompareView
 from app.jobs import round_why_not
-from app.plain import tip
+from app.plain import message_box, tip
 from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
 from rlhf_core.analysis.intervals import heldout_of_result
+from rlhf_core.analysis.reward_check import LEARNED_REWARD_JOBS, control_alerts
+from rlhf_core.io.report import ReportError, write_report
 from rlhf_core.jobs import RESUMABLE_STATUSES, Timing, resumable
 from rlhf_core.store import Project
 
@@ -95,25 +101,43 @@ class RunsPage(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.clicked.connect(self._on_resume_clicked)
         self.resume_button.setEnabled(False)
+        self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip("Write the selected run's report: one HTML page (plots, final metrics, settings, "
+                                       "data, samples, versions) that opens in a browser and prints to PDF.")
+        self.report_button.clicked.connect(self._on_report_clicked)
+        self.report_button.setEnabled(False)
+        self._report_folder = str(Path.home())
         buttons = QHBoxLayout()
         buttons.addWidget(self.new_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.resume_button)
+        buttons.addWidget(self.report_button)
         buttons.addStretch(1)
 
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setPlaceholderText("Select a run to see its settings and result.")
         self.error_text = ErrorView()  # a sentence and what to do; the traceback under Details
+        self.alert_label = QLabel()  # a policy trained on a learned reward: reward hacking? (control_alerts)
+        self.alert_label.setObjectName("run_alert")
+        self.alert_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.alert_label.setWordWrap(True)
+        self.alert_label.setStyleSheet("color: #b00020; font-weight: 600;")
+        self.alert_label.hide()
+        self._alerts: dict[int, list] = {}  # finished runs' alerts, read once
         self.info_tabs = QTabWidget()
         self.info_tabs.addTab(self.details, "Settings && result")
         self.info_tabs.addTab(self.error_text, "Error")
+        self.compare = CompareView()  # the ticked runs side by side
+        self.info_tabs.addTab(self.compare, "Compare")
+        self._compared: tuple = ()
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addLayout(buttons)
         left_layout.addWidget(self.table, 3)
+        left_layout.addWidget(self.alert_label)
         left_layout.addWidget(self.info_tabs, 2)
 
         self.plot = MetricPlotView()
@@ -122,7 +146,10 @@ class RunsPage(QWidget):
         right_layout.setContentsMargins(0, 0, 0, 0)
         self.plot_title = QLabel("Metrics")
         self.plot_title.setStyleSheet("font-weight: 600;")
-        right_layout.addWidget(self.plot_title)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.plot_title, 1)
+        title_row.addWidget(self.plot.export_button)  # the plots' Export… beside their title
+        right_layout.addLayout(title_row)
         right_layout.addWidget(self.plot, 1)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -137,6 +164,8 @@ class RunsPage(QWidget):
     # --- data --------------------------------------------------------------------------------
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self._compared = ()
+        self._alerts.clear()
         self.external_runs.clear()
         self._loaded_finished.clear()
         self.plot.clear()
@@ -287,6 +316,33 @@ class RunsPage(QWidget):
         if run_id is not None:
             self.resume_requested.emit(run_id)
 
+    def _on_report_clicked(self) -> None:
+        run_id = self.selected_run_id()
+        if run_id is None or self.project is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, f"Folder for run {run_id}'s report", self._report_folder)
+        if folder:
+            self.export_report(run_id, folder)
+
+    def export_report(self, run_id: int, folder: str) -> Path | None:
+        """Write run ``run_id``'s report into ``folder`` and say where it is (or, in words, why not). In the GUI
+        thread: ~15 ms for a short run, under a second for 160,000 metric rows (docs/performance.md)."""
+        if self.project is None:
+            return None
+        try:
+            path = write_report(self.project, run_id, folder)
+        except ReportError as exc:
+            message_box(self, "No report written", str(exc)).exec()
+            return None
+        self._report_folder = folder
+        box = message_box(self, "Report written", f"Run {run_id}'s report is in {path}.\n\nIt opens in any "
+                          "browser and prints to PDF from there.", QMessageBox.Icon.Information)
+        show = box.addButton("Open in browser", QMessageBox.ButtonRole.ActionRole)
+        box.exec()
+        if box.clickedButton() is show:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        return path
+
     def _update_resume_button(self, run: dict | None) -> None:
         why = None
         is_round = run is not None and run["kind"] == "round"
@@ -304,6 +360,8 @@ class RunsPage(QWidget):
     def _show_details(self, run_id: int | None) -> None:
         run = self.run_by_id(run_id) if run_id is not None else None
         self._update_resume_button(run)
+        self._show_alert(run)
+        self.report_button.setEnabled(run is not None and self.project is not None)
         if run is None:
             self.details.setPlainText("")
             self.error_text.setPlainText("")
@@ -324,6 +382,19 @@ class RunsPage(QWidget):
         if run["status"] == "failed" and shown != self._details_shown:  # not again at every refresh
             self.info_tabs.setCurrentWidget(self.error_text)
 
+    def _show_alert(self, run: dict | None) -> None:
+        """Reward hacking in a run that trains a policy on a learned reward: the learned return rose while the
+        true return fell, beyond the noise margin (``rlhf_core.analysis.reward_check.control_alerts``)."""
+        alerts = []
+        if run is not None and self.project is not None and run["kind"] in LEARNED_REWARD_JOBS:
+            alerts = self._alerts.get(run["id"])
+            if alerts is None:
+                alerts = control_alerts(self.project.metrics(run["id"]))
+                if run["status"] not in ("queued", "running"):
+                    self._alerts[run["id"]] = alerts
+        self.alert_label.setText("\n".join(f"Run {run['id']}: {a.message}" for a in alerts) if alerts else "")
+        self.alert_label.setVisible(bool(alerts))
+
     def _update_plot_runs(self) -> None:
         runs = self.checked_runs()
         if self.project is not None:
@@ -336,4 +407,10 @@ class RunsPage(QWidget):
                 if run:  # returns of different environments get different plots
                     self.plot.set_run_env(run_id, (run.get("config") or {}).get("env_id"))
         self.plot.set_visible_runs(runs)
+        compared = tuple((r, (self.run_by_id(r) or {}).get("status")) for r in runs)
+        if compared != self._compared:  # ticks changed, or a compared run finished
+            self._compared = compared
+            self.compare.show_runs(self.project, runs)
+            self.info_tabs.setTabText(self.info_tabs.indexOf(self.compare),
+                                      f"Compare ({len(runs)})" if len(runs) >= 2 else "Compare")
         self.plot_title.setText("Metrics — " + (", ".join(f"run {r}" for r in runs) if runs else "no run ticked"))

@@ -8,7 +8,9 @@ KL, collapsing or exploding length, reward rising while the gold metric falls) a
 over-optimisation view (proxy and gold reward against sqrt(KL), as in Gao et al. 2022).
 "Evaluate…" opens the run dialog of the ``text_eval`` job with the selected run as the policy (and
 the project's latest text reward model as the judge); the Evaluations tab lists the project's
-finished evaluations (policy, pass@1, cons@k, pass@k, win rate), read-only.
+finished evaluations (policy, pass@1, cons@k, pass@k, win rate), read-only. "Refusal evaluation…" opens
+the ``refusal_eval`` job's dialog with the selected run's policy; its runs are in Evaluations ▸ Refusal
+(``app/analysis/refusal_view.py``: over- and under-refusal per run, plotted round by round).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.analysis.refusal_view import RefusalView
 from app.plain import tip
 from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
@@ -41,7 +44,7 @@ from app.training.config_form import RunDialog
 from rlhf_core import kinds
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
 from rlhf_core.jobs import Timing, list_jobs
-from rlhf_core.store import Project
+from rlhf_core.store import Project, artefacts
 
 #: job name -> button text; the runs of these jobs are listed on the page
 TEXT_RL_JOBS = {
@@ -56,7 +59,10 @@ SAMPLE_KIND = kinds.SAMPLE_TEXT_RL
 SAMPLE_COLUMNS = ["Step", "Reward", "Length", "Prompt", "Response"]
 MAX_SAMPLE_ROWS = 200
 EVAL_JOB = "text_eval"
-EVAL_COLUMNS = ["Run", "Policy", "pass@1", "cons@k", "pass@k", "Win rate"]
+REFUSAL_JOB = "refusal_eval"
+#: jobs whose end can add rows to the Evaluations tab (the CAI demo runs refusal evaluations as its stages)
+EVALUATING_JOBS = (EVAL_JOB, REFUSAL_JOB, "cai_demo")
+EVAL_COLUMNS = ["Run", "Policy", "Prompts", "pass@1", "cons@k", "pass@k", "Win rate"]
 _KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # a run line's job name
 
 
@@ -83,6 +89,19 @@ def samples_note_text(run: dict | None, n_samples: int) -> str:
     return f"Run {run['id']} ({run['status']}) logged no samples."
 
 
+def _prompts_cell(result: dict) -> str:
+    """What an evaluation was measured on: "16 tasks (level 1)", "4 project prompts", "8 of starter · reasoning"."""
+    n = result.get("prompts")
+    if not isinstance(n, int):
+        return "–"
+    if result.get("prompt_source") == "project":
+        text = f"{n} of {result['prompt_set']}" if result.get("prompt_set") and not result.get("prompt_ids") \
+            else f"{n} project prompts"
+        return text + (f" · {result['category']}" if result.get("category") else "")
+    level = result.get("task_level")
+    return f"{n} tasks" + (f" (level {level})" if level else "")
+
+
 def _one_line(text: str, limit: int = 140) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -107,6 +126,7 @@ class TextRLPage(QWidget):
         # finished runs shown beside the selected one in the over-optimisation view: their curve and legend
         # label, read from the project once (the live analysis refresh would otherwise re-read them each time)
         self._finished_over: dict[int, tuple[dict, str]] = {}
+        self._gold_notes: dict[int, str] = {}  # run -> what measured its gold (read once)
         # runs the page ticked because they were selected or new (not the user): the next one replaces them
         self._auto_checked: set[int] = set()
 
@@ -133,10 +153,16 @@ class TextRLPage(QWidget):
         left_layout.addWidget(buttons)
         self.eval_button = QPushButton("Evaluate…")
         self.eval_button.setToolTip("Evaluate the selected run's policy: pass@1, cons@k and pass@k on held-out "
-                                    "arithmetic tasks, and the win rate against the reference judged by a text "
-                                    "reward model.")
+                                    "arithmetic tasks or on the project's prompts with gold answers, and the win "
+                                    "rate against the reference judged by a text reward model (the run's held-out "
+                                    "gold one when it has one).")
         self.eval_button.clicked.connect(self.request_evaluation)
         left_layout.addWidget(self.eval_button)
+        self.refusal_button = QPushButton("Refusal evaluation…")
+        self.refusal_button.setToolTip("Evaluate the selected run's policy on prompts it should refuse and benign "
+                                       "ones it should answer: under- and over-refusal (Evaluations ▸ Refusal).")
+        self.refusal_button.clicked.connect(self.request_refusal_evaluation)
+        left_layout.addWidget(self.refusal_button)
         left_layout.addWidget(QLabel("Runs"))
         left_layout.addWidget(self.run_list, 1)
 
@@ -247,7 +273,15 @@ class TextRLPage(QWidget):
         self.eval_table.setWordWrap(False)
         self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.eval_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.tabs.addTab(self.eval_table, "Evaluations")
+        # what it was measured on: a fixed width (elided; the whole text in the cell's tooltip)
+        self.eval_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
+        self.eval_table.setColumnWidth(2, 170)
+        self.refusal_view = RefusalView()
+        self.eval_tabs = QTabWidget()
+        self.eval_tabs.setDocumentMode(True)
+        self.eval_tabs.addTab(self.eval_table, "Tasks and win rate")
+        self.eval_tabs.addTab(self.refusal_view, "Refusal")
+        self.tabs.addTab(self.eval_tabs, "Evaluations")
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
@@ -264,6 +298,7 @@ class TextRLPage(QWidget):
         self._live.clear()
         self._live_evals.clear()
         self._finished_over.clear()
+        self._gold_notes.clear()
         self._auto_checked.clear()
         self.run_list.clear()  # no ticks carried over from the previous project
         self.plot.clear()
@@ -384,7 +419,7 @@ class TextRLPage(QWidget):
 
     # --- live updates --------------------------------------------------------------------------
     def on_job_queued(self, run_id: int, kind: str) -> None:
-        if kind == EVAL_JOB:
+        if kind in EVALUATING_JOBS:
             self._live_evals.add(run_id)
         if kind in TEXT_RL_JOBS:
             self._live[run_id] = {}
@@ -447,7 +482,8 @@ class TextRLPage(QWidget):
             item.setToolTip(f"Run {run_id}: {timing.text()}")
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
-        if run_id in self._live_evals:
+        run = self.project.get_run(run_id) if run_id not in self._live_evals and self.project is not None else None
+        if run_id in self._live_evals or (run is not None and run["kind"] in EVALUATING_JOBS):  # ours or the CLI's
             self._live_evals.discard(run_id)
             self.refresh_evaluations()
         if run_id in self._live:
@@ -530,9 +566,25 @@ class TextRLPage(QWidget):
             self.over_note.setText(f"Proxy = {curve['proxy_key']}. Give the run a gold metric (rule-based task or a "
                                    "held-out reward model) to see where optimising the proxy stops helping.")
         else:
-            self.over_note.setText(f"Proxy = {curve['proxy_key']}, gold = {curve['gold_key']}. When the gold curve "
+            self.over_note.setText(f"Proxy = {curve['proxy_key']}, gold = {curve['gold_key']}"
+                                   f"{self._gold_model_note(self.current_run)}. When the gold curve "
                                    "bends down while the proxy keeps rising, the policy is over-optimising the "
                                    "reward model (Gao et al. 2022)." + self._win_rate_note(self.current_run))
+
+    def _gold_model_note(self, run_id: int | None) -> str:
+        """" (the held-out reward model NAME)" for a run measured by a gold reward model, else ""."""
+        if self.project is None or run_id is None:
+            return ""
+        if run_id not in self._gold_notes:
+            ref = str(((self.project.get_run(run_id) or {}).get("config") or {}).get("gold_reward_model") or "").strip()
+            name = ref
+            if ref:
+                try:
+                    name = artefacts.resolve(self.project, ref, (kinds.TEXT_REWARD_MODEL,)).name  # or a folder's
+                except ValueError:
+                    pass
+            self._gold_notes[run_id] = f" (the held-out reward model {name!r})" if name else ""
+        return self._gold_notes[run_id]
 
     def _run_label(self, run_id: int) -> str:
         run = self.project.get_run(run_id) if self.project is not None else None
@@ -663,8 +715,15 @@ class TextRLPage(QWidget):
         if self.current_run is not None and self.current_run in self._checkpoint_runs(kinds.TEXT_POLICY):
             dialog.form.set_value("policy_run", int(self.current_run))
         judges = self._checkpoint_runs(kinds.TEXT_REWARD_MODEL)
-        if judges:
+        settings = (self.project.get_run(self.current_run) or {}).get("config", {}) \
+            if self.current_run is not None else {}
+        gold = str(settings.get("gold_reward_model") or "").strip()
+        if gold:  # a run with a held-out gold reward model: the win rate judged by it, not by what it optimised
+            dialog.form.set_value("reward_model", gold if not gold.isdigit() else f"checkpoint:{gold}")
+        elif judges:
             dialog.form.set_value("reward_run", judges[-1])
+        if settings.get("prompt_source") == "project":  # trained on the project's prompts: evaluated on them
+            dialog.form.set_value("prompt_source", "project")
         return dialog
 
     def request_evaluation(self) -> None:
@@ -674,8 +733,32 @@ class TextRLPage(QWidget):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.start_requested.emit(EVAL_JOB, dialog.result_config)
 
+    def policy_reference(self, run_id: int | None) -> str:
+        """``checkpoint:ID`` of the newest text policy run ``run_id`` saved ('' when it saved none)."""
+        if self.project is None or run_id is None:
+            return ""
+        saved = [c for c in self.project.checkpoints(run_id) if c["kind"] == kinds.TEXT_POLICY]
+        return f"checkpoint:{saved[-1]['id']}" if saved else ""
+
+    def refusal_dialog(self) -> RunDialog:
+        """The run dialog of the refusal evaluation, prefilled with the selected run's policy (when it saved
+        one; otherwise the job's default, the bundled model)."""
+        dialog = RunDialog(list_jobs(), REFUSAL_JOB, self)
+        policy = self.policy_reference(self.current_run)
+        if policy:
+            dialog.form.set_value("model", policy)
+        return dialog
+
+    def request_refusal_evaluation(self) -> None:
+        if self.project is None:
+            return
+        dialog = self.refusal_dialog()
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.start_requested.emit(REFUSAL_JOB, dialog.result_config)
+
     def refresh_evaluations(self) -> None:
-        """The project's finished evaluations, newest first (plain text cells)."""
+        """The project's finished evaluations: text_eval newest first (plain text cells), and the refusal
+        evaluations."""
         runs = [] if self.project is None else [r for r in self.project.runs(EVAL_JOB) if r["status"] == "completed"]
         self.eval_table.setRowCount(0)
 
@@ -685,16 +768,24 @@ class TextRLPage(QWidget):
         for run in reversed(runs):
             res = run.get("result") or {}
             k = res.get("k")
-            cells = [str(run["id"]), _one_line(str(res.get("policy", "?")), 60), number(res.get("pass_at_1")),
+            cells = [str(run["id"]), _one_line(str(res.get("policy", "?")), 60), _prompts_cell(res),
+                     number(res.get("pass_at_1")),
                      number(res.get("cons_at_k")) + (f" (k={k})" if k else ""), number(res.get("pass_at_k")),
                      number(res.get("win_rate"))]
             row = self.eval_table.rowCount()
             self.eval_table.insertRow(row)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if col != 1:
+                if col not in (1, 2):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if col == 5 and res.get("win_rate") is None and res.get("win_rate_skipped"):
+                if col == 2:
+                    item.setToolTip(tip(text))
+                if col == 6 and res.get("win_rate") is None and res.get("win_rate_skipped"):
                     item.setToolTip(tip(str(res["win_rate_skipped"])))
                 self.eval_table.setItem(row, col, item)
-        self.tabs.setTabText(3, f"Evaluations ({len(runs)})" if runs else "Evaluations")
+        self.refusal_view.set_project(self.project)
+        refusals = len(self.refusal_view.rows)
+        self.eval_tabs.setTabText(0, f"Tasks and win rate ({len(runs)})" if runs else "Tasks and win rate")
+        self.eval_tabs.setTabText(1, f"Refusal ({refusals})" if refusals else "Refusal")
+        total = len(runs) + refusals
+        self.tabs.setTabText(3, f"Evaluations ({total})" if total else "Evaluations")

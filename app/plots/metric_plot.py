@@ -10,33 +10,35 @@ keys arrive in), line style by run, markers while a series has few points. Ensem
 Legends sit under the data. The wheel scrolls the page; Ctrl+wheel, or the wheel after a click in
 the plots, zooms. A ``QTimer`` redraws only the series that changed since the last frame, with
 pyqtgraph's peak downsampling and clip-to-view for long runs; everything can be reloaded from the
-``metrics`` table after a restart.
+``metrics`` table after a restart. An **Export…** button saves the plots shown as PNG or SVG and their
+data as CSV (``app/plots/export.py``).
 """
 
 from __future__ import annotations
 
+import csv
+import math
 import re
 import time
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QWheelEvent
-from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from app.plain import escaped, tip
-from rlhf_core.metrics import METRIC_KEYS, METRIC_UNITS, current_key, declared, describe, namespace, unit
+from app.plain import escaped, message_box, tip
+from app.plots.export import ask_path, export_button, save_png, save_svg
+from rlhf_core.metrics import METRIC_KEYS, METRIC_UNITS, colour, current_key, declared, describe, namespace, unit
 
 REDRAW_MS = 100  # at most 10 Hz
 MAX_REDRAW_MS = 1000
 # The GUI thread holds the GIL while pyqtgraph paints; a job thread then waits for it. The timer
 # backs off so that drawing takes at most this share of the GUI thread (see docs/performance.md).
 DRAW_BUDGET = 0.10
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-            "#7f7f7f"]
 _RUN_STYLES = [Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine]
 FEW_POINTS = 20  # a series with fewer points gets markers (one point draws no line)
 FEW_MEMBER_POINTS = 3  # members' thin curves: markers only where there is hardly a line
@@ -73,15 +75,7 @@ def _metric(key: str) -> str:
     return declared(key) or key
 
 
-def _colour(key: str) -> str:
-    """A key's colour, fixed by the declared table: its position among its plot's declared keys (an
-    ensemble metric takes the colour of the plain metric it averages, e.g. m{k}_loss that of loss)."""
-    metric = _metric(key).replace("m{k}_", "")
-    metric = metric if metric in METRIC_KEYS else _metric(key)
-    siblings = _DECLARED.get(_plot_key(metric), [])
-    if metric in siblings:
-        return _PALETTE[siblings.index(metric) % len(_PALETTE)]
-    return _PALETTE[zlib.crc32(key.encode()) % len(_PALETTE)]
+_colour = colour  # fixed by the declared table (rlhf_core.metrics.colour), the same in run reports
 
 
 def _curve_order(run_key: tuple[int, str]) -> tuple:
@@ -287,8 +281,15 @@ class MetricPlotView(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.graphics)
+        self.export_button = export_button(self, self.export_dialog)  # PNG / SVG / CSV of what is shown
+        self.export_button.setEnabled(False)
+        self.export_bar = QHBoxLayout()
+        self.export_bar.setContentsMargins(0, 0, 0, 0)
+        self.export_bar.addStretch(1)
+        self.export_bar.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self.export_bar)
         layout.addWidget(self.empty_label)
         layout.addWidget(scroll, 1)
         self._scroll = scroll
@@ -588,6 +589,57 @@ class MetricPlotView(QWidget):
         has = bool(self._plots)
         self.empty_label.setVisible(not has)
         self._scroll.setVisible(has)
+        self.export_button.setEnabled(has)
+
+    # --- export ----------------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Draw what is pending and lay the plots out now (an export renders the scene as it is)."""
+        self.redraw()
+        self.graphics.ci.layout.activate()
+
+    def export_png(self, path: str | Path) -> QSize:
+        """Every plot shown, with its legend, as a PNG at twice the screen size; returns its size."""
+        self._settle()
+        return save_png(self.graphics, path)
+
+    def export_svg(self, path: str | Path) -> None:
+        self._settle()
+        save_svg(self.graphics, path, title="Metrics of " + ", ".join(
+            self.run_labels.get(r, f"run {r}") for r in self.visible_runs))
+
+    def export_rows(self) -> list[tuple[int, str, str, float, float]]:
+        """The data behind the curves shown: (run, key, unit, step, value), every point (not downsampled)."""
+        rows = []
+        for run_id, key in sorted(self.store.series, key=_curve_order):
+            if run_id in self.visible_runs:
+                steps, values = self.store.data(run_id, key)
+                rows.extend((run_id, key, unit(key), float(s), float(v)) for s, v in zip(steps, values))
+        return rows
+
+    def export_csv(self, path: str | Path) -> int:
+        """``run,key,unit,step,value`` for every point shown (empty value: NaN); returns the rows written."""
+        rows = self.export_rows()
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(("run", "key", "unit", "step", "value"))
+            for run_id, key, u, step, value in rows:
+                writer.writerow((run_id, key, u, int(step) if step.is_integer() else step,
+                                 repr(value) if math.isfinite(value) else ""))
+        return len(rows)
+
+    def export_dialog(self, fmt: str) -> None:
+        """The Export… menu: ask where, write, and say in words what went wrong."""
+        runs = "-".join(str(r) for r in self.visible_runs[:4]) or "none"
+        path = ask_path(self, fmt, str(Path.home() / f"metrics-run-{runs}.{fmt}"))
+        if not path:
+            return
+        if not Path(path).parent.is_dir():
+            message_box(self, "Nothing was exported", f"The folder {Path(path).parent} does not exist.").exec()
+            return
+        try:
+            {"png": self.export_png, "svg": self.export_svg, "csv": self.export_csv}[fmt](path)
+        except OSError as exc:
+            message_box(self, "Nothing was exported", f"{path} could not be written: {exc.strerror or exc}.").exec()
 
     # --- inspection (tests, tools) ------------------------------------------------------------
     def plotted_data(self, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:

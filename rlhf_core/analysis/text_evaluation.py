@@ -16,7 +16,18 @@ On the arithmetic tasks (:mod:`rlhf_core.text.tasks`, gold answers known) three 
   of cons@k: a voted answer that is right is one of the k answers), and the **mean sample
   accuracy** (the fraction of all k x n completions that are right, the expected sampled pass@1).
 
-With k = 1 and temperature 0 (greedy) cons@1 = pass@1 = pass@k = the sample accuracy.
+With k = 1 and temperature 0 (greedy) cons@1 = pass@1 = pass@k = the sample accuracy. pass@k from
+exactly k samples is the unbiased estimator of Chen et al. (2021), ``1 - C(n - c, k) / C(n, k)``, with
+n = k: 1 when any of the k is right, else 0.
+
+**Your own prompts** (``prompt_source = project``): the same three numbers on the project's prompts that
+carry a gold answer (``gold_answer``, imported with the prompts: ``prompts import`` or File ▸ Import
+Prompts), chosen by ``prompt_ids``, a built-in ``prompt_set`` and/or ``category``
+(:func:`~rlhf_core.text.gold_eval.gold_answer_prompts`; chosen prompts without a gold answer are left
+out and counted). They are rendered as the tasks are (format instruction, optional worked example)
+and checked the same way: the last ``<answer>`` block, numbers by value, text ignoring case, spacing
+and end punctuation (:func:`~rlhf_core.text.rewards.answers_match`). No chosen prompt with a gold
+answer is refused before a run is stored (``eval-text``).
 
 **Win rate against the reference** (as in InstructGPT / the DPO paper, here judged by a learned
 reward model instead of people or GPT-4): for each prompt one response of the policy and one of the
@@ -46,10 +57,12 @@ from typing import Any
 from rlhf_core import kinds
 from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
-from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, sample_completions, task_prompts
+from rlhf_core.text.gold_eval import (
+    consensus_at_k, evaluate_gold, gold_answer_prompts, project_prompts, sample_completions, task_prompts)
 from rlhf_core.store import artefacts
 from rlhf_core.text.model import (
     DEFAULT_MODEL_NAME, ModelError, check_model_config, eos_token_ids, load_model, resolve_model_spec)
+from rlhf_core.text.prompts import builtin_set_path
 from rlhf_core.text.tasks import render_task_prompt
 
 SAMPLE_KIND = kinds.SAMPLE_TEXT_EVAL
@@ -132,6 +145,17 @@ class TextEvalConfig:
     reward_run: int = param(0, "Run whose text reward model judges the win rate (0: use reward_model).", min=0)
     reward_model: str = param("", "Text reward model folder for the win rate ('' with reward_run 0: the win rate "
                               "is skipped).")
+    prompt_source: str = param("tasks", "What pass@1, cons@k and pass@k are measured on: tasks = generated "
+                               "arithmetic tasks (task_level, heldout_tasks, task_seed); project = the project's "
+                               "prompts that carry a gold answer (chosen by prompt_ids, prompt_set and category; "
+                               "all of them when none is given).", choices=("tasks", "project"))
+    prompt_set: str = param("", "prompt_source = project: a built-in prompt set to evaluate on (its prompts with "
+                            "gold answers; empty: none).")
+    category: str = param("", "prompt_source = project: only prompts of this category, from the prompt set or, "
+                          "without a set or ids, from the whole project (comma-separated; empty: all).")
+    prompt_ids: list = param([], "prompt_source = project: ids of the project's prompts to evaluate on.", each="id")
+    max_prompts: int = param(0, "prompt_source = project: evaluate on at most this many of the chosen prompts "
+                             "with a gold answer, the first ones (0: all).", min=0)
     task_level: int = param(1, "Difficulty of the held-out arithmetic tasks (1-4).", min=1, max=4)
     heldout_tasks: int = param(16, "Held-out tasks (the GRPO job's held-out stream of the same level and seed).",
                                min=1)
@@ -141,9 +165,9 @@ class TextEvalConfig:
     top_p: float = param(1.0, "Nucleus sampling for cons@k (1: off).", min=0.0, max=1.0, min_inclusive=False)
     few_shot: bool = param(True, "Show the worked example before each task (as GRPO does).")
     format_instruction: bool = param(True, "Give the <think>/<answer> instruction as the system message.")
-    win_prompt_source: str = param("tasks", "Prompts for the win rate: tasks (the same held-out tasks) or project "
-                                   "(this project's prompts, up to 'heldout_tasks' of them).",
-                                   choices=("tasks", "project"))
+    win_prompt_source: str = param("tasks", "Prompts for the win rate: tasks (the prompts pass@k is measured on: "
+                                   "the held-out tasks, or the chosen project prompts) or project (this project's "
+                                   "prompts, up to 'heldout_tasks' of them).", choices=("tasks", "project"))
     win_temperature: float = param(0.0, "Decoding for the win rate: 0 = greedy, else sampled (same seed for both "
                                    "models).", min=0.0)
     max_new_tokens: int = param(64, "Longest completion in tokens.", min=1)
@@ -153,7 +177,15 @@ class TextEvalConfig:
 
     def check(self) -> list[str]:
         problems = []
-        if self.policy_run == 0 and self.policy_folder.strip():
+        if self.prompt_source != "project":
+            given = [n for n in ("prompt_set", "category", "prompt_ids", "max_prompts") if getattr(self, n)]
+            if given:
+                problems.append(f"{', '.join(given)}: these choose the project's prompts; set prompt_source to "
+                                "project to use them")
+        elif self.prompt_set.strip():
+            if not builtin_set_path(self.prompt_set.strip()).is_file():
+                problems.append(f"prompt_set: there is no built-in prompt set {self.prompt_set.strip()!r}")
+        if self.policy_run == 0 and self.policy_folder.strip() and not _names_an_artefact(self.policy_folder):
             folder = Path(self.policy_folder.strip()).expanduser()
             if not folder.is_dir():
                 problems.append(f"policy_folder: no model folder at {folder}")
@@ -161,15 +193,24 @@ class TextEvalConfig:
                 problems.append(f"policy_folder: {folder} is not a model folder (it has no config.json)")
             else:
                 problems.extend(_config_problems("policy_folder", folder))
-        if self.reference_model.strip():
+        if self.reference_model.strip() and not _names_an_artefact(self.reference_model):
             folder = Path(self.reference_model.strip()).expanduser()
             if not (folder / "config.json").is_file():
                 problems.append(f"reference_model: no model folder (with a config.json) at {folder}")
             else:
                 problems.extend(_config_problems("reference_model", folder))
-        if self.reward_run == 0 and self.reward_model.strip():
+        if self.reward_run == 0 and self.reward_model.strip() and not _names_an_artefact(self.reward_model):
             problems.extend(f"reward_model: {p}" for p in _reward_folder_problems(Path(self.reward_model.strip())))
         return problems
+
+
+def _names_an_artefact(text: str) -> bool:
+    """Whether a model setting names a project's artefact (``checkpoint:12``, ``run:7``, an id, or a name
+    that is no path): checked against the project when the job starts (:func:`resolve_inputs`)."""
+    text = text.strip()
+    if artefacts.is_reference(text):
+        return True
+    return "/" not in text and "\\" not in text and not Path(text).expanduser().exists()
 
 
 def _reward_folder_problems(folder: Path) -> list[str]:
@@ -211,6 +252,8 @@ class EvalInputs:
     reference: str  # '' = the bundled default model, else a folder
     reward_model: Path | None
     policy_label: str
+    prompts: list | None = None  # prompt_source = project: the chosen prompts with a gold answer (RLPrompt)
+    without_gold: int = 0  # chosen prompts left out for having no gold answer
 
 
 def _config_problems(name: str, folder: Path) -> list[str]:
@@ -273,7 +316,12 @@ def resolve_inputs(config: TextEvalConfig, project=None) -> EvalInputs:
             raise ValueError("reward model: " + problems[0])
         if reference_problem:
             raise ValueError(reference_problem)
-    return EvalInputs(policy, reference, reward, label)
+    inputs = EvalInputs(policy, reference, reward, label)
+    if config.prompt_source == "project":
+        inputs.prompts, inputs.without_gold = gold_answer_prompts(
+            project, prompt_set=config.prompt_set, category=config.category, prompt_ids=config.prompt_ids,
+            max_prompts=config.max_prompts)
+    return inputs
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -304,7 +352,13 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
     torch.manual_seed(config.seed)
     project = ctx.project() if ctx.project_path is not None else None
     inputs = resolve_inputs(config, project)
-    _, held = task_prompts(config.task_level, 0, config.heldout_tasks, config.task_seed)
+    if inputs.prompts is not None:
+        held = inputs.prompts
+        if inputs.without_gold:
+            ctx.log(f"{inputs.without_gold} of the chosen prompts have no gold answer and are left out.")
+    else:
+        _, held = task_prompts(config.task_level, 0, config.heldout_tasks, config.task_seed)
+    what = "tasks" if inputs.prompts is None else "prompts"
     win_prompts: list | None = None
     if inputs.reward_model is not None and config.win_prompt_source == "project":
         if project is None:
@@ -321,12 +375,12 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
     def phase(i: int, message: str) -> None:
         ctx.progress(i / n_phases, message=message)
 
-    phase(0, f"pass@1: greedy answers to {len(held)} tasks")
+    phase(0, f"pass@1: greedy answers to {len(held)} {what}")
     greedy = evaluate_gold(model, tok, held, few_shot=config.few_shot, max_new_tokens=config.max_new_tokens,
                            eos_token_ids=eos, instruction=config.format_instruction, on_step=ctx.raise_if_cancelled,
                            batch_size=config.batch_size)
     ctx.raise_if_cancelled()
-    phase(1, f"cons@{config.k}: {config.k} samples of each of {len(held)} tasks")
+    phase(1, f"cons@{config.k}: {config.k} samples of each of {len(held)} {what}")
     cons = consensus_at_k(model, tok, held, k=config.k, temperature=config.temperature, top_p=config.top_p,
                           max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
                           instruction=config.format_instruction, eos_token_ids=eos, on_step=ctx.raise_if_cancelled,
@@ -372,10 +426,14 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
     ctx.metrics(0, metrics)
 
     for i, (p, row) in enumerate(zip(held, cons["rows"])):
-        ctx.sample(SAMPLE_KIND, {"part": "consensus", "index": i, "prompt": p.text, "gold": row["gold"],
-                                 "answers": row["answers"], "voted": row["voted"], "votes": row["votes"],
-                                 "cons_correct": row["cons_correct"], "n_correct": row["n_correct"], "k": row["k"],
-                                 "response": row["completions"][0]}, step=0)
+        payload = {"part": "consensus", "index": i, "prompt": p.text, "gold": row["gold"],
+                   "answers": row["answers"], "voted": row["voted"], "votes": row["votes"],
+                   "cons_correct": row["cons_correct"], "n_correct": row["n_correct"], "k": row["k"],
+                   "response": row["completions"][0], "completions": row["completions"],
+                   "greedy_response": greedy["responses"][i], "greedy_correct": greedy["correct"][i]}
+        if "prompt_id" in p.meta:
+            payload["prompt_id"] = p.meta["prompt_id"]
+        ctx.sample(SAMPLE_KIND, payload, step=0)
     if win is not None:
         for i, row in enumerate(win["rows"]):
             ctx.sample(SAMPLE_KIND, {"part": "win_rate", "index": i, **row}, step=0)
@@ -384,11 +442,16 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         "policy": inputs.policy_label, "policy_run": config.policy_run or None,
         "policy_model": loaded.model_id, "reference_model": inputs.reference or "SmolLM2-135M-Instruct (bundled)",
         "reward_model": str(inputs.reward_model) if inputs.reward_model is not None else None,
-        "task_level": config.task_level, "prompts": len(held), "k": config.k, "temperature": config.temperature,
+        "prompt_source": config.prompt_source, "task_level": config.task_level if inputs.prompts is None else None,
+        "prompts": len(held), "k": config.k, "temperature": config.temperature,
         "pass_at_1": greedy["accuracy"], "cons_at_k": cons["cons_at_k"], "pass_at_k": cons["pass_at_k"],
         "sample_accuracy": cons["sample_accuracy"], "format_at_1": greedy["format"],
         "win_rate": None, "win_rate_skipped": skipped,
     }
+    if inputs.prompts is not None:
+        result.update({"prompt_ids": [p.meta["prompt_id"] for p in held if "prompt_id" in p.meta],
+                       "prompt_set": config.prompt_set.strip() or None, "category": config.category.strip() or None,
+                       "prompts_without_gold": inputs.without_gold})
     if win is not None:
         result.update({"win_rate": win["win_rate"], "wins": win["wins"], "ties": win["ties"], "losses": win["losses"],
                        "win_prompts": win["n"], "policy_score_mean": win["policy_score_mean"],

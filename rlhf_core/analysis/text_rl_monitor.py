@@ -96,14 +96,20 @@ def check_alerts(metrics: Mapping[str, Series], *, spike_factor: float = 5.0, sp
                 alerts.append(Alert("length_explosion", s, f"Mean length grew to {v:.1f} tokens at step {s} "
                                     f"(started at {first:.1f})."))
                 break
-    alerts.extend(_hacking(metrics, window, min_change))
+    alerts.extend(reward_hacking(metrics, PROXY_KEYS, GOLD_KEYS, window=window, min_change=min_change))
     return alerts
 
 
-def _hacking(metrics: Mapping[str, Series], window: int, min_change: float) -> list[Alert]:
-    proxy_key, gold_key = first_key(metrics, PROXY_KEYS), first_key(metrics, GOLD_KEYS)
+def reward_hacking(metrics: Mapping[str, Series], proxy_keys: Sequence[str], gold_keys: Sequence[str], *,
+                   window: int = 5, min_change: float = 0.05, names: tuple[str, str] | None = None) -> list[Alert]:
+    """The ``reward_hacking`` alert for any pair of series: the first logged of ``proxy_keys`` (what the
+    policy optimises) rose while the first of ``gold_keys`` (what is wanted) fell since the gold's peak,
+    each by more than ``4 * min_change`` of its scale. ``names``: how the message calls the two (default:
+    their keys). Control runs use it with the learned and the true return."""
+    proxy_key, gold_key = first_key(metrics, proxy_keys), first_key(metrics, gold_keys)
     if proxy_key is None or gold_key is None:
         return []
+    proxy_name, gold_name = names or (proxy_key, gold_key)
     p_steps, proxy = _finite(metrics[proxy_key])
     g_steps, gold = _finite(metrics[gold_key])
     if len(gold) < 3 or len(proxy) < 3:
@@ -126,8 +132,8 @@ def _hacking(metrics: Mapping[str, Series], window: int, min_change: float) -> l
     proxy_rise = proxy_at(end_step) - proxy_at(start_step)
     if gold_drop > min_change * gold_scale * 4 and proxy_rise > min_change * proxy_scale * 4 and gold_drop > 0:
         return [Alert("reward_hacking", end_step,
-                      f"Reward hacking? {proxy_key} rose by {proxy_rise:.3f} since step {start_step} while "
-                      f"{gold_key} fell from {gold[peak]:.3f} to {gold[-1]:.3f}.")]
+                      f"Reward hacking? {proxy_name} rose by {proxy_rise:.3f} since step {start_step} while "
+                      f"{gold_name} fell from {gold[peak]:.3f} to {gold[-1]:.3f}.")]
     return []
 
 

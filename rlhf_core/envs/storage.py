@@ -166,6 +166,20 @@ def load_arrays(project, item: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
+def clip_observations(project, item_ids) -> dict[int, np.ndarray]:
+    """``{item id: observations}`` (T + 1 rows) of clip items, each trajectory file read once."""
+    out, trajectories = {}, {}
+    for item_id in item_ids:
+        if item_id in out:
+            continue
+        item = project.get_item(item_id)
+        parent = item["parent_id"]
+        if parent not in trajectories:
+            trajectories[parent] = load_arrays(project, project.get_item(parent))["observations"]
+        out[item_id] = trajectories[parent][item["start_step"]:item["end_step"] + 1]
+    return out
+
+
 def frame_source(project, item: dict) -> tuple[Path, int, int | None] | None:
     """Where an item's frames are: (video path, first frame, end frame or None), or None without a
     video. Only reads the project; the decoding (:func:`read_video`) can then run on another thread."""

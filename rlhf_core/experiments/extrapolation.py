@@ -298,7 +298,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     mean, std = reward_stats(ensemble, stack_observations(train_obs)[0])
     times["reward_model"] = time.perf_counter() - t0
     if project is not None:
-        path = folder / "reward_ensemble.pt"
+        path = folder / "reward_ensemble.safetensors"
         ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "method": config.method})
         project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id, "method": config.method})
 

@@ -14,13 +14,13 @@ File format: JSON Lines, one row per line, as TRL 1.16 documents its data set ty
 
 Export (:func:`export_trl`) writes one row per live comparison of two live ``response`` items of
 the same live prompt whose outcome is ``left`` or ``right`` (a comparison that was edited is
-replaced by its new row, an undone one is gone). ``tie``, ``both_bad`` and ``skip`` have no chosen
-response: they are left out and counted. Rankings are stored together with their expanded pairs
-(``comparisons.ranking_id``), so they are already among the comparisons; a live ranking that has
-no comparison rows at all (none written, live or undone) is expanded here instead, so nothing is
-counted twice. Only the prompt text and the two response texts are exported (no system prompt,
-no labeller). The file is written to a temporary file next to the target and renamed over it, so
-a reader never sees half a file.
+replaced by its new row, an undone one is gone, a pair with an adjudication gives its adjudication
+only). ``tie``, ``both_bad`` and ``skip`` have no chosen response: they are left out and counted.
+Rankings are stored together with their expanded pairs (``comparisons.ranking_id``), so they are
+already among the comparisons; a live ranking that has no comparison rows at all (none written, live
+or undone) is expanded here instead, so nothing is counted twice. Only the prompt text and the two
+response texts are exported (no system prompt, no labeller). The file is written to a temporary file
+next to the target and renamed over it, so a reader never sees half a file.
 
 Import (:func:`import_trl`) reads the WHOLE file (a regular file of at most ``MAX_FILE_BYTES``;
 JSON as :func:`rlhf_core.input_files.parse_json` reads it) and checks every row first; a file with any
@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.input_files import InputFileError, jsonl_values, parse_json, read_data_file
+from rlhf_core.rewards.outcomes import prefer_adjudications
 from rlhf_core.store.project import SOURCES, Project, open_project
 from rlhf_core.store.ranking import expand_ranking
 
@@ -172,12 +173,12 @@ def preference_pairs(project: Project, *, sources: str | Iterable[str] | None = 
         return 1
 
     rows = project.conn.execute(
-        f"SELECT c.id, c.left_id, c.right_id, c.outcome FROM comparisons c "
+        f"SELECT c.id, c.left_id, c.right_id, c.outcome, c.role FROM comparisons c "
         f"WHERE c.deleted_at IS NULL AND c.source IN ({marks}) "
         f"AND NOT EXISTS (SELECT 1 FROM comparisons n WHERE n.supersedes_id = c.id AND n.deleted_at IS NULL) "
         f"ORDER BY c.id", list(wanted))
-    for _, left, right, outcome in rows:
-        if take(left, right, outcome) < 0:
+    for row in prefer_adjudications(dict(r) for r in rows):  # an adjudicated pair: its adjudication only
+        if take(row["left_id"], row["right_id"], row["outcome"]) < 0:
             not_text += 1
     from_rankings = 0
     lone_rankings = project.conn.execute(

@@ -192,28 +192,11 @@ def truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
 
 
 def next_token_ab(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 8):
-    """P(" A") and P(" B") as the next token after each text: a float tensor ``[n, 2]``.
+    """P(" A") and P(" B") as the next token after each text: a float tensor ``[n, 2]``
+    (:func:`rlhf_core.text.generation.next_token_probs`: full-vocabulary softmax, padding-safe batches)."""
+    from rlhf_core.text.generation import next_token_probs  # start-up: imports torch
 
-    Full-vocabulary softmax of the last position's logits (float32), batches of ``batch_size``
-    with left padding and position ids that skip the padding (so a padded row gives the same
-    numbers as the text alone).
-    """
-    import torch
-
-    from rlhf_core.text.generation import left_padded  # start-up: imports torch
-
-    a_id, b_id = answer_token_ids(tokenizer)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = left_padded(tokenizer, texts[i:i + batch_size])
-            attention = enc["attention_mask"].long()
-            position = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
-            logits = model(input_ids=enc["input_ids"], attention_mask=attention, position_ids=position,
-                           use_cache=False, logits_to_keep=1).logits[:, -1, :].float()
-            probs = torch.softmax(logits, dim=-1)
-            out.append(probs[:, [a_id, b_id]])
-    return torch.cat(out) if out else torch.zeros(0, 2)
+    return next_token_probs(model, tokenizer, texts, answer_token_ids(tokenizer), batch_size=batch_size)
 
 
 @dataclass
@@ -373,10 +356,7 @@ def store_ai_label(project, pair: PairToJudge, outcome: str, labeller_id: int, m
                 conn.execute("ROLLBACK")
                 return None
         cid = project.add_comparison(pair.left_id, pair.right_id, outcome, labeller_id=labeller_id, source="ai",
-                                     principle=pair.principle, meta=meta)
-        if pair.queue_id is not None:
-            conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=? AND comparison_id IS NULL",
-                         [cid, pair.queue_id])
+                                     principle=pair.principle, meta=meta, queue_id=pair.queue_id)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -417,16 +397,17 @@ def review_count(project) -> int:
 
 
 def record_review(project, ai_comparison_id: int, outcome: str, labeller_id: int, *,
-                  response_ms: int | None = None, blind: bool = False) -> int:
+                  response_ms: int | None = None, blind: bool = False, guideline_version: int | None = None) -> int:
     """A person's answer on a pair the AI labelled: a new HUMAN label (same orientation as the AI's),
-    with ``meta`` = reviewed_ai, ai_outcome, agreed, blind. The AI label is left as it is."""
+    with ``meta`` = reviewed_ai, ai_outcome, agreed, blind, given under ``guideline_version``. The AI
+    label is left as it is."""
     ai = project.conn.execute("SELECT * FROM comparisons WHERE id=?", [ai_comparison_id]).fetchone()
     if ai is None or ai["source"] != "ai":
         raise ValueError(f"comparison {ai_comparison_id} is not an AI label")
     meta = {REVIEW_KEY: int(ai_comparison_id), "ai_outcome": ai["outcome"], "agreed": outcome == ai["outcome"],
             "blind": bool(blind)}
     return project.add_comparison(ai["left_id"], ai["right_id"], outcome, labeller_id=labeller_id, source="human",
-                                  response_ms=response_ms, meta=meta)
+                                  response_ms=response_ms, meta=meta, guideline_version=guideline_version)
 
 
 @dataclass

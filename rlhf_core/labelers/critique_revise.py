@@ -24,7 +24,8 @@ model and DPO use them when their ``label_sources`` include ``ai``). Its ``meta`
 ``original_id``, ``principle``, ``critique``, ``round``, ``critic_model``, ``policy_model`` (and
 ``corrected_from``, the text it revised). A revision that is empty or the same as the text it revises
 is not stored (the chain goes on from the text it had). A person reviews them
-(:func:`revisions_to_review`, :func:`review_revision`): accept, edit or reject. Model text is untrusted: it
+(:func:`revisions_to_review`, :func:`review_revision`, :func:`undo_review`; the Label text page's "Review
+revisions" tab): accept, edit or reject. Model text is untrusted: it
 is stored and shown as plain text. Sampling is greedy (``temperature`` 0) or seeded per prompt and step, so the same
 settings give the same chains.
 """
@@ -166,14 +167,19 @@ def clean_revision(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------- a person's review
+#: live AI revisions no person has answered (accepted: a live human comparison names it; edited or rejected: it
+#: is soft-deleted)
+_TO_REVIEW = ("FROM items i JOIN prompts p ON p.id = i.prompt_id WHERE i.kind = 'response' AND i.source = 'correction' "
+              "AND i.deleted_at IS NULL AND p.deleted_at IS NULL AND json_extract(i.meta_json, '$.method') = ? "
+              "AND NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.deleted_at IS NULL AND c.source = 'human' AND "
+              "json_extract(c.meta_json, '$.reviewed_revision') = i.id)")
+
+
 def revisions_to_review(project, limit: int = 1_000_000, *, run_id: int | None = None) -> list[dict]:
     """Live AI revisions no person has reviewed yet (of run ``run_id``, or any), oldest first: ``id``,
     ``prompt``, ``revised_id`` and ``revised`` (the text it revised), ``revision``, ``critique``, ``principle``,
     ``round``, ``critic_model``."""
-    sql = ("SELECT i.id, i.text, i.meta_json, p.text AS prompt FROM items i JOIN prompts p ON p.id = i.prompt_id "
-           "WHERE i.kind = 'response' AND i.source = 'correction' AND i.deleted_at IS NULL AND p.deleted_at IS NULL "
-           "AND json_extract(i.meta_json, '$.method') = ? AND NOT EXISTS (SELECT 1 FROM comparisons c WHERE "
-           "c.deleted_at IS NULL AND c.source = 'human' AND json_extract(c.meta_json, '$.reviewed_revision') = i.id)")
+    sql = "SELECT i.id, i.text, i.meta_json, p.text AS prompt " + _TO_REVIEW
     args: list = [METHOD]
     if run_id is not None:
         sql += " AND i.run_id = ?"
@@ -188,6 +194,39 @@ def revisions_to_review(project, limit: int = 1_000_000, *, run_id: int | None =
     return out
 
 
+def review_counts(project) -> dict[str, int]:
+    """How many AI revisions wait for a person (``to_review``) and how many people ``accepted``, ``edited`` and
+    ``rejected`` (reviews taken back with :func:`undo_review` do not count)."""
+    to_review = project.conn.execute("SELECT count(*) " + _TO_REVIEW, [METHOD]).fetchone()[0]
+    accepted = project.conn.execute(
+        "SELECT count(*) FROM comparisons WHERE deleted_at IS NULL AND source = 'human' AND "
+        "json_extract(meta_json, '$.reviewed_revision') IS NOT NULL AND json_extract(meta_json, '$.decision') = "
+        "'accept'").fetchone()[0]
+    by_decision = {row[0]: row[1] for row in project.conn.execute(
+        "SELECT json_extract(meta_json, '$.review.decision'), count(*) FROM items WHERE kind = 'response' AND "
+        "deleted_at IS NOT NULL AND json_extract(meta_json, '$.method') = ? GROUP BY 1", [METHOD])}
+    return {"to_review": to_review, "accepted": accepted, "edited": by_decision.get("edit", 0),
+            "rejected": by_decision.get("reject", 0)}
+
+
+def _reviewed_by(project, revision_id: int) -> int | None:
+    """The live human comparison that accepted this revision, if any."""
+    row = project.conn.execute(
+        "SELECT id FROM comparisons WHERE deleted_at IS NULL AND source = 'human' AND "
+        "json_extract(meta_json, '$.reviewed_revision') = ?", [int(revision_id)]).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _set_review_mark(project, revision_id: int, mark: dict | None) -> None:
+    """Write (or, with None, remove) ``meta.review`` of an AI revision: who edited or rejected it."""
+    if mark is None:
+        project.conn.execute("UPDATE items SET meta_json = json_remove(meta_json, '$.review') WHERE id = ?",
+                             [int(revision_id)])
+    else:
+        project.conn.execute("UPDATE items SET meta_json = json_set(meta_json, '$.review', json(?)) WHERE id = ?",
+                             [json.dumps(mark), int(revision_id)])
+
+
 def review_revision(project, revision_id: int, decision: str, labeller_id: int, *, edited_text: str | None = None,
                     response_ms: int | None = None) -> dict:
     """A person's verdict on an AI revision.
@@ -196,26 +235,68 @@ def review_revision(project, revision_id: int, decision: str, labeller_id: int, 
     ``meta.reviewed_revision`` (a person's label of a pair outweighs the AI's). ``reject``: the revision and its
     comparisons are soft-deleted (:func:`undo_correction`). ``edit``: ``edited_text`` becomes the person's
     correction of the text the AI revised (``meta.reviewed_revision``) and the AI's revision is soft-deleted;
-    an empty or unchanged text raises ``ValueError`` and changes nothing.
+    an empty or unchanged text raises ``ValueError`` and changes nothing. An edited or rejected revision keeps
+    ``meta.review`` (decision, labeller, time) so that :func:`review_counts` can count the rejections.
     """
     item = project.get_item(int(revision_id))
     meta = json.loads(item["meta_json"] or "{}") if item is not None else {}
     if item is None or item["deleted_at"] is not None or meta.get("method") != METHOD:
-        raise ValueError(f"item {revision_id} is not a live AI revision")
+        raise ValueError(f"item {revision_id} is not a live AI revision (rejected, edited or deleted meanwhile, or "
+                         "never an AI revision): nothing was stored")
+    if decision not in REVIEW_DECISIONS:
+        raise ValueError(f"a review is one of {', '.join(REVIEW_DECISIONS)}, not {decision!r}")
+    if _reviewed_by(project, item["id"]) is not None:
+        raise ValueError(f"revision {revision_id} was accepted already (by someone else meanwhile?): nothing was "
+                         "stored")
     revised = int(meta["corrected_from"])
+    mark = {"decision": decision, "labeller_id": labeller_id, "response_ms": response_ms}
     if decision == "accept":
         cid = project.add_comparison(revised, item["id"], "right", labeller_id=labeller_id, source="human",
                                      response_ms=response_ms, meta={REVIEW_KEY: item["id"], "decision": decision})
         return {"decision": decision, "comparison_id": cid}
     if decision == "reject":
-        return {"decision": decision, "undone": undo_correction(project, item["id"])}
-    if decision == "edit":
         with project.db.atomic():
-            new_id, cids = add_correction(project, revised, edited_text or "", labeller_id, response_ms,
-                                          meta={REVIEW_KEY: item["id"], "decision": decision})
-            undo_correction(project, item["id"])
-        return {"decision": decision, "correction_id": new_id, "comparison_ids": cids}
-    raise ValueError(f"a review is one of {', '.join(REVIEW_DECISIONS)}, not {decision!r}")
+            undone = undo_correction(project, item["id"])
+            _set_review_mark(project, item["id"], mark)
+        return {"decision": decision, "undone": undone}
+    with project.db.atomic():
+        new_id, cids = add_correction(project, revised, edited_text or "", labeller_id, response_ms,
+                                      meta={REVIEW_KEY: item["id"], "decision": decision})
+        undo_correction(project, item["id"])
+        _set_review_mark(project, item["id"], mark)
+    return {"decision": decision, "correction_id": new_id, "comparison_ids": cids}
+
+
+def undo_review(project, revision_id: int, review: dict) -> int:
+    """Take back a review that :func:`review_revision` returned (``review``): the revision waits for a person
+    again. An accept's label is soft-deleted; an edit's correction is soft-deleted; the revision and the
+    comparisons that went with it are live again after an edit or a reject. Returns the revision id; raises
+    ``ValueError`` (changing nothing) when the review no longer stands."""
+    decision = review.get("decision")
+    revision_id = int(revision_id)
+    if decision == "accept":
+        cid = int(review["comparison_id"])
+        if not project.comparison_is_live(cid):
+            raise ValueError(f"the acceptance of revision {revision_id} was undone already")
+        project.undo_comparison(cid)
+        return revision_id
+    if decision not in ("edit", "reject"):
+        raise ValueError(f"a review is one of {', '.join(REVIEW_DECISIONS)}, not {decision!r}")
+    item = project.get_item(revision_id)
+    if item is None or item["deleted_at"] is None:
+        raise ValueError(f"revision {revision_id} is not rejected or edited: nothing to undo")
+    with project.db.atomic():
+        if decision == "edit":
+            correction = int(review["correction_id"])
+            if not project.item_is_live(correction):
+                raise ValueError(f"the edit of revision {revision_id} was undone already")
+            undo_correction(project, correction)
+        # undo_correction deleted the revision and its comparisons with one time stamp
+        project.conn.execute("UPDATE comparisons SET deleted_at = NULL WHERE deleted_at = ? AND (left_id = ? OR "
+                             "right_id = ?)", [item["deleted_at"], revision_id, revision_id])
+        project.conn.execute("UPDATE items SET deleted_at = NULL WHERE id = ?", [revision_id])
+        _set_review_mark(project, revision_id, None)
+    return revision_id
 
 
 # ------------------------------------------------------------------------------- the job

@@ -58,7 +58,7 @@ def _labelled_pairs(project, labeller_id: int | None) -> set[tuple[int, int]]:
 
 
 def _queued_pairs(project) -> set[tuple[int, int]]:
-    rows = project.conn.execute("SELECT left_id, right_id FROM pair_queue WHERE comparison_id IS NULL")
+    rows = [(r["left_id"], r["right_id"]) for r in project.pending_pairs(limit=-1)]  # all still wanting answers
     return {(min(a, b), max(a, b)) for a, b in rows}
 
 
@@ -111,6 +111,7 @@ def add_correction(
     meta: Mapping | None = None,
     run_id: int | None = None,
     over: Iterable[int] | None = None,
+    guideline_version: int | None = None,
 ) -> tuple[int, list[int]]:
     """Store a person's rewrite of response ``response_id``; returns ``(new item id, comparison ids)``.
 
@@ -124,7 +125,8 @@ def add_correction(
     A model's revision (:mod:`rlhf_core.labelers.critique_revise`) passes ``source = "ai"`` (the
     comparisons' source), ``meta`` (added to the item's: its provenance), ``run_id`` (the run that
     wrote it) and ``over``: the responses it is preferred over, instead of every sampled one (the
-    edited response is always among them).
+    edited response is always among them). ``guideline_version``: the labelling guidelines shown (kept on
+    each comparison).
     """
     original = project.get_item(int(response_id))
     if original is None or original["kind"] != "response":
@@ -158,7 +160,7 @@ def add_correction(
         )
         comparison_ids = [
             project.add_comparison(other, new_id, "right", labeller_id=labeller_id, source=source,
-                                   response_ms=response_ms,
+                                   response_ms=response_ms, guideline_version=guideline_version,
                                    meta={"correction": new_id, "corrected_from": original["id"]})
             for other in sampled
         ]

@@ -9,15 +9,27 @@
 
 A network maps a batch of per-step inputs [..., obs_dim] to per-step rewards [...]; a clip's or
 snippet's return is the sum over its steps.
+
+Saved files: ``*.safetensors`` (the tensors; spec, member count and ``extra`` as JSON in the header's
+metadata: readable without our code or pickle) or, for older files, a ``torch.save`` dict loaded
+with ``weights_only=True``. :meth:`RewardEnsemble.load` tells them apart by the file name.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_FORMAT = "rlhf-workbench/reward-ensemble"  # the header's "format": what the file holds
 
 
 @dataclass(frozen=True)
@@ -90,12 +102,33 @@ class RewardEnsemble(nn.Module):
         return self(obs, action).mean(0)
 
     def save(self, path: str | Path, extra: dict | None = None) -> None:
-        torch.save({"spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.spec).items()},
-                    "members": len(self.members), "state": self.state_dict(), "extra": extra or {}}, path)
+        """Write the ensemble; a ``.safetensors`` name gives safetensors (replaced atomically), any other
+        the older ``torch.save`` dict. ``extra`` (plain numbers and text) travels with it."""
+        spec = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.spec).items()}
+        if Path(path).suffix != SAFETENSORS_SUFFIX:
+            torch.save({"spec": spec, "members": len(self.members), "state": self.state_dict(),
+                        "extra": extra or {}}, path)
+            return
+        meta = {"format": SAFETENSORS_FORMAT, "spec": json.dumps(spec), "members": str(len(self.members)),
+                "extra": json.dumps(extra or {})}
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[RewardEnsemble, dict]:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        """``(ensemble in eval mode, extra)`` from a file :meth:`save` wrote (either format)."""
+        if Path(path).suffix == SAFETENSORS_SUFFIX:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+            if meta.get("format") != SAFETENSORS_FORMAT:
+                raise ValueError(f"{Path(path).name} is not a reward ensemble saved by the workbench "
+                                 f"(its header names format {meta.get('format')!r})")
+            blob = {"spec": json.loads(meta["spec"]), "members": int(meta["members"]), "state": state,
+                    "extra": json.loads(meta.get("extra") or "{}")}
+        else:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
         spec = RewardNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["spec"].items()})
         model = cls(spec, blob["members"])
         model.load_state_dict(blob["state"])

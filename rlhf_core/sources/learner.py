@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import param, to_dict
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import SB3Policy
 from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobCancelled, JobContext
+from rlhf_core.store.model_card import control_policy_card, final_metrics
 
 #: rl-baselines3-zoo PPO settings (n_envs, then PPO keyword arguments)
 PPO_PRESETS: dict[str, dict] = {
@@ -158,8 +160,16 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
     state = ctx.resume_from
     resumed = state.extra if state is not None else {"phase": "ppo", "next_save": config.checkpoint_every}
     saved: list[tuple[int, int | None, str]] = []  # (step, checkpoint id, path)
+    relog = False  # the demonstrations' rows are logged again (a killed run left more than its state lists)
     if state is not None:
         saved = _kept_checkpoints(project, ctx.run_id, resumed["checkpoints"])
+        # demonstrations a killed run rolled out after its state go; several rows share a step, so those at
+        # the state's step are not told apart: all go, and the ones the state lists are logged again below
+        listed = resumed.get("rollouts", [])
+        project.discard_run_items(ctx.run_id, "trajectory", [r["item"] for r in listed])
+        if len(project.metrics(ctx.run_id).get("demos/true_return", ((), ()))[0]) != len(listed):
+            project.discard_metric(ctx.run_id, "demos/true_return")
+            relog = True
 
     def save_state(step: int, phase: dict, files: dict | None = None) -> None:
         ctx.save_state(step, {}, {**phase, "checkpoints": [cid for _, cid, _ in saved]}, files)
@@ -171,6 +181,9 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
 
     # ---- roll out every checkpoint (the ranked demonstrations) ----
     rollouts = list(resumed.get("rollouts", []))  # those done before a resume
+    if relog:
+        for r in rollouts:
+            ctx.metrics(timesteps + r["checkpoint_index"], {"demos/true_return": r["true_return"]})
     if project is not None and config.episodes_per_checkpoint:
         env = make_env(config.env_id, render=config.record_video)
         try:
@@ -201,8 +214,15 @@ def train_learner(config: LearnerConfig, ctx: JobContext) -> dict:
             close_env(env)
     for r in rollouts:
         r.pop("checkpoint_index", None)
-    return {"checkpoints": [{"step": s, "id": c} for s, c, _ in saved], "rollouts": rollouts,
-            "final_true_return": rollouts[-1]["true_return"] if rollouts else None}
+    result = {"checkpoints": [{"step": s, "id": c} for s, c, _ in saved], "rollouts": rollouts,
+              "final_true_return": rollouts[-1]["true_return"] if rollouts else None}
+    if folder is not None and saved:  # one model card for the run folder's PPO checkpoints
+        control_policy_card(job="learner", config=to_dict(config), env_id=config.env_id,
+                            files=[os.path.basename(p) for _, _, p in saved], run_id=ctx.run_id,
+                            project=project.name, training_data={"timesteps": timesteps, "checkpoints": len(saved),
+                                                                 "rollouts": len(rollouts)},
+                            metrics=final_metrics(result)).write(folder)
+    return result
 
 
 def _kept_checkpoints(project, run_id: int, ids: list[int]) -> list[tuple[int, int, str]]:

@@ -95,7 +95,7 @@ def list_artefacts(project: Project, kinds_wanted: Iterable[str] | None = None) 
     """Every artefact of the project (of ``kinds_wanted`` when given), newest first."""
     wanted = tuple(kinds_wanted) if kinds_wanted is not None else None
     rows = project.conn.execute(
-        "SELECT c.id, c.kind, c.name, c.run_id, c.step, c.path, c.created_at, r.kind AS run_kind, "
+        "SELECT c.id, c.kind, c.name, c.run_id, c.step, c.path, c.created_at, c.meta_json, r.kind AS run_kind, "
         "r.result_json FROM checkpoints c LEFT JOIN runs r ON r.id = c.run_id ORDER BY c.id DESC").fetchall()
     per_run_kind: dict[tuple, int] = {}
     for row in rows:
@@ -112,8 +112,17 @@ def list_artefacts(project: Project, kinds_wanted: Iterable[str] | None = None) 
             id=row["id"], kind=row["kind"], name=name, run_id=row["run_id"], run_kind=row["run_kind"] or "",
             step=row["step"], path=project.abspath(row["path"]), created_at=row["created_at"],
             trained_on={k: result[k] for k in TRAINED_ON_KEYS if isinstance(result.get(k), (int, float))},
-            headline=_headline(project, row["kind"], row["run_id"], result)))
+            headline=_gold_headline(row["meta_json"], result) or _headline(project, row["kind"], row["run_id"], result)))
     return out
+
+
+def _gold_headline(meta_json: str | None, result: dict) -> tuple[str, float] | None:
+    """A text_reward_model run's held-out gold model (checkpoint meta role "gold") is rated by its own
+    held-out accuracy, not the run's reward model's."""
+    value = result.get("gold_heldout_accuracy")
+    if _json(meta_json).get("role") == "gold" and isinstance(value, (int, float)):
+        return "reward_model/gold_heldout_accuracy", float(value)
+    return None
 
 
 def _json(text: str | None) -> dict:

@@ -61,6 +61,21 @@ RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 # are checked in the background (Project.integrity_problems), and always before a schema upgrade
 QUICK_CHECK_MAX_BYTES = 128 * 1024 * 1024
 _REQUIRED_TABLES = {"project", "runs", "items", "comparisons", "metrics"}
+# A queue entry (``q``) still wants an answer: none yet, or fewer than the several it wants (overlap)
+_WANTS_ANSWER = ("(q.comparison_id IS NULL OR (q.answers_wanted > 1 AND q.answers_wanted > "
+                 "(SELECT count(*) FROM queue_answers x WHERE x.queue_id = q.id)))")
+# ... that labeller ``?`` has not answered (each labeller answers an entry once, blind to the others)
+_NOT_ANSWERED_BY = "NOT EXISTS (SELECT 1 FROM queue_answers x WHERE x.queue_id = q.id AND x.labeller_id = ?)"
+MAX_GUIDELINES_CHARS = 200_000
+MAX_OVERLAP_ANSWERS = 10
+_GOLDEN = 0.6180339887498949  # overlap entries: queue ids whose multiple of this is below the fraction
+
+
+def overlap_chosen(queue_id: int, fraction: float) -> bool:
+    """Whether queue entry ``queue_id`` goes to several labellers under overlap ``fraction``: a
+    low-discrepancy (golden-ratio) sequence over the ids, so any run of N new entries holds about
+    N * fraction of them, spread out rather than every k-th."""
+    return fraction > 0 and (queue_id * _GOLDEN) % 1.0 < fraction
 
 
 def utc_now() -> str:
@@ -78,6 +93,11 @@ def _dumps(value: Any) -> str:
 
 def _db_path_for(path: Path) -> Path:
     return path / DB_NAME if path.suffix != ".db" else path
+
+
+class LabelChangedError(ValueError):
+    """A write about labels refused because they changed since the person saw them (another window,
+    process or person); nothing was written. The message says what changed."""
 
 
 class Project:
@@ -298,6 +318,24 @@ class Project:
             if self.conn.in_transaction:
                 self.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def write_transaction(self):
+        """The block holds the write lock (``BEGIN IMMEDIATE``, waiting up to the busy timeout): what it reads
+        stays true until it commits, so a check and the write it allows are never overtaken by another
+        connection or process. Inside a transaction already it is a savepoint; an exception rolls it back."""
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     def __enter__(self) -> Project:
         return self
 
@@ -335,7 +373,7 @@ class Project:
             "rankings": "SELECT count(*) FROM rankings WHERE deleted_at IS NULL",
             # the labelling views' "waiting": open entries of two live items (waiting_counts)
             "queued_pairs": "SELECT count(*) FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b "
-                            "ON b.id = q.right_id WHERE q.comparison_id IS NULL AND a.kind = b.kind "
+                            f"ON b.id = q.right_id WHERE {_WANTS_ANSWER} AND a.kind = b.kind "
                             "AND a.deleted_at IS NULL AND b.deleted_at IS NULL",
             "labellers": "SELECT count(*) FROM labellers",
             "runs": "SELECT count(*) FROM runs",
@@ -359,6 +397,75 @@ class Project:
 
     def labellers(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM labellers ORDER BY id")]
+
+    def labeller_id(self, name: str | None) -> int | None:
+        """The id of the labeller called ``name`` (None: no such labeller yet)."""
+        if not name or not name.strip():
+            return None
+        row = self.conn.execute("SELECT id FROM labellers WHERE name = ?", [name.strip()]).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ labelling study
+    def guidelines(self, version: int | None = None) -> dict | None:
+        """The labelling guidelines (Markdown): the newest version, or ``version``; ``version``, ``text``,
+        ``created_at``. None when none were written (or no such version)."""
+        if version is None:
+            row = self.conn.execute("SELECT version, text, created_at FROM guidelines "
+                                    "ORDER BY version DESC LIMIT 1").fetchone()
+        else:
+            row = self.conn.execute("SELECT version, text, created_at FROM guidelines WHERE version = ?",
+                                    [int(version)]).fetchone()
+        return dict(row) if row else None
+
+    def guideline_version(self) -> int | None:
+        """The newest guidelines' version (None: no guidelines yet)."""
+        return self.conn.execute("SELECT max(version) FROM guidelines").fetchone()[0]
+
+    def guideline_versions(self) -> list[dict]:
+        """Every stored version, newest first: ``version``, ``created_at``, ``chars``."""
+        rows = self.conn.execute("SELECT version, created_at, length(text) AS chars FROM guidelines "
+                                 "ORDER BY version DESC")
+        return [dict(r) for r in rows]
+
+    def save_guidelines(self, text: str) -> int:
+        """Store ``text`` as the next version (older versions are kept: labels name the version they
+        were given under); returns its number, or the newest one's when ``text`` is that text unchanged."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("The guidelines are empty: write what “better” means (or cancel).")
+        if len(text) > MAX_GUIDELINES_CHARS:
+            raise ValueError(f"The guidelines are {len(text):,} characters long: at most "
+                             f"{MAX_GUIDELINES_CHARS:,} are kept.")
+        with self.write_transaction():  # two windows saving at once get versions n and n+1
+            row = self.conn.execute("SELECT version, text FROM guidelines ORDER BY version DESC LIMIT 1").fetchone()
+            if row is not None and row["text"] == text:
+                return row["version"]
+            version = (row["version"] if row else 0) + 1
+            self.conn.execute("INSERT INTO guidelines (version, text, created_at) VALUES (?, ?, ?)",
+                              [version, text, utc_now()])
+        return version
+
+    def overlap(self) -> tuple[float, int]:
+        """The labelling study's overlap: ``(fraction, answers)``: that fraction of newly queued pairs
+        wants ``answers`` labellers each (the rest one). ``(0.0, 2)`` unless set."""
+        row = self.conn.execute("SELECT json_extract(settings_json, '$.overlap'), "
+                                "json_extract(settings_json, '$.overlap_answers') FROM project WHERE id = 1").fetchone()
+        fraction = float(row[0]) if row is not None and isinstance(row[0], (int, float)) else 0.0
+        answers = int(row[1]) if row is not None and isinstance(row[1], int) else 2
+        return min(max(fraction, 0.0), 1.0), min(max(answers, 2), MAX_OVERLAP_ANSWERS)
+
+    def set_overlap(self, fraction: float, answers: int = 2) -> None:
+        """Set the overlap (see :meth:`overlap`); pairs queued from now on follow it."""
+        try:
+            fraction, answers_f = float(fraction), float(answers)
+        except (TypeError, ValueError):
+            raise ValueError("The overlap is a fraction from 0 to 1 and a number of labellers from 2 to "
+                             f"{MAX_OVERLAP_ANSWERS}.") from None
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"The overlap must be a fraction from 0 to 1 (0 % to 100 %), not {fraction:g}.")
+        if answers_f != int(answers_f) or not 2 <= answers_f <= MAX_OVERLAP_ANSWERS:
+            raise ValueError(f"Overlapping pairs go to 2 to {MAX_OVERLAP_ANSWERS} labellers, not {answers}.")
+        self.conn.execute("UPDATE project SET settings_json = json_set(settings_json, '$.overlap', ?, "
+                          "'$.overlap_answers', ?) WHERE id = 1", [fraction, int(answers_f)])
 
     # ------------------------------------------------------------------ runs
     def create_run(
@@ -478,6 +585,17 @@ class Project:
             values.append(float("nan") if value is None else value)
         return out
 
+    def last_metrics(self, run_id: int) -> dict[str, tuple[int, float]]:
+        """Each metric's value at its last step: ``{key: (step, value)}`` (one indexed query, not the series)."""
+        out: dict[str, tuple[int, float]] = {}
+        # SQLite takes the bare columns of a MAX() aggregate from the row holding the maximum
+        rows = self.conn.execute("SELECT key, MAX(step), value FROM metrics WHERE run_id=? GROUP BY key", [run_id])
+        for key, step, value in rows:
+            current = current_key(key)
+            if current not in out or step >= out[current][0]:
+                out[current] = (int(step), float("nan") if value is None else float(value))
+        return out
+
     def discard_after(self, run_id: int, step: int) -> tuple[int, int]:
         """Delete a run's metrics and samples logged after ``step`` (a resumed run logs them again);
         returns (metric rows, samples) deleted."""
@@ -485,6 +603,28 @@ class Project:
             metrics = self.conn.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [run_id, step]).rowcount
             samples = self.conn.execute("DELETE FROM samples WHERE run_id = ? AND step > ?", [run_id, step]).rowcount
         return metrics, samples
+
+    def discard_metric(self, run_id: int, key: str) -> int:
+        """Delete every row of a run's metric ``key`` (old names included): a resumed job that logs several
+        rows at one step, which :meth:`discard_after` cannot tell apart, logs the ones it keeps again.
+        Returns how many rows went."""
+        names = [k for (k,) in self.conn.execute("SELECT DISTINCT key FROM metrics WHERE run_id = ?", [run_id])
+                 if current_key(k) == key]
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        return self.conn.execute(f"DELETE FROM metrics WHERE run_id = ? AND key IN ({marks})",
+                                 [run_id, *names]).rowcount
+
+    def discard_run_items(self, run_id: int, kind: str, keep: Iterable[int] = ()) -> int:
+        """Soft-delete the live items of ``kind`` that run ``run_id`` made, except ``keep``: those a killed run
+        made after its saved state (the resumed run makes them again). Returns how many."""
+        kept = {int(i) for i in keep}
+        ids = [r["id"] for r in self.run_items(run_id, kind) if r["id"] not in kept]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self.conn.execute(f"UPDATE items SET deleted_at = ? WHERE id IN ({marks})", [utc_now(), *ids])
+        return len(ids)
 
     def add_sample(self, run_id: int, kind: str, payload: Any, step: int | None = None) -> int:
         cur = self.conn.execute(
@@ -660,8 +800,10 @@ class Project:
         note: str = "",
         meta: Mapping | None = None,
         queue_id: int | None = None,
+        guideline_version: int | None = None,
     ) -> int:
-        """Record one label. It is committed before this returns (nothing is ever buffered)."""
+        """Record one label. It is committed before this returns (nothing is ever buffered).
+        ``guideline_version``: the labelling guidelines the labeller was shown (None: none)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
         if source not in SOURCES:
@@ -672,18 +814,27 @@ class Project:
             try:
                 cur = self.conn.execute(
                     "INSERT INTO comparisons (left_id, right_id, outcome, labeller_id, source, "
-                    "response_ms, ranking_id, supersedes_id, principle, note, meta_json, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "response_ms, ranking_id, supersedes_id, principle, note, meta_json, created_at, "
+                    "guideline_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [left_id, right_id, outcome, labeller_id, source,
                      None if response_ms is None else int(response_ms), ranking_id, supersedes_id,
-                     principle, note, _dumps(meta), utc_now()],
+                     principle, note, _dumps(meta), utc_now(),
+                     None if guideline_version is None else int(guideline_version)],
                 )
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"cannot record this comparison: {exc}") from exc
             cid = cur.lastrowid
             if queue_id is not None:
-                self.conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=?", [cid, queue_id])
+                self._record_answer(queue_id, cid, labeller_id)
         return cid
+
+    def _record_answer(self, queue_id: int, comparison_id: int, labeller_id: int | None) -> None:
+        """Label ``comparison_id`` answers queue entry ``queue_id`` (the first answer is also the entry's
+        ``comparison_id``); inside the caller's transaction."""
+        self.conn.execute("INSERT INTO queue_answers (queue_id, comparison_id, labeller_id, created_at) "
+                          "VALUES (?, ?, ?, ?)", [queue_id, comparison_id, labeller_id, utc_now()])
+        self.conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=? AND comparison_id IS NULL",
+                          [comparison_id, queue_id])
 
     def claim_pair(
         self,
@@ -694,22 +845,29 @@ class Project:
         source: str = "human",
         response_ms: int | None = None,
         meta: Mapping | None = None,
+        guideline_version: int | None = None,
     ) -> int | None:
-        """Label queue entry ``queue_id`` only if nobody has: the label and the claim commit in one
-        transaction under the write lock. Returns the comparison id, or None (nothing written) when
-        the entry was answered meanwhile (by another process or connection) or does not exist."""
+        """Answer queue entry ``queue_id`` only if it still wants an answer and ``labeller_id`` has not
+        answered it (an entry of the overlap wants several labellers' answers, one each): the label and
+        the answer commit in one transaction under the write lock. Returns the comparison id, or None
+        (nothing written) when the entry got its answers meanwhile (from another process or connection),
+        this labeller answered it already, or it does not exist."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT left_id, right_id FROM pair_queue WHERE id=?", [queue_id]).fetchone()
+            row = conn.execute("SELECT left_id, right_id, answers_wanted, comparison_id FROM pair_queue WHERE id=?",
+                               [queue_id]).fetchone()
             cid = None
             if row is not None:
-                cid = self.add_comparison(row[0], row[1], outcome, labeller_id=labeller_id, source=source,
-                                          response_ms=response_ms, meta=meta)
-                taken = conn.execute("UPDATE pair_queue SET comparison_id=? WHERE id=? AND comparison_id IS NULL",
-                                     [cid, queue_id]).rowcount
-                if taken != 1:
-                    cid = None
+                answers, mine = conn.execute(
+                    "SELECT count(*), coalesce(sum(labeller_id = ?), 0) FROM queue_answers WHERE queue_id = ?",
+                    [labeller_id, queue_id]).fetchone()
+                answers = max(answers, row["comparison_id"] is not None)
+                if answers < row["answers_wanted"] and not mine:
+                    cid = self.add_comparison(row["left_id"], row["right_id"], outcome, labeller_id=labeller_id,
+                                              source=source, response_ms=response_ms, meta=meta,
+                                              guideline_version=guideline_version)
+                    self._record_answer(queue_id, cid, labeller_id)
             conn.execute("COMMIT" if cid is not None else "ROLLBACK")
         except BaseException:
             if conn.in_transaction:
@@ -718,18 +876,23 @@ class Project:
         return cid
 
     def undo_comparison(self, comparison_id: int) -> None:
-        """Soft-delete a label (the row stays, with ``deleted_at`` set) and reopen its queue entry."""
+        """Soft-delete a label (the row stays, with ``deleted_at`` set) and reopen its queue entry (it wants
+        that answer again; the entry's ``comparison_id`` becomes its earliest answer left, if any)."""
         with self.db.atomic():
             self.conn.execute(
                 "UPDATE comparisons SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
                 [utc_now(), comparison_id],
             )
+            self.conn.execute("DELETE FROM queue_answers WHERE comparison_id=?", [comparison_id])
             self.conn.execute(
-                "UPDATE pair_queue SET comparison_id=NULL WHERE comparison_id=?", [comparison_id]
+                "UPDATE pair_queue SET comparison_id=(SELECT min(x.comparison_id) FROM queue_answers x "
+                "WHERE x.queue_id = pair_queue.id) WHERE comparison_id=?", [comparison_id]
             )
 
-    def edit_comparison(self, comparison_id: int, outcome: str, *, response_ms: int | None = None) -> int:
-        """Change a label: a new row supersedes the old one, which is soft-deleted."""
+    def edit_comparison(self, comparison_id: int, outcome: str, *, response_ms: int | None = None,
+                        guideline_version: int | None = None) -> int:
+        """Change a label: a new row supersedes the old one, which is soft-deleted; it answers the old
+        one's queue entry. ``guideline_version``: the guidelines shown now (None: the old label's)."""
         old = self.conn.execute("SELECT * FROM comparisons WHERE id=?", [comparison_id]).fetchone()
         if old is None:
             raise ValueError(f"no comparison {comparison_id}")
@@ -739,6 +902,7 @@ class Project:
                 labeller_id=old["labeller_id"], source=old["source"], response_ms=response_ms,
                 ranking_id=old["ranking_id"], supersedes_id=comparison_id,
                 principle=old["principle"], note=old["note"], meta=json.loads(old["meta_json"]),
+                guideline_version=old["guideline_version"] if guideline_version is None else guideline_version,
             )
             self.conn.execute(
                 "UPDATE comparisons SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
@@ -747,7 +911,95 @@ class Project:
             self.conn.execute(
                 "UPDATE pair_queue SET comparison_id=? WHERE comparison_id=?", [new_id, comparison_id]
             )
+            self.conn.execute("UPDATE queue_answers SET comparison_id=? WHERE comparison_id=?", [new_id, comparison_id])
+            self.conn.execute("UPDATE comparisons SET role=? WHERE id=?", [old["role"], new_id])  # an adjudication stays one
         return new_id
+
+    def pair_comparisons(self, a: int, b: int) -> list[dict]:
+        """Live comparisons of items ``a`` and ``b`` in either order (labels and adjudications), oldest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM comparisons WHERE ((left_id=? AND right_id=?) OR (left_id=? AND right_id=?)) "
+            "AND deleted_at IS NULL ORDER BY id", [a, b, b, a])
+        return [dict(r) for r in rows]
+
+    def restore_comparison(self, comparison_id: int) -> int:
+        """Undo an undo: a copy of the undone label (same answer, labeller, time taken, role) supersedes it, with
+        ``meta.restores``, and answers a queue entry of the pair that wants it again. Both rows stay. Returns
+        the new id; :class:`LabelChangedError` when the label is live or was replaced meanwhile."""
+        with self.write_transaction():
+            row = self.conn.execute("SELECT * FROM comparisons WHERE id=?", [comparison_id]).fetchone()
+            if row is None:
+                raise ValueError(f"There is no label {comparison_id}.")
+            if row["deleted_at"] is None:
+                raise LabelChangedError(f"Label {comparison_id} is not undone (it was restored or never undone "
+                                        "meanwhile): nothing was changed.")
+            later = self.conn.execute("SELECT id FROM comparisons WHERE supersedes_id=? ORDER BY id DESC LIMIT 1",
+                                      [comparison_id]).fetchone()
+            if later is not None:
+                raise LabelChangedError(f"Label {comparison_id} was replaced by label {later[0]} meanwhile: "
+                                        "nothing was changed.")
+            meta = json.loads(row["meta_json"] or "{}")
+            meta["restores"] = comparison_id
+            cur = self.conn.execute(
+                "INSERT INTO comparisons (left_id, right_id, outcome, labeller_id, source, response_ms, ranking_id, "
+                "supersedes_id, principle, note, meta_json, created_at, guideline_version, role) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [row["left_id"], row["right_id"], row["outcome"], row["labeller_id"], row["source"],
+                 row["response_ms"], row["ranking_id"], comparison_id, row["principle"], row["note"],
+                 _dumps(meta), utc_now(), row["guideline_version"], row["role"]])
+            new_id = cur.lastrowid
+            if row["role"] == "label":  # the queue entry the undo reopened, if it still wants this labeller
+                entry = self.conn.execute(
+                    "SELECT q.id FROM pair_queue q WHERE q.left_id=? AND q.right_id=? AND (SELECT count(*) FROM "
+                    "queue_answers x WHERE x.queue_id = q.id) < q.answers_wanted AND NOT EXISTS (SELECT 1 FROM "
+                    "queue_answers x WHERE x.queue_id = q.id AND x.labeller_id IS ?) ORDER BY q.id DESC LIMIT 1",
+                    [row["left_id"], row["right_id"], row["labeller_id"]]).fetchone()
+                if entry is not None:
+                    self._record_answer(entry[0], new_id, row["labeller_id"])
+        return new_id
+
+    def add_adjudication(
+        self,
+        left_id: int,
+        right_id: int,
+        outcome: str,
+        *,
+        labeller_id: int,
+        disputed_ids: Iterable[int],
+        previous_id: int | None = None,
+        response_ms: int | None = None,
+        guideline_version: int | None = None,
+        meta: Mapping | None = None,
+    ) -> int:
+        """Settle a disagreement: a comparison with role ``adjudication`` by ``labeller_id`` (the adjudicator),
+        ``meta.adjudicates`` naming the disputed labels. Refused (:class:`LabelChangedError`, nothing written)
+        unless the pair's live labels are still exactly ``disputed_ids`` and its newest live adjudication is
+        still ``previous_id`` (which the new one replaces)."""
+        disputed = sorted({int(i) for i in disputed_ids})
+        with self.write_transaction():
+            rows = self.pair_comparisons(left_id, right_id)
+            labels = sorted(r["id"] for r in rows if r["role"] == "label")
+            adjudications = [r["id"] for r in rows if r["role"] == "adjudication"]
+            newest = adjudications[-1] if adjudications else None
+            if labels != disputed:
+                added, gone = sorted(set(labels) - set(disputed)), sorted(set(disputed) - set(labels))
+                what = "; ".join(part for part in (
+                    f"label {', '.join(map(str, added))} added" if added else "",
+                    f"label {', '.join(map(str, gone))} undone or relabelled" if gone else "") if part)
+                raise LabelChangedError(f"The labels of items {left_id} and {right_id} changed since they were "
+                                        f"shown ({what}): the adjudication was not saved. Look at them again.")
+            if newest != previous_id:
+                raise LabelChangedError(f"Items {left_id} and {right_id} were adjudicated meanwhile (label {newest}): "
+                                        "the adjudication was not saved. Look at them again.")
+            cid = self.add_comparison(left_id, right_id, outcome, labeller_id=labeller_id, source="human",
+                                      response_ms=response_ms, supersedes_id=previous_id,
+                                      meta={**dict(meta or {}), "adjudicates": disputed},
+                                      guideline_version=guideline_version)
+            self.conn.execute("UPDATE comparisons SET role='adjudication' WHERE id=?", [cid])
+            if previous_id is not None:
+                self.conn.execute("UPDATE comparisons SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
+                                  [utc_now(), previous_id])
+        return cid
 
     def comparisons(self, *, include_deleted: bool = False, source: str | None = None) -> list[dict]:
         where, args = [], []
@@ -758,6 +1010,16 @@ class Project:
             args.append(source)
         sql = "SELECT * FROM comparisons" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [dict(r) for r in self.conn.execute(sql, args)]
+
+    def comparisons_of(self, kind: str, env_id: str) -> list[dict]:
+        """Live labels of two live items of ``kind`` and ``env_id``, oldest first: ``id``, ``left_id``,
+        ``right_id``, ``outcome``, ``source``, ``role``."""
+        rows = self.conn.execute(
+            "SELECT c.id, c.left_id, c.right_id, c.outcome, c.source, c.role FROM comparisons c JOIN items a ON a.id = "
+            "c.left_id JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.deleted_at IS NULL "
+            "AND b.deleted_at IS NULL AND a.kind = ? AND b.kind = ? AND a.env_id = ? AND b.env_id = ? "
+            "ORDER BY c.id", [kind, kind, env_id, env_id])
+        return [dict(r) for r in rows]
 
     def comparison_is_live(self, comparison_id: int) -> bool:
         """The label exists and is neither undone nor superseded."""
@@ -778,12 +1040,16 @@ class Project:
 
     def recent_labels(self, kind: str, limit: int, *, with_rankings: bool = True) -> list[dict]:
         """The newest live labels of items of ``kind``, newest first: each comparison row plus
-        ``labeller`` (name), ``ra``/``rb`` (the items' true returns), ``correction`` (item id or None)
-        and ``queued`` (1 if the label answers a queue entry, else 0)."""
+        ``labeller`` (name), ``ra``/``rb`` (the items' true returns), ``correction`` (item id or None),
+        ``queued`` (1 if the label answers a queue entry, else 0) and ``answers_wanted`` (of that entry:
+        more than 1 for a pair of the overlap, whose answers each labeller gives blind; else None or 1)."""
         rows = self.conn.execute(
             "SELECT c.*, l.name AS labeller, a.true_return AS ra, b.true_return AS rb, "
             "json_extract(c.meta_json, '$.correction') AS correction, "
-            "EXISTS (SELECT 1 FROM pair_queue q WHERE q.comparison_id = c.id) AS queued FROM comparisons c "
+            "(EXISTS (SELECT 1 FROM queue_answers x WHERE x.comparison_id = c.id) OR "
+            "EXISTS (SELECT 1 FROM pair_queue q WHERE q.comparison_id = c.id)) AS queued, "
+            "(SELECT max(q.answers_wanted) FROM queue_answers x JOIN pair_queue q ON q.id = x.queue_id "
+            "WHERE x.comparison_id = c.id) AS answers_wanted FROM comparisons c "
             "LEFT JOIN labellers l ON l.id = c.labeller_id JOIN items a ON a.id = c.left_id "
             "JOIN items b ON b.id = c.right_id WHERE c.deleted_at IS NULL AND a.kind = ? "
             + ("" if with_rankings else "AND c.ranking_id IS NULL ")
@@ -800,14 +1066,16 @@ class Project:
         prompt_id: int | None = None,
         response_ms: int | None = None,
         note: str = "",
+        guideline_version: int | None = None,
     ) -> int:
-        """Store a ranking (groups worst -> best, ties share a group) and its expanded pairs."""
+        """Store a ranking (groups worst -> best, ties share a group) and its expanded pairs;
+        ``guideline_version``: the guidelines the labeller was shown (kept on the ranking and its pairs)."""
         groups = normalise_groups(groups)
         with self.db.atomic():
             cur = self.conn.execute(
-                "INSERT INTO rankings (labeller_id, source, prompt_id, response_ms, note, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [labeller_id, source, prompt_id, response_ms, note, utc_now()],
+                "INSERT INTO rankings (labeller_id, source, prompt_id, response_ms, note, created_at, "
+                "guideline_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [labeller_id, source, prompt_id, response_ms, note, utc_now(), guideline_version],
             )
             rid = cur.lastrowid
             self.conn.executemany(
@@ -816,7 +1084,8 @@ class Project:
             )
             for left, right, outcome in expand_ranking(groups):
                 self.add_comparison(
-                    left, right, outcome, labeller_id=labeller_id, source=source, ranking_id=rid
+                    left, right, outcome, labeller_id=labeller_id, source=source, ranking_id=rid,
+                    guideline_version=guideline_version,
                 )
         return rid
 
@@ -862,63 +1131,110 @@ class Project:
         priority: float = 0.0,
         reason: Mapping | None = None,
         run_id: int | None = None,
+        answers_wanted: int | None = None,
     ) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO pair_queue (left_id, right_id, run_id, priority, reason_json, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [left_id, right_id, run_id, float(priority), _dumps(reason), utc_now()],
-        )
-        return cur.lastrowid
+        """Queue a pair for labelling; returns its queue id. ``answers_wanted``: how many labellers should
+        answer it (None: the project's :meth:`overlap` decides, 1 outside the overlap)."""
+        with self.db.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO pair_queue (left_id, right_id, run_id, priority, reason_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [left_id, right_id, run_id, float(priority), _dumps(reason), utc_now()],
+            )
+            qid = cur.lastrowid
+            if answers_wanted is None:
+                fraction, answers = self.overlap()
+                answers_wanted = answers if overlap_chosen(qid, fraction) else 1
+            if int(answers_wanted) != 1:
+                self.conn.execute("UPDATE pair_queue SET answers_wanted=? WHERE id=?", [int(answers_wanted), qid])
+        return qid
 
-    def pending_pairs(self, limit: int = 10) -> list[dict]:
+    def pending_pairs(self, limit: int = 10, *, labeller_id: int | None = None) -> list[dict]:
+        """Queue entries that still want an answer (with ``labeller_id``: one from that labeller), in
+        queue order (priority, then id)."""
+        mine, args = (f" AND {_NOT_ANSWERED_BY}", [labeller_id]) if labeller_id is not None else ("", [])
         rows = self.conn.execute(
-            "SELECT * FROM pair_queue WHERE comparison_id IS NULL ORDER BY priority DESC, id LIMIT ?",
-            [limit],
+            f"SELECT * FROM pair_queue q WHERE {_WANTS_ANSWER}{mine} ORDER BY priority DESC, id LIMIT ?",
+            [*args, limit],
         )
         return [dict(r) for r in rows]
 
     # The queue holds pairs of every item kind: a labelling view reads only its own kind
     # ("clip" or "response") and skips pairs whose items were deleted.
     _OPEN_OF_KIND = ("FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id "
-                     "WHERE q.comparison_id IS NULL AND a.kind = ? AND b.kind = ? AND a.deleted_at IS NULL "
+                     f"WHERE {_WANTS_ANSWER} AND a.kind = ? AND b.kind = ? AND a.deleted_at IS NULL "
                      "AND b.deleted_at IS NULL")
 
-    def pending_pairs_of(self, kind: str, limit: int = 2, exclude: Iterable[int] = ()) -> list[dict]:
-        """Open queue entries of two live items of ``kind`` in queue order (priority, then id),
-        leaving out the queue ids in ``exclude`` (labels on their way to the database)."""
+    def _open_of_kind(self, kind: str, labeller_id: int | None) -> tuple[str, list]:
+        if labeller_id is None:
+            return self._OPEN_OF_KIND, [kind, kind]
+        return f"{self._OPEN_OF_KIND} AND {_NOT_ANSWERED_BY}", [kind, kind, labeller_id]
+
+    def pending_pairs_of(self, kind: str, limit: int = 2, exclude: Iterable[int] = (), *,
+                         labeller_id: int | None = None) -> list[dict]:
+        """Queue entries of two live items of ``kind`` that still want an answer, in queue order (priority,
+        then id), leaving out the queue ids in ``exclude`` (labels on their way to the database); with
+        ``labeller_id``, only those this labeller has not answered (an overlap entry another labeller
+        answered is still theirs to answer)."""
         exclude = set(exclude)
-        rows = self.conn.execute(f"SELECT q.* {self._OPEN_OF_KIND} ORDER BY q.priority DESC, q.id LIMIT ?",
-                                 [kind, kind, limit + len(exclude)])
+        sql, args = self._open_of_kind(kind, labeller_id)
+        rows = self.conn.execute(f"SELECT q.* {sql} ORDER BY q.priority DESC, q.id LIMIT ?",
+                                 [*args, limit + len(exclude)])
         return [dict(r) for r in rows if r["id"] not in exclude][:limit]
 
-    def waiting_count(self, kind: str) -> int:
-        """Open queue entries of two live items of ``kind``."""
-        return self.conn.execute(f"SELECT count(*) {self._OPEN_OF_KIND}", [kind, kind]).fetchone()[0]
+    def waiting_count(self, kind: str, *, labeller_id: int | None = None) -> int:
+        """Queue entries of two live items of ``kind`` that still want an answer (from ``labeller_id``)."""
+        sql, args = self._open_of_kind(kind, labeller_id)
+        return self.conn.execute(f"SELECT count(*) {sql}", args).fetchone()[0]
 
     def waiting_counts(self) -> dict[str, int]:
         """Open queue entries of two live items, per item kind (what each labelling view calls
         "waiting"; their sum is ``counts()["queued_pairs"]``)."""
         rows = self.conn.execute(
             "SELECT a.kind, count(*) FROM pair_queue q JOIN items a ON a.id = q.left_id JOIN items b "
-            "ON b.id = q.right_id WHERE q.comparison_id IS NULL AND a.kind = b.kind AND a.deleted_at IS NULL "
+            f"ON b.id = q.right_id WHERE {_WANTS_ANSWER} AND a.kind = b.kind AND a.deleted_at IS NULL "
             "AND b.deleted_at IS NULL GROUP BY a.kind ORDER BY a.kind")
         return {kind: n for kind, n in rows}
 
+    def run_queue(self, run_id: int) -> list[dict]:
+        """The queue entries run ``run_id`` made, in queue order: ``id``, ``left_id``, ``right_id``, ``outcome``
+        (of the live label answering it; None while open) and ``live`` (1 when both items are live). One
+        query: a job that learns from the answers polls it."""
+        rows = self.conn.execute(
+            "SELECT q.id, q.left_id, q.right_id, c.outcome, (a.deleted_at IS NULL AND b.deleted_at IS NULL) AS live "
+            "FROM pair_queue q LEFT JOIN comparisons c ON c.id = q.comparison_id AND c.deleted_at IS NULL "
+            "JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id WHERE q.run_id = ? ORDER BY q.id",
+            [run_id])
+        return [dict(r) for r in rows]
+
+    def runs_waiting_for_labels(self, kind: str) -> list[dict]:
+        """Running runs with open queue entries of two live items of ``kind``, by run id: ``run_id``,
+        ``job`` (the run's kind) and ``waiting`` (how many entries)."""
+        rows = self.conn.execute(
+            "SELECT r.id AS run_id, r.kind AS job, count(*) AS waiting FROM pair_queue q JOIN runs r ON r.id = "
+            "q.run_id JOIN items a ON a.id = q.left_id JOIN items b ON b.id = q.right_id WHERE q.comparison_id "
+            "IS NULL AND r.status = 'running' AND a.kind = ? AND b.kind = ? AND a.deleted_at IS NULL AND "
+            "b.deleted_at IS NULL GROUP BY r.id ORDER BY r.id", [kind, kind])
+        return [dict(r) for r in rows]
+
     def answered_count(self, kind: str, *, source: str | None = None) -> int:
-        """Queue entries of ``kind`` that a label answers (one from ``source`` only, if given)."""
-        sql = ("SELECT count(*) FROM pair_queue q JOIN comparisons c ON c.id = q.comparison_id "
-               "JOIN items i ON i.id = q.left_id WHERE i.kind = ?")
+        """Answers to queue entries of ``kind`` (from ``source`` only, if given): one per answered entry,
+        several for an entry of the overlap answered by several labellers."""
+        sql = ("SELECT count(*) FROM queue_answers x JOIN pair_queue q ON q.id = x.queue_id "
+               "JOIN comparisons c ON c.id = x.comparison_id JOIN items i ON i.id = q.left_id WHERE i.kind = ?")
         args: list = [kind]
         if source is not None:
             sql += " AND c.source = ?"
             args.append(source)
         return self.conn.execute(sql, args).fetchone()[0]
 
-    def reopened_pair(self, comparison_id: int) -> dict | None:
-        """The queue entry an undone label came from (open again), if any."""
+    def reopened_pair(self, comparison_id: int, *, labeller_id: int | None = None) -> dict | None:
+        """The queue entry an undone label came from (wanting an answer again, from ``labeller_id``), if any."""
+        mine, args = (f" AND {_NOT_ANSWERED_BY}", [labeller_id]) if labeller_id is not None else ("", [])
         row = self.conn.execute(
             "SELECT q.* FROM pair_queue q JOIN comparisons c ON c.left_id = q.left_id AND c.right_id = q.right_id "
-            "WHERE c.id = ? AND q.comparison_id IS NULL ORDER BY q.id DESC LIMIT 1", [comparison_id]).fetchone()
+            f"WHERE c.id = ? AND {_WANTS_ANSWER}{mine} ORDER BY q.id DESC LIMIT 1",
+            [comparison_id, *args]).fetchone()
         return dict(row) if row else None
 
     # ------------------------------------------------------------------ checkpoints & artifacts

@@ -208,6 +208,35 @@ def left_padded(tokenizer: Any, prompts: Sequence[str]):
         tokenizer.padding_side = side
 
 
+def single_token_id(tokenizer: Any, text: str) -> int:
+    """The id of ``text`` as ONE token of the tokenizer; ``ValueError`` when it splits it."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"the model's tokenizer splits {text!r} into {len(ids)} tokens; reading a judge's answer "
+                         "needs it as a single token")
+    return int(ids[0])
+
+
+@torch.inference_mode()
+def next_token_probs(model: Any, tokenizer: Any, texts: Sequence[str], token_ids: Sequence[int], *,
+                     batch_size: int = 8) -> torch.Tensor:
+    """P(each of ``token_ids``) as the next token after each text: a float tensor ``[n, len(token_ids)]``.
+
+    Full-vocabulary softmax of the last position's logits (float32), batches of ``batch_size`` with left
+    padding and position ids that skip the padding (so a padded row gives the same numbers as the text alone).
+    An AI judge's answer is read this way rather than from sampled text.
+    """
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = left_padded(tokenizer, texts[i:i + batch_size])
+        attention = enc["attention_mask"].long()
+        position = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+        logits = model(input_ids=enc["input_ids"], attention_mask=attention, position_ids=position,
+                       use_cache=False, logits_to_keep=1).logits[:, -1, :].float()
+        out.append(torch.softmax(logits, dim=-1)[:, list(token_ids)])
+    return torch.cat(out) if out else torch.zeros(0, len(token_ids))
+
+
 def _default_eos(model: Any, tokenizer: Any) -> list[int]:
     return eos_token_ids(model, tokenizer)
 

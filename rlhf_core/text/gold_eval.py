@@ -1,7 +1,10 @@
 """Scoring a text policy on prompts with gold answers: greedy pass@1 (:func:`evaluate_gold`) and
 cons@k / pass@k by majority vote (:func:`consensus_at_k`), and the gold-answer prompts they read
-(:class:`RLPrompt`: generated tasks or the project's prompts). The GRPO job logs these during training,
-the ``text_eval`` job reports them for a finished policy.
+(:class:`RLPrompt`: generated tasks, the project's prompts, or those chosen by set, category and id,
+:func:`gold_answer_prompts`). The GRPO job logs these during training, the ``text_eval`` job reports
+them for a finished policy. An answer is the last ``<answer>`` block of a completion; how it is
+compared with the gold answer (numbers by value, text ignoring case, spacing and end punctuation) is
+:func:`rlhf_core.text.rewards.answers_match`.
 
 torch is imported inside the functions that sample: the CLI builds its parser from
 :mod:`rlhf_core.analysis.text_evaluation`, which imports this module.
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf_core.text.pairs import split_pairs
-from rlhf_core.text.rewards import answers_match, extract_answer, format_score, parse_number
+from rlhf_core.text.prompts import load_builtin_set
+from rlhf_core.text.rewards import answers_match, extract_answer, format_score, normalise_text_answer, parse_number
 from rlhf_core.text.tasks import render_task_prompt, task_split
 
 
@@ -52,6 +56,59 @@ def project_prompts(project, *, need_gold: bool, heldout_fraction: float,
     return split_pairs(items, heldout_fraction, seed)
 
 
+def _clean_gold(gold) -> str | None:
+    return None if gold is None or not str(gold).strip() else str(gold).strip()
+
+
+def gold_answer_prompts(project, *, prompt_set: str = "", category: str = "", prompt_ids=(),
+                        max_prompts: int = 0) -> tuple[list[RLPrompt], int]:
+    """The chosen prompts that carry a gold answer, and how many of the chosen ones have none.
+
+    Chosen: the project's prompts ``prompt_ids`` (in that order) and the built-in ``prompt_set`` (its
+    ``category`` prompts only, when given; read from the set as the trainers read it, not added to the
+    project); with neither, every live prompt of the project (of ``category`` when given), by id. A text
+    chosen twice counts once; ``max_prompts`` > 0 keeps the first that many with a gold answer.
+    ``ValueError`` (one sentence) for an unknown id or set, and when no chosen prompt has a gold answer.
+    """
+    wanted = {c.strip().lower() for c in str(category or "").split(",") if c.strip()}
+    chosen: list[RLPrompt] = []
+    if prompt_ids or not prompt_set.strip():
+        if project is None:
+            raise ValueError("Project prompts need a project: open one, or choose a built-in prompt_set.")
+        if prompt_ids:
+            rows = []
+            for pid in prompt_ids:
+                row = project.conn.execute("SELECT id, text, gold_answer FROM prompts WHERE id=? AND deleted_at IS NULL",
+                                           [int(pid)]).fetchone()
+                if row is None:
+                    raise ValueError(f"The project has no prompt {pid}.")
+                rows.append(row)
+        else:
+            rows = [r for r in project.conn.execute(
+                "SELECT id, text, gold_answer, category FROM prompts WHERE deleted_at IS NULL ORDER BY id")
+                if not wanted or r[3] in wanted]
+        chosen += [RLPrompt(text, {"gold_answer": _clean_gold(gold), "prompt_id": int(pid)}, f"prompt-{pid}")
+                   for pid, text, gold, *_ in rows]
+    if prompt_set.strip():
+        try:
+            records = load_builtin_set(prompt_set.strip(), sorted(wanted) or None)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])[:1].upper() + str(exc.args[0])[1:] + ".") from None
+        chosen += [RLPrompt(r.text, {"gold_answer": _clean_gold(r.gold_answer), "prompt_set": prompt_set.strip()},
+                            r.key or f"{prompt_set.strip()}-{r.line}") for r in records]
+    seen: set[str] = set()
+    chosen = [p for p in chosen if not (p.text in seen or seen.add(p.text))]
+    with_gold = [p for p in chosen if p.meta["gold_answer"] is not None]
+    if not with_gold:
+        where = f" of category {', '.join(sorted(wanted))}" if wanted and not prompt_ids else ""
+        raise ValueError(
+            f"None of the {len(chosen)} chosen prompts{where} has a gold answer: import prompts with a \"gold_answer\" "
+            "field (File ▸ Import Prompts, or `python -m rlhf_core prompts import`) or choose prompts that have one."
+            if chosen else f"No prompts were chosen: the project has no prompts{where}.")
+    without = len(chosen) - len(with_gold)
+    return (with_gold[:int(max_prompts)] if max_prompts else with_gold), without
+
+
 # ------------------------------------------------------------------------------- pass@1
 def evaluate_gold(model: Any, tokenizer: Any, prompts: list[RLPrompt], *, few_shot: bool, max_new_tokens: int,
                   eos_token_ids: list[int], instruction: bool = True, on_step=None, batch_size: int = 16) -> dict:
@@ -73,7 +130,7 @@ def evaluate_gold(model: Any, tokenizer: Any, prompts: list[RLPrompt], *, few_sh
     formats = [format_score(s.text, partial=False) for s in samples]
     return {"accuracy": sum(correct) / len(correct), "format": sum(formats) / len(formats),
             "mean_length": sum(len(s.completion_ids) for s in samples) / len(samples), "n": len(samples),
-            "example": samples[0].text}
+            "example": samples[0].text, "responses": [s.text for s in samples], "correct": correct}
 
 
 # ------------------------------------------------------------------------------- voting
@@ -85,7 +142,7 @@ def vote_key(answer: str | None) -> str | None:
     value = parse_number(answer)
     if value is not None:
         return f"num:{value!r}"
-    return "text:" + " ".join(answer.split()).lower()
+    return "text:" + normalise_text_answer(answer)
 
 
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:

@@ -553,6 +553,31 @@ def load_model(
                        load_seconds=time.monotonic() - started)
 
 
+#: the bundled model's Hugging Face hub id (the weights before the GGUF file's 4-bit quantisation)
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def base_model_hub_id(model_id: str, _depth: int = 0) -> str:
+    """The hub id a model card names as ``base_model``: the bundled model's, an ``org/name`` id, or the
+    base model a workbench folder records (a policy or reward model trained on by another run); ''
+    when there is none (a local folder of unknown origin)."""
+    text = str(model_id or "").strip()
+    if text in ("", "default", DEFAULT_MODEL_NAME):
+        return DEFAULT_MODEL_HUB_ID
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        if _depth < 8:
+            for name in ("workbench_policy.json", "reward_model.json"):
+                try:
+                    base = json.loads((folder / name).read_text(encoding="utf-8")).get("base_model")
+                except (OSError, ValueError, AttributeError):
+                    continue
+                if isinstance(base, str) and base.strip() and base.strip() != text:
+                    return base_model_hub_id(base, _depth + 1)
+        return ""
+    return text if "/" in text and _looks_like_hub_id(text) else ""
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     """``name`` or ``org/name``; anything with a leading ``.``/``/``/``~`` or more parts is a path."""
     if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:

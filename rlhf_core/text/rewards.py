@@ -17,8 +17,10 @@ Components (the names are the spec keys, see :func:`parse_reward_spec`):
 - ``correctness`` (:class:`CorrectnessReward`): 1 if the final answer equals the gold answer, else
   0. The answer is the LAST ``<answer>...</answer>`` block; inside it, the last number counts
   ("<answer> 7 apples </answer>" and "<answer>3 + 4 = 7</answer>" both answer 7; thousands
-  commas are dropped). Numbers compare by value (7 == 7.0); a non-numeric gold answer is compared
-  as text (case and spacing ignored). No answer block (or no gold answer) scores 0;
+  commas are dropped). Numbers compare by value (7 == 7.0; a gold answer may carry thousands commas,
+  a leading currency sign or a trailing %); a non-numeric gold answer is compared as text
+  (:func:`normalise_text_answer`: case, spacing, and quotes, brackets, ``*`` and end punctuation at
+  either end ignored). No answer block (or no gold answer) scores 0;
   ``correctness_any`` falls back to the last number anywhere in the completion when there is no
   answer block (for prompts that do not ask for the tags).
 - ``length`` (:class:`LengthPenalty`, logged as ``length_penalty``): minus the number of
@@ -45,6 +47,7 @@ TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _STRICT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_TEXT_EDGES = " \"'`*()[]{}.,;:!?"
 
 
 class RewardComponent(Protocol):
@@ -96,8 +99,17 @@ def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
     return block
 
 
+def normalise_text_answer(text: str) -> str:
+    """A text answer as it is compared: lower case, each run of whitespace one space, and quotes, brackets,
+    ``*`` (markdown bold) and end punctuation (``. , ; : ! ?``) taken off both ends ("**Paris.**" is
+    "paris"); a text made only of those characters is kept whole."""
+    spaced = " ".join(text.split()).lower()
+    return spaced.strip(_TEXT_EDGES) or spaced
+
+
 def answers_match(answer: str | None, gold: Any) -> bool:
-    """Whether an extracted answer equals the gold answer (numbers by value, text ignoring case/spacing)."""
+    """Whether an extracted answer equals the gold answer: when the gold answer is a number, the answer's
+    last number by value (within 1e-9); else as text (:func:`normalise_text_answer`)."""
     if answer is None or gold is None:
         return False
     gold_text = str(gold).strip()
@@ -107,11 +119,14 @@ def answers_match(answer: str | None, gold: Any) -> bool:
     if gold_value is not None:
         value = parse_number(answer)
         return value is not None and math.isclose(value, gold_value, rel_tol=0.0, abs_tol=1e-9)
-    return " ".join(answer.split()).lower() == " ".join(gold_text.split()).lower()
+    return normalise_text_answer(answer) == normalise_text_answer(gold_text)
 
 
 def _as_number(text: str) -> float | None:
+    """A gold answer that is a number ("1,234", "$12", "50%", "-3.5"), else None."""
     cleaned = text.replace(",", "").strip()
+    cleaned = cleaned[1:].strip() if cleaned[:1] in "$€£" and cleaned[1:] else cleaned
+    cleaned = cleaned[:-1].strip() if cleaned.endswith("%") and cleaned[:-1] else cleaned
     try:
         value = float(cleaned)
     except ValueError:

@@ -36,8 +36,10 @@ from typing import Any
 
 import torch
 
+from rlhf_core.config import to_dict
+from rlhf_core.store.model_card import ModelCard, final_metrics, text_policy_card
 from rlhf_core.text.generation import Completion, SamplingSettings, generate_batch
-from rlhf_core.text.model import eos_token_ids as find_eos, load_model
+from rlhf_core.text.model import base_model_hub_id, eos_token_ids as find_eos, load_model
 from rlhf_core.text.prompts import plain_render
 
 # ------------------------------------------------------------------------------- batches
@@ -294,8 +296,10 @@ def load_policy(model_spec: str = "", *, lora_rank: int = 0, lora_alpha: int = 0
                        reference=reference)
 
 
-def save_policy(setup: PolicySetup, folder: str | os.PathLike, meta: dict | None = None) -> str:
-    """Save the trained policy as a plain Hugging Face folder (safetensors; LoRA merged in).
+def save_policy(setup: PolicySetup, folder: str | os.PathLike, meta: dict | None = None, *,
+                card: ModelCard | None = None) -> str:
+    """Save the trained policy as a plain Hugging Face folder (safetensors; LoRA merged in) with its
+    model card (``README.md``, see :func:`policy_card`).
 
     Written to a temporary sibling folder first and renamed, so a crash never leaves half a model.
     """
@@ -315,10 +319,24 @@ def save_policy(setup: PolicySetup, folder: str | os.PathLike, meta: dict | None
     setup.tokenizer.save_pretrained(tmp)
     (tmp / "workbench_policy.json").write_text(json.dumps({"base_model": setup.model_id, **(meta or {})},
                                                            indent=2, default=str))
+    if card is not None:
+        card.write(tmp)
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)
     return str(target)
+
+
+def policy_card(job: str, config: Any, setup: PolicySetup, ctx: Any, *, training_data: dict,
+                result: dict) -> ModelCard:
+    """The model card of a policy saved by text job ``job``: its full ``config``, what it trained on
+    (``training_data``, counts) and the numbers of its ``result`` as final metrics."""
+    hub = base_model_hub_id(setup.model_id)
+    project = ctx.project().name if getattr(ctx, "project_path", None) is not None else ""
+    return text_policy_card(job=job, config=to_dict(config), base_model=hub,
+                            base_model_note="" if hub else f"the local model {setup.model_id}",
+                            run_id=getattr(ctx, "run_id", None), project=project, training_data=training_data,
+                            metrics=final_metrics(result, exclude=tuple(training_data)), lora=setup.lora)
 
 
 # ------------------------------------------------------------------------------- hidden states (value heads)

@@ -314,7 +314,8 @@ PROBE_KEYS = ([getattr(Qt.Key, f"Key_{c}") for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0
                  Qt.Key.Key_Slash, Qt.Key.Key_Home, Qt.Key.Key_End, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown])
 
 
-@pytest.mark.parametrize("page,view", [("clips", ""), ("demo", ""), ("text", "pairs")])
+@pytest.mark.parametrize("page,view", [("clips", ""), ("demo", ""), ("text", "pairs"), ("text", "revisions"),
+                                       ("labels", "pane"), ("adjudicate", "")])
 def test_every_key_a_view_reads_itself_is_in_the_list(qtbot, window, monkeypatch, page, view):
     """The labelling views read keys in keyPressEvent (no QShortcut to find): each key they take is listed."""
     from app.pages import PAGES

@@ -26,7 +26,8 @@ WHY_WORDS = ("start-up", "torch", "transformers", "SB3")
 #: trainers and labellers log them as evidence (length bias, agreement); they read models, not trainers.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("rlhf_core", "rlhf_core.paths", "rlhf_core.kinds", "rlhf_core.config", "rlhf_core.metrics",
-              "rlhf_core.runtime", "rlhf_core.input_files", "rlhf_core.rewards.outcomes")),
+              "rlhf_core.runtime", "rlhf_core.input_files", "rlhf_core.rewards.outcomes",
+              "rlhf_core.io.tensorboard")),  # the metric sink execute_job adds: a leaf that imports nothing of ours
     ("store", ("rlhf_core.store",)),
     ("jobs", ("rlhf_core.jobs", "rlhf_core.registry", "rlhf_core.resume")),
     ("envs/text", ("rlhf_core.envs", "rlhf_core.text")),
@@ -34,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("rlhf_core.analysis",)),
     ("sources/labelers/trainers", ("rlhf_core.sources", "rlhf_core.labelers", "rlhf_core.trainers")),
     ("io", ("rlhf_core.io",)),
-    ("experiments", ("rlhf_core.experiments", "rlhf_core.sweeps", "rlhf_core.rounds")),
+    ("experiments", ("rlhf_core.experiments", "rlhf_core.sweeps", "rlhf_core.sweeps_ray", "rlhf_core.rounds")),
     ("cli", ("rlhf_core.cli", "rlhf_core.demo", "rlhf_core.__main__")),
 ]
 

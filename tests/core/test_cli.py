@@ -77,6 +77,7 @@ def test_every_command_and_job_prints_its_help():
     from rlhf_core.cli import main
     from rlhf_core.jobs import list_jobs
 
-    commands = ["artefacts", "resume", "sweep", "round", "export", "import", "eval-text", "prompts", "info"]
+    commands = ["artefacts", "resume", "sweep", "round", "export", "import", "eval-text", "prompts", "info",
+                "export-metrics", "report"]
     for argv in [["--help"], *[[c, "--help"] for c in commands], *[["run", j.name, "--help"] for j in list_jobs()]]:
         assert main(argv) == 0, argv

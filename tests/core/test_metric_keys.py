@@ -18,7 +18,7 @@ from tests.conftest import add_marker_pairs, needs_model
 
 #: every registered job, each run below with tiny settings
 CONTROL_JOBS = {"synthetic_preferences", "rollouts", "label_pairs", "reward_model", "ppo_learned", "learner", "bc",
-                "preference_rl", "extrapolation_demo", "round"}
+                "preference_rl", "extrapolation_demo", "round", "active_queries"}
 TEXT_JOBS = {"generate", "text_reward_model", "sft", "dpo", "grpo", "grpo_demo", "ppo_text", "ppo_demo", "ai_labels",
              "text_eval", "critique_revise", "refusal_eval", "cai_demo"}
 
@@ -70,6 +70,11 @@ def test_control_jobs_log_only_declared_keys(project):
               snippet_max=8, members=2, hidden=16, steps=20)
     _run(project, "ppo_learned", logged, env_id="CartPole-v1", reward_checkpoint_id=rm["checkpoint_id"],
          total_steps=1000, eval_episodes=1, record_video=False)
+    from rlhf_core.envs.clips import make_clips  # the rollouts above stored no video, so no clips
+
+    make_clips(project, [t["id"] for t in project.items("trajectory")], length=5, per_trajectory=2)
+    _run(project, "active_queries", logged, env_id="CartPole-v1", reward_checkpoint_id=rm["checkpoint_id"],
+         queue_pairs=2)
     _run(project, "learner", logged, env_id="CartPole-v1", total_steps=2048, checkpoint_every=1024,
          episodes_per_checkpoint=1, max_steps=50, record_video=False)
     _run(project, "bc", logged, env_id="CartPole-v1", epochs=3, eval_episodes=0)
@@ -95,14 +100,15 @@ def test_text_jobs_log_only_declared_keys(project, tiny_model):
     _run(project, "generate", logged, model=tiny, prompt_set="", prompt_ids=pids[:2], samples_per_prompt=2,
          max_new_tokens=4, batch_size=4)
     rm = _run(project, "text_reward_model", logged, model=tiny, label_sources="synthetic", epochs=1, batch_size=4,
-              max_length=64, heldout_fraction=0.25, score_responses=8)
+              max_length=64, heldout_fraction=0.25, score_responses=8, gold_fraction=0.5)  # + the gold model's keys
     rm_run = max(r["id"] for r in project.runs("text_reward_model"))
     _run(project, "sft", logged, model=tiny, data="chosen", steps=2, batch_size=2, max_length=64, eval_every=1,
          heldout_fraction=0.25, save=False)
     _run(project, "dpo", logged, model=tiny, label_sources="synthetic", epochs=1, batch_size=4, max_length=64,
          heldout_fraction=0.25, eval_every=1, save=False)
     _run(project, "grpo", logged, model=tiny, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4,
-         train_tasks=4, heldout_tasks=2, eval_every=1, eval_consensus_k=2, few_shot=False, save=False)
+         train_tasks=4, heldout_tasks=2, eval_every=1, eval_consensus_k=2, few_shot=False, save=False,
+         gold_reward_model=str(rm["gold_checkpoint_id"]))
     _run(project, "grpo_demo", logged, model=tiny, steps=1, heldout_tasks=2, max_new_tokens=4)
     _run(project, "ppo_text", logged, model=tiny, reward_model=str(rm["checkpoint_id"]),
          gold_reward_model=str(rm["checkpoint_id"]), reward="model:1,length:0.01,format:0.1,correctness:0.1",
@@ -117,7 +123,8 @@ def test_text_jobs_log_only_declared_keys(project, tiny_model):
          few_shot=False)
     _run(project, "critique_revise", logged, model=tiny, prompt_set="", category="", prompt_ids=pids[:2],
          max_new_tokens=4, critique_max_new_tokens=4)
-    _run(project, "refusal_eval", logged, model=tiny, max_per_label=1, max_new_tokens=4)
+    _run(project, "refusal_eval", logged, model=tiny, max_per_label=1, max_new_tokens=4, second_judge="judge",
+         judge_model=tiny)  # the second judge's keys too
     _run(project, "cai_demo", logged, model=tiny, max_train_prompts=2, max_eval_per_label=1, max_new_tokens=4,
          critique_max_new_tokens=4, sft_epochs=1)  # its stages log into their own runs
     assert _undeclared(logged) == {} and set(logged) == TEXT_JOBS

@@ -17,7 +17,7 @@ def test_every_builtin_job_has_a_known_group_and_a_one_line_summary():
         assert spec.summary and "\n" not in spec.summary and len(spec.summary) <= 64, spec.name
     by_group = {g: sorted(s.name for s in jobs if s.group == g) for g in JOB_GROUPS}
     assert by_group["collect"] == ["generate", "learner", "rollouts"]
-    assert by_group["label"] == ["ai_labels", "critique_revise", "label_pairs"]
+    assert by_group["label"] == ["active_queries", "ai_labels", "critique_revise", "label_pairs"]
     assert by_group["reward"] == ["reward_model", "text_reward_model"]
     assert by_group["evaluate"] == ["refusal_eval", "text_eval"]
     assert all(by_group.values()), "every group lists at least one job"

@@ -35,12 +35,12 @@ def label_pairs(prompts: Sequence[str], samples, golds: Sequence[float]):
 
 @torch.no_grad()
 def _last_token_features(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
-    """The backbone's last-token hidden state of each formatted text (what the scalar head reads)."""
+    """The backbone's hidden state at each formatted text's scored token (what the scalar head reads)."""
     feats = []
     for i in range(0, len(texts), batch_size):
         enc = model.encode(texts[i:i + batch_size], tokenizer)
         out = model.backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
-        last = enc["attention_mask"].long().sum(1) - 1
+        last = model.last_token_index(enc["input_ids"], enc["attention_mask"])
         feats.append(out.last_hidden_state[torch.arange(len(last)), last].float())
     return torch.cat(feats)
 

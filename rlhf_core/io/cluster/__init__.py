@@ -4,7 +4,7 @@
 - :mod:`.export` (:func:`export_for_cluster`) writes the self-contained folder: data in TRL's format,
   config.json, and the files of ``template/`` (``train.py``, ``launch.sh``) copied as they are;
 - :mod:`.importer` (:func:`import_checkpoint`) brings the trained folder back into a project,
-  converting a TRL reward classifier to the workbench's reward model format;
+  saving a TRL reward classifier (already the workbench's layout) with the workbench's record and model card;
 - :mod:`.common`: what both directions share (format name, result file, the error).
 
 ``template/`` is not a package: its ``train.py`` runs on the cluster with only TRL and its

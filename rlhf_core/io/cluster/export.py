@@ -48,6 +48,7 @@ from rlhf_core.io.cluster.common import (
     FORMAT_NAME,
     FORMAT_VERSION,
     POLICY_KIND,
+    REWARD_MODEL_KIND,
     ClusterExportError,
     copy_model,
     is_export,
@@ -112,7 +113,7 @@ def export_for_cluster(project: Project, algo: str, out_dir: str | os.PathLike, 
         else:
             data_info = _write_preferences(project, merged, data_path, conversational)
         model_value, model_info = _resolve_model(project, model or _model_setting(merged), include_model,
-                                                 partial / "model")
+                                                 partial / "model", algo)
         config = {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "algo": algo,
             "trainer": {"dpo": "trl.DPOTrainer", "grpo": "trl.GRPOTrainer",
@@ -180,8 +181,10 @@ def _model_setting(config: Mapping[str, Any]) -> str:
     return str(value).strip() if isinstance(value, (str, int)) else ""
 
 
-def _resolve_model(project: Project, spec: str, include: bool, target: Path) -> tuple[str, dict]:
-    """(what config.json names as the model, notes about it); copies the folder with ``include``."""
+def _resolve_model(project: Project, spec: str, include: bool, target: Path, algo: str = "") -> tuple[str, dict]:
+    """(what config.json names as the model, notes about it); copies the folder with ``include``. The
+    reward model algo also starts from a workbench reward model (trained further by TRL)."""
+    kinds_ok = (POLICY_KIND, REWARD_MODEL_KIND) if algo == "reward_model" else (POLICY_KIND,)
     spec = (spec or "").strip()
     if spec in ("", "default", DEFAULT_MODEL_NAME):
         if include:
@@ -201,13 +204,18 @@ def _resolve_model(project: Project, spec: str, include: bool, target: Path) -> 
         if row is None:
             raise ClusterExportError(f"model {spec!r} looks like a checkpoint id, but the project has no "
                                      f"checkpoint {spec}")
-        if row["kind"] != POLICY_KIND:
-            raise ClusterExportError(f"checkpoint {spec} is a {row['kind']}, not a {POLICY_KIND}")
+        if row["kind"] not in kinds_ok:
+            raise ClusterExportError(f"checkpoint {spec} is a {row['kind']}, not a {' or a '.join(kinds_ok)}")
         spec = str(project.abspath(row["path"]))
     folder = Path(spec).expanduser()
     if folder.exists():
         folder = folder.absolute()
-        check_model_folder(folder)
+        if algo == "reward_model" and (folder / "reward_model.json").is_file():
+            from rlhf_core.text.reward_model import load_text_reward_model  # start-up: imports torch
+
+            load_text_reward_model(folder)  # checks it (and converts one in the earlier layout)
+        else:
+            check_model_folder(folder)
         if include:
             copy_model(folder, target)
             return "model", {"source": str(folder), "included": True, "note": f"{folder}, copied into model/."}
@@ -379,7 +387,9 @@ def _readme(config: Mapping[str, Any]) -> str:
         ]
         if algo == "reward_model":
             lines += ["TRL trains `AutoModelForSequenceClassification` (one output) on the chat-formatted "
-                      "prompt + answer, which the workbench converts to its own reward model format on import."]
+                      "prompt + answer: the workbench's own reward model layout, so `--model` may also name a "
+                      "workbench reward model to train further; import adds the workbench's `reward_model.json` "
+                      "and model card."]
     lines += [
         "",
         "## The result and bringing it back",
@@ -391,7 +401,8 @@ def _readme(config: Mapping[str, Any]) -> str:
         "```",
         "It is checked (config, safetensors weights, tokenizer), copied into the project as a new run of kind "
         f"`import` and registered as a `{'text_reward_model' if kind == 'reward_model' else 'text_policy'}` "
-        "checkpoint" + (" (converted to the workbench's reward model format)" if kind == "reward_model" else "")
+        "checkpoint" + (" (saved with the workbench's reward model record and model card)"
+                        if kind == "reward_model" else "")
         + ".",
     ]
     return "\n".join(lines) + "\n"

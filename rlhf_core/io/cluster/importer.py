@@ -2,9 +2,10 @@
 
 A policy (any causal-LM safetensors folder, checked by
 :func:`rlhf_core.text.model.check_model_folder`) is copied as it is; a reward model trained by TRL
-(``AutoModelForSequenceClassification`` with one label) is converted to the workbench's text reward
-model format (backbone + ``reward_head.safetensors`` + ``reward_model.json``, see
-:mod:`rlhf_core.text.reward_model`); a workbench reward model folder is checked and copied. The
+(``AutoModelForSequenceClassification`` with one label) already has the workbench's layout (see
+:mod:`rlhf_core.text.reward_model`): it is loaded, checked and saved again with the workbench's
+``reward_model.json`` and model card; a workbench reward model folder is checked and copied (one in
+the earlier layout is converted in the copy, the source is left as it is). The
 folder is written under a temporary name inside the project and renamed into place; the run (kind
 ``import``, or the given ``run_id``) and the checkpoint row are written in one transaction
 afterwards, so an error leaves the project as it was. Pickle files (``training_args.bin``,
@@ -35,9 +36,6 @@ from rlhf_core.text.model import (
     CorruptModelError,
     ModelNotFoundError,
     check_model_folder,
-    check_safetensors_file,
-    load_pretrained,
-    quiet_transformers,
     read_model_config,
 )
 
@@ -151,34 +149,36 @@ def _stage_policy(source: Path, payload: Path) -> dict:
 
 
 def _stage_reward_model(source: Path, payload: Path, result: Mapping[str, Any]) -> dict:
-    """Copy a workbench reward model, or convert a TRL sequence-classification folder into one."""
-    from rlhf_core.text.reward_model import META_FILE, load_text_reward_model  # start-up: imports torch
+    """Copy a workbench reward model, or save a TRL sequence-classification folder as one."""
+    from rlhf_core.text.reward_model import (  # start-up: imports torch
+        META_FILE,
+        load_classifier_folder,
+        load_text_reward_model,
+        reward_model_card,
+        save_text_reward_model,
+    )
 
     if (source / META_FILE).is_file():  # already the workbench's format: check it loads, copy it
-        load_text_reward_model(source)
-        copy_model(source, payload)
-        return {"format": "workbench", "converted": False}
+        model, _ = load_text_reward_model(source, convert=False)
+        meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+        if int(meta.get("version", 1)) >= 2:
+            copy_model(source, payload)
+            return {"format": "workbench", "converted": False}
+        record = {k: v for k, v in meta.items() if k not in ("format", "version", "hidden_size", "score_token")}
+        save_text_reward_model(model, payload, meta={**record, "converted_from_version": 1})
+        return {"format": "workbench", "converted": True}
     config = read_model_config(source)
     archs = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise CorruptModelError(
-            f"{source} holds a {', '.join(archs) or config.get('model_type')} model, not a reward model: expected a "
-            "TRL reward model (a ...ForSequenceClassification with one output) or a workbench reward model folder.")
-    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 0) or 0)
-    if n_labels != 1:
-        raise CorruptModelError(f"{source} is a classifier with {n_labels} outputs; a reward model has exactly one.")
-    weights = sorted(source.glob("model*.safetensors"))
-    if not weights:
-        raise CorruptModelError(f"{source} has no safetensors weights (model.safetensors).")
-    for path in weights:
-        check_safetensors_file(path)
-    model, tokenizer = _load_sequence_classifier(source)
-    reward_model = _to_text_reward_model(model, tokenizer, max_length=_max_length(result, source))
-    from rlhf_core.text.reward_model import save_text_reward_model  # start-up: imports torch
-
+    model, _ = load_classifier_folder(source, max_length=_max_length(result, source))
     base = str(result.get("base_model") or config.get("_name_or_path") or "")
-    save_text_reward_model(reward_model, payload, meta={"base_model": base, "converted_from": "trl",
-                                                         "source_architecture": archs[0]})
+    meta = {"base_model": base, "converted_from": "trl", "source_architecture": archs[0]}
+    trained = {k: result[k] for k in ("global_step", "train_loss", "trl_version", "max_steps") if k in result}
+    card = reward_model_card(meta, job="import", config={"source": str(source), **trained},
+                             training_data={"steps": result["global_step"]} if "global_step" in result else {},
+                             metrics={"train_loss": result["train_loss"]}
+                             if isinstance(result.get("train_loss"), (int, float)) else {},
+                             tags=["reward-model", "rlhf", "trl"])
+    save_text_reward_model(model, payload, meta=meta, card=card)
     return {"format": "trl-sequence-classification", "converted": True, "architecture": archs[0],
             "base_model": base}
 
@@ -188,46 +188,3 @@ def _max_length(result: Mapping[str, Any], source: Path) -> int:
     if isinstance(value, int) and value > 0:
         return value
     return 512
-
-
-def _load_sequence_classifier(folder: Path):
-    from transformers import AutoModelForSequenceClassification
-
-    with quiet_transformers():
-        return load_pretrained(folder, AutoModelForSequenceClassification, what="reward model", num_labels=1)
-
-
-def _to_text_reward_model(model, tokenizer, *, max_length: int):
-    """Backbone (the classifier's base model) + the one-output head as the workbench's scalar head.
-
-    TRL scores the last token that is not the pad token; the workbench scores the last token of the
-    attention mask. With a chat template that ends every turn after the end-of-turn token (SmolLM2:
-    ``<|im_end|>\\n``) both pick the same token (tests/core/trainers/text/test_trl_equivalence.py).
-    """
-    import torch
-    from torch import nn
-
-    from rlhf_core.text.reward_model import TextRewardModel  # start-up: imports torch
-
-    backbone = getattr(model, model.base_model_prefix, None)
-    head = None
-    for attr in ("score", "classifier"):
-        candidate = getattr(model, attr, None)
-        if isinstance(candidate, nn.Linear) and candidate.out_features == 1:
-            head = candidate
-            break
-    if backbone is None or head is None:
-        raise CorruptModelError(f"Cannot read a {type(model).__name__} as a reward model: it has no one-output "
-                                "linear head on top of its transformer.")
-    hidden = int(backbone.config.hidden_size)
-    if head.in_features != hidden:
-        raise CorruptModelError(f"The reward head reads {head.in_features} features but the transformer has {hidden}.")
-    scalar = nn.Linear(hidden, 1)
-    with torch.no_grad():
-        scalar.weight.copy_(head.weight.float())
-        if head.bias is not None:
-            scalar.bias.copy_(head.bias.float())
-        else:
-            scalar.bias.zero_()
-    return TextRewardModel(backbone, tokenizer, max_length=max_length, head=scalar)
-

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_core import kinds
-from rlhf_core.config import RENAMED_FIELDS, param
+from rlhf_core.config import RENAMED_FIELDS, param, to_dict
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec
 from rlhf_core.envs.rollout import rollout
 from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
+from rlhf_core.store.model_card import control_policy_card, final_metrics
 
 
 @dataclass
@@ -27,7 +28,7 @@ class BCConfig:
     RENAMED_FROM = RENAMED_FIELDS["bc"]  # old field names still read (not a field: no annotation)
     env_id: str = param("Pendulum-v1", "Environment of the demonstrations.")
     demo_ids: list = param([], "Trajectory item ids to imitate (empty: every trajectory of this env "
-                           "whose source is 'human' or 'checkpoint').", each="id")
+                           "whose source is 'human', 'checkpoint' or 'import': a Minari dataset's).", each="id")
     epochs: int = param(50, "Passes over the demonstrations.", min=1, max=100_000)
     hidden: int = param(64, "Hidden units per layer.", min=4, max=4096)
     learning_rate: float = param(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
@@ -44,7 +45,7 @@ def train_bc(config: BCConfig, ctx: JobContext) -> dict:
             raise ValueError("every demo id must be a trajectory of this project")
     else:
         demos = [t for t in project.items("trajectory") if t["env_id"] == config.env_id
-                 and t["source"] in ("human", "checkpoint")]
+                 and t["source"] in ("human", "checkpoint", "import")]
     if not demos:
         raise ValueError(f"no demonstrations of {config.env_id} to imitate")
     env = make_env(config.env_id, render=False)
@@ -94,5 +95,10 @@ def train_bc(config: BCConfig, ctx: JobContext) -> dict:
     policy.save(path)
     cid = project.add_checkpoint(ctx.run_id, kinds.BC_POLICY, path, step=config.epochs,
                                  meta={"env_id": config.env_id, "demos": [d["id"] for d in demos]})
-    return {"checkpoint_id": cid, "final_loss": loss_value, "pairs": int(n), "demos": len(demos),
-            "eval_returns": returns, "mean_eval_return": float(np.mean(returns)) if returns else None}
+    result = {"checkpoint_id": cid, "final_loss": loss_value, "pairs": int(n), "demos": len(demos),
+              "eval_returns": returns, "mean_eval_return": float(np.mean(returns)) if returns else None}
+    control_policy_card(job="bc", config=to_dict(config), env_id=config.env_id, files=[path.name], algo="BC",
+                        run_id=ctx.run_id, project=project.name,
+                        training_data={"demos": len(demos), "state_action_pairs": int(n), "epochs": config.epochs},
+                        metrics=final_metrics(result, exclude=("pairs", "demos"))).write(path.parent)
+    return result

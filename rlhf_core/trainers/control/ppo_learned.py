@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rlhf_core import kinds
-from rlhf_core.config import param
+from rlhf_core.config import param, to_dict
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import SB3Policy
 from rlhf_core.envs.rollout import rollout
@@ -24,6 +24,7 @@ from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.networks import RewardEnsemble
 from rlhf_core.store import artefacts
+from rlhf_core.store.model_card import control_policy_card, final_metrics
 from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
 from rlhf_core.sources.learner import MODEL_FILE, RolloutBoundary, load_ppo, make_ppo, ppo_kwargs
 
@@ -234,6 +235,7 @@ def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
         ckpt = next((c for c in project.checkpoints() if c["id"] == reward_id), None)
         if ckpt is None:
             raise ValueError(f"the reward model this run trained on (checkpoint {reward_id}) is gone")
+        project.discard_run_items(ctx.run_id, "trajectory")  # a killed run's video (made after training) goes
         state.restore_random()
     init_path = (artefacts.resolve_path(project, config.init_policy, (kinds.SB3_PPO,))
                  if config.init_policy.strip() and state is None else None)
@@ -258,5 +260,10 @@ def train_ppo_learned(config: PPOLearnedConfig, ctx: JobContext) -> dict:
         shown = evaluate(config.env_id, policy, 1, config.seed + 60_000, render=True)[0]
         shown.source = {"kind": "policy", "checkpoint_id": cid}
         video_item = save_trajectory(project, shown, run_id=ctx.run_id)
-    return {"checkpoint_id": cid, "reward_checkpoint_id": reward_id, "true_return_mean": float(np.mean(returns)), "true_return_std": float(np.std(returns)),
-            "eval_returns": returns, "video_item": video_item}
+    result = {"checkpoint_id": cid, "reward_checkpoint_id": reward_id, "true_return_mean": float(np.mean(returns)),
+              "true_return_std": float(np.std(returns)), "eval_returns": returns, "video_item": video_item}
+    control_policy_card(job="ppo_learned", config=to_dict(config), env_id=config.env_id, files=[path.name],
+                        run_id=ctx.run_id, project=project.name,
+                        training_data={"timesteps": config.total_steps, "reward_checkpoint_id": reward_id},
+                        metrics=final_metrics(result)).write(folder)
+    return result

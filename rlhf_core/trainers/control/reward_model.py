@@ -27,7 +27,7 @@ from rlhf_core.envs.storage import load_arrays
 from rlhf_core.jobs import JobContext
 from rlhf_core.rewards.datasets import PairSet, Segment, drex_pairs, stack_observations, trex_pairs, whole_pairs
 from rlhf_core.rewards.drex_overrides import drex_overrides, drex_trajectories, overridden_pair_count
-from rlhf_core.rewards.outcomes import outcome_target
+from rlhf_core.rewards.outcomes import outcome_target, prefer_adjudications
 from rlhf_core.rewards.training import FitSettings, FitState, fit_reward_ensemble, reward_stats
 from rlhf_core.store import SOURCES
 
@@ -62,9 +62,9 @@ class RewardModelConfig:
 def _comparison_pairs(project, config):
     wanted = {s.strip() for s in config.label_sources.split(",") if s.strip()}
     obs, index, pairs = [], {}, []
-    for c in project.comparisons():
+    for c in prefer_adjudications(c for c in project.comparisons() if c["source"] in wanted):
         target = outcome_target(c["outcome"])
-        if target is None or c["source"] not in wanted:
+        if target is None:
             continue
         items = [project.get_item(c["left_id"]), project.get_item(c["right_id"])]
         if any(i["env_id"] != config.env_id or i["kind"] == "response" for i in items):
@@ -134,7 +134,7 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     ensemble, stats = fit_reward_ensemble(pairs, settings, ctx, save=save, save_steps=config.save_steps,
                                           resume=resume)
     mean, std = reward_stats(ensemble, stack_observations(obs)[0])
-    path = project.run_folder(ctx.run_id) / "reward_ensemble.pt"
+    path = project.run_folder(ctx.run_id) / "reward_ensemble.safetensors"  # rlhf_core.rewards.LearnedReward loads it
     ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "source": config.source})
     cid = project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id,
                                                                              "source": config.source})

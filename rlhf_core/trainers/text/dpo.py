@@ -53,6 +53,7 @@ from rlhf_core.text.rl_common import (
     policy_logprobs,
     render_chat_prompt,
     response_ids,
+    policy_card,
     save_policy,
     sequence_logprob,
     set_threads,
@@ -308,7 +309,8 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
         folder = project.run_folder(ctx.run_id) / "policy"
         meta = {"algorithm": "dpo", "steps": total, "beta": config.beta, "pairs": len(pairs),
                 "heldout_accuracy": result["heldout_accuracy_last"]}
-        save_policy(setup, folder, meta)
+        counts = {k: result[k] for k in ("pairs", "train_pairs", "heldout_pairs", "steps")}
+        save_policy(setup, folder, meta, card=policy_card("dpo", config, setup, ctx, training_data=counts, result=result))
         result["checkpoint_id"] = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, project.relpath(folder),
                                                          step=total, meta={**meta, "base_model": setup.model_id})
         result["path"] = str(folder)

@@ -41,11 +41,14 @@ is the untrained policy and its KL is exactly 0): reward/mean, reward/std, rewar
 (weighted), kl/token_mean, kl/seq_mean (k3), kl/beta, completions/mean_length|min_length|max_length
 (tokens, end token included), completions/stopped_fraction, train/loss, train/entropy, train/clip_fraction (of the
 last of the ``mu`` passes; 0 when ``mu`` = 1), train/grad_norm, gold/reward (the fraction of the
-step's completions with the right answer, when the prompts have gold answers), memory/peak_rss_mb,
+step's completions with the right answer, when the prompts have gold answers; with a
+``gold_reward_model`` instead the mean score that held-out reward model gives the step's completions,
+raw, never optimised), memory/peak_rss_mb,
 time/steps_per_second (sampling, rewards and update; not the evaluation); gold/accuracy (greedy
 decoding on the held-out prompts) at step 0, every ``eval_every`` steps and after the last update.
 Samples (kind ``text_rl``): ``samples_per_step`` completions per step with their reward, weighted
-components, length, gold answer and advantage.
+components, length, gold answer and advantage (with a ``gold_reward_model``: ``gold`` is its score of
+the completion and ``gold_answer`` the answer).
 
 Prompts: the arithmetic task set (:mod:`rlhf_core.text.tasks`, default) or the project's prompts
 that have a gold answer, split into train / held-out with the seed; each is shown as a chat with
@@ -70,7 +73,7 @@ from rlhf_core.text.generation import SamplingSettings
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, task_prompts
 from rlhf_core.text.model import eos_token_ids as find_eos
 from rlhf_core.text.reward_model import resolve_reward_model
-from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
+from rlhf_core.text.rewards import RewardModelReward, parse_reward_spec, parse_spec_items
 from rlhf_core.text.rl_common import (
     batch_from_samples,
     load_policy,
@@ -78,6 +81,7 @@ from rlhf_core.text.rl_common import (
     peak_rss_mb,
     policy_logprobs,
     sample_for_training,
+    policy_card,
     save_policy,
     set_threads,
 )
@@ -104,6 +108,9 @@ class GRPOConfig:
                         "'format:0.5,correctness:1.0,length:0.001' (format, format_strict, correctness, "
                         "correctness_any, length, model).")
     reward_model: str = param("", "Text reward model folder for the 'model' reward component.")
+    gold_reward_model: str = param("", "Held-out GOLD reward model ('' = none): a folder or checkpoint id, e.g. "
+                                   "the one a text_reward_model run with gold_fraction > 0 made; scores every step's "
+                                   "completions, logged as gold/reward, never optimised.")
     steps: int = param(50, "Optimisation steps (each samples a new batch).", min=1)
     prompts_per_step: int = param(2, "Prompts per step (B).", min=1)
     group_size: int = param(4, "Completions sampled per prompt (G).", min=2)
@@ -233,6 +240,11 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
         folder = resolve_reward_model(config.reward_model, ctx.project() if ctx.project_path else None)[0] \
             if config.reward_model.strip() else ""
         reward = parse_reward_spec(config.reward, reward_model_path=str(folder))
+    gold_scorer = None
+    if config.gold_reward_model.strip():
+        gold_folder = resolve_reward_model(config.gold_reward_model, ctx.project() if ctx.project_path else None)[0]
+        gold_scorer = RewardModelReward(str(gold_folder))
+        gold_scorer.load()
     if config.prompt_source == "tasks":
         train_prompts, held_prompts = task_prompts(config.task_level, config.train_tasks, config.heldout_tasks,
                                                    config.seed)
@@ -361,7 +373,11 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
                 "memory/peak_rss_mb": peak_rss_mb(),
                 "time/steps_per_second": 1.0 / max(elapsed, 1e-9),
             }
-            if "correctness" in scored.raw:
+            gold_scores = None
+            if gold_scorer is not None:
+                gold_scores = gold_scorer([train_prompts[i].text for i in prompt_rows], texts, metas)
+                metrics["gold/reward"] = sum(gold_scores) / len(gold_scores)
+            elif "correctness" in scored.raw:
                 values = scored.raw["correctness"]
                 metrics["gold/reward"] = sum(values) / len(values)
             ctx.metrics(step, metrics)
@@ -370,11 +386,12 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
             shown += [i for i in range(len(samples)) if i not in shown][:max(0, config.samples_per_step - len(shown))]
             for i in shown:
                 p = train_prompts[prompt_rows[i]]
-                ctx.sample(SAMPLE_KIND, {"step": step, "prompt": p.text, "response": texts[i],
-                                         "reward": scored.total[i], "components": scored.sample_components(i),
-                                         "length": len(samples[i].completion_ids),
-                                         "gold": p.meta.get("gold_answer"), "advantage": float(advantages[i])},
-                           step=step)
+                payload = {"step": step, "prompt": p.text, "response": texts[i], "reward": scored.total[i],
+                           "components": scored.sample_components(i), "length": len(samples[i].completion_ids),
+                           "gold": p.meta.get("gold_answer"), "advantage": float(advantages[i])}
+                if gold_scores is not None:
+                    payload.update(gold=gold_scores[i], gold_answer=p.meta.get("gold_answer"))
+                ctx.sample(SAMPLE_KIND, payload, step=step)
             ctx.progress(step + 1, config.steps, f"step {step + 1}/{config.steps}: reward "
                                                  f"{metrics['reward/mean']:.3f}, KL {metrics['kl/token_mean']:.4f}")
         except JobCancelled:  # raised before this step's update: the state after the previous step
@@ -409,7 +426,9 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
         folder = project.run_folder(ctx.run_id) / "policy"
         meta = {"algorithm": "grpo", "steps": config.steps, "reward": reward.spec(),
                 "reward_last": result["reward_last"], "gold_accuracy_last": final_accuracy}
-        save_policy(setup, folder, meta)
+        counts = {k: result[k] for k in ("train_prompts", "heldout_prompts", "steps")}
+        save_policy(setup, folder, meta, card=policy_card("grpo", config, setup, ctx, training_data=counts,
+                                                          result=result))
         result["checkpoint_id"] = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, project.relpath(folder),
                                                          step=config.steps, meta={**meta, "base_model": setup.model_id})
         result["path"] = str(folder)
@@ -428,6 +447,11 @@ def summarise(history: list[dict[str, float]], evals: list[dict], window: int = 
             out[f"{name}_first_window"] = sum(series[:w]) / w
             out[f"{name}_last_window"] = sum(series[-w:]) / w
         out["window"] = w
+        gold = [h["gold/reward"] for h in history if "gold/reward" in h]
+        if gold:
+            out["gold_first"], out["gold_last"] = gold[0], gold[-1]
+            out["gold_first_window"] = sum(gold[:w]) / len(gold[:w])
+            out["gold_last_window"] = sum(gold[-w:]) / len(gold[-w:])
         out["seconds_per_step"] = sum(1.0 / h["time/steps_per_second"] for h in history) / len(history)
     if evals:
         out["gold_accuracy_first"] = evals[0]["accuracy"]

@@ -97,6 +97,7 @@ from rlhf_core.text.rl_common import (
     peak_rss_mb,
     render_chat_prompt,
     sample_for_training,
+    policy_card,
     save_policy,
     set_threads,
 )
@@ -411,8 +412,9 @@ class PPOTextConfig:
     reward_model: str = param("", "Learned reward: a folder saved by the text_reward_model job, or the id of "
                               "such a checkpoint in this project.")
     reward: str = param("", "Combined reward spec (rlhf_core.text.rewards), added to the reward model's score.")
-    gold_reward_model: str = param("", "Held-out GOLD reward model (folder or checkpoint id), measured each "
-                                   "eval step and never optimised (empty: none).")
+    gold_reward_model: str = param("", "Held-out GOLD reward model ('' = none): a folder or checkpoint id (e.g. "
+                                   "the one a text_reward_model run with gold_fraction > 0 made), measured each "
+                                   "eval step and never optimised.")
     prompt_set: str = param("starter", "Built-in prompt set to train on (empty: only prompt_ids).")
     category: str = param("", "Only prompts of this category from the set (comma-separated; empty: all).")
     prompt_ids: list = param([], "Ids of project prompts to train on (with or instead of the prompt set).",
@@ -810,8 +812,10 @@ def _publish_samples(ctx: JobContext, step: int, ro: Rollout, gold: torch.Tensor
         ctx.sample(SAMPLE_KIND, payload, step=step)
 
 
-def save_checkpoint(trainer: PPOTextTrainer, ctx: JobContext, name: str, step: int, meta: dict) -> dict:
-    """Store the policy (and its value head) under the run's folder and register a checkpoint."""
+def save_checkpoint(trainer: PPOTextTrainer, ctx: JobContext, name: str, step: int, meta: dict,
+                    card: Any = None) -> dict:
+    """Store the policy (and its value head) under the run's folder, with its model card ``card``, and
+    register a checkpoint."""
     if ctx.project_path is None or ctx.run_id is None:
         ctx.log("no project: the policy is not saved")
         return {}
@@ -819,7 +823,7 @@ def save_checkpoint(trainer: PPOTextTrainer, ctx: JobContext, name: str, step: i
 
     project = ctx.project()
     folder = project.run_folder(ctx.run_id) / name
-    save_policy(trainer.setup, folder, meta=meta)
+    save_policy(trainer.setup, folder, meta=meta, card=card)
     save_file({k: v.detach().contiguous() for k, v in trainer.value_head.state_dict().items()},
               str(Path(folder) / "value_head.safetensors"))
     cid = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, folder, step=step, meta=meta)
@@ -853,8 +857,10 @@ def train_ppo_text(config: PPOTextConfig, ctx: JobContext) -> dict:
         result.update(baseline_prompts=int(baseline["prompts"]), baseline_scale=baseline["scale"],
                       baseline_offset=baseline["offset"], baseline_seconds=round(baseline["seconds"], 2))
     if config.save:
+        card = policy_card("ppo_text", config, setup, ctx, training_data={"prompts": len(prompts), "steps": config.steps},
+                           result=result)
         result.update(save_checkpoint(trainer, ctx, "ppo_policy", config.steps,
                                       {"job": "ppo_text", "base_model": setup.model_id,
                                        "reward_model": config.reward_model, "reward": config.reward,
-                                       "steps": config.steps, "reward_last": result["reward_last"]}))
+                                       "steps": config.steps, "reward_last": result["reward_last"]}, card))
     return result

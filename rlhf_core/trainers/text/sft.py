@@ -51,6 +51,7 @@ from rlhf_core.text.rl_common import (
     peak_rss_mb,
     render_chat_prompt,
     response_ids,
+    policy_card,
     save_policy,
     set_threads,
     tokenize_prompts,
@@ -291,7 +292,9 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
         folder = project.run_folder(ctx.run_id) / "sft_policy"
         meta = {"job": "sft", "base_model": setup.model_id, "data": config.data, "steps": total,
                 "heldout_loss": result["heldout_loss_last"]}
-        save_policy(setup, folder, meta=meta)
+        counts = {k: result[k] for k in ("examples", "by_source", "train_examples", "heldout_examples", "steps")}
+        save_policy(setup, folder, meta=meta, card=policy_card("sft", config, setup, ctx, training_data=counts,
+                                                               result=result))
         cid = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, folder, step=total, meta=meta)
         result.update({"checkpoint_id": cid, "path": str(folder)})
     return result

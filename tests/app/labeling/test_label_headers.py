@@ -108,3 +108,28 @@ def test_time_in_another_window_does_not_count(qtbot, filled):
     qtbot.keyClick(view, Qt.Key.Key_Left)
     wait_saved(qtbot)
     assert 250 <= window.project.comparisons()[0]["response_ms"] < 1000
+
+
+def test_the_clip_page_names_a_running_job_that_waits_for_labels(qtbot, filled):
+    window = filled
+    window.show_page("clips")
+    view, project = window.clip_page, window.project
+    qtbot.wait(100)
+    assert view.runs_label.isHidden()  # pairs wait, but no running job waits for them
+    clips = [c["id"] for c in project.items("clip")]
+    collecting = project.create_run("rollouts", {}, status="running")  # queues pairs, learns nothing from them
+    project.enqueue_pair(clips[0], clips[6], run_id=collecting)
+    run_id = project.create_run("preference_rl", {}, status="running")
+    for a, b in zip(clips[:3], clips[3:6]):
+        project.enqueue_pair(a, b, run_id=run_id, priority=10.0)
+    line = f"Run #{run_id} (preference_rl) is waiting for {{}} of your labels — it keeps training meanwhile"
+    qtbot.waitUntil(lambda: view.runs_label.text() == line.format(3), timeout=5000)  # the page's poll
+    assert view.runs_label.isVisible() and view.progress_label.text() == "Labelled 0 · 9 waiting"
+    qtbot.keyClick(view, Qt.Key.Key_Left)  # the pair that was on screen (not the run's)
+    assert view.current["run_id"] == run_id  # the run's pairs come first (priority)
+    qtbot.keyClick(view, Qt.Key.Key_Left)
+    wait_saved(qtbot)
+    assert view.runs_label.text() == line.format(2)
+    project.finish_run(run_id, "completed")  # a finished run waits for nothing
+    project.finish_run(collecting, "completed")
+    qtbot.waitUntil(view.runs_label.isHidden, timeout=5000)

@@ -50,7 +50,7 @@ def test_new_run_lists_jobs_by_group_with_a_summary_each_and_defaults_to_collect
     # the arrow keys step over the headings
     dialog.job_list.setCurrentItem(dialog._rows["learner"])
     QTest.keyClick(dialog.job_list, Qt.Key.Key_Down)
-    assert dialog.spec.name == "ai_labels"  # past the "Label" heading
+    assert dialog.spec.name == "active_queries"  # past the "Label" heading
     # picking another job shows its form
     dialog.select_job("label_pairs")
     assert dialog.spec.name == "label_pairs" and "teacher" in dialog.form.editors

@@ -96,3 +96,81 @@ def test_labeller_agreement_on_a_project(project):
     rep = labeller_agreement(project, item_kind="response")
     assert (rep.agree, rep.comparisons) == (2, 2) and rep.disagreements == []
     assert labeller_agreement(project, item_kind="clip").pairs == 0
+
+
+# ------------------------------------------------------------------ more than two labellers
+def test_fleiss_kappa_of_the_textbook_table():
+    from rlhf_core.analysis.agreement import fleiss_kappa
+
+    # Fleiss' kappa's worked example (Wikipedia, "Fleiss' kappa"): 10 subjects, 14 raters, 5 categories;
+    # P-bar = 0.378, P_e = 0.213, kappa = 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.20993, abs=5e-5)
+    # by hand: 3 raters; P_i = 1, 1/3, 1/3 -> P-bar 5/9; p = 5/9, 2/9, 2/9 -> P_e 33/81; kappa = 1/4
+    assert fleiss_kappa([[3, 0, 0], [2, 1, 0], [0, 1, 2]]) == pytest.approx(0.25)
+    # subjects with one rating are not pairable and left out; a single category is undefined
+    assert fleiss_kappa([[3, 0, 0], [2, 1, 0], [0, 1, 2], [1, 0, 0]]) == pytest.approx(0.25)
+    assert fleiss_kappa([[2, 0], [3, 0]]) is None and fleiss_kappa([]) is None
+    # unequal numbers of raters: P_i = (0 + 1/3), P-bar = 1/6; p = (1+2)/5, (1+1)/5 -> P_e = .52;
+    # kappa = (1/6 - .52) / .48
+    assert fleiss_kappa([[1, 1], [2, 1]]) == pytest.approx((1 / 6 - 0.52) / 0.48)
+
+
+def test_krippendorff_alpha_nominal_with_missing_values():
+    from rlhf_core.analysis.agreement import krippendorff_alpha_nominal
+
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 observers, 12 units, values
+    # missing; nominal alpha = 0.743
+    n = None
+    obs = [[1, 2, 3, 3, 2, 1, 4, 1, 2, n, n, n],
+           [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, n, 3],
+           [n, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, n],
+           [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, n]]
+    assert krippendorff_alpha_nominal(zip(*obs)) == pytest.approx(0.743, abs=5e-4)
+    # by hand: units (a a) (a b) (b b -): o_aa 2, o_ab = o_ba 1, o_bb 2; n_a = n_b = 3, n = 6;
+    # alpha = 1 - (n - 1) * 2 / (2 * 3 * 3) = 4/9
+    assert krippendorff_alpha_nominal([["a", "a"], ["a", "b"], ["b", "b", None], ["a"]]) == pytest.approx(4 / 9)
+    assert krippendorff_alpha_nominal([["a", "a"], ["a", "a"]]) is None and krippendorff_alpha_nominal([]) is None
+
+
+def test_three_labellers_get_fleiss_and_krippendorff():
+    # pair 1: a=L b=L c=R; pair 2: a=T b=T c=T; pair 3: a=L c=L (b did not label it)
+    labels = rows(1, [L, T, L]) + rows(2, [L, T]) + rows(3, [R, T, L])
+    rep = agreement_from_labels(labels, {1: "a", 2: "b", 3: "c"})
+    assert rep.pairs == 3 and rep.most_labellers == 3
+    # Fleiss (counts L, R, T): [2,1,0] [0,0,3] [2,0,0]: P_i = 1/3, 1, 1 -> P-bar 7/9; p = 4/8, 1/8, 3/8
+    # -> P_e = 26/64; kappa = (7/9 - 13/32) / (1 - 13/32)
+    assert rep.fleiss_kappa == pytest.approx((7 / 9 - 13 / 32) / (19 / 32))
+    # Krippendorff: o_LL = 2/2 + 2 = 3, o_LR = o_RL = 2/2 = 1, o_TT = 6/2 = 3; n_L 4, n_R 1, n_T 3, n 8;
+    # alpha = 1 - 7 * 2 / (2 * (4*1 + 4*3 + 1*3)) = 1 - 14/38
+    assert rep.krippendorff_alpha == pytest.approx(1 - 14 / 38)
+
+
+def test_agreement_per_guideline_version_on_clips(project):
+    from rlhf_core.analysis.agreement import ALL_VERSIONS, labeller_agreement_by_guideline
+
+    traj = project.add_item("trajectory", env_id="CartPole-v1", length=40)
+    c = [project.add_item("clip", parent_id=traj, env_id="CartPole-v1", start_step=i, end_step=i + 8)
+         for i in range(5)]
+    ann, bob = project.ensure_labeller("ann"), project.ensure_labeller("bob")
+    # under version 1 they disagree on both pairs; under version 2 they agree on both
+    for (a, b), x, y, v in (((c[0], c[1]), L, R, 1), ((c[1], c[2]), T, L, 1),
+                            ((c[2], c[3]), L, L, 2), ((c[3], c[4]), R, R, 2)):
+        project.add_comparison(a, b, x, labeller_id=ann, guideline_version=v)
+        project.add_comparison(a, b, y, labeller_id=bob, guideline_version=v)
+    # an adjudication settles a disagreement: it is not a labeller's answer
+    with project.db.atomic():
+        adj = project.add_comparison(c[0], c[1], L, labeller_id=project.ensure_labeller("judge"), guideline_version=1)
+        project.conn.execute("UPDATE comparisons SET role = 'adjudication' WHERE id = ?", [adj])
+    overall = labeller_agreement(project, item_kind="clip")
+    assert (overall.pairs, overall.agree, overall.comparisons) == (4, 2, 4) and set(overall.labellers) == {ann, bob}
+    by = labeller_agreement_by_guideline(project, item_kind="clip")
+    assert list(by) == [1, 2]
+    assert (by[1].agree, by[1].comparisons, by[2].agree, by[2].comparisons) == (0, 2, 2, 2)
+    # v1: ann L T, bob R L -> p_o 0, p_e = .5*.5 (L) + 0 + 0 = .25 -> kappa -1/3
+    assert by[1].kappa == pytest.approx(-1 / 3) and by[2].krippendorff_alpha == pytest.approx(1.0)
+    assert labeller_agreement(project, item_kind="clip", guideline_version=2).agreement == 1.0
+    assert labeller_agreement(project, item_kind="clip", guideline_version=None).pairs == 0
+    assert labeller_agreement(project, item_kind="clip", guideline_version=ALL_VERSIONS).pairs == 4
+    assert labeller_agreement(project, item_kind="response").pairs == 0

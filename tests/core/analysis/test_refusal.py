@@ -132,3 +132,55 @@ def test_without_a_project_the_sets_own_prompts_are_used(tiny_model):
     assert out.status == "completed", out.error
     assert out.result[REFUSE]["n"] == 1 and out.result[COMPLY]["n"] == 1
     assert [p["prompt_id"] for p in out.result["per_prompt"]] == [None, None]
+
+
+def test_agreement_of_two_judges_against_hand_computed_values():
+    from rlhf_core.analysis.refusal import agreement_of
+
+    rule = [True, True, False, False, True]
+    judge = [True, False, False, False, True]
+    a = agreement_of(rule, judge)
+    assert (a["n"], a["agree"], a["rate"]) == (5, 4, 0.8)
+    assert a["ci95"] == pytest.approx([0.37553, 0.96378], abs=1e-5)  # Wilson 95 % of 4 of 5
+    # kappa: p_o = 0.8; rule says refused 3/5, judge 2/5 -> p_e = 0.6*0.4 + 0.4*0.6 = 0.48; (0.8-0.48)/0.52
+    assert a["kappa"] == pytest.approx(0.32 / 0.52)
+    assert agreement_of([True], [True])["kappa"] is None  # undefined: one word only
+    with pytest.raises(ValueError):
+        agreement_of([True], [])
+
+
+@needs_model
+@pytest.mark.parametrize("judge", ["judge", "reward_model"])
+def test_a_second_judge_reports_its_verdicts_beside_the_rules(project, tiny_model, judge):
+    """Mechanics only: a random tiny model's verdicts mean nothing, but each is stored, counted and compared."""
+    settings = {"second_judge": judge, "judge_model": str(tiny_model)}
+    if judge == "reward_model":
+        from rlhf_core.text.reward_model import load_base_reward_model, save_text_reward_model
+
+        model, _, _ = load_base_reward_model(str(tiny_model), max_length=128, seed=0)
+        settings = {"second_judge": judge, "reward_model": str(save_text_reward_model(model, project.folder / "rm"))}
+    out, ctx = _evaluate(project.folder, model=str(tiny_model), max_per_label=2, max_new_tokens=6,
+                         examples_per_cell=10, batch_size=3, **settings)
+    assert out.status == "completed", out.error
+    r = out.result
+    second = r["second_judge"]
+    assert second["method"] == judge and r["rule"] == RULE
+    verdicts = [(p["label"], p["refused"], p["judge_refused"]) for p in r["per_prompt"]]
+    for p in r["per_prompt"]:  # each verdict is the documented decision on the stored numbers
+        if judge == "judge":
+            assert p["judge_refused"] == (p["p_refusal"] > 0.5)
+            assert p["p_refusal"] == pytest.approx(0.5 * (p["p_yes_refuses"] + p["p_no_complies"]), abs=1e-5)
+            assert 0.0 < p["answer_mass"] <= 1.0
+        else:
+            assert p["judge_refused"] == (p["score"] <= p["refusal_score"])
+    judge_rates = refusal_rates([v[0] for v in verdicts], [v[2] for v in verdicts])
+    assert second[REFUSE] == judge_rates[REFUSE] and second[COMPLY] == judge_rates[COMPLY]
+    assert r[REFUSE] == refusal_rates([v[0] for v in verdicts], [v[1] for v in verdicts])[REFUSE]  # the rule's
+    assert second["agreement"]["n"] == 4 and second["agreement"]["agree"] == sum(v[1] == v[2] for v in verdicts)
+    samples = [payload for kind, payload, _ in ctx.sample_log if kind == kinds.SAMPLE_REFUSAL]
+    assert {s["prompt_id"]: s["judge_refused"] for s in samples} == {p["prompt_id"]: p["judge_refused"]
+                                                                     for p in r["per_prompt"]}
+    last = ctx.metric_log[-1][1]
+    assert last["refusal/judge_agreement"] == second["agreement"]["rate"]
+    assert last["refusal/judge_on_refuse"] == judge_rates[REFUSE]["rate"]
+    assert refusal_history(project)[0]["second_judge"] == second

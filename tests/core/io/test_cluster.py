@@ -238,6 +238,10 @@ def test_reward_model_trains_one_step_and_converts_on_import(trained):
     assert row["kind"] == "text_reward_model"
     meta = json.loads((folder / "reward_model.json").read_text())
     assert meta["converted_from"] == "trl" and meta["max_length"] == 128
+    from rlhf_core.store.model_card import read_card_header
+
+    card = read_card_header(folder)
+    assert "trl" in card["tags"] and card["rlhf_workbench"]["training_data"] == {"steps": 1}
     model, tok = load_text_reward_model(folder)
     prompt, response = PAIRS[0][0], PAIRS[0][1]
     ours = float(score_responses(model, tok, [prompt], [response])[0])
@@ -252,7 +256,7 @@ def test_reward_model_trains_one_step_and_converts_on_import(trained):
     with Project.open(trained["project"]) as project:
         again = ce.import_checkpoint(project, folder, kind="reward_model", name="copy")
         copy = project.abspath(next(c for c in project.checkpoints() if c["id"] == again)["path"])
-    assert (copy / "reward_head.safetensors").read_bytes() == (folder / "reward_head.safetensors").read_bytes()
+    assert (copy / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
 
 
 # ----------------------------------------------------------------------------- pieces without training
@@ -507,3 +511,22 @@ def test_cli_export_and_import(tmp_path, tiny_model, capsys):
     assert (tmp_path / "p.rlhf" / imported["path"] / "model.safetensors").is_file()
     code = cli_main(["import-checkpoint", "--project", str(tmp_path / "p.rlhf"), "--kind", "policy", str(out)])
     assert code == 2 and "is a cluster export" in capsys.readouterr().err
+
+
+def test_a_reward_model_export_may_start_from_a_workbench_reward_model(tmp_path, tiny_model):
+    from rlhf_core.text.reward_model import load_base_reward_model, save_text_reward_model
+
+    model, _, _ = load_base_reward_model(str(tiny_model), max_length=64)
+    rm = save_text_reward_model(model, tmp_path / "rm")
+    project = _build_project(tmp_path / "p.rlhf")
+    try:
+        out = ce.export_for_cluster(project, "reward_model", tmp_path / "export", model=str(rm), include_model=True)
+        assert json.loads((out / "config.json").read_text())["model"] == "model"
+        copied = json.loads((out / "model" / "config.json").read_text())
+        assert copied["architectures"] == ["LlamaForSequenceClassification"]
+        assert (out / "model" / "model.safetensors").read_bytes() == (rm / "model.safetensors").read_bytes()
+        with pytest.raises(NotACausalLMError):  # a policy algorithm still needs a causal LM
+            ce.export_for_cluster(project, "dpo", tmp_path / "export-dpo", model=str(rm))
+        assert not (tmp_path / "export-dpo").exists()
+    finally:
+        project.close()

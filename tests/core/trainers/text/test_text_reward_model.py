@@ -121,12 +121,12 @@ def test_reloaded_scores_equal_the_saved_models(tmp_path, tiny_model):
 
     model, tok, _ = load_base_reward_model(str(tiny_model), max_length=64, seed=1)
     with torch.no_grad():
-        model.head.bias.fill_(0.25)
+        model.head.weight.mul_(2.0)
     model.eval()
     prompts, responses = ["Say hello.", "Name a fruit."], ["Hello!", "An apple, of course."]
     expected = score_responses(model, tok, prompts, responses)
     folder = save_text_reward_model(model, tmp_path / "rm", meta={"base_model": "tiny"})
-    assert (folder / "model.safetensors").is_file() and (folder / "reward_head.safetensors").is_file()
+    assert (folder / "model.safetensors").is_file() and not (folder / "reward_head.safetensors").exists()
     assert not list(folder.glob("*.bin"))
     loaded, tok2 = load_text_reward_model(folder)
     assert loaded.max_length == 64

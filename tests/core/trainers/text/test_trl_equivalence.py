@@ -47,15 +47,12 @@ def test_reward_model_loss_matches_trl_reward_trainer(tiny_model, tmp_path):
 
     Same weights: TRL builds ``LlamaForSequenceClassification`` (backbone + ``score``, a bias-free
     ``Linear(hidden, 1)``) from the folder; our backbone loads from the same folder (asserted
-    equal) and our head takes ``score.weight`` with bias 0. The bias is the one structural
-    difference and it cannot change the Bradley-Terry loss: r_w - r_l cancels it (its gradient is
-    exactly 0), so it stays at its initial 0 during our training too.
+    equal) and our head, the same bias-free layer, takes ``score.weight``.
 
-    Scored token: TRL takes the rightmost token that is not the pad token; we take the last token
-    of the attention mask. SmolLM2's pad token is its end-of-turn token ``<|im_end|>``, and the chat
-    template ends every turn with ``<|im_end|>\\n``, so both pick the final ``\\n``. They would differ
-    only for a text that ENDS with the pad token, e.g. TRL's non-conversational path, which appends
-    EOS (= pad here) and then scores the token before it; our job always uses the chat template.
+    Scored token: both take the rightmost token that is not the pad token (transformers' rule). With
+    the chat template every turn ends with ``<|im_end|>\\n`` (SmolLM2's pad token is ``<|im_end|>``),
+    so both pick the final ``\\n``; TRL's non-conversational path appends EOS (= pad here) and both
+    would then score the token before it.
 
     Not compared (behaviour differs on purpose): TRL DROPS pairs longer than ``max_length``, we cut
     them on the right (``max_length`` here is long enough for both to keep everything, asserted);
@@ -82,9 +79,9 @@ def test_reward_model_loss_matches_trl_reward_trainer(tiny_model, tmp_path):
     assert ours_backbone.keys() == trl_backbone.keys()
     for name, tensor in ours_backbone.items():
         assert torch.equal(tensor, trl_backbone[name]), name
+    assert ours.head.bias is None  # the same bias-free score layer
     with torch.no_grad():
         ours.head.weight.copy_(trl_model.score.weight)
-        ours.head.bias.zero_()
 
     # the batch exactly as TRL's collator builds it from its tokenised dataset
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRIPLES))])
@@ -127,7 +124,6 @@ def test_reward_model_loss_matches_trl_reward_trainer(tiny_model, tmp_path):
             torch.testing.assert_close(p.grad, trl_grads[name], rtol=1e-4, atol=1e-5,
                                        msg=lambda m, name=name: f"{name}: {m}")
         torch.testing.assert_close(ours.head.weight.grad, trl_model.score.weight.grad, rtol=1e-4, atol=1e-5)
-        assert float(ours.head.bias.grad.abs()) < 1e-6  # Bradley-Terry cannot move the bias
 
     # TRL's reward centering (Eisenstein et al. 2023): + c * mean((r_w + r_l)^2)
     trainer.args.center_rewards_coefficient = 0.01

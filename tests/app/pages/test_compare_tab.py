@@ -1,0 +1,51 @@
+"""The Runs page's Compare tab follows the ticked runs: one column per run, differing settings highlighted,
+"Only differences" hiding the shared ones."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from app.pages.compare_view import DIFFERS
+
+
+def _tick(page, run_id: int) -> None:
+    for row in range(page.table.rowCount()):
+        item = page.table.item(row, 0)
+        if item.data(Qt.ItemDataRole.UserRole) == run_id:
+            item.setCheckState(Qt.CheckState.Checked)
+
+
+def _rows(view) -> dict[str, list[str]]:
+    table = view.table
+    return {table.verticalHeaderItem(r).text(): [table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())}
+
+
+def test_ticked_runs_are_compared_with_their_differences_highlighted(qtbot, window):
+    project = window.project
+    runs = []
+    for beta, loss in ((0.1, 0.5), (0.3, 0.25)):
+        run = project.create_run("dpo", {"beta": beta, "steps": 20, "<b>model</b>": "x"})
+        project.start_run(run)
+        project.log_metrics(run, 0, {"train/loss": 1.0})
+        project.log_metrics(run, 10, {"train/loss": loss})
+        project.finish_run(run, "completed", result={"heldout_accuracy": 1 - loss})
+        runs.append(run)
+    page = window.runs_page
+    page.refresh()
+    view = page.compare
+    for run in runs:
+        _tick(page, run)
+    qtbot.waitUntil(lambda: view.table.columnCount() == 2, timeout=5000)
+    tab = page.info_tabs.indexOf(view)
+    assert page.info_tabs.tabText(tab) == "Compare (2)"
+    rows = _rows(view)
+    assert rows["beta"] == ["0.1", "0.3"] and "steps" not in rows  # shared settings hidden by default
+    assert rows["train/loss"] == ["0.5", "0.25"] and rows["heldout_accuracy"] == ["0.5", "0.75"]
+    beta_row = list(rows).index("beta")
+    assert view.table.item(beta_row, 0).background().color() == DIFFERS
+    assert view.hint.text() == "2 runs; 1 of 3 settings differ (highlighted)."
+    view.only_differences.setChecked(False)
+    rows = _rows(view)
+    assert rows["steps"] == ["20", "20"] and rows["<b>model</b>"] == ["x", "x"]  # names shown as written
+    assert view.table.item(list(rows).index("steps"), 0).background().color() != DIFFERS

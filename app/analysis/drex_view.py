@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from app.labeling.frame_loader import FrameLoader
 from app.labeling.players import FramePanel, PlaybackControls, SyncedPlayback
 from app.labeling.writer import writer_for
+from app.plots.export import with_export
 from rlhf_core.envs.storage import item_fps, read_video
 from rlhf_core.rewards.drex_overrides import (
     LevelPair,
@@ -138,7 +139,7 @@ class DrexView(QWidget):
         self.controls.slider.setMinimumWidth(80)
         wl.addWidget(self.controls)
         left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self.plot)
+        left.addWidget(with_export(self.plot, "D-REX noise degradation"))
         left.addWidget(watch_box)
         left.setSizes([330, 270])
 

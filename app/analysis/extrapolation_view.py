@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.analysis.drex_view import DrexView
 from app.analysis.reward_check_view import RewardCheckView
+from app.plots.export import with_export
 from rlhf_core import kinds
 from rlhf_core.store import Project
 
@@ -101,7 +102,7 @@ class ExtrapolationView(QWidget):
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.graphics, 1)
+        rl.addWidget(with_export(self.graphics, "Extrapolation"), 1)
         rl.addWidget(self.stats)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)

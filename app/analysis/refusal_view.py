@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.plain import escaped, plain_label, tip
+from app.plots.export import with_export
 from rlhf_core import kinds
 from rlhf_core.analysis.refusal import COMPLY, REFUSE, RULE, refusal_history
 from rlhf_core.store import Project
@@ -181,7 +182,7 @@ class RefusalView(QWidget):
                                         "cell.")
 
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.plot)
+        split.addWidget(with_export(self.plot, "Refusal rates"))
         split.addWidget(self.table)
         split.addWidget(self.details)
         split.setSizes([190, 150, 260])

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from app.jobs import BackgroundCall
 from app.plain import tip
 from app.training.config_form import artefact_label
+from app.plots.export import with_export
 from rlhf_core import kinds
 from rlhf_core.analysis.reward_check import (
     POLICY_KINDS,
@@ -95,7 +96,7 @@ class RewardCheckView(QWidget):
         self.stats.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addWidget(self.plot_widget, 1)
+        layout.addWidget(with_export(self.plot_widget, "Reward model vs true return"), 1)
         layout.addWidget(self.stats)
 
     # --- data --------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import round_why_not
 from app.plain import plain_label, tip
+from app.plots.export import with_export
 from rlhf_core.rounds import WAITING, round_rows
 from rlhf_core.store import Project
 
@@ -135,8 +136,8 @@ class RoundsPage(QWidget):
         self.gold_curve = self._curve(self.reward_plot, "#d66e00", "t", "gold reward / true return")
         self.sampled_curve = self._curve(self.reward_plot, "#7a3db8", "d", "samples' reward (the round's RM)")
         plots = QSplitter(Qt.Orientation.Horizontal)
-        plots.addWidget(self.quality_plot)
-        plots.addWidget(self.reward_plot)
+        plots.addWidget(with_export(self.quality_plot, "Rounds reward model and win rate"))
+        plots.addWidget(with_export(self.reward_plot, "Rounds policy"))
 
         top = QWidget()
         top_layout = QVBoxLayout(top)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import BackgroundCall
 from app.plain import escaped, plain_label, tip
+from app.plots.export import with_export
 from rlhf_core.metrics import PALETTE, unit
 from rlhf_core.store import Project
 from rlhf_core.sweeps import SWEEP_KIND, SweepError, SweepView, sweep_view
@@ -116,7 +117,7 @@ class SweepsPage(QWidget):
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(self.plot)
+        splitter.addWidget(with_export(self.plot, "Sweep"))
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
         splitter.setSizes([520, 760])

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import BackgroundCall
 from app.plots.metric_plot import MetricPlotView
+from app.plots.export import with_export
 from rlhf_core import kinds
 from rlhf_core.analysis.intervals import heldout_of_result
 from rlhf_core.jobs import Timing
@@ -104,7 +105,7 @@ class TextRewardPage(QWidget):
         self.bias_label.setWordWrap(True)
         scatter_box = QGroupBox("Reward vs length (length bias)")
         scatter_layout = QVBoxLayout(scatter_box)
-        scatter_layout.addWidget(self.scatter_widget, 1)
+        scatter_layout.addWidget(with_export(self.scatter_widget, "Reward vs length"), 1)
         scatter_layout.addWidget(self.bias_label)
 
         self.prompt_edit = QPlainTextEdit()

@@ -41,6 +41,7 @@ from app.plain import tip
 from app.plots.after_release import AfterRelease
 from app.plots.metric_plot import MetricPlotView
 from app.training.config_form import RunDialog
+from app.plots.export import with_export
 from rlhf_core import kinds
 from rlhf_core.analysis.text_rl_monitor import check_alerts, overoptimisation_curve
 from rlhf_core.jobs import Timing, list_jobs
@@ -252,7 +253,7 @@ class TextRLPage(QWidget):
         over = QWidget()
         over_layout = QVBoxLayout(over)
         over_layout.setContentsMargins(0, 0, 0, 0)
-        over_layout.addWidget(self.over_plot, 1)
+        over_layout.addWidget(with_export(self.over_plot, "Over-optimisation"), 1)
         over_layout.addWidget(self.over_note)
 
         alerts = QWidget()

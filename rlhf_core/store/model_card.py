@@ -287,3 +287,22 @@ def control_policy_card(*, job: str, config: Mapping[str, Any], env_id: str, fil
                      library_name=library, pipeline_tag="reinforcement-learning", tags=[*tags, job, env_id],
                      training_data=dict(training_data or {}), metrics=dict(metrics or {}), dataset_name=env_id,
                      run_id=run_id, project=project, files=list(files), usage=usage)
+
+
+def control_reward_card(*, job: str, config: Mapping[str, Any], env_id: str, files: Sequence[str],
+                        run_id: int | None = None, project: str = "", training_data: Mapping[str, Any] | None = None,
+                        metrics: Mapping[str, Any] | None = None) -> ModelCard:
+    """A learned control reward (a Bradley–Terry ensemble in one safetensors file) saved in a run folder."""
+    first = files[-1] if files else "reward_ensemble.safetensors"
+    usage = ("```python\n"
+             "import gymnasium as gym\n"
+             "from rlhf_core.rewards import LearnedReward\n\n"
+             f"env = LearnedReward(gym.make({json.dumps(md_code(env_id))}), {json.dumps(md_code(first))})"
+             "  # reward = the learned one; info['true_reward'] keeps the env's\n"
+             "```")
+    return ModelCard(job=job, config=config, title=f"Learned reward for {env_id}" + (
+                         f" (run {run_id})" if run_id is not None else ""),
+                     library_name="pytorch", pipeline_tag="reinforcement-learning",
+                     tags=["reward-model", "rlhf", "preference-learning", job, env_id],
+                     training_data=dict(training_data or {}), metrics=dict(metrics or {}), dataset_name=env_id,
+                     run_id=run_id, project=project, files=list(files), usage=usage)

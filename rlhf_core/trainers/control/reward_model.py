@@ -29,7 +29,9 @@ from rlhf_core.rewards.datasets import PairSet, Segment, drex_pairs, stack_obser
 from rlhf_core.rewards.drex_overrides import drex_overrides, drex_trajectories, overridden_pair_count
 from rlhf_core.rewards.outcomes import outcome_target, prefer_adjudications
 from rlhf_core.rewards.training import FitSettings, FitState, fit_reward_ensemble, reward_stats
+from rlhf_core.config import to_dict
 from rlhf_core.store import SOURCES
+from rlhf_core.store.model_card import control_reward_card, final_metrics
 
 
 @dataclass
@@ -138,8 +140,14 @@ def train_reward_model(config: RewardModelConfig, ctx: JobContext) -> dict:
     ensemble.save(path, {"reward_mean": mean, "reward_std": std, "env_id": config.env_id, "source": config.source})
     cid = project.add_checkpoint(ctx.run_id, kinds.REWARD_ENSEMBLE, path, meta={"env_id": config.env_id,
                                                                              "source": config.source})
-    return {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
-            "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std, **extra}
+    result = {"checkpoint_id": cid, "pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
+              "heldout_accuracy": stats.get("heldout_accuracy"), "reward_mean": mean, "reward_std": std, **extra}
+    control_reward_card(job="reward_model", config=to_dict(config), env_id=config.env_id, files=[path.name],
+                        run_id=ctx.run_id, project=project.name,
+                        training_data={"pairs": stats["pairs"], "heldout_pairs": stats["heldout_pairs"],
+                                       "source": config.source},
+                        metrics=final_metrics(result)).write(path.parent)
+    return result
 
 
 def _pairs_fingerprint(pairs: PairSet) -> str:

@@ -46,6 +46,11 @@ def test_learned_reward_wraps_a_gymnasium_env(reward_file):
         assert fh.metadata()["format"] == "rlhf-workbench/reward-ensemble"
     ensemble, extra = RewardEnsemble.load(reward_file)
     assert extra["env_id"] == "CartPole-v1" and extra["reward_std"] > 0
+    from rlhf_core.store.model_card import read_card_header
+
+    card = read_card_header(reward_file.parent / "README.md")  # the model card beside the file
+    assert "reward-model" in card["tags"] and card["rlhf_workbench"]["files"] == [reward_file.name]
+    assert "LearnedReward(gym.make(" in (reward_file.parent / "README.md").read_text(encoding="utf-8")
 
     env = LearnedReward(gym.make("CartPole-v1"), reward_file)
     obs, _ = env.reset(seed=0)

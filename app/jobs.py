@@ -96,6 +96,18 @@ class _Queued:
     round_continue: bool = False  # finish a round from its first unfinished step (rlhf_core.rounds.continue_round)
 
 
+def on_own_connection(folder, fn, *args, errors: tuple[type[Exception], ...] = (ValueError,)):
+    """For a worker thread: ``fn(project, *args)`` on a connection of its own to the project at ``folder``;
+    one of ``errors`` comes back as its sentence (a str) for the view to show."""
+    project = Project.open(folder, check=False)
+    try:
+        return fn(project, *args)
+    except errors as exc:
+        return str(exc)
+    finally:
+        project.close()
+
+
 def round_why_not(project: Project, run_id: int) -> str | None:
     """Why round run ``run_id`` cannot be continued (it waits for labels, it is running, ...), or None."""
     from rlhf_core.rounds import RoundError, continuable_round

@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.jobs import BackgroundCall
+from app.jobs import BackgroundCall, on_own_connection
 from app.plain import tip
 from app.training.config_form import artefact_label
 from app.plots.export import with_export
@@ -38,13 +38,7 @@ SEEN_BRUSH, UNSEEN_BRUSH = pg.mkBrush(31, 119, 180, 200), pg.mkBrush(255, 127, 1
 
 def compute(folder: str, reward_id: int, policy_id: int | None) -> RewardCheck | str:
     """In a worker thread: the check on the worker's own connection, or the sentence saying why not."""
-    project = Project.open(folder, check=False)
-    try:
-        return check_reward(project, reward_id, policy_id)
-    except RewardCheckError as exc:
-        return str(exc)
-    finally:
-        project.close()
+    return on_own_connection(folder, check_reward, reward_id, policy_id, errors=(RewardCheckError,))
 
 
 class RewardCheckView(QWidget):

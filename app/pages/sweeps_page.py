@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.jobs import BackgroundCall
+from app.jobs import BackgroundCall, on_own_connection
 from app.plain import escaped, plain_label, tip
 from app.plots.export import with_export
 from rlhf_core.metrics import PALETTE, unit
@@ -52,13 +52,7 @@ def interval(pair) -> str:
 
 def compute(folder: str, sweep_id: int, key: str | None) -> SweepView | str:
     """In a worker thread, on its own connection: the view's data, or the sentence saying why not."""
-    project = Project.open(folder, check=False)
-    try:
-        return sweep_view(project, sweep_id, key)
-    except SweepError as exc:
-        return str(exc)
-    finally:
-        project.close()
+    return on_own_connection(folder, sweep_view, sweep_id, key, errors=(SweepError,))
 
 
 class SweepsPage(QWidget):

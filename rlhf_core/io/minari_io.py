@@ -52,7 +52,7 @@ from rlhf_core import __version__
 from rlhf_core.envs.make import EnvError, close_env, make_env
 from rlhf_core.envs.rollout import Trajectory
 from rlhf_core.envs.storage import load_arrays, save_trajectory
-from rlhf_core.store.project import Project, open_project
+from rlhf_core.store.project import Project, write_into
 
 IMPORT_SOURCE = "import"  # items.source of imported trajectories (as the TRL import's responses)
 RANKINGS = ("none", "return", "order")
@@ -426,23 +426,8 @@ def import_minari(project_or_path: Project | str | os.PathLike, dataset_id: str,
     dataset_id = check_dataset_id(dataset_id)
     env_id, episodes, skipped = read_minari(dataset_id, env_id=env_id)
     groups = _ranking_groups(episodes, ranking, dataset_id)
-    if isinstance(project_or_path, Project):
-        return _store(project_or_path, dataset_id, env_id, episodes, skipped, ranking, groups, created=False)
-    folder = Path(project_or_path).expanduser()
-    existed = folder.exists()
-    created = not existed or (folder.is_dir() and not any(folder.iterdir()))
-    project = open_project(folder, create=True)
-    try:
-        report = _store(project, dataset_id, env_id, episodes, skipped, ranking, groups, created=created)
-    except BaseException:
-        project.close()
-        if created:  # leave no empty project behind
-            shutil.rmtree(folder, ignore_errors=True)
-            if existed:
-                folder.mkdir(exist_ok=True)
-        raise
-    project.close()
-    return report
+    return write_into(project_or_path, lambda project, created: _store(
+        project, dataset_id, env_id, episodes, skipped, ranking, groups, created=created))
 
 
 def _ranking_groups(episodes: list[_Episode], ranking: str, dataset_id: str) -> list[list[int]] | None:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -63,7 +62,7 @@ from typing import Any
 
 from rlhf_core.input_files import InputFileError, jsonl_values, parse_json, read_data_file
 from rlhf_core.rewards.outcomes import prefer_adjudications
-from rlhf_core.store.project import SOURCES, Project, open_project
+from rlhf_core.store.project import SOURCES, Project, write_into
 from rlhf_core.store.ranking import expand_ranking
 
 OUTCOMES_WITHOUT_CHOICE = ("tie", "both_bad", "skip")
@@ -424,24 +423,8 @@ def import_trl(project_path_or_project: Project | str | os.PathLike, path: str |
     path = Path(path)
     skipped: list[str] = []
     rows = parse_trl_file(path, skipped)
-    if isinstance(project_path_or_project, Project):
-        report = _write_rows(project_path_or_project, rows, path, source, created=False)
-        report.skipped_rows = skipped
-        return report
-    folder = Path(project_path_or_project).expanduser()
-    existed = folder.exists()
-    created = not existed or (folder.is_dir() and not any(folder.iterdir()))
-    project = open_project(folder, create=True)
-    try:
-        report = _write_rows(project, rows, path, source, created=created)
-    except BaseException:
-        project.close()
-        if created:  # leave no empty project behind
-            shutil.rmtree(folder, ignore_errors=True)
-            if existed:
-                folder.mkdir(exist_ok=True)
-        raise
-    project.close()
+    report = write_into(project_path_or_project,
+                        lambda project, created: _write_rows(project, rows, path, source, created=created))
     report.skipped_rows = skipped
     return report
 

@@ -27,7 +27,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -1375,6 +1375,29 @@ def open_project(path: str | os.PathLike, *, create: bool = False, name: str | N
     if create and (not p.exists() or (p.is_dir() and not any(p.iterdir()))):
         return Project.create(p, name=name)
     return Project.open(p)
+
+
+def write_into(project_or_path: Project | str | os.PathLike, write: Callable[[Project, bool], Any]) -> Any:
+    """``write(project, created)`` into an open project (left open) or a folder, opened or created for the
+    call and closed after; a folder this call created is removed again when ``write`` fails (an import
+    refused half-way leaves no empty project behind)."""
+    if isinstance(project_or_path, Project):
+        return write(project_or_path, False)
+    folder = Path(project_or_path).expanduser()
+    existed = folder.exists()
+    created = not existed or (folder.is_dir() and not any(folder.iterdir()))
+    project = open_project(folder, create=True)
+    try:
+        result = write(project, created)
+    except BaseException:
+        project.close()
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+            if existed:
+                folder.mkdir(exist_ok=True)
+        raise
+    project.close()
+    return result
 
 
 def copy_project(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

@@ -400,7 +400,10 @@ class RunsPage(QWidget):
         if self.project is not None:
             for run_id in runs:
                 run = self.run_by_id(run_id)
-                if run and run["status"] not in ("queued", "running") and run_id not in self._loaded_finished:
+                # (not while its live metrics are still arriving: the database may say "completed" before the
+                # last queued batches reach this thread, and they would be added to the loaded series twice)
+                if (run and run["status"] not in ("queued", "running") and run_id not in self._loaded_finished
+                        and run_id not in self.plot.live_runs):
                     # finished runs are (re)loaded from the database: the single source of truth
                     self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
                     self._loaded_finished.add(run_id)

@@ -1,8 +1,9 @@
 """The Runs page's Compare tab follows the ticked runs: one column per run, differing settings highlighted,
-"Only differences" hiding the shared ones."""
+"Only differences" hiding the shared ones; and a finished run's plot holds each point once."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from app.pages.compare_view import DIFFERS
@@ -49,3 +50,22 @@ def test_ticked_runs_are_compared_with_their_differences_highlighted(qtbot, wind
     rows = _rows(view)
     assert rows["steps"] == ["20", "20"] and rows["<b>model</b>"] == ["x", "x"]  # names shown as written
     assert view.table.item(list(rows).index("steps"), 0).background().color() != DIFFERS
+
+
+def test_a_run_finished_in_the_database_before_its_last_live_metrics_arrive_is_plotted_once(qtbot, window):
+    project, page = window.project, window.runs_page
+    run = project.create_run("dpo", {})
+    project.start_run(run)
+    for step in range(3):
+        project.log_metrics(run, step, {"train/loss": 1.0 - step / 10})
+    window.show_page("runs")
+    page.refresh()
+    page.select_run(run)
+    page.on_metrics(run, [(0, {"train/loss": 1.0}), (1, {"train/loss": 0.9})])  # live, from the runner
+    project.finish_run(run, "completed", result={})
+    page.refresh()  # e.g. another page's refresh while the last batch is still queued for this thread
+    page.on_metrics(run, [(2, {"train/loss": 0.8})])
+    page.on_job_finished(run, "completed", "")
+    page.plot.redraw()
+    steps, values = page.plot.plotted_data(run, "train/loss")
+    assert list(steps) == [0, 1, 2] and list(values) == pytest.approx([1.0, 0.9, 0.8])

@@ -11,10 +11,11 @@ stage a child run of the demo's run:
    revise; the revisions are stored as AI corrections;
 4. ``sft`` from the starting policy on the corrections (``data = corrections``);
 5. ``refusal_eval`` of the SFT policy on the evaluation half (after);
-6. optionally (``rl_stage = dpo``), Constitutional AI's RL stage on AI preferences: the SFT policy
-   samples two responses per training prompt, the AI judge (``ai_labels``, the critic model, the
-   constitution) labels the pairs, ``dpo`` trains the SFT policy on the AI labels (revision pairs
-   included), and ``refusal_eval`` measures it.
+6. optionally (``rl_stage = dpo`` or ``ppo``), Constitutional AI's RL stage on AI preferences: the SFT
+   policy samples two responses per training prompt, the AI judge (``ai_labels``, the critic model, the
+   constitution) labels the pairs; then ``dpo`` trains the SFT policy on the AI labels (revision pairs
+   included), or (``ppo``, RLAIF as in the paper) ``text_reward_model`` learns a preference model from the
+   AI labels and ``ppo_text`` trains the SFT policy on it with a KL penalty; ``refusal_eval`` measures it.
 
 The result (the CLI's JSON last line): the refusal rates on both labels before and after (with n and
 Wilson 95 % intervals), the stage runs and their seconds, the revisions and the wall time. Without
@@ -41,17 +42,21 @@ from rlhf_core.jobs import ChildContext, JobCancelled, JobContext, execute_job, 
 from rlhf_core.store import Project
 from rlhf_core.text.prompts import add_builtin_prompts, builtin_set_path
 
-RL_STAGES = ("none", "dpo")
+RL_STAGES = ("none", "dpo", "ppo")
 #: each stage's share of the demo's progress bar (measured on the bundled model, roughly)
 _WEIGHTS = {"refusal_before": 1.0, "critique_revise": 3.0, "sft": 2.0, "refusal_after": 1.0,
-            "generate": 1.0, "ai_labels": 1.0, "dpo": 2.0, "refusal_after_dpo": 1.0}
+            "generate": 1.0, "ai_labels": 1.0, "dpo": 2.0, "refusal_after_dpo": 1.0,
+            "reward_model": 2.0, "ppo": 3.0, "refusal_after_ppo": 1.0}
+#: the stages each RL stage adds after SFT
+_RL_STAGE_NAMES = {"none": (), "dpo": ("generate", "ai_labels", "dpo", "refusal_after_dpo"),
+                   "ppo": ("generate", "ai_labels", "reward_model", "ppo", "refusal_after_ppo")}
 
 
 @dataclass
 class CAIDemoConfig:
     model: str = param("", "Starting policy: a causal-LM folder, run:ID, checkpoint:ID or an artefact name "
                        "('' = the bundled SmolLM2-135M-Instruct).", label="Model")
-    critic_model: str = param("", "Critic (and, with rl_stage dpo, judge) model ('' = the starting policy).")
+    critic_model: str = param("", "Critic (and, with an RL stage, judge) model ('' = the starting policy).")
     prompt_set: str = param("starter", "Built-in prompt set whose refuse/comply prompts are split into training "
                             "and evaluation halves.")
     eval_fraction: float = param(0.5, "Share of each label's prompts held out for the refusal evaluation "
@@ -70,12 +75,15 @@ class CAIDemoConfig:
                                      min_inclusive=False)
     sft_batch_size: int = param(4, "SFT examples per step.", min=1, max=4096)
     lora_rank: int = param(0, "LoRA rank of SFT and DPO (0: full fine-tune).", min=0, max=1024)
-    rl_stage: str = param("none", "After SFT: none, or dpo (the SFT policy samples two responses per training "
-                          "prompt, the AI judge labels them under the constitution, DPO trains on the AI labels).",
+    rl_stage: str = param("none", "After SFT: none, dpo or ppo (the SFT policy samples two responses per training "
+                          "prompt, the AI judge labels them under the constitution; dpo trains on the AI labels, "
+                          "ppo fits a reward model to them and runs PPO with a KL penalty on it).",
                           choices=RL_STAGES)
     dpo_beta: float = param(0.1, "dpo: the KL temperature beta.", min=0.0, min_inclusive=False)
     dpo_learning_rate: float = param(5e-6, "dpo: AdamW learning rate.", min=0.0, min_inclusive=False)
     dpo_epochs: int = param(1, "dpo: passes over the AI-labelled pairs.", min=1, max=1000)
+    ppo_steps: int = param(10, "ppo: PPO steps on the AI-preference reward model.", min=1, max=100_000)
+    ppo_beta: float = param(0.05, "ppo: KL coefficient towards the SFT policy.", min=0.0)
     seed: int = param(0, "Seed of the split, the sampling and the training.", min=0)
     threads: int = param(1, "torch threads of every stage.", min=1, max=256)
 
@@ -106,8 +114,8 @@ def _rates(result: dict) -> dict:
 class _Demo:
     def __init__(self, config: CAIDemoConfig, ctx: JobContext, project: Project, run_id: int):
         self.config, self.ctx, self.project, self.run_id = config, ctx, project, int(run_id)
-        names = [n for n in _WEIGHTS if config.rl_stage == "dpo" or n not in
-                 ("generate", "ai_labels", "dpo", "refusal_after_dpo")]
+        extra = {n for names in _RL_STAGE_NAMES.values() for n in names}
+        names = [n for n in _WEIGHTS if n not in extra or n in _RL_STAGE_NAMES[config.rl_stage]]
         total = sum(_WEIGHTS[n] for n in names)
         self.spans, at = {}, 0.0
         for n in names:
@@ -181,7 +189,7 @@ class _Demo:
             "not_stored": revised.get("not_stored", 0), "sft_examples": sft.get("examples"), "policy": policy,
             "critic_model": revised.get("critic_model"), "rl_stage": c.rl_stage,
         }
-        if c.rl_stage == "dpo":
+        if c.rl_stage != "none":
             result.update(self.rl_stage(policy, train_ids, eval_ids))
         result.update({"runs": dict(self.runs), "stage_seconds": dict(self.seconds),
                        "wall_seconds": round(time.monotonic() - started, 2)})
@@ -189,7 +197,8 @@ class _Demo:
         return result
 
     def rl_stage(self, sft_policy: str, train_ids: list[int], eval_ids: list[int]) -> dict:
-        """AI preferences under the constitution on the SFT policy's own samples, then DPO on them."""
+        """AI preferences under the constitution on the SFT policy's own samples, then DPO on them, or a
+        preference model of them and PPO on that."""
         c = self.config
         gen = self.stage("generate", "generate", {
             "model": sft_policy, "prompt_set": "", "prompt_ids": train_ids, "samples_per_prompt": 2,
@@ -207,6 +216,8 @@ class _Demo:
         labels = self.stage("ai_labels", "ai_labels", {
             "method": "judge", "judge_model": c.critic_model or c.model, "queued_by_run": self.run_id,
             "max_pairs": max(1, gen.get("responses", 0)), "seed": c.seed})
+        if c.rl_stage == "ppo":
+            return self.ppo_stage(sft_policy, train_ids, eval_ids, labels)
         dpo = self.stage("dpo", "dpo", {
             "model": sft_policy, "label_sources": "ai", "beta": c.dpo_beta, "learning_rate": c.dpo_learning_rate,
             "epochs": c.dpo_epochs, "heldout_fraction": 0.0, "lora_rank": c.lora_rank, "seed": c.seed,
@@ -216,6 +227,22 @@ class _Demo:
         return {"refusal_after_dpo": after, "refusal_on_refuse_after_dpo": after[REFUSE]["rate"],
                 "refusal_on_comply_after_dpo": after[COMPLY]["rate"], "ai_labels": labels.get("labelled"),
                 "dpo_pairs": dpo.get("pairs"), "dpo_policy": policy}
+
+
+    def ppo_stage(self, sft_policy: str, train_ids: list[int], eval_ids: list[int], labels: dict) -> dict:
+        """RLAIF: a preference model of the AI labels, then PPO from the SFT policy on it (KL to the SFT policy)."""
+        c = self.config
+        reward = self.stage("reward_model", "text_reward_model", {
+            "model": c.model, "label_sources": "ai", "heldout_fraction": 0.0, "seed": c.seed})
+        ppo = self.stage("ppo", "ppo_text", {
+            "model": sft_policy, "reward_model": reward["path"], "prompt_set": "", "prompt_ids": train_ids,
+            "steps": c.ppo_steps, "beta": c.ppo_beta, "max_new_tokens": c.max_new_tokens, "lora_rank": c.lora_rank,
+            "eval_every": 0, "seed": c.seed, "threads": c.threads, "save": True})
+        policy = f"checkpoint:{ppo['checkpoint_id']}"
+        after = self.evaluate("refusal_after_ppo", policy, eval_ids, 2)
+        return {"refusal_after_ppo": after, "refusal_on_refuse_after_ppo": after[REFUSE]["rate"],
+                "refusal_on_comply_after_ppo": after[COMPLY]["rate"], "ai_labels": labels.get("labelled"),
+                "reward_model_pairs": reward.get("pairs"), "ppo_policy": policy}
 
 
 def run_cai_demo(config: CAIDemoConfig, ctx: JobContext) -> dict:

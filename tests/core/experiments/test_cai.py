@@ -62,3 +62,27 @@ def test_demo_cai_end_to_end_from_the_command_line(tiny_model, tmp_path, capsys)
         assert not set(evaluated) & set(revised)  # measured on prompts the revisions never saw
         steps = project.metrics(demo["id"])["refusal/on_refuse"]
         assert steps[0] == [0, 1, 2] and steps[1][0] == out["refusal_on_refuse_before"]
+
+
+@needs_model
+def test_demo_cai_with_the_ppo_rl_stage_trains_on_a_reward_model_of_the_ai_labels(tiny_model, tmp_path, capsys):
+    from rlhf_core.cli import main
+    from rlhf_core.store import Project
+
+    folder = tmp_path / "cai.rlhf"
+    Project.create(folder).close()
+    code = main(["demo", "cai", "--project", str(folder), "--model", str(tiny_model), "--max-train-prompts", "3",
+                 "--max-eval-per-label", "2", "--max-new-tokens", "6", "--critique-max-new-tokens", "4",
+                 "--sft-epochs", "1", "--rl-stage", "ppo", "--ppo-steps", "2"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(out["refusal_on_refuse_after_ppo"], float) and isinstance(out["refusal_on_comply_after_ppo"], float)
+    assert sorted(out["runs"], key=out["runs"].get) == [
+        "refusal_before", "critique_revise", "sft", "refusal_after", "generate", "ai_labels", "reward_model", "ppo",
+        "refusal_after_ppo"]
+    with Project.open(folder) as project:
+        reward, ppo = (project.get_run(out["runs"][k]) for k in ("reward_model", "ppo"))
+        assert reward["config"]["label_sources"] == "ai" and reward["result"]["pairs"] == out["reward_model_pairs"]
+        assert ppo["config"]["model"] == out["policy"] and ppo["config"]["reward_model"] == reward["result"]["path"]
+        assert ppo["status"] == "completed" and out["ppo_policy"] == f"checkpoint:{ppo['result']['checkpoint_id']}"
+        assert project.get_run(out["runs"]["refusal_after_ppo"])["config"]["model"] == out["ppo_policy"]

@@ -7,6 +7,7 @@ Drives the real window as a person would: Rounds ▸ Start round 1…, then Next
 a person would change in the form. Saves screenshots of the round dialog (its policy picker showing the
 previous round's policy by name), the Models page and the Rounds page of each chain, and prints a JSON line
 of the rounds (what the Rounds view shows) and their wall times. ``--quick`` uses tiny settings (minutes).
+With ``RLHF_WORKBENCH_HOME`` of an earlier walkthrough, each track's chain goes on until it has three rounds.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def main(out: Path, quick: bool) -> dict:
     page = window.rounds_page
     for track, settings_ in (("control", CONTROL), ("text", TEXT)):
         values = {**settings_, **(QUICK[track] if quick else {})}
-        for number in (1, 2, 3):
+        page.refresh()  # a project that has rounds already (a walkthrough cut short): its chain goes on
+        done = [row for row in page.rows if row["track"] == track and row["status"] == "completed"]
+        report["rounds"] += [{"run_id": row["run_id"], "round": row["round"], "track": track, "earlier": True}
+                             for row in done]
+        for number in range(len(done) + 1, 4):
             window.show_page("rounds")
             pump(0.3)
             shot = out / f"round-dialog-{track}-{number}.png"

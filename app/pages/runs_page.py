@@ -131,6 +131,7 @@ class RunsPage(QWidget):
         self.compare = CompareView()  # the ticked runs side by side
         self.info_tabs.addTab(self.compare, "Compare")
         self._compared: tuple = ()
+        self._runner_runs: set[int] = set()  # queued or running in this app's runner (job_finished not seen yet)
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -165,6 +166,7 @@ class RunsPage(QWidget):
     def set_project(self, project: Project | None) -> None:
         self.project = project
         self._compared = ()
+        self._runner_runs.clear()
         self._alerts.clear()
         self.external_runs.clear()
         self._loaded_finished.clear()
@@ -241,6 +243,7 @@ class RunsPage(QWidget):
 
     # --- live updates from the runner -----------------------------------------------------------
     def on_job_queued(self, run_id: int) -> None:
+        self._runner_runs.add(run_id)  # its metrics come live until job_finished, whatever the database says
         self.refresh()
         self.select_run(run_id)
         self._show_in_plot(run_id)
@@ -275,6 +278,7 @@ class RunsPage(QWidget):
 
     def on_job_finished(self, run_id: int, status: str, error: str) -> None:
         self.external_runs.discard(run_id)
+        self._runner_runs.discard(run_id)
         if self._timing is not None and self._timing[0] == run_id:
             self._timing = None
         self.plot.mark_finished(run_id)
@@ -401,9 +405,9 @@ class RunsPage(QWidget):
             for run_id in runs:
                 run = self.run_by_id(run_id)
                 # (not while its live metrics are still arriving: the database may say "completed" before the
-                # last queued batches reach this thread, and they would be added to the loaded series twice)
+                # queued batches reach this thread, and they would be added to the loaded series twice)
                 if (run and run["status"] not in ("queued", "running") and run_id not in self._loaded_finished
-                        and run_id not in self.plot.live_runs):
+                        and run_id not in self.plot.live_runs and run_id not in self._runner_runs):
                     # finished runs are (re)loaded from the database: the single source of truth
                     self.plot.load_run(run_id, self.project.metrics(run_id), label=f"run {run_id}")
                     self._loaded_finished.add(run_id)

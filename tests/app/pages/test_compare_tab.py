@@ -69,3 +69,20 @@ def test_a_run_finished_in_the_database_before_its_last_live_metrics_arrive_is_p
     page.plot.redraw()
     steps, values = page.plot.plotted_data(run, "train/loss")
     assert list(steps) == [0, 1, 2] and list(values) == pytest.approx([1.0, 0.9, 0.8])
+
+
+def test_a_run_finished_in_the_database_before_any_live_metric_arrives_is_plotted_once(qtbot, window):
+    project, page = window.project, window.runs_page
+    window.show_page("runs")
+    run = project.create_run("dpo", {})
+    page.on_job_queued(run)  # the runner took it
+    project.start_run(run)
+    for step in range(3):
+        project.log_metrics(run, step, {"train/loss": 1.0 - step / 10})
+    project.finish_run(run, "completed", result={})  # a fast job: done before the GUI heard of it
+    page.on_status_changed(run, "running")  # the queued "running" notice arrives late
+    page.on_metrics(run, [(0, {"train/loss": 1.0}), (1, {"train/loss": 0.9}), (2, {"train/loss": 0.8})])
+    page.on_job_finished(run, "completed", "")
+    page.plot.redraw()
+    steps, values = page.plot.plotted_data(run, "train/loss")
+    assert list(steps) == [0, 1, 2] and list(values) == pytest.approx([1.0, 0.9, 0.8])

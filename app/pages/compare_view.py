@@ -29,7 +29,7 @@ class CompareView(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # runs share the width
         top = QHBoxLayout()
         top.addWidget(self.hint, 1)
         top.addWidget(self.only_differences)
@@ -66,7 +66,9 @@ class CompareView(QWidget):
         self.hint.setText(f"{len(c.run_ids)} runs; {differing} of {len(c.section('settings'))} settings differ "
                           "(highlighted).")
         self.table.setColumnCount(len(c.run_ids))
-        self.table.setHorizontalHeaderLabels(c.headers)
+        self.table.setHorizontalHeaderLabels([f"run {run_id}" for run_id in c.run_ids])  # the job is a row
+        for col, text in enumerate(c.headers):
+            self.table.horizontalHeaderItem(col).setToolTip(tip(text))
         rows = self.visible_rows()
         labels: list[str] = []
         self.table.setRowCount(0)

@@ -38,7 +38,7 @@ def test_a_plot_exports_png_svg_and_its_data(qtbot, tmp_path):
 
 
 def test_every_page_plot_has_an_export_button(window):
-    missing = []
+    missing, checked = [], 0
     for name, page in window.pages.items():
         for plot in page.findChildren(pg.PlotWidget) + page.findChildren(pg.GraphicsLayoutWidget):
             if isinstance(plot, RewardStrip):  # the labelling views' reward strip: a glance, not a figure
@@ -51,9 +51,11 @@ def test_every_page_plot_has_an_export_button(window):
                     found = any(b.objectName() == "plot_export" and b.parentWidget() is holder
                                 for b in holder.findChildren(QToolButton))
                 holder = holder.parentWidget()
+            checked += 1
             if not found:
                 missing.append(f"{name}: {type(plot).__name__} {plot.objectName()}")
     assert not missing, missing
+    assert checked >= 10  # the pages' plots were found (metric plots, rounds, sweeps, text RL, analyses)
 
 
 def test_series_rows_read_a_layout_of_plots():

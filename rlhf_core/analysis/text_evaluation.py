@@ -41,7 +41,9 @@ The ``text_eval`` job (:func:`evaluate_text_policy`) loads the policy (a run's s
 model as recorded when it was saved, unless given), and optionally a text reward model, and logs
 ``eval/pass_at_1``, ``eval/cons_at_k``, ``eval/pass_at_k``, ``eval/sample_accuracy`` and
 ``eval/win_rate`` (plus the mean reward-model scores) at step 0, publishes one sample of kind
-``text_eval`` per prompt, and returns the numbers.
+``text_eval`` per prompt, and returns the numbers. The models run on ``device`` (only forward: half
+weights on a GPU for a half ``precision``, under autocast; :mod:`rlhf_core.devices`) and the result
+records where (``device``, ``device_name``, ``dtype``, ``peak_memory_mb``, ``peak_memory_kind``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import RENAMED_FIELDS, param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.gold_eval import (
@@ -174,9 +176,14 @@ class TextEvalConfig:
     batch_size: int = param(16, "Rows per generation batch (k samples of a prompt go together).", min=1)
     seed: int = param(0, "Sampling seed.", min=0)
     threads: int = param(1, "torch threads for this job.", min=1)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
         problems = []
+        problem = devices.spec_problem(self.device)
+        if problem:
+            problems.append(problem)
         if self.prompt_source != "project":
             given = [n for n in ("prompt_set", "category", "prompt_ids", "max_prompts") if getattr(self, n)]
             if given:
@@ -332,10 +339,13 @@ def _same_model(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def _load_for_eval(spec: str, what: str, ctx: JobContext) -> tuple[Any, list[int]]:
-    """(the loaded causal LM, its end-of-turn ids); '' = the bundled default; errors name ``what``."""
+def _load_for_eval(spec: str, what: str, ctx: JobContext, device=None,
+                   precision: str = "float32") -> tuple[Any, list[int]]:
+    """(the loaded causal LM, its end-of-turn ids); '' = the bundled default; errors name ``what``. On
+    ``device`` in :func:`rlhf_core.devices.frozen_dtype` (it only runs forward)."""
+    dtype = "float32" if device is None else str(devices.frozen_dtype(device, precision)).removeprefix("torch.")
     try:
-        loaded = load_model(spec or None, ctx=ctx)
+        loaded = load_model(spec or None, ctx=ctx, device=device, dtype=dtype)
     except ModelError as exc:
         raise ValueError(f"{what}: {exc}") from exc
     return loaded, eos_token_ids(loaded.model, loaded.tokenizer)
@@ -349,6 +359,9 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
 
     started = time.monotonic()
     set_threads(config.threads)
+    device = devices.resolve_device(config.device)  # DeviceError (a sentence) before anything is loaded
+    precision = devices.resolve_precision(config.precision, device)
+    devices.reset_peak_memory(device)
     torch.manual_seed(config.seed)
     project = ctx.project() if ctx.project_path is not None else None
     inputs = resolve_inputs(config, project)
@@ -367,7 +380,7 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         win_prompts = (train + heldout)[:config.heldout_tasks]
 
     ctx.progress(0.0, message=f"Loading the policy ({inputs.policy_label})")
-    loaded, eos = _load_for_eval(inputs.policy, "policy", ctx)
+    loaded, eos = _load_for_eval(inputs.policy, "policy", ctx, device, precision)
     model, tok = loaded.model, loaded.tokenizer
     ctx.raise_if_cancelled()
     n_phases = 3 if inputs.reward_model is not None else 2
@@ -376,15 +389,17 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         ctx.progress(i / n_phases, message=message)
 
     phase(0, f"pass@1: greedy answers to {len(held)} {what}")
-    greedy = evaluate_gold(model, tok, held, few_shot=config.few_shot, max_new_tokens=config.max_new_tokens,
-                           eos_token_ids=eos, instruction=config.format_instruction, on_step=ctx.raise_if_cancelled,
-                           batch_size=config.batch_size)
+    with devices.autocast(device, precision):
+        greedy = evaluate_gold(model, tok, held, few_shot=config.few_shot, max_new_tokens=config.max_new_tokens,
+                               eos_token_ids=eos, instruction=config.format_instruction,
+                               on_step=ctx.raise_if_cancelled, batch_size=config.batch_size)
     ctx.raise_if_cancelled()
     phase(1, f"cons@{config.k}: {config.k} samples of each of {len(held)} {what}")
-    cons = consensus_at_k(model, tok, held, k=config.k, temperature=config.temperature, top_p=config.top_p,
-                          max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
-                          instruction=config.format_instruction, eos_token_ids=eos, on_step=ctx.raise_if_cancelled,
-                          batch_size=config.batch_size)
+    with devices.autocast(device, precision):
+        cons = consensus_at_k(model, tok, held, k=config.k, temperature=config.temperature, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
+                              instruction=config.format_instruction, eos_token_ids=eos,
+                              on_step=ctx.raise_if_cancelled, batch_size=config.batch_size)
     ctx.raise_if_cancelled()
     metrics = {"eval/pass_at_1": greedy["accuracy"], "eval/cons_at_k": cons["cons_at_k"],
                "eval/pass_at_k": cons["pass_at_k"], "eval/sample_accuracy": cons["sample_accuracy"],
@@ -403,10 +418,10 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         if _same_model(inputs.reference, inputs.policy):
             reference, ref_tok, ref_eos = model, tok, eos
         else:
-            ref_loaded, ref_eos = _load_for_eval(inputs.reference, "reference", ctx)
+            ref_loaded, ref_eos = _load_for_eval(inputs.reference, "reference", ctx, device, precision)
             reference, ref_tok = ref_loaded.model, ref_loaded.tokenizer
         try:
-            rm, rm_tok = load_text_reward_model(inputs.reward_model)
+            rm, rm_tok = load_text_reward_model(inputs.reward_model, device=device, precision=precision)
         except ModelError as exc:
             raise ValueError(f"reward model: {exc}") from exc
         ctx.raise_if_cancelled()
@@ -416,11 +431,12 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
         else:
             texts = [p.text for p in win_prompts]
             rendered = [render_chat_prompt(tok, t) for t in texts]
-        win = win_rate_vs_reference(model, reference, tok, texts, rendered, rm, rm_tok, reference_tokenizer=ref_tok,
-                                    temperature=config.win_temperature, top_p=config.top_p, seed=config.seed,
-                                    max_new_tokens=config.max_new_tokens, eos_token_ids=eos,
-                                    reference_eos_token_ids=ref_eos, on_step=ctx.raise_if_cancelled,
-                                    batch_size=config.batch_size)
+        with devices.autocast(device, precision):
+            win = win_rate_vs_reference(model, reference, tok, texts, rendered, rm, rm_tok,
+                                        reference_tokenizer=ref_tok, temperature=config.win_temperature,
+                                        top_p=config.top_p, seed=config.seed, max_new_tokens=config.max_new_tokens,
+                                        eos_token_ids=eos, reference_eos_token_ids=ref_eos,
+                                        on_step=ctx.raise_if_cancelled, batch_size=config.batch_size)
         metrics.update({"eval/win_rate": win["win_rate"], "eval/policy_score": win["policy_score_mean"],
                         "eval/reference_score": win["reference_score_mean"]})
     ctx.metrics(0, metrics)
@@ -457,7 +473,8 @@ def evaluate_text_policy(config: TextEvalConfig, ctx: JobContext) -> dict:
                        "win_prompts": win["n"], "policy_score_mean": win["policy_score_mean"],
                        "reference_score_mean": win["reference_score_mean"],
                        "win_temperature": config.win_temperature})
-    result.update({"wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    result.update({"wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+                   **devices.device_record(device, precision)})
     ctx.progress(1.0, message=(f"pass@1 {greedy['accuracy']:.3f}, cons@{config.k} {cons['cons_at_k']:.3f}, "
                                f"pass@{config.k} {cons['pass_at_k']:.3f}"
                                + (f", win rate {win['win_rate']:.3f}" if win is not None else "")))

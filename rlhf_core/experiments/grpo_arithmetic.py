@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlhf_core import devices
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.trainers.text.grpo import GRPOConfig, train_grpo
@@ -53,6 +54,8 @@ class GRPODemoConfig:
     threads: int = param(1, "torch threads (2 can be faster on a quiet 2-core machine, but sampling slowed "
                             "4x with 2 threads while other work held a core).", min=1)
     save: bool = param(False, "Save the trained policy as a checkpoint (needs a project).")
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
         return grpo_config_for_demo(self).check()
@@ -64,7 +67,8 @@ def grpo_config_for_demo(config: GRPODemoConfig) -> GRPOConfig:
                       steps=config.steps, prompts_per_step=config.prompts_per_step, group_size=config.group_size,
                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                       learning_rate=config.learning_rate, beta=config.beta, lora_rank=config.lora_rank,
-                      eval_every=0, seed=config.seed, threads=config.threads, save=config.save)
+                      eval_every=0, seed=config.seed, threads=config.threads, save=config.save,
+                      device=config.device, precision=config.precision)
 
 
 def run_grpo_demo(config: GRPODemoConfig, ctx: JobContext) -> dict:
@@ -89,6 +93,7 @@ def run_grpo_demo(config: GRPODemoConfig, ctx: JobContext) -> dict:
         "seed": config.seed,
         "threads": config.threads,
         "model": result["model"],
+        **{k: result[k] for k in ("device", "device_name", "dtype", "peak_memory_mb", "peak_memory_kind")},
     }
     for key in ("checkpoint_id", "path"):
         if key in result:

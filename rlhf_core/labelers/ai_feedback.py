@@ -33,6 +33,9 @@ they answered). Agreement between the AI and people (:func:`ai_human_agreement`)
 :mod:`rlhf_core.analysis.agreement`; since an answer given while SEEING the AI's label is
 anchored on it, ``independent_only`` counts only human labels given without seeing it.
 
+Device and precision (:mod:`rlhf_core.devices`): the judge or the reward model runs on ``device``, only
+forward (inference mode, autocast); on a GPU its weights are cast to the half type of ``precision``.
+
 The constitution is a text file, one principle per line (``#`` starts a comment): the bundled
 ``resources/constitutions/default.txt``, or a project's own copy ``<project>/constitution.txt``
 (edited in the app), which the job uses when it exists.
@@ -51,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.analysis.agreement import agreement_from_labels
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
@@ -484,6 +487,12 @@ class AILabelConfig:
                                      "judge's prompt.", min=8, advanced=True)
     seed: int = param(0, "Seed of the principle drawn for each pair.", min=0)
     queued_by_run: int = param(0, "Only pairs that this run queued (0: any run's).", min=0, advanced=True)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
+
+    def check(self) -> list[str]:
+        problem = devices.spec_problem(self.device)
+        return [problem] if problem else []
     # torch threads: set for every job by the runner (the app's Preferences, the CLI's --threads)
 
 
@@ -497,8 +506,23 @@ def _sample_payload(pair: PairToJudge, outcome: str, p_left: float, meta: dict) 
             **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in meta.items() if k != "p_left"}}
 
 
+def _inference(device, precision: str):
+    """Inference mode under ``precision``'s autocast: how the judge reads its answers."""
+    import contextlib
+
+    import torch  # start-up: torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(devices.autocast(device, precision))
+    return stack
+
+
 def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    device = devices.resolve_device(config.device)  # DeviceError (a sentence) before anything is written
+    precision = devices.resolve_precision(config.precision, device)
+    devices.reset_peak_memory(device)
     project = ctx.project()
     started = time.monotonic()
     principles: list[str] = []
@@ -507,7 +531,8 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
         principles, constitution_file = resolve_constitution(config.constitution, project.folder)
         ctx.progress(0.0, message="Loading the judge model")
 
-        loaded = load_model(config.judge_model or None, ctx=ctx)
+        dtype = str(devices.frozen_dtype(device, precision)).removeprefix("torch.")  # half weights on a GPU
+        loaded = load_model(config.judge_model or None, ctx=ctx, device=device, dtype=dtype)
         model, tokenizer = loaded.model, loaded.tokenizer
         answer_token_ids(tokenizer)  # fails early if " A"/" B" are not single tokens
         short = DEFAULT_MODEL_NAME if loaded.model_id == DEFAULT_MODEL_NAME else Path(loaded.model_id).name
@@ -518,7 +543,7 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
 
         folder, short = resolve_reward_model(config.reward_model, project)
         ctx.progress(0.0, message=f"Loading the reward model {short}")
-        model, tokenizer = load_text_reward_model(folder)
+        model, tokenizer = load_text_reward_model(folder, device=device, precision=precision)
         name = f"ai:rm:{short}"
         params = {"method": "reward_model", "model": str(folder)}
     ctx.raise_if_cancelled()
@@ -545,8 +570,9 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
         ctx.raise_if_cancelled()
         batch = pairs[start:start + config.batch_size]
         if config.method == "judge":
-            verdicts = judge_pairs(model, tokenizer, batch, batch_size=config.batch_size,
-                                   max_response_tokens=config.max_response_tokens)
+            with _inference(device, precision):
+                verdicts = judge_pairs(model, tokenizer, batch, batch_size=config.batch_size,
+                                       max_response_tokens=config.max_response_tokens)
         else:
             verdicts = reward_model_pairs(model, tokenizer, batch, batch_size=2 * config.batch_size)
         for pair, verdict in zip(batch, verdicts):
@@ -582,7 +608,7 @@ def label_with_ai(config: AILabelConfig, ctx: JobContext) -> dict:
         "answered_meanwhile": answered_meanwhile, "outcomes": counts,
         "mean_confidence": conf_sum / labelled if labelled else None,
         "agreement_with_people": agreement.as_dict(), "agreement_independent": independent.as_dict(),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 2), **devices.device_record(device, precision),
     }
     if config.method == "judge":
         result.update({"constitution": {"file": str(constitution_file), "principles": principles},

@@ -14,6 +14,11 @@ checked before every forward pass and a cancelled batch stores nothing.
 
 Every sample gets its own seed derived from the run seed, the prompt text and the sample index,
 so the same settings reproduce the same texts whatever the batch size or prompt order.
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the model is loaded on the device in
+:func:`~rlhf_core.devices.frozen_dtype` (half on a GPU, float32 on the CPU) and sampled under
+autocast for bf16/fp16; the result records where it ran (``device``, ``dtype``, ``peak_memory_mb``).
+A device that cannot be used stops the run before anything is written.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.text.model import DEFAULT_MODEL_NAME, default_model_dir, is_converted, load_model, resolve_model_spec
@@ -69,9 +74,11 @@ class GenerateConfig:
                                     "examples (empty: three worked arithmetic examples).", advanced=True)
     allow_network: bool = param(False, "Allow a Hugging Face hub id as the model (needs a process "
                                 "started with HF_HUB_OFFLINE=0).", advanced=True)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
-        problems = []
+        problems = [p for p in [devices.spec_problem(self.device)] if p]
         if not self.prompt_set.strip() and not self.prompt_ids:
             problems.append("choose prompts: a prompt_set or some prompt_ids")
         if self.prompt_set.strip() and not builtin_set_path(self.prompt_set.strip()).is_file():
@@ -146,6 +153,9 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
 
     if ctx.project_path is None:
         raise ValueError("generation stores its responses in a project: run it with a project")
+    device = devices.resolve_device(config.device)
+    precision = devices.resolve_precision(config.precision, device)
+    devices.reset_peak_memory(device)
     project = ctx.project()
     prompts = select_prompts(project, config)
     ctx.raise_if_cancelled()
@@ -153,8 +163,9 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
     converting = config.model.strip() in ("", "default", DEFAULT_MODEL_NAME) and not is_converted(default_model_dir())
     gen_lo = 0.3 if converting else 0.02
     ctx.progress(0.0, message="Loading the model")
+    dtype = str(devices.frozen_dtype(device, precision)).removeprefix("torch.")
     lm = load_model(resolve_model_spec(config.model, project) or None, allow_network=config.allow_network,
-                    ctx=_Scaled(ctx, 0.0, gen_lo) if converting else None)
+                    ctx=_Scaled(ctx, 0.0, gen_lo) if converting else None, device=device, dtype=dtype)
     ctx.log(f"Loaded {lm.model_id} in {lm.load_seconds:.1f} s; {len(prompts)} prompts x "
             f"{config.samples_per_prompt} samples")
     template = config.template_obj()
@@ -177,10 +188,11 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
     for b, batch in enumerate(batches):
         ctx.raise_if_cancelled()
         seeds = [sample_seed(config.seed, prompts[i]["text"], k) for _, i, k in batch]
-        completions, stats = generate_batch(
-            lm.model, tokenizer, [rendered[i] for _, i, _ in batch], sampling, seeds,
-            eos_token_ids=eos, on_step=ctx.raise_if_cancelled,
-        )
+        with devices.autocast(device, precision):
+            completions, stats = generate_batch(
+                lm.model, tokenizer, [rendered[i] for _, i, _ in batch], sampling, seeds,
+                eos_token_ids=eos, on_step=ctx.raise_if_cancelled,
+            )
         payload = []
         with project.db.atomic():
             for (_, i, k), c in zip(batch, completions):
@@ -216,4 +228,5 @@ def generate_responses(config: GenerateConfig, ctx: JobContext) -> dict:
         "load_seconds": round(lm.load_seconds, 2),
         "item_ids": item_ids,
         "template": template.describe(),
+        **devices.device_record(device, precision),
     }

@@ -92,7 +92,7 @@ def friendly_db_error(exc: BaseException, folder: str | os.PathLike | None = Non
 class Failure:
     """A failure for a person: what went wrong and what to do about it (each one sentence, no traceback).
     ``kind`` names the case (``out_of_memory``, ``disk_full``, ``model_missing``, ``bad_config``,
-    ``no_cuda``, ``cancelled``, ``interrupted``, ``file_missing``, ``no_permission``, ``read_only``,
+    ``no_cuda``, ``bad_device``, ``cancelled``, ``interrupted``, ``file_missing``, ``no_permission``, ``read_only``,
     ``project_busy``, ``project_damaged``, ``missing_module``, ``other``)."""
 
     what: str
@@ -267,6 +267,13 @@ def _disk_full(names, message, errno, folder):
     return None
 
 
+def _device(names, message, errno, folder):
+    if "DeviceError" in names:  # rlhf_core.devices: its message already says what is wrong and what fits here
+        return Failure(_sentence(message), "Change the run's device or precision setting (cpu always works), "
+                       "then start it again.", "bad_device")
+    return None
+
+
 def _no_cuda(names, message, errno, folder):
     low = message.lower()
     if "CudaMissing" in names or any(s in low for s in (
@@ -341,5 +348,5 @@ def _missing_module(names, message, errno, folder):
 
 
 #: in order: the first case any exception of the chain matches wins
-_RULES = (_cancelled, _out_of_memory, _disk_full, _project, _no_cuda, _model_missing, _bad_config, _file_missing,
+_RULES = (_cancelled, _device, _out_of_memory, _disk_full, _project, _no_cuda, _model_missing, _bad_config, _file_missing,
           _missing_module)

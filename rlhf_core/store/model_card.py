@@ -32,7 +32,8 @@ TASKS = {"text-classification": "Reward modelling", "text-generation": "Text gen
          "reinforcement-learning": "Reinforcement learning"}
 #: result keys that are bookkeeping, not a measure of the model
 NOT_METRICS = ("checkpoint_id", "reward_checkpoint_id", "video_item", "window", "wall_seconds", "train_seconds",
-               "peak_rss_mb", "consensus_k", "baseline_seconds")
+               "peak_rss_mb", "consensus_k", "baseline_seconds", "lora_rank",
+               "peak_memory_mb")
 
 
 @dataclass

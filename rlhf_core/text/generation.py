@@ -12,7 +12,10 @@ left-padded prompts once, then one token per step through the model's KV cache).
   vocabulary in HF's order, for a fraction of the sorting);
 - applies the repetition penalty only to real tokens (HF's also penalises the left padding, which
   for SmolLM2 is the end-of-turn token);
-- checks a callback at every step, so a cancel request is seen within one forward pass.
+- checks a callback at every step, so a cancel request is seen within one forward pass;
+- runs on the model's device (inputs follow the weights); the per-row generators stay on the CPU and
+  only their uniform draws (one number per row and step) go to the device, so a seed draws the same
+  numbers wherever the model runs and the CPU path is what it always was.
 
 Sampling follows HF's order: repetition penalty, temperature, top-k, top-p. ``temperature == 0``
 means greedy decoding, which reproduces ``model.generate(do_sample=False)`` token for token.
@@ -29,6 +32,15 @@ from typing import Any
 import torch
 
 from rlhf_core.text.model import eos_token_ids
+
+
+def model_device(model: Any) -> torch.device:
+    """The device a model's weights are on (the CPU for a model without parameters)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +106,20 @@ def generate_batch(
     started = time.perf_counter()
     eos = [] if settings.ignore_eos else list(eos_token_ids if eos_token_ids is not None
                                               else _default_eos(model, tokenizer))
+    device = model_device(model)
     enc = left_padded(tokenizer, prompts)
-    input_ids, attention = enc["input_ids"], enc["attention_mask"].long()
+    input_ids, attention = enc["input_ids"].to(device), enc["attention_mask"].long().to(device)
     batch, _ = input_ids.shape
     prompt_lengths = attention.sum(-1).tolist()
     gens = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
     out_tokens: list[list[int]] = [[] for _ in range(batch)]
     finish = ["length"] * batch
     rows = list(range(batch))  # original row of each active row
-    eos_t = torch.tensor(eos, dtype=torch.long) if eos else None
+    eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
     vocab = model.config.vocab_size
     seen = None  # [rows, vocab]: which tokens each row has used so far (prompt included, padding not)
     if settings.repetition_penalty != 1.0:
-        counts = torch.zeros(batch, vocab, dtype=torch.long)
+        counts = torch.zeros(batch, vocab, dtype=torch.long, device=device)
         counts.scatter_add_(1, input_ids, attention)
         seen = counts > 0
     position = attention.cumsum(-1) - 1
@@ -127,7 +140,7 @@ def generate_batch(
             token_list = token.tolist()
             for i, r in enumerate(rows):
                 out_tokens[r].append(token_list[i])
-            done = torch.zeros(len(rows), dtype=torch.bool)
+            done = torch.zeros(len(rows), dtype=torch.bool, device=device)
             if eos_t is not None:
                 done = torch.isin(token, eos_t)
                 for i in done.nonzero().flatten().tolist():
@@ -191,7 +204,7 @@ def _pick(logits: torch.Tensor, s: SamplingSettings, seen: torch.Tensor | None,
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     cdf = probs.cumsum(-1)
-    u = torch.stack([torch.rand((), generator=g) for g in gens]) * cdf[:, -1]
+    u = torch.stack([torch.rand((), generator=g) for g in gens]).to(cdf.device) * cdf[:, -1]  # CPU generators
     col = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
     if candidates is None:
         return col.squeeze(-1)
@@ -227,13 +240,14 @@ def next_token_probs(model: Any, tokenizer: Any, texts: Sequence[str], token_ids
     An AI judge's answer is read this way rather than from sampled text.
     """
     out = []
+    device = model_device(model)
     for i in range(0, len(texts), batch_size):
         enc = left_padded(tokenizer, texts[i:i + batch_size])
-        attention = enc["attention_mask"].long()
+        attention = enc["attention_mask"].long().to(device)
         position = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
-        logits = model(input_ids=enc["input_ids"], attention_mask=attention, position_ids=position,
+        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=attention, position_ids=position,
                        use_cache=False, logits_to_keep=1).logits[:, -1, :].float()
-        out.append(torch.softmax(logits, dim=-1)[:, list(token_ids)])
+        out.append(torch.softmax(logits, dim=-1)[:, list(token_ids)].cpu())
     return torch.cat(out) if out else torch.zeros(0, len(token_ids))
 
 
@@ -252,7 +266,7 @@ def hf_generate_batch(
 ) -> tuple[list[Completion], BatchStats]:
     """The same batch through plain ``model.generate`` (the benchmark's baseline and a test oracle)."""
     started = time.perf_counter()
-    enc = left_padded(tokenizer, prompts)
+    enc = left_padded(tokenizer, prompts).to(model_device(model))
     eos = list(eos_token_ids if eos_token_ids is not None else _default_eos(model, tokenizer))
     kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                   eos_token_id=eos, repetition_penalty=settings.repetition_penalty)

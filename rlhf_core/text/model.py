@@ -391,7 +391,10 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
 def check_model_folder(folder: str | os.PathLike) -> dict:
     """Check a local model folder before loading it; returns its parsed ``config.json``.
 
-    Raises :class:`ModelNotFoundError`, :class:`NotACausalLMError` or :class:`CorruptModelError`.
+    Only files are read (nothing is loaded), so each problem is one sentence before transformers is asked
+    to load anything: not a model folder, not a causal LM (a BERT, T5 ... config), pickle-only or damaged
+    weights, no tokenizer files. Raises :class:`ModelNotFoundError`, :class:`NotACausalLMError` or
+    :class:`CorruptModelError`.
     """
     folder = Path(folder).expanduser()
     if not folder.exists():
@@ -418,9 +421,22 @@ def check_model_folder(folder: str | os.PathLike) -> dict:
             check_safetensors_file(folder / shard)
     else:
         other = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
-        extra = f" It has {', '.join(other[:3])}, which the workbench does not load (pickle files can run code)." if other else ""
-        raise CorruptModelError(f"{folder} has no safetensors weights (model.safetensors).{extra}")
+        if other:
+            raise CorruptModelError(
+                f"{folder} has no safetensors weights, only {', '.join(other[:3])} (pickle files, which can run "
+                "code, so the workbench never loads them): save the model again with "
+                "save_pretrained(folder, safe_serialization=True).")
+        raise CorruptModelError(f"{folder} has no safetensors weights (model.safetensors).")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        raise CorruptModelError(
+            f"{folder} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json): save the "
+            "model's tokenizer next to it with tokenizer.save_pretrained(folder).")
     return config
+
+
+#: files any one of which lets transformers build a causal LM's tokenizer (plus ``*.tiktoken``)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "vocab.txt")
 
 
 def read_model_config(folder: Path) -> dict:
@@ -511,13 +527,16 @@ def load_model(
     allow_network: bool = False,
     dtype: str = "float32",
     ctx=None,
+    device=None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for generation.
 
     ``path_or_id``: ``None``/``""``/``"default"`` for the bundled model (converted on first use),
     a local Hugging Face folder, or a hub id (only with ``allow_network=True`` and a process that
-    was started with ``HF_HUB_OFFLINE=0``). The model comes back in eval mode in ``dtype``; the
-    tokenizer pads on the left and has a pad token.
+    was started with ``HF_HUB_OFFLINE=0``). The model comes back in eval mode in ``dtype`` (a torch
+    dtype name: float32, bfloat16, float16), on ``device`` when one is given (a ``torch.device`` or its
+    name, resolved by :func:`rlhf_core.devices.resolve_device`; else the CPU); the tokenizer pads on the
+    left and has a pad token.
     """
     import torch
 
@@ -545,6 +564,8 @@ def load_model(
             model, tokenizer = load_pretrained(folder, torch_dtype=torch_dtype)
         else:
             model, tokenizer = _from_hub(spec, torch_dtype)
+    if device is not None and torch.device(device) != torch.device("cpu"):
+        model.to(torch.device(device))
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -663,11 +684,28 @@ def load_tokenizer(source: str | os.PathLike | None = None):
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
+#: a Qwen2.5-style ChatML template (its own default system prompt), for tiny Qwen2 test models
+QWEN_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}{%- if not (message['role'] == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+#: the families :func:`make_tiny_model` builds
+TINY_FAMILIES = ("llama", "gpt2", "qwen2")
+
+
 def make_tiny_model(
     folder: str | os.PathLike,
     *,
     tokenizer: Any = None,
     tokenizer_source: str | os.PathLike | None = None,
+    family: str = "llama",
     layers: int = 2,
     hidden: int = 64,
     heads: int = 4,
@@ -676,31 +714,48 @@ def make_tiny_model(
     init_std: float = 0.3,
     seed: int = 0,
 ) -> Path:
-    """Save a tiny random-initialised Llama with the REAL SmolLM2 tokenizer (for tests and demos).
+    """Save a tiny random-initialised causal LM with the REAL SmolLM2 tokenizer (for tests and demos).
 
-    The tokenizer (and its chat template) is the real one, taken from ``tokenizer`` or loaded with
-    :func:`load_tokenizer` from ``tokenizer_source``; only the network is tiny (about 3.3M
-    parameters, almost all of them the 49,152 x ``hidden`` embedding). ``init_std`` is larger than
-    the usual 0.02 so that its outputs vary: with 0.02 and tied embeddings every prompt continued
-    greedily with the same newline token, which would make tests of batching prove nothing.
+    ``family``: ``llama`` (SmolLM2's own architecture and chat template), ``qwen2`` (Qwen2 layers and a
+    Qwen-style ChatML template with Qwen's default system prompt, :data:`QWEN_CHAT_TEMPLATE`) or
+    ``gpt2`` (GPT-2's ``Conv1D`` layers and learned positions, no chat template, as GPT-2 itself). The
+    tokenizer is the real one, taken from ``tokenizer`` or loaded with :func:`load_tokenizer` from
+    ``tokenizer_source``; only the network is tiny (about 3.3M parameters, almost all of them the
+    49,152 x ``hidden`` embedding). ``init_std`` is larger than the usual 0.02 so that its outputs
+    vary: with 0.02 and tied embeddings every prompt continued greedily with the same newline token,
+    which would make tests of batching prove nothing.
     """
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    import copy
 
+    import torch
+    from transformers import (GenerationConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(TINY_FAMILIES)}; got {family!r}")
     folder = Path(folder)
     tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_source)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=init_std,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=pad,
-    )
-    config.architectures = ["LlamaForCausalLM"]
+    special = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=pad)
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=len(tok), n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate,
+                            n_positions=2048, initializer_range=init_std, tie_word_embeddings=True, **special)
+        model_class = GPT2LMHeadModel
+    else:
+        config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else \
+            (LlamaConfig, LlamaForCausalLM)
+        config = config_class(
+            vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+            max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=init_std, **special,
+        )
+    config.architectures = [model_class.__name__]
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                               pad_token_id=pad)
+    model = model_class(config)
+    model.generation_config = GenerationConfig(**special)
+    if family != "llama":  # the family's own template (none for GPT-2) on a copy: the caller's stays as it is
+        tok = copy.deepcopy(tok)
+        tok.chat_template = QWEN_CHAT_TEMPLATE if family == "qwen2" else None
     folder.mkdir(parents=True, exist_ok=True)
     with quiet_transformers():
         model.save_pretrained(folder, safe_serialization=True)

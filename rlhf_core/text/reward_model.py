@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.store import artefacts
 from rlhf_core.store.model_card import ModelCard
 from rlhf_core.store.project import utc_now
@@ -62,6 +62,7 @@ from rlhf_core.text.model import (
     read_model_config,
     resolve_model_spec,
 )
+from rlhf_core.text.prompts import plain_render
 
 FORMAT_NAME = "rlhf-workbench-text-reward-model"
 FORMAT_VERSION = 2
@@ -96,6 +97,8 @@ class TextRewardModel(nn.Module):
         self.head = head
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
+        #: the autocast precision of its forward passes (:meth:`place`); float32 = plain float32
+        self.precision = "float32"
         embedding = backbone.get_input_embeddings()
         embedding_params = embedding.weight.numel() if embedding is not None else 0
         #: multiply-adds per token of one forward pass, roughly (the weights it multiplies by)
@@ -105,6 +108,25 @@ class TextRewardModel(nn.Module):
         if tokenizer is not None:
             prepare_tokenizer(tokenizer)
             backbone.config.pad_token_id = tokenizer.pad_token_id
+
+    def place(self, device, precision: str = "float32", *, frozen: bool = False) -> "TextRewardModel":
+        """Move to ``device`` and run forward passes under ``precision``'s autocast (a resolved
+        precision: float32, bf16 or fp16). Trained weights stay float32; a ``frozen`` model (one that
+        only scores) is cast to :func:`rlhf_core.devices.frozen_dtype` (half on a GPU), put in eval
+        mode and has no gradients."""
+        if frozen:
+            self.to(device=device, dtype=devices.frozen_dtype(device, precision))
+            self.eval()
+            for p in self.parameters():
+                p.requires_grad_(False)
+        else:
+            self.to(device=device)
+        self.precision = precision
+        return self
+
+    def autocast(self):
+        """The autocast context of this model's forward passes (a no-op for float32)."""
+        return devices.autocast(next(self.parameters()).device, self.precision)
 
     @property
     def pad_token_id(self) -> int | None:
@@ -243,25 +265,36 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
 
 
 def format_pair_text(tokenizer: Any, prompt: str, response: str) -> str:
-    """The model's chat template applied to [user: prompt, assistant: response] (as text)."""
+    """The model's chat template applied to [user: prompt, assistant: response] (as text); a tokenizer
+    without one (GPT-2) gets the plain ``Question: ... Answer:`` prompt its policy samples from, then the response."""
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    if not getattr(tokenizer, "chat_template", None):
+        return f"{plain_render(messages[:1])} {response}"
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-@torch.no_grad()
 def score_responses(model: TextRewardModel, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
                     *, batch_size: int = 16) -> torch.Tensor:
-    """Rewards ``[n]`` of ``responses[i]`` to ``prompts[i]`` (eval mode, batches of ``batch_size``)."""
+    """Rewards ``[n]`` of ``responses[i]`` to ``prompts[i]``: float32 on the CPU, wherever the model runs
+    (eval and inference mode, the model's autocast, batches of ``batch_size``)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     texts = [format_pair_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
     was_training = model.training
     model.eval()
     try:
-        parts = [model.score(texts[i:i + batch_size], tokenizer) for i in range(0, len(texts), batch_size)]
+        with torch.inference_mode(), _autocast_of(model):
+            parts = [model.score(texts[i:i + batch_size], tokenizer).float().cpu()
+                     for i in range(0, len(texts), batch_size)]
+            scores = torch.cat(parts) if parts else torch.zeros(0)
     finally:
         model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0)
+    return scores.clone()  # a plain tensor (not an inference tensor) that callers may change in place
+
+
+def _autocast_of(model: Any):
+    """``model.autocast()`` for a :class:`TextRewardModel`; no autocast for another scorer."""
+    return model.autocast() if isinstance(model, TextRewardModel) else contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------- loading & saving
@@ -415,12 +448,22 @@ def _max_length(meta: dict) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 512
 
 
-def load_text_reward_model(folder: str | os.PathLike, *, convert: bool = True) -> tuple[TextRewardModel, Any]:
+def load_text_reward_model(folder: str | os.PathLike, *, convert: bool = True, device=None,
+                           precision: str = "float32") -> tuple[TextRewardModel, Any]:
     """Load a folder written by :func:`save_text_reward_model` (safetensors only): (model in eval mode, tokenizer).
 
     A format-1 folder (backbone + ``reward_head.safetensors``) is converted in place when ``convert``
     (the old files are kept in ``old-format-v1/``; a folder that cannot be written is loaded as it is).
+    With ``device`` the model is placed there to score only (:meth:`TextRewardModel.place` with
+    ``frozen``: half weights on a GPU for a half ``precision``, no gradients); without, float32 on the CPU.
     """
+    model, tokenizer = _load_text_reward_model(folder, convert)
+    if device is not None:
+        model.place(device, precision, frozen=True)
+    return model, tokenizer
+
+
+def _load_text_reward_model(folder: str | os.PathLike, convert: bool) -> tuple[TextRewardModel, Any]:
     folder = Path(folder).expanduser()
     meta = _read_meta(folder)
     if meta.get("version", 1) >= 2:

@@ -21,6 +21,12 @@ from pi (Schulman, "Approximating KL divergence"):
 - k3 = exp(-log_ratio) - 1 + log_ratio = pi_ref/pi - log(pi_ref/pi) - 1 (unbiased, always >= 0;
   the estimator GRPO adds to its loss).
 Both are exactly 0 when the policy equals the reference.
+
+Devices (:mod:`rlhf_core.devices`): :func:`load_policy` puts the policy on the job's device in
+float32 and the frozen reference in :func:`~rlhf_core.devices.frozen_dtype` (half on a GPU);
+batches follow with ``device=`` / :meth:`TokenBatch.to`; :meth:`PolicySetup.autocast` wraps the
+forward passes (a no-op for float32, so the CPU path is unchanged); log-probs are taken from
+float32 logits; fp16 steps go through :func:`backward` and :func:`optimizer_step` with a scaler.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from typing import Any
 
 import torch
 
+from rlhf_core import devices
 from rlhf_core.config import to_dict
 from rlhf_core.store.model_card import ModelCard, final_metrics, text_policy_card
 from rlhf_core.text.generation import Completion, SamplingSettings, generate_batch
+from rlhf_core.text.lora import apply_lora
 from rlhf_core.text.model import base_model_hub_id, eos_token_ids as find_eos, load_model
 from rlhf_core.text.prompts import plain_render
 
@@ -64,16 +72,25 @@ class TokenBatch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to(self, device) -> "TokenBatch":
+        """This batch on ``device`` (itself when it is there already)."""
+        device = torch.device(device)
+        if self.input_ids.device == device:
+            return self
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
+                          self.prompt_width, self.completion_mask.to(device))
+
     def select(self, rows: Sequence[int] | torch.Tensor) -> "TokenBatch":
         """A sub-batch of these rows (the same column layout)."""
-        idx = torch.as_tensor(rows, dtype=torch.long)
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
         return TokenBatch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx],
                           self.prompt_width, self.completion_mask[idx])
 
 
 def build_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                pad_token_id: int) -> TokenBatch:
-    """Lay out prompts (left-padded) and completions (right-padded) in one tensor.
+                pad_token_id: int, *, device=None) -> TokenBatch:
+    """Lay out prompts (left-padded) and completions (right-padded) in one tensor (on ``device``;
+    default the CPU).
 
     ``completion_ids`` are the tokens to score; append the end token yourself when the completion
     ended on it (:func:`sample_for_training` does).
@@ -96,7 +113,8 @@ def build_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Se
             ids[i, width_p:width_p + len(c)] = torch.as_tensor(list(c), dtype=torch.long)
             mask[i, width_p:width_p + len(c)] = 1
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-    return TokenBatch(ids, mask, positions, width_p, mask[:, width_p:].float())
+    batch = TokenBatch(ids, mask, positions, width_p, mask[:, width_p:].float())
+    return batch if device is None else batch.to(device)
 
 
 def tokenize_prompts(tokenizer: Any, rendered: Sequence[str]) -> list[list[int]]:
@@ -214,14 +232,18 @@ def sample_for_training(model: Any, tokenizer: Any, rendered_prompts: Sequence[s
     return samples
 
 
-def batch_from_samples(samples: Sequence[TrainingSample], pad_token_id: int) -> TokenBatch:
-    return build_batch([s.prompt_ids for s in samples], [s.completion_ids for s in samples], pad_token_id)
+def batch_from_samples(samples: Sequence[TrainingSample], pad_token_id: int, *, device=None) -> TokenBatch:
+    return build_batch([s.prompt_ids for s in samples], [s.completion_ids for s in samples], pad_token_id,
+                       device=device)
 
 
 # ------------------------------------------------------------------------------- models
-def frozen_copy(model: Any) -> Any:
-    """A frozen reference model: a deep copy in eval mode with no gradients."""
+def frozen_copy(model: Any, dtype: torch.dtype | None = None) -> Any:
+    """A frozen reference model: a deep copy in eval mode with no gradients (cast to ``dtype`` when given:
+    :func:`rlhf_core.devices.frozen_dtype`, half on a GPU, where it only runs forward)."""
     ref = copy.deepcopy(model)
+    if dtype is not None and dtype != torch.float32:
+        ref.to(dtype=dtype)
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -251,10 +273,21 @@ class PolicySetup:
     model_id: str
     lora: bool
     reference: Any | None  # a frozen copy; None with LoRA (the reference is the model with adapters off)
+    lora_rank: int = 0  # the rank used (``lora_rank = -1`` resolved by the model's size); 0: full fine-tune
+    device: Any = None  # the torch.device of the policy (None: the CPU)
+    precision: str = "float32"  # resolved: float32, bf16 or fp16 (rlhf_core.devices)
+
+    def autocast(self):
+        """The autocast context of this policy's forward passes (a no-op for float32)."""
+        return devices.autocast(self.device or "cpu", self.precision)
+
+    def grad_scaler(self):
+        """A gradient scaler for fp16 training, else ``None``."""
+        return devices.grad_scaler(self.device or "cpu", self.precision)
 
     def reference_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
         """``log pi_ref`` of the batch's completion tokens (no gradients)."""
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             if self.reference is not None:
                 return completion_logprobs(self.reference, batch, temperature=temperature)[0]
             with self.model.disable_adapter():
@@ -266,13 +299,21 @@ class PolicySetup:
 
 def load_policy(model_spec: str = "", *, lora_rank: int = 0, lora_alpha: int = 0,
                 gradient_checkpointing: bool = False, need_reference: bool = True, ctx=None,
-                allow_network: bool = False) -> PolicySetup:
+                allow_network: bool = False, device=None, precision: str = "float32",
+                batch_shape: tuple[int, int] = (0, 0)) -> PolicySetup:
     """Load a causal LM to train (the bundled default when ``model_spec`` is empty).
 
-    ``lora_rank > 0`` wraps it with peft LoRA adapters on the attention and MLP projections
-    (alpha defaults to 2 x rank) and uses the adapter-free model as the reference; otherwise the
+    ``lora_rank > 0`` wraps it with peft LoRA adapters on the attention and MLP projections of its
+    family (alpha defaults to 2 x rank; ``-1``: rank 16 above 500M parameters, else none; see
+    :mod:`rlhf_core.text.lora`) and uses the adapter-free model as the reference; otherwise the
     reference is a frozen deep copy (when ``need_reference``). The tokenizer pads on the left and
     has a pad token.
+
+    ``device``/``precision``: resolved settings (:func:`job_device`). The policy trains in float32 on
+    ``device``; the reference is cast to :func:`~rlhf_core.devices.frozen_dtype`. On a GPU the memory
+    the run needs (weights, gradients, AdamW moments, reference and the activations of ``batch_shape``
+    = (rows, tokens per row)) is estimated first and a run that will not fit is refused with a
+    :class:`~rlhf_core.devices.DeviceError` before anything is moved there.
     """
     loaded = load_model(model_spec or None, ctx=ctx, allow_network=allow_network)
     model = loaded.model
@@ -280,20 +321,76 @@ def load_policy(model_spec: str = "", *, lora_rank: int = 0, lora_alpha: int = 0
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     reference = None
-    if lora_rank > 0:
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(r=int(lora_rank), lora_alpha=int(lora_alpha or 2 * lora_rank), lora_dropout=0.0,
-                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                            "down_proj"], task_type="CAUSAL_LM")
-        if gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, config)
-    elif need_reference:
-        reference = frozen_copy(model)
+    model, lora = apply_lora(model, lora_rank, lora_alpha, gradient_checkpointing=gradient_checkpointing)
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda":
+        params = list(model.parameters())
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        rows, length = batch_shape
+        needed = devices.training_memory_mb(
+            total, trainable, precision, frozen_copies=int(not lora.enabled and need_reference),
+            activations_mb=activation_memory_mb(model.config, rows, length, precision, gradient_checkpointing))
+        devices.check_fits(device, needed, f"Training {loaded.model_id}")
+        model.to(device)
+    if not lora.enabled and need_reference:
+        reference = frozen_copy(model, dtype=devices.frozen_dtype(device, precision))
     model.train()
-    return PolicySetup(model=model, tokenizer=loaded.tokenizer, model_id=loaded.model_id, lora=lora_rank > 0,
-                       reference=reference)
+    return PolicySetup(model=model, tokenizer=loaded.tokenizer, model_id=loaded.model_id, lora=lora.enabled,
+                       reference=reference, lora_rank=lora.rank, device=device, precision=precision)
+
+
+def job_device(config: Any) -> tuple[torch.device, str]:
+    """(device, precision) of a text job from its ``device`` and ``precision`` settings, resolved and
+    checked (:class:`~rlhf_core.devices.DeviceError`, a sentence, when they cannot be used here; nothing
+    falls back); the device's peak-memory counter starts from here."""
+    device = devices.resolve_device(getattr(config, "device", "auto"))
+    precision = devices.resolve_precision(getattr(config, "precision", "auto"), device)
+    devices.reset_peak_memory(device)
+    return device, precision
+
+
+def activation_memory_mb(model_config: Any, rows: int, length: int, precision: str,
+                         gradient_checkpointing: bool = False) -> float:
+    """A rough estimate of the activations a training step keeps for the backward pass, in MB.
+
+    Per token and layer about ``12 h + 4 i`` numbers (attention inputs and outputs, the MLP's gate, up,
+    activation and product; ``h`` hidden size, ``i`` MLP width) in the forward dtype, or only the layer
+    input ``h`` with gradient checkpointing (plus one layer recomputed); and the float32 logits, their
+    log-softmax and its gradient over the vocabulary for every token. 0 when the shape is unknown.
+    """
+    if rows <= 0 or length <= 0:
+        return 0.0
+    hidden = int(getattr(model_config, "hidden_size", 0) or 0)
+    layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
+    inner = int(getattr(model_config, "intermediate_size", 0) or 4 * hidden)
+    vocab = int(getattr(model_config, "vocab_size", 0) or 0)
+    tokens = rows * length
+    width = 4 if precision == "float32" else 2
+    per_layer = (12 * hidden + 4 * inner) * width
+    kept = (hidden * width * layers + per_layer) if gradient_checkpointing else per_layer * layers
+    logits = vocab * (3 * 4 + width)
+    return tokens * (kept + logits) / 2**20
+
+
+def backward(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """``loss.backward()``; with an fp16 ``scaler`` the loss is scaled and the gradients unscaled again
+    afterwards, so clipping and the logged gradient norm see their true values."""
+    if scaler is None:
+        loss.backward()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """``optimizer.step()``; with an fp16 ``scaler`` a step whose gradients overflowed is skipped and the
+    scale adapts."""
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def save_policy(setup: PolicySetup, folder: str | os.PathLike, meta: dict | None = None, *,
@@ -390,7 +487,7 @@ def grouped_logprobs(model: Any, batch, group_size: int, *, with_entropy: bool =
     if group_size < 1 or n % group_size:
         raise ValueError(f"{n} rows do not split into groups of {group_size}")
     p = batch.prompt_width
-    heads = torch.arange(0, n, group_size)
+    heads = torch.arange(0, n, group_size, device=batch.input_ids.device)
     prompt_ids = batch.input_ids[heads, :p]
     if not bool((batch.input_ids[:, :p] == prompt_ids.repeat_interleave(group_size, 0)).all()):
         raise ValueError("the rows of a group must share one prompt")
@@ -434,7 +531,15 @@ def _kernels_like_a_trained_model(module: Any):
 
 def policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entropy: bool = False,
                      temperature: float = 1.0, reference: bool = False):
-    """Log-probs of the policy (or, with ``reference``, of the reference) by the chosen forward."""
+    """Log-probs of the policy (or, with ``reference``, of the reference) by the chosen forward, under
+    the setup's autocast."""
+    with setup.autocast():
+        return _policy_logprobs(setup, batch, group_size, grouped, with_entropy=with_entropy,
+                                temperature=temperature, reference=reference)
+
+
+def _policy_logprobs(setup, batch, group_size: int, grouped: bool, *, with_entropy: bool, temperature: float,
+                     reference: bool):
     if not reference:
         if grouped:
             return grouped_logprobs(setup.model, batch, group_size, with_entropy=with_entropy, temperature=temperature)

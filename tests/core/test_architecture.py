@@ -26,7 +26,7 @@ WHY_WORDS = ("start-up", "torch", "transformers", "SB3")
 #: trainers and labellers log them as evidence (length bias, agreement); they read models, not trainers.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("rlhf_core", "rlhf_core.paths", "rlhf_core.kinds", "rlhf_core.config", "rlhf_core.metrics",
-              "rlhf_core.runtime", "rlhf_core.input_files", "rlhf_core.rewards.outcomes",
+              "rlhf_core.runtime", "rlhf_core.input_files", "rlhf_core.rewards.outcomes", "rlhf_core.devices",
               "rlhf_core.io.tensorboard")),  # the metric sink execute_job adds: a leaf that imports nothing of ours
     ("store", ("rlhf_core.store",)),
     ("jobs", ("rlhf_core.jobs", "rlhf_core.registry", "rlhf_core.resume")),

@@ -198,6 +198,8 @@ def translate_config(algo: str, workbench: Mapping[str, Any], overrides: Mapping
             f"must be a multiple of num_generations ({args['num_generations']})")
     rank = int(merged.get("lora_rank") or 0)
     peft = None
+    if rank < 0 and "lora_rank" not in not_translated:  # auto (by model size) has no TRL counterpart:
+        not_translated.append("lora_rank")                # the cluster run is a full fine-tune
     if rank > 0:
         peft = {"r": rank, "lora_alpha": int(merged.get("lora_alpha") or 2 * rank),
                 "lora_dropout": float(merged.get("lora_dropout") or 0.0), "target_modules": "all-linear",

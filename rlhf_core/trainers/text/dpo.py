@@ -24,6 +24,10 @@ the same prompt, from the chosen label sources); ties and skips are left out (DP
 Long inputs: responses are cut on the right so that prompt + response fits ``max_length`` tokens
 (a prompt longer than that keeps its last ``max_length - 1`` tokens). By default each prompt runs
 once for both of its responses (``shared_prompt_forward``; see :func:`pair_logprobs`).
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the policy trains in float32 on the device,
+the frozen reference is cast to half on a GPU; with bf16/fp16 the forward passes run under autocast
+(fp16 with a gradient scaler) and log-probs come from float32 logits. The result records where it ran.
 """
 
 from __future__ import annotations
@@ -37,18 +41,22 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import random_state, resume_training, trainable_state
+from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
 from rlhf_core.text.model import eos_token_ids as find_eos
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
+    backward,
     build_batch,
     completion_logprobs,
+    job_device,
     load_policy,
     make_optimizer,
+    optimizer_step,
     peak_rss_mb,
     policy_logprobs,
     render_chat_prompt,
@@ -80,7 +88,7 @@ class DPOConfig:
     heldout_fraction: float = param(0.1, "Pairs held out to measure accuracy.", min=0.0, max=0.5)
     eval_every: int = param(0, "Held-out evaluation every N steps (0: before and after training only).", min=0)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(0, "LoRA rank (0: full fine-tune).", min=0)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, but the "
                                          "backward took 1.5x as long here (SmolLM2-135M, one thread).")
@@ -92,6 +100,11 @@ class DPOConfig:
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
     save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
                             "failed or killed run resumes from the last one.", min=0)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
+
+    def check(self) -> list[str]:
+        return [p for p in [devices.spec_problem(self.device)] if p]
 
 
 @dataclass
@@ -154,21 +167,19 @@ def pair_logprobs(setup, tokenizer, pairs: Sequence[PreferencePair], eos_token_i
     """
     prompts, completions = encode_pairs(tokenizer, pairs, eos_token_id, max_length)
     n = len(pairs)
+    device = setup.device
     if shared_prompt:
         order = [row for k in range(n) for row in (k, n + k)]  # chosen_1, rejected_1, chosen_2, ...
-        batch = build_batch([prompts[i] for i in order], [completions[i] for i in order], pad_id)
+        batch = build_batch([prompts[i] for i in order], [completions[i] for i in order], pad_id, device=device)
         ref = sequence_logprob(policy_logprobs(setup, batch, 2, True, reference=True)[0], batch.completion_mask)
         with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
             logp, _ = policy_logprobs(setup, batch, 2, True)
         seq = sequence_logprob(logp, batch.completion_mask)
         return seq[0::2], seq[1::2], ref[0::2], ref[1::2]
-    batch = build_batch(prompts, completions, pad_id)
+    batch = build_batch(prompts, completions, pad_id, device=device)
     ref = sequence_logprob(setup.reference_logprobs(batch), batch.completion_mask)
-    if with_grad:
+    with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()), setup.autocast():
         logp, _ = completion_logprobs(setup.model, batch)
-    else:
-        with torch.no_grad():
-            logp, _ = completion_logprobs(setup.model, batch)
     seq = sequence_logprob(logp, batch.completion_mask)
     return seq[:n], seq[n:], ref[:n], ref[n:]
 
@@ -199,16 +210,17 @@ def evaluate_dpo_pairs(setup, tokenizer, pairs: Sequence[PreferencePair], *, bet
 
 def dpo_step(setup, optimizer: torch.optim.Optimizer, tokenizer: Any, batch: Sequence[PreferencePair], *,
              beta: float, label_smoothing: float, eos_token_id: int | None, pad_id: int, max_length: int,
-             max_grad_norm: float, shared_prompt: bool = False) -> dict[str, float]:
-    """One optimisation step on a batch of pairs; the batch's metrics measured before the update."""
+             max_grad_norm: float, shared_prompt: bool = False, scaler=None) -> dict[str, float]:
+    """One optimisation step on a batch of pairs; the batch's metrics measured before the update
+    (``scaler``: fp16's gradient scaler, :meth:`PolicySetup.grad_scaler`)."""
     c, r, rc, rr = pair_logprobs(setup, tokenizer, batch, eos_token_id, pad_id, max_length,
                                  shared_prompt=shared_prompt)
     loss, _, rew_c, rew_r = dpo_loss(c, r, rc, rr, beta, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    backward(loss, optimizer, scaler)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-    optimizer.step()
+    optimizer_step(optimizer, scaler)
     return {"train/loss": float(loss.detach()), "dpo/reward_chosen": float(rew_c.mean()),
             "dpo/reward_rejected": float(rew_r.mean()), "dpo/margin": float((rew_c - rew_r).mean()),
             "dpo/accuracy": float((rew_c > rew_r).float().mean()), "train/grad_norm": float(norm)}
@@ -218,6 +230,7 @@ def dpo_step(setup, optimizer: torch.optim.Optimizer, tokenizer: Any, batch: Seq
 def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     started = time.monotonic()
     set_threads(config.threads)
+    device, precision = job_device(config)
     torch.manual_seed(config.seed)
     project = ctx.project()
     pairs = preference_pairs(project, config.label_sources)
@@ -231,13 +244,15 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     total = config.steps or per_epoch * config.epochs
     ctx.progress(0.0, message=f"Loading the policy ({len(train)} training pairs, {len(held)} held out)")
     setup = load_policy(config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx)
+                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx,
+                        device=device, precision=precision, batch_shape=(2 * config.batch_size, config.max_length))
     model, tok = setup.model, setup.tokenizer
     eos_ids = find_eos(model, tok)
     eos_id = eos_ids[0] if eos_ids else tok.eos_token_id
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id
     params = setup.trainable_parameters()
     optimizer = make_optimizer(params, config.learning_rate)
+    scaler = setup.grad_scaler()
     shared = config.shared_prompt_forward and not config.gradient_checkpointing
     common = dict(beta=config.beta, label_smoothing=config.label_smoothing, eos_token_id=eos_id, pad_id=pad_id,
                   max_length=config.max_length, shared_prompt=shared)
@@ -280,7 +295,7 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
             rng.shuffle(fresh)
             order = fresh + order
         batch = [train[order.pop()] for _ in range(min(config.batch_size, len(train)))]
-        metrics = dpo_step(setup, optimizer, tok, batch, max_grad_norm=config.max_grad_norm, **common)
+        metrics = dpo_step(setup, optimizer, tok, batch, max_grad_norm=config.max_grad_norm, scaler=scaler, **common)
         metrics.update({"memory/peak_rss_mb": peak_rss_mb(),
                         "time/steps_per_second": 1.0 / max(time.monotonic() - t0, 1e-9)})
         ctx.metrics(step, metrics)
@@ -302,8 +317,9 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
         "heldout_accuracy_first": evals[0]["accuracy"] if evals else None,
         "heldout_accuracy_last": evals[-1]["accuracy"] if evals else None,
         "heldout_loss_last": evals[-1]["loss"] if evals else None,
-        "model": setup.model_id, "lora": setup.lora,
+        "model": setup.model_id, "lora": setup.lora, "lora_rank": setup.lora_rank,
         "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+        **devices.device_record(device, precision),
     }
     if config.save and ctx.run_id is not None:
         folder = project.run_folder(ctx.run_id) / "policy"

@@ -54,6 +54,13 @@ Prompts: the arithmetic task set (:mod:`rlhf_core.text.tasks`, default) or the p
 that have a gold answer, split into train / held-out with the seed; each is shown as a chat with
 the format instruction as the system message (``format_instruction``) and one worked example
 (``few_shot``), see :func:`rlhf_core.text.tasks.task_messages`.
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the policy trains in float32 on the device
+and the frozen reference is cast to half on a GPU; sampling, the evaluation and the forward passes
+run under autocast with bf16/fp16 (fp16 with a gradient scaler), log-probs from float32 logits. On
+a GPU the reference runs in half weights and the policy in float32 weights under autocast, which can
+round differently, so the step-0 KL there may be slightly above 0 (on the CPU it is exactly 0).
+The result records where it ran.
 """
 
 from __future__ import annotations
@@ -65,19 +72,23 @@ from typing import Any
 
 import torch
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import random_state, resume_training, trainable_state
 from rlhf_core.text.generation import SamplingSettings
 from rlhf_core.text.gold_eval import consensus_at_k, evaluate_gold, project_prompts, task_prompts
+from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
 from rlhf_core.text.model import eos_token_ids as find_eos
 from rlhf_core.text.reward_model import resolve_reward_model
 from rlhf_core.text.rewards import RewardModelReward, parse_reward_spec, parse_spec_items
 from rlhf_core.text.rl_common import (
+    backward,
     batch_from_samples,
+    job_device,
     load_policy,
     make_optimizer,
+    optimizer_step,
     peak_rss_mb,
     policy_logprobs,
     sample_for_training,
@@ -129,7 +140,7 @@ class GRPOConfig:
     kl_ratio_weight: bool = param(False, "Weight each token's KL term by its ratio pi/pi_old (TRL 1.16's default "
                                   "use_bias_correction_kl): the KL gradient becomes log(pi/pi_ref).", advanced=True)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(0, "LoRA rank (0: full fine-tune).", min=0)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, "
                                          "slower here (and no shared-prompt forward).")
@@ -145,13 +156,15 @@ class GRPOConfig:
     save: bool = param(True, "Save the trained policy as a checkpoint of the run.")
     save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
                             "failed or killed run resumes from the last one.", min=0)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
-        problems = []
+        problems = [p for p in [devices.spec_problem(self.device)] if p]
         try:
             names = [n for n, _ in parse_spec_items(self.reward)]
         except ValueError as exc:
-            return [f"reward: {exc}"]
+            return problems + [f"reward: {exc}"]
         if "model" in names and not self.reward_model.strip():
             problems.append("reward_model: the 'model' reward component needs a text reward model folder")
         return problems
@@ -235,6 +248,7 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     :class:`~rlhf_core.text.rewards.CombinedReward`) instead of the one ``config.reward`` describes."""
     started = time.monotonic()
     set_threads(config.threads)
+    device, precision = job_device(config)
     torch.manual_seed(config.seed)
     if reward is None:
         folder = resolve_reward_model(config.reward_model, ctx.project() if ctx.project_path else None)[0] \
@@ -255,12 +269,16 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     ctx.progress(0.0, message=f"Loading the policy ({len(train_prompts)} training prompts, "
                               f"{len(held_prompts)} held out)")
     setup = load_policy(config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx)
+                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx,
+                        device=device, precision=precision,
+                        # task prompts (system message, worked example) are about 120 tokens; 256 leaves room
+                        batch_shape=(config.prompts_per_step * config.group_size, 256 + config.max_new_tokens))
     model, tok = setup.model, setup.tokenizer
     eos_ids = find_eos(model, tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
     params = setup.trainable_parameters()
     optimizer = make_optimizer(params, config.learning_rate)
+    scaler = setup.grad_scaler()
     settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     # each prompt once per group (grouped_logprobs); the policy and the reference take the same path,
     # so the KL is exactly 0 at step 0
@@ -277,9 +295,10 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
         if not held_prompts:
             return None
         ctx.progress(step, config.steps, f"step {step}: held-out evaluation ({len(held_prompts)} prompts)")
-        res = evaluate_gold(model, tok, held_prompts, few_shot=config.few_shot,
-                            max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids,
-                            instruction=config.format_instruction, on_step=ctx.raise_if_cancelled)
+        with setup.autocast():
+            res = evaluate_gold(model, tok, held_prompts, few_shot=config.few_shot,
+                                max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids,
+                                instruction=config.format_instruction, on_step=ctx.raise_if_cancelled)
         ctx.metrics(step, {"gold/accuracy": res["accuracy"]})
         evals.append({"step": step, "accuracy": res["accuracy"], "format": res["format"],
                       "mean_length": res["mean_length"]})
@@ -317,17 +336,18 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
                 chosen.append(order.pop())
             prompt_rows = [i for i in chosen for _ in range(G)]
             ctx.progress(step, config.steps, f"step {step}: sampling {B} x {G} completions")
-            samples = sample_for_training(model, tok, [rendered(i) for i in prompt_rows], settings,
-                                          [sample_seed(config.seed, step, j) for j in range(len(prompt_rows))],
-                                          eos_token_ids=eos_ids, on_step=ctx.raise_if_cancelled, batch_size=B * G)
+            with setup.autocast():
+                samples = sample_for_training(model, tok, [rendered(i) for i in prompt_rows], settings,
+                                              [sample_seed(config.seed, step, j) for j in range(len(prompt_rows))],
+                                              eos_token_ids=eos_ids, on_step=ctx.raise_if_cancelled, batch_size=B * G)
             ctx.raise_if_cancelled()
             texts = [s.text for s in samples]
             metas = [{**train_prompts[i].meta, "completion_tokens": len(s.completion_ids)}
                      for i, s in zip(prompt_rows, samples)]
             scored = reward.evaluate([train_prompts[i].text for i in prompt_rows], texts, metas)
             rewards = torch.tensor(scored.total, dtype=torch.float32)
-            advantages = group_advantages(rewards, G, config.scale_rewards)
-            batch = batch_from_samples(samples, pad_id)
+            advantages = group_advantages(rewards, G, config.scale_rewards).to(device)
+            batch = batch_from_samples(samples, pad_id, device=device)
             mask = batch.completion_mask
             ref_logp, _ = policy_logprobs(setup, batch, G, grouped, temperature=config.temperature, reference=True)
             old_logp = None
@@ -350,10 +370,10 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
                 if first is None:
                     first = parts
                 optimizer.zero_grad(set_to_none=True)
-                parts.loss.backward()
+                backward(parts.loss, optimizer, scaler)
                 norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0
                                                       else float("inf"))
-                optimizer.step()
+                optimizer_step(optimizer, scaler)
                 losses.append(float(parts.loss.detach()))
                 grad_norms.append(float(norm))
                 clip_last = parts.clip_fraction
@@ -408,16 +428,19 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     if config.eval_consensus_k > 0 and held_prompts:
         ctx.progress(config.steps, config.steps,
                      f"cons@{config.eval_consensus_k} on {len(held_prompts)} held-out prompts")
-        consensus = consensus_at_k(model, tok, held_prompts, k=config.eval_consensus_k, temperature=config.temperature,
-                                   max_new_tokens=config.max_new_tokens, seed=config.seed, few_shot=config.few_shot,
-                                   instruction=config.format_instruction, eos_token_ids=eos_ids,
-                                   on_step=ctx.raise_if_cancelled)
+        with setup.autocast():
+            consensus = consensus_at_k(model, tok, held_prompts, k=config.eval_consensus_k,
+                                       temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                                       seed=config.seed, few_shot=config.few_shot,
+                                       instruction=config.format_instruction, eos_token_ids=eos_ids,
+                                       on_step=ctx.raise_if_cancelled)
         ctx.metrics(config.steps, {"gold/cons_at_k": consensus["cons_at_k"]})
         ctx.raise_if_cancelled()
     result = summarise(history, evals)
     result.update({"steps": config.steps, "train_prompts": len(train_prompts), "heldout_prompts": len(held_prompts),
-                   "model": setup.model_id, "lora": setup.lora,
-                   "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+                   "model": setup.model_id, "lora": setup.lora, "lora_rank": setup.lora_rank,
+                   "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+                   **devices.device_record(device, precision)})
     if consensus is not None:
         result.update({"gold_cons_at_k": consensus["cons_at_k"], "gold_pass_at_k": consensus["pass_at_k"],
                        "gold_sample_accuracy": consensus["sample_accuracy"], "consensus_k": config.eval_consensus_k})

@@ -60,6 +60,16 @@ like the optimised one (per prompt on the same reference completions, or on the 
 ``gold/reward`` next to ``reward/model``, in the same units, is the over-optimisation picture of Gao
 et al. (2022).
 
+Device and precision (:mod:`rlhf_core.devices`): the policy trains on ``device`` with float32 weights
+and its forward passes (sampling, log-probs, values) run under autocast (``bf16``, or ``fp16`` with a
+gradient scaler); log-probs, values and losses are float32. The value head stays float32 on the same
+device, outside autocast. The reference and the reward models only run forward: on a GPU they are
+cast to the half type (:func:`rlhf_core.devices.frozen_dtype`). On a GPU the reward models are
+loaded first; then :func:`~rlhf_core.text.rl_common.load_policy` estimates what the policy needs (its
+weights, gradients and AdamW moments, the reference, a minibatch's activations) and refuses in words
+when that exceeds the memory the reward models left free. The result records where it ran
+(``device``, ``device_name``, ``dtype``, ``peak_memory_mb``, ``peak_memory_kind``).
+
 Logged per step ``s`` (step 0 = the rollout of the untouched policy, KL exactly 0): the rollout
 keys (reward, KL, length, gold) describe the completions sampled at the start of step ``s``; the
 ``train/*`` keys describe the update made on them. After the last update one more rollout is
@@ -79,21 +89,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import TrainingState, load_trainable_state, random_state, trainable_state
 from rlhf_core.text.generation import SamplingSettings
+from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
 from rlhf_core.text.prompts import load_builtin_set
 from rlhf_core.text.reward_model import load_text_reward_model, resolve_reward_model, score_responses
 from rlhf_core.text.rewards import parse_reward_spec, parse_spec_items
 from rlhf_core.text.rl_common import (
     PolicySetup,
     TokenBatch,
+    backward,
     batch_from_samples,
     completion_logprobs_and_hidden,
+    job_device,
     load_policy,
     masked_mean,
+    optimizer_step,
     peak_rss_mb,
     render_chat_prompt,
     sample_for_training,
@@ -188,8 +202,8 @@ def shaped_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tens
     kl = (logp - ref_logp) * mask
     rewards = -beta * kl
     last = (mask.sum(-1).long() - 1).clamp(min=0)
-    rows = torch.arange(rewards.shape[0])
-    rewards[rows, last] += score.to(rewards.dtype)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last] += score.to(device=rewards.device, dtype=rewards.dtype)
     return rewards * mask, kl
 
 
@@ -240,11 +254,12 @@ class RewardModelScorer:
     """A learned text reward model as a reward function (optionally standardised on its first batch)."""
 
     def __init__(self, folder: str | Path | None = None, *, normalize: bool = True, batch_size: int = 16,
-                 model: Any = None, tokenizer: Any = None):
+                 model: Any = None, tokenizer: Any = None, device=None, precision: str = "float32"):
         if model is None:
             if folder is None:
                 raise ValueError("a reward model folder or a loaded model is needed")
-            model, tokenizer = load_text_reward_model(folder)
+            # scores only: on the device, half weights on a GPU (rlhf_core.devices.frozen_dtype)
+            model, tokenizer = load_text_reward_model(folder, device=device, precision=precision)
         self.model, self.tokenizer = model, tokenizer
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -330,12 +345,14 @@ def _reward_model_folder(spec: str, ctx: JobContext | None) -> Path:
     return resolve_reward_model(spec, project)[0]
 
 
-def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None) -> RewardFn:
+def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None, *, device=None,
+                   precision: str = "float32") -> RewardFn:
     """The configured reward: the learned model (component ``model``) plus a combined reward spec.
 
     The spec (:func:`rlhf_core.text.rewards.parse_reward_spec`) holds the rule-based components;
     a ``model:w`` item in it sets the weight of the ``reward_model`` score (1 when left out), which
-    is always scored here so that ``normalize_reward`` applies to it.
+    is always scored here so that ``normalize_reward`` applies to it. The reward model scores on
+    ``device`` (the CPU when None) under ``precision``.
     """
     items: list[tuple[str, float]] = []
     if config.reward.strip():
@@ -344,7 +361,8 @@ def make_reward_fn(config: "PPOTextConfig", ctx: JobContext | None) -> RewardFn:
     rest = [(name, w) for name, w in items if name != "model"]
     scorer = None
     if config.reward_model.strip():
-        scorer = RewardModelScorer(_reward_model_folder(config.reward_model, ctx), normalize=config.normalize_reward)
+        scorer = RewardModelScorer(_reward_model_folder(config.reward_model, ctx), normalize=config.normalize_reward,
+                                   device=device, precision=precision)
     elif len(rest) != len(items):
         raise ValueError("the reward spec names 'model': set reward_model to a reward model folder or checkpoint id")
     combined = None
@@ -391,8 +409,9 @@ def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScor
     chunk = 32
     for start in range(0, len(rendered), chunk):
         on_step()
-        out = sample_for_training(setup.model, setup.tokenizer, rendered[start:start + chunk], settings,
-                                  seeds[start:start + chunk], on_step=on_step, batch_size=chunk)
+        with setup.autocast():
+            out = sample_for_training(setup.model, setup.tokenizer, rendered[start:start + chunk], settings,
+                                      seeds[start:start + chunk], on_step=on_step, batch_size=chunk)
         texts.extend(s.text for s in out)
         if ctx is not None:
             ctx.progress(0.0, message=f"Reward baseline: {len(texts)} of {len(rendered)} reference completions "
@@ -401,8 +420,15 @@ def calibrate_on_reference(scorers: RewardModelScorer | Sequence[RewardModelScor
     return {**infos[0], "seconds": time.monotonic() - started}
 
 
-def _gold_from_model(spec: str, ctx: JobContext | None, normalize: bool) -> GoldFn:
-    return RewardModelScorer(_reward_model_folder(spec, ctx), normalize=normalize)
+def _gold_from_model(spec: str, ctx: JobContext | None, normalize: bool, *, device=None,
+                     precision: str = "float32") -> GoldFn:
+    return RewardModelScorer(_reward_model_folder(spec, ctx), normalize=normalize, device=device,
+                             precision=precision)
+
+
+def _model_device(model: Any) -> torch.device:
+    """The device of ``model``'s weights."""
+    return next(model.parameters()).device
 
 
 # ------------------------------------------------------------------------------- the job's config
@@ -454,7 +480,7 @@ class PPOTextConfig:
     max_new_tokens: int = param(32, "Longest completion in tokens.", min=1, max=4096)
     temperature: float = param(1.0, "Sampling temperature (log-probs use the same).", min=0.0,
                                min_inclusive=False, max=5.0)
-    lora_rank: int = param(0, "LoRA rank (0 = full fine-tune).", min=0, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
     lora_alpha: int = param(0, "LoRA alpha (0 = 2 x rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (less memory).")
     eval_every: int = param(1, "Score the gold reward every N steps (0: never).", min=0)
@@ -464,9 +490,14 @@ class PPOTextConfig:
     save: bool = param(False, "Store the final policy as a checkpoint of the project.")
     save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
                             "failed or killed run resumes from the last one.", min=0)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
         problems = []
+        problem = devices.spec_problem(self.device)
+        if problem:
+            problems.append(problem)
         if not self.reward_model.strip() and not self.reward.strip():
             problems.append("choose a reward: reward_model (a folder or checkpoint id) or reward (a spec)")
         if not self.prompt_set.strip() and not self.prompt_ids:
@@ -539,6 +570,8 @@ class PPOTextTrainer:
 
     def __init__(self, setup: PolicySetup, prompts: Sequence[str], reward_fn: RewardFn, config: Any,
                  *, gold_fn: GoldFn | None = None, gold_answers: dict[str, str] | None = None):
+        """Trains where ``setup`` put the policy, under its precision (:func:`load_policy`'s ``device``
+        and ``precision``)."""
         self.setup = setup
         self.model = setup.model
         self.tokenizer = setup.tokenizer
@@ -548,8 +581,11 @@ class PPOTextTrainer:
         self.gold_fn = gold_fn
         self.gold_answers = dict(gold_answers or {})
         self.config = config
+        self.device = _model_device(self.model)
+        self.precision = setup.precision
+        self.scaler = setup.grad_scaler()
         torch.manual_seed(config.seed)
-        self.value_head = ValueHead(int(self.model.config.hidden_size))
+        self.value_head = ValueHead(int(self.model.config.hidden_size)).to(self.device)
         groups = [{"params": setup.trainable_parameters(), "lr": config.learning_rate},
                   {"params": list(self.value_head.parameters()), "lr": config.value_learning_rate}]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
@@ -606,28 +642,34 @@ class PPOTextTrainer:
             out.append(self._order.pop())
         return out
 
+    def autocast(self):
+        """The autocast context of the policy's forward passes (a no-op for float32)."""
+        return self.setup.autocast()
+
     def values_and_logprobs(self, batch: TokenBatch, *, with_entropy: bool = False):
-        logp, entropy, hidden = completion_logprobs_and_hidden(self.model, batch, with_entropy=with_entropy,
-                                                               temperature=self.config.temperature)
+        with self.autocast():
+            logp, entropy, hidden = completion_logprobs_and_hidden(self.model, batch, with_entropy=with_entropy,
+                                                                   temperature=self.config.temperature)
         if self.config.value_backbone == "detached":
             hidden = hidden.detach()
-        values = self.value_head(hidden) * batch.completion_mask
+        values = self.value_head(hidden) * batch.completion_mask  # float32, outside autocast
         return logp, entropy, values
 
     def rollout(self, step: int, on_step: Callable[[], None] | None = None) -> Rollout:
         c = self.config
         prompts = self.next_prompts()
         seeds = [c.seed * 1_000_003 + step * 4099 + i for i in range(len(prompts))]
-        samples = sample_for_training(self.model, self.tokenizer, [self.rendered[p] for p in prompts], self.settings,
-                                      seeds, on_step=on_step, batch_size=len(prompts))
-        batch = batch_from_samples(samples, self.pad_id)
+        with self.autocast():
+            samples = sample_for_training(self.model, self.tokenizer, [self.rendered[p] for p in prompts],
+                                          self.settings, seeds, on_step=on_step, batch_size=len(prompts))
+        batch = batch_from_samples(samples, self.pad_id).to(self.device)
         mask = batch.completion_mask
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
                 old_logp, _, old_values = self.values_and_logprobs(batch)
-                ref_logp = self.setup.reference_logprobs(batch, temperature=c.temperature)
+                ref_logp = self.setup.reference_logprobs(batch, temperature=c.temperature).float()
         finally:
             self.model.train(was_training)
         texts = [s.text for s in samples]
@@ -675,13 +717,13 @@ class PPOTextTrainer:
                 mean_entropy = masked_mean(entropy, mask)
                 loss = pg + c.vf_coef * vf - c.entropy_coef * mean_entropy
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                backward(loss, self.optimizer, self.scaler)  # fp16: unscaled again before the norm
                 if c.max_grad_norm > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm))
                 else:
                     grad_norm = float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params
                                                      if p.grad is not None)))
-                self.optimizer.step()
+                optimizer_step(self.optimizer, self.scaler)
                 for key, value in (("train/loss", float(loss.detach())), ("train/value_loss", float(vf.detach())),
                                    ("train/clip_fraction", clip_fraction),
                                    ("train/entropy", float(mean_entropy.detach())),
@@ -824,21 +866,28 @@ def save_checkpoint(trainer: PPOTextTrainer, ctx: JobContext, name: str, step: i
     project = ctx.project()
     folder = project.run_folder(ctx.run_id) / name
     save_policy(trainer.setup, folder, meta=meta, card=card)
-    save_file({k: v.detach().contiguous() for k, v in trainer.value_head.state_dict().items()},
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()},
               str(Path(folder) / "value_head.safetensors"))
     cid = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, folder, step=step, meta=meta)
     return {"checkpoint_id": cid, "path": str(folder)}
 
 
+#: prompt tokens assumed by the GPU memory estimate (a chat-templated prompt of a few sentences)
+PROMPT_TOKENS_ESTIMATE = 256
+
+
 def train_ppo_text(config: PPOTextConfig, ctx: JobContext) -> dict:
     set_threads(config.threads)
+    device, precision = job_device(config)  # DeviceError (a sentence) before anything is loaded
     prompts, gold_answers = ppo_prompts(config, ctx)
     ctx.progress(0.0, message=f"Loading the policy and the reward ({len(prompts)} prompts)")
-    reward_fn = make_reward_fn(config, ctx)
-    gold_fn = _gold_from_model(config.gold_reward_model, ctx, config.normalize_reward) \
-        if config.gold_reward_model.strip() else None
+    reward_fn = make_reward_fn(config, ctx, device=device, precision=precision)
+    gold_fn = _gold_from_model(config.gold_reward_model, ctx, config.normalize_reward, device=device,
+                               precision=precision) if config.gold_reward_model.strip() else None
     setup = load_policy(config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx)
+                        gradient_checkpointing=config.gradient_checkpointing, need_reference=True, ctx=ctx,
+                        device=device, precision=precision,
+                        batch_shape=(config.minibatch_size, PROMPT_TOKENS_ESTIMATE + config.max_new_tokens))
     ctx.raise_if_cancelled()
     trainer = PPOTextTrainer(setup, prompts, reward_fn, config, gold_fn=gold_fn, gold_answers=gold_answers)
     # the optimised reward model and the held-out gold one are centred on the same reference completions
@@ -853,6 +902,8 @@ def train_ppo_text(config: PPOTextConfig, ctx: JobContext) -> dict:
                 f"{int(baseline['prompts'])} prompts in {baseline['seconds']:.1f} s; within-prompt spread "
                 + ", ".join(f"{sc.scale:.4g}" for sc in scorers))
     result = run_ppo(trainer, ctx, resumable=True, save_steps=config.save_steps, job_state={"baseline": baseline})
+    result.update(lora=setup.lora, lora_rank=setup.lora_rank)
+    result.update(devices.device_record(device, precision))
     if baseline:
         result.update(baseline_prompts=int(baseline["prompts"]), baseline_scale=baseline["scale"],
                       baseline_offset=baseline["offset"], baseline_seconds=round(baseline["seconds"], 2))

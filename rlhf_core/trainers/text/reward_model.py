@@ -17,6 +17,11 @@ written to ``pair_split.json`` in the run's folder. The gold model is saved as a
 proxy's, so ``run:N`` and "the newest reward model" still mean the proxy. Give it to ``ppo_text`` or
 ``grpo`` as ``gold_reward_model``: the over-optimisation view, the reward-hacking alert and a win rate
 judged by it then work on the project's own labels.
+
+Device and precision (:mod:`rlhf_core.devices`): the model trains on ``device`` with float32 weights;
+its forward passes run under autocast (``bf16``, or ``fp16`` with a gradient scaler) and the loss is
+taken in float32. The saved folders are float32 whatever the precision. The result records where it
+ran (``device``, ``device_name``, ``dtype``, ``peak_memory_mb``, ``peak_memory_kind``).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
 
+from rlhf_core import devices
 from rlhf_core.config import RENAMED_FIELDS, param, to_dict
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import resume_training, trainable_state
@@ -48,7 +55,7 @@ from rlhf_core.text.reward_model import (
     reward_model_card,
     save_text_reward_model,
 )
-from rlhf_core.text.rl_common import make_optimizer
+from rlhf_core.text.rl_common import activation_memory_mb, backward, job_device, make_optimizer, optimizer_step
 
 
 def pair_loss(model: TextRewardModel, batch: Sequence[TextPair], tokenizer: Any, *,
@@ -65,7 +72,9 @@ def pair_loss(model: TextRewardModel, batch: Sequence[TextPair], tokenizer: Any,
     texts = [format_pair_text(tokenizer, p.prompt, p.left) for p in batch] + \
             [format_pair_text(tokenizer, p.prompt, p.right) for p in batch]
     rows = model.tokenize(texts, tokenizer)
-    scores = model.score_ids(rows, tokenizer.pad_token_id)
+    with model.autocast():
+        scores = model.score_ids(rows, tokenizer.pad_token_id)
+    scores = scores.float()  # the loss in float32 under any autocast
     n = len(batch)
     left, right = scores[:n], scores[n:]
     target = torch.tensor([p.target for p in batch], dtype=scores.dtype, device=scores.device)
@@ -87,20 +96,22 @@ def set_gradient_checkpointing(model: TextRewardModel, enabled: bool) -> None:
 
 
 def train_step(model: TextRewardModel, optimiser: torch.optim.Optimizer, batch: Sequence[TextPair],
-               tokenizer: Any, *, center_rewards_coefficient: float = 0.0) -> dict[str, float]:
-    """One optimisation step on a batch of pairs (what the job does per step): the step's metrics."""
+               tokenizer: Any, *, center_rewards_coefficient: float = 0.0,
+               scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One optimisation step on a batch of pairs (what the job does per step): the step's metrics.
+    ``scaler``: fp16's gradient scaler (:func:`rlhf_core.devices.grad_scaler`), else None."""
     loss, left, right, mean_len = pair_loss(model, batch, tokenizer,
                                             center_rewards_coefficient=center_rewards_coefficient)
     optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    optimiser.step()
+    backward(loss, optimiser, scaler)
+    optimizer_step(optimiser, scaler)
     target = torch.tensor([p.target for p in batch])
     return {"reward_model/loss": float(loss.detach()),
-            "reward_model/train_accuracy": pair_accuracy(left.detach(), right.detach(), target),
+            "reward_model/train_accuracy": pair_accuracy(left.detach().cpu(), right.detach().cpu(), target),
             "reward_model/mean_length": mean_len}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_reward_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tokenizer: Any,
                    batch_size: int = 8) -> tuple[float, float]:
     """(mean BT loss, accuracy on decided pairs) in eval mode."""
@@ -114,8 +125,8 @@ def evaluate_reward_pairs(model: TextRewardModel, pairs: Sequence[TextPair], tok
             batch = pairs[i:i + batch_size]
             loss, left, right, _ = pair_loss(model, batch, tokenizer)
             losses.append(float(loss) * len(batch))
-            lefts.append(left)
-            rights.append(right)
+            lefts.append(left.cpu())
+            rights.append(right.cpu())
     finally:
         model.train(was_training)
     target = torch.tensor([p.target for p in pairs])
@@ -152,6 +163,12 @@ class TextRewardModelConfig:
                                       "pairs, which the reward model never sees (the split is stored with the run); "
                                       "give it to ppo_text or grpo as gold_reward_model to watch over-optimisation on "
                                       "your own labels (0 = off; 0.5 splits them evenly).", min=0.0, max=0.9)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
+
+    def check(self) -> list[str]:
+        problem = devices.spec_problem(self.device)
+        return [problem] if problem else []
 
 
 SPLIT_FILE = "pair_split.json"  #: in the run's folder: which comparisons trained the proxy and the gold model
@@ -188,6 +205,7 @@ def _fit(phase: _Phase, model: TextRewardModel, tokenizer: Any, optimiser: torch
     shuffles, not trained again. A resumable state (with ``extra``) is saved when cancelled and every
     ``save_steps``. Returns (the job's step, the last batch loss, the held-out accuracy)."""
     rng = random.Random(phase.seed)
+    scaler = devices.grad_scaler(next(model.parameters()).device, model.precision)
     per_epoch = math.ceil(len(phase.train) / config.batch_size)
     step = phase.first_step
     what = "gold model: " if phase.name == "gold" else ""
@@ -207,7 +225,8 @@ def _fit(phase: _Phase, model: TextRewardModel, tokenizer: Any, optimiser: torch
                 save_state()
                 raise JobCancelled("cancelled")
             batch = [phase.train[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
-            metrics = train_step(model, optimiser, batch, tokenizer, center_rewards_coefficient=config.center_rewards_coefficient)
+            metrics = train_step(model, optimiser, batch, tokenizer,
+                                 center_rewards_coefficient=config.center_rewards_coefficient, scaler=scaler)
             step += 1
             last_loss = metrics["reward_model/loss"]
             ctx.metrics(step, phase.keys(metrics))
@@ -228,12 +247,15 @@ def _fit(phase: _Phase, model: TextRewardModel, tokenizer: Any, optimiser: torch
     return step, last_loss, heldout_acc
 
 
-def _start_model(config: TextRewardModelConfig, phase: _Phase, ctx: JobContext):
+def _start_model(config: TextRewardModelConfig, phase: _Phase, ctx: JobContext, device, precision: str):
     """(model, tokenizer, model id, optimiser, done, last loss, held-out accuracy) for ``phase``: a fresh
-    model (head seeded with the phase's seed), or the resumed state's when the run stopped in this phase."""
+    model (head seeded with the phase's seed), or the resumed state's when the run stopped in this phase;
+    on ``device`` (refused in words when a GPU's free memory is too small for it)."""
     model, tokenizer, model_id = load_base_reward_model(config.model, max_length=config.max_length,
                                                         seed=phase.seed, ctx=ctx)
     ctx.raise_if_cancelled()
+    devices.check_fits(device, reward_model_memory_mb(model, config, precision), "Training this reward model")
+    model.place(device, precision)
     set_gradient_checkpointing(model, config.gradient_checkpointing)
     model.train()
     optimiser = make_optimizer(model.parameters(), config.learning_rate)
@@ -242,6 +264,20 @@ def _start_model(config: TextRewardModelConfig, phase: _Phase, ctx: JobContext):
         extra = resume_training(state, model, optimiser)
         return model, tokenizer, model_id, optimiser, state.step, extra["last_loss"], extra["heldout_acc"]
     return model, tokenizer, model_id, optimiser, 0, float("nan"), float("nan")
+
+
+def reward_model_memory_mb(model: TextRewardModel, config: TextRewardModelConfig, precision: str) -> float:
+    """A rough estimate of the memory training ``model`` needs (:func:`rlhf_core.devices.training_memory_mb`):
+    every weight trained, plus the activations of one batch of ``2 * batch_size`` texts of up to
+    ``max_length`` tokens (:func:`~rlhf_core.text.rl_common.activation_memory_mb`, without logits: the
+    score head has one output)."""
+    params = sum(p.numel() for p in model.parameters())
+    cfg = model.backbone.config
+    shape = SimpleNamespace(hidden_size=cfg.hidden_size, num_hidden_layers=getattr(cfg, "num_hidden_layers", 1),
+                            intermediate_size=getattr(cfg, "intermediate_size", 0), vocab_size=0)
+    activations = activation_memory_mb(shape, 2 * config.batch_size, config.max_length, precision,
+                                       config.gradient_checkpointing)
+    return devices.training_memory_mb(params, params, precision, frozen_copies=0, activations_mb=activations)
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -267,6 +303,7 @@ def _write_split(path: Path, config: TextRewardModelConfig, proxy: _Phase, gold:
 
 
 def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> dict:
+    device, precision = job_device(config)  # DeviceError (a sentence) before anything is written
     project = ctx.project()
     pairs = text_pairs(project, config.label_sources)
     if not pairs:
@@ -295,16 +332,16 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
         result = dict(state.extra["proxy"])  # trained, scored and saved before the gold model's state
     else:
         with ctx.stage(0.0, proxy.steps / job_steps):
-            result = _train_proxy(config, ctx, proxy, gold, job_steps)
+            result = _train_proxy(config, ctx, proxy, gold, job_steps, device, precision)
     result["pairs"] = len(proxy_pairs)
     if gold is None:
         cid = project.add_checkpoint(ctx.run_id, CHECKPOINT_KIND, result["path"], step=proxy.steps,
                                      meta={"base_model": result["base_model"], "pairs": len(proxy_pairs),
                                            "heldout_accuracy": result["heldout_accuracy"]})
         ctx.progress(1.0, message="done")
-        return {**result, "checkpoint_id": cid}
+        return {**result, "checkpoint_id": cid, **devices.device_record(device, precision)}
     with ctx.stage(proxy.steps / job_steps, 1.0):
-        gold_result = _train_gold(config, ctx, gold, job_steps, result)
+        gold_result = _train_gold(config, ctx, gold, job_steps, result, device, precision)
     # the gold model first: the proxy stays the run's newest reward model (run:N, "the latest")
     gold_meta = {"base_model": gold_result["base_model"], "pairs": len(gold_pairs), "role": "gold",
                  "split": SPLIT_FILE, "heldout_accuracy": gold_result["gold_heldout_accuracy"]}
@@ -320,17 +357,18 @@ def train_text_reward_model(config: TextRewardModelConfig, ctx: JobContext) -> d
     ctx.progress(1.0, message="done")
     return {**result, **{k: v for k, v in gold_result.items() if k != "base_model"}, "all_pairs": len(pairs),
             "gold_fraction": config.gold_fraction, "split_path": str(run_folder / SPLIT_FILE),
-            "checkpoint_id": cid, "gold_checkpoint_id": gold_cid}
+            "checkpoint_id": cid, "gold_checkpoint_id": gold_cid, **devices.device_record(device, precision)}
 
 
 def _train_proxy(config: TextRewardModelConfig, ctx: JobContext, proxy: _Phase, gold: _Phase | None,
-                 job_steps: int) -> dict:
+                 job_steps: int, device, precision: str) -> dict:
     """Train, evaluate, score and save the reward model; its result (with ``path`` and ``base_model``)."""
     project = ctx.project()
     train, held = proxy.train, proxy.held
     started = time.monotonic()
     ctx.progress(0.0, message=f"Loading the model ({len(train)} training pairs, {len(held)} held out)")
-    model, tokenizer, model_id, optimiser, done, last_loss, heldout_acc = _start_model(config, proxy, ctx)
+    model, tokenizer, model_id, optimiser, done, last_loss, heldout_acc = _start_model(config, proxy, ctx, device,
+                                                                                       precision)
     step, last_loss, heldout_acc = _fit(proxy, model, tokenizer, optimiser, config, ctx, done=done,
                                         last_loss=last_loss, heldout_acc=heldout_acc, job_steps=job_steps, extra={})
     train_loss, train_acc = evaluate_reward_pairs(model, train, tokenizer, config.batch_size)
@@ -366,12 +404,13 @@ def _train_proxy(config: TextRewardModelConfig, ctx: JobContext, proxy: _Phase, 
 
 
 def _train_gold(config: TextRewardModelConfig, ctx: JobContext, gold: _Phase, job_steps: int,
-                proxy_result: dict) -> dict:
+                proxy_result: dict, device, precision: str) -> dict:
     """Train, evaluate and save the held-out gold model (``gold_*`` result keys, ``gold_path``)."""
     project = ctx.project()
     ctx.progress(0.0, message=f"Loading the held-out gold model ({len(gold.train)} training pairs, "
                               f"{len(gold.held)} held out)")
-    model, tokenizer, model_id, optimiser, done, last_loss, heldout_acc = _start_model(config, gold, ctx)
+    model, tokenizer, model_id, optimiser, done, last_loss, heldout_acc = _start_model(config, gold, ctx, device,
+                                                                                       precision)
     _, last_loss, heldout_acc = _fit(gold, model, tokenizer, optimiser, config, ctx, done=done, last_loss=last_loss,
                                      heldout_acc=heldout_acc, job_steps=job_steps, extra={"proxy": proxy_result})
     train_loss, train_acc = evaluate_reward_pairs(model, gold.train, tokenizer, config.batch_size)

@@ -24,6 +24,10 @@ A seeded share (``heldout_fraction``) is held out; ``sft/heldout_loss`` is the s
 eval mode, at step 0 (before any update), every ``eval_every`` steps (0: after every epoch) and at
 the end. The trained policy is saved as a Hugging Face folder (LoRA merged in) and registered as a
 ``text_policy`` checkpoint, which the PPO, GRPO and DPO jobs can start from (their ``model``).
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the weights train in float32 on the device;
+with bf16/fp16 the forward passes run under autocast (fp16 with a gradient scaler). The result
+records where it ran (``device``, ``device_name``, ``dtype``, ``peak_memory_mb``).
 """
 
 from __future__ import annotations
@@ -35,19 +39,23 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import resume_training, trainable_state
 from rlhf_core.labelers.text_labels import CORRECTION_SOURCE
+from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
 from rlhf_core.text.model import eos_token_ids
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
+    backward,
     build_batch,
     completion_logprobs,
+    job_device,
     load_policy,
     masked_mean,
+    optimizer_step,
     peak_rss_mb,
     render_chat_prompt,
     response_ids,
@@ -129,7 +137,7 @@ class SFTConfig:
     heldout_fraction: float = param(0.1, "Share of examples held out for sft/heldout_loss.", min=0.0, max=0.5)
     eval_every: int = param(0, "Held-out loss every N steps (0: after every epoch).", min=0)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(0, "LoRA rank (0 = full fine-tune).", min=0, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
     lora_alpha: int = param(0, "LoRA alpha (0 = 2 x rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (less memory).")
     seed: int = param(0, "Random seed (held-out split, shuffling).", min=0)
@@ -137,20 +145,24 @@ class SFTConfig:
     save: bool = param(True, "Store the fine-tuned policy as a checkpoint of the project.")
     save_steps: int = param(0, "Save a resumable state every N steps (0: only when cancelled); a cancelled, "
                             "failed or killed run resumes from the last one.", min=0)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
+        problems = [p for p in [devices.spec_problem(self.device)] if p]
         try:
             names = parse_data(self.data)
         except ValueError as exc:
-            return [f"data: {exc}"]
-        return [] if names else ["data: choose at least one of " + ", ".join(DATA_SOURCES)]
+            return problems + [f"data: {exc}"]
+        return problems + ([] if names else ["data: choose at least one of " + ", ".join(DATA_SOURCES)])
 
 
 class _Encoder:
     """Prompt/response -> token ids (prompt with the chat template, response + end token)."""
 
-    def __init__(self, tokenizer, model, max_length: int):
+    def __init__(self, tokenizer, model, max_length: int, device=None):
         self.tokenizer = tokenizer
+        self.device = device
         eos = eos_token_ids(model, tokenizer)
         self.eos = eos[0] if eos else tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -169,7 +181,7 @@ class _Encoder:
 
     def batch(self, examples):
         pairs = [self.encode(e) for e in examples]
-        return build_batch([p for p, _ in pairs], [c for _, c in pairs], self.pad)
+        return build_batch([p for p, _ in pairs], [c for _, c in pairs], self.pad, device=self.device)
 
 
 def sft_loss(model, batch) -> tuple[torch.Tensor, int]:
@@ -179,8 +191,8 @@ def sft_loss(model, batch) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def heldout_loss(model, encoder: _Encoder, examples, batch_size: int) -> float:
-    """Token-weighted mean NLL over ``examples`` (eval mode)."""
+def heldout_loss(model, encoder: _Encoder, examples, batch_size: int, precision: str = "float32") -> float:
+    """Token-weighted mean NLL over ``examples`` (eval mode; forward under ``precision``'s autocast)."""
     if not examples:
         return float("nan")
     was_training = model.training
@@ -188,7 +200,8 @@ def heldout_loss(model, encoder: _Encoder, examples, batch_size: int) -> float:
     total, tokens = 0.0, 0
     try:
         for i in range(0, len(examples), batch_size):
-            loss, n = sft_loss(model, encoder.batch(examples[i:i + batch_size]))
+            with devices.autocast(encoder.device or "cpu", precision):
+                loss, n = sft_loss(model, encoder.batch(examples[i:i + batch_size]))
             total += float(loss) * n
             tokens += n
     finally:
@@ -198,6 +211,7 @@ def heldout_loss(model, encoder: _Encoder, examples, batch_size: int) -> float:
 
 def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
     set_threads(config.threads)
+    device, precision = job_device(config)
     if ctx.project_path is None:
         raise ValueError("SFT learns from a project's demonstrations: run it with a project (--project).")
     project = ctx.project()
@@ -209,10 +223,12 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
     train, held = split_pairs(examples, config.heldout_fraction, config.seed)
     ctx.progress(0.0, message=f"Loading the model ({len(train)} training examples, {len(held)} held out)")
     setup = load_policy(config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                        gradient_checkpointing=config.gradient_checkpointing, need_reference=False, ctx=ctx)
+                        gradient_checkpointing=config.gradient_checkpointing, need_reference=False, ctx=ctx,
+                        device=device, precision=precision, batch_shape=(config.batch_size, config.max_length))
     model = setup.model
-    encoder = _Encoder(setup.tokenizer, model, config.max_length)
+    encoder = _Encoder(setup.tokenizer, model, config.max_length, device)
     params = setup.trainable_parameters()
+    scaler = setup.grad_scaler()
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / config.batch_size)
     total = config.steps if config.steps > 0 else per_epoch * config.epochs
@@ -232,9 +248,10 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
     if state is None:  # step 0: before any update
         with torch.no_grad():
             model.eval()
-            loss0, _ = sft_loss(model, encoder.batch(first_batch))
+            with setup.autocast():
+                loss0, _ = sft_loss(model, encoder.batch(first_batch))
             model.train()
-        held_first = heldout_loss(model, encoder, held, config.batch_size)
+        held_first = heldout_loss(model, encoder, held, config.batch_size, precision)
         ctx.metrics(0, {"train/loss": float(loss0), "sft/heldout_loss": held_first if held else None,
                         "memory/peak_rss_mb": peak_rss_mb()})
         loss_first, loss_last, held_last, done = float(loss0), float(loss0), held_first, 0
@@ -259,14 +276,15 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
         if step > 1:
             batch_examples = next(stream)
         model.train()
-        loss, _ = sft_loss(model, encoder.batch(batch_examples))
+        with setup.autocast():
+            loss, _ = sft_loss(model, encoder.batch(batch_examples))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss, optimizer, scaler)
         if config.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         else:
             grad_norm = float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params if p.grad is not None)))
-        optimizer.step()
+        optimizer_step(optimizer, scaler)
         loss_last = float(loss.detach())
         elapsed = time.monotonic() - started
         metrics = {"train/loss": loss_last, "train/grad_norm": grad_norm, "memory/peak_rss_mb": peak_rss_mb(),
@@ -277,7 +295,7 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
                 ctx.metrics(step, metrics)
                 save_state(step)
                 raise JobCancelled("cancelled")
-            held_last = heldout_loss(model, encoder, held, config.batch_size)
+            held_last = heldout_loss(model, encoder, held, config.batch_size, precision)
             metrics["sft/heldout_loss"] = held_last
         ctx.metrics(step, metrics)
         ctx.progress(step, total, f"step {step}/{total}, loss {loss_last:.3f}")
@@ -287,7 +305,8 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
     result = {"examples": len(examples), "by_source": counts, "train_examples": len(train),
               "heldout_examples": len(held), "steps": total, "loss_first": loss_first, "loss_last": loss_last,
               "heldout_loss_first": held_first if held else None, "heldout_loss_last": held_last if held else None,
-              "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+              "wall_seconds": round(time.monotonic() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "lora": setup.lora, "lora_rank": setup.lora_rank, **devices.device_record(device, precision)}
     if config.save:
         folder = project.run_folder(ctx.run_id) / "sft_policy"
         meta = {"job": "sft", "base_model": setup.model_id, "data": config.data, "steps": total,

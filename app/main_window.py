@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import data_dialogs, remembered
+from app.device_choice import DeviceBox, about_lines
 from app.errors import file_error_text
 from app.jobs import ExternalRunWatcher, JobRunner
 from app.labeling.writer import close_writer
@@ -45,6 +46,7 @@ from app.training.config_form import RunDialog
 from rlhf_core import __version__
 from rlhf_core import config as cfg
 from rlhf_core.demo import DEMO_NAME, add_demo_labellers, demo_runs
+from rlhf_core.devices import set_default_device
 from rlhf_core.jobs import ResumeError, list_jobs
 from rlhf_core.paths import demo_project_path, logs_dir, resource_path
 from rlhf_core.runtime import set_network_allowed, set_tensorboard_enabled, set_torch_threads, tensorboard_enabled
@@ -110,7 +112,9 @@ class SettingsDialog(QDialog):
             "checkpoints/run-NNNNN/tensorboard/ (view them with: tensorboard --logdir PROJECT/checkpoints).\n"
             "Runs started after the change; the same as RLHF_TENSORBOARD=1 or the CLI's --tensorboard."
         )
+        self.device = DeviceBox(settings.device)
         form = QFormLayout(self)
+        form.addRow("Device", self.device)
         form.addRow("Torch threads", self.threads)
         form.addRow("Network", self.network)
         form.addRow("Metrics", self.tensorboard)
@@ -246,6 +250,8 @@ class MainWindow(QMainWindow):
         set_network_allowed(self.settings.allow_network)
         if self.settings.tensorboard:  # off leaves RLHF_TENSORBOARD=1 from the environment on
             set_tensorboard_enabled(True)
+        if self.settings.device != "auto":  # auto leaves RLHF_DEVICE from the environment on
+            set_default_device(self.settings.device)
         self.nav.setCurrentRow(0)
         self._update_title()
 
@@ -793,14 +799,19 @@ class MainWindow(QMainWindow):
             set_network_allowed(self.settings.allow_network)
             self.settings.tensorboard = dialog.tensorboard.isChecked()
             set_tensorboard_enabled(self.settings.tensorboard)
+            self.settings.device = dialog.device.value()
+            set_default_device(self.settings.device)
 
     def open_logs_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs_dir())))
 
+    def about_text(self) -> str:
+        """Help ▸ About: the version, the torch build and GPUs, the default device, threads, the logs folder."""
+        return (f"{APP_TITLE} {__version__}\nTurn human judgements into reward models and better policies.\n\n"
+                + "\n".join(about_lines(self.settings)) + f"\n\nLogs: {logs_dir()}")
+
     def about_dialog(self) -> None:
-        message_box(self, f"About {APP_TITLE}",
-                    f"{APP_TITLE} {__version__}\nTurn human judgements into reward models and better "
-                    f"policies.\n\nLogs: {logs_dir()}", QMessageBox.Icon.Information).exec()
+        message_box(self, f"About {APP_TITLE}", self.about_text(), QMessageBox.Icon.Information).exec()
 
     # --- closing ---------------------------------------------------------------------------------
     def _finish_label_writes(self) -> None:

@@ -1,5 +1,6 @@
-"""Persistent user settings (window geometry, last/recent projects, torch threads, and what a person set on
-the pages of each project: forms and view toggles, keyed by the project's folder).
+"""Persistent user settings (window geometry, last/recent projects, torch threads, the default device, the
+model folders a person added, and what a person set on the pages of each project: forms and view toggles,
+keyed by the project's folder).
 
 Stored in an INI file under the per-user folder (``rlhf_core.paths.user_data_dir()``), so tests
 that point ``RLHF_WORKBENCH_HOME`` at a temporary folder never touch the real settings.
@@ -13,10 +14,12 @@ import os
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from rlhf_core.devices import spec_problem
 from rlhf_core.paths import user_data_dir
 from rlhf_core.runtime import DEFAULT_TORCH_THREADS
 
 MAX_RECENT = 8
+MAX_MODEL_FOLDERS = 20
 
 
 class Settings:
@@ -79,6 +82,34 @@ class Settings:
     @tensorboard.setter
     def tensorboard(self, enabled: bool) -> None:
         self.qs.setValue("runtime/tensorboard", "true" if enabled else "false")
+        self.qs.sync()
+
+    @property
+    def device(self) -> str:
+        """Where text jobs set to ``auto`` run (Settings ▸ Device): auto, cpu, cuda or cuda:N."""
+        value = str(self.qs.value("runtime/device", "auto") or "auto").strip().lower()
+        return value if spec_problem(value) is None else "auto"
+
+    @device.setter
+    def device(self, spec: str) -> None:
+        self.qs.setValue("runtime/device", str(spec).strip().lower())
+        self.qs.sync()
+
+    # --- model folders a person added (the model pickers list them) ----------------------------
+    def model_folders(self) -> list[str]:
+        value = self.qs.value("models/folders", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def add_model_folder(self, path: str) -> None:
+        path = os.path.abspath(os.path.expanduser(path))
+        folders = [p for p in self.model_folders() if p != path]
+        self.qs.setValue("models/folders", [path, *folders][:MAX_MODEL_FOLDERS])
+        self.qs.sync()
+
+    def forget_model_folder(self, path: str) -> None:
+        self.qs.setValue("models/folders", [p for p in self.model_folders() if p != path])
         self.qs.sync()
 
     @property

@@ -6,12 +6,25 @@
 #                                            # "package" = PyInstaller, used by scripts/build_bundle.sh)
 #
 # torch is installed FIRST and on its own, pinned, so that a CPU machine gets the CPU build
-# instead of a multi-GB CUDA build pulled in as someone else's dependency.
+# instead of a multi-GB CUDA build pulled in as someone else's dependency. Which build:
+#
+#   RLHF_TORCH=cpu scripts/setup.sh    # the default: the CPU build (torch==2.13.0+cpu, about 200 MB),
+#                                      # from pip's own sources, else from PyTorch's CPU index
+#   RLHF_TORCH=cuda scripts/setup.sh   # PyPI's default Linux build, with the NVIDIA CUDA libraries (several
+#                                      # GB); for an NVIDIA GPU (the app's Settings > Device, a job's device)
+#
+# Unset, a torch 2.13.0 already in .venv is kept whichever build it is; set, the other build is replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 TORCH_VERSION="2.13.0"
+TORCH_BUILD="${RLHF_TORCH:-cpu}"
+TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
+case "$TORCH_BUILD" in
+  cpu|cuda) ;;
+  *) echo "setup: RLHF_TORCH must be cpu or cuda, not '$TORCH_BUILD'." >&2; exit 1 ;;
+esac
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for cand in python3.11 python3; do
@@ -49,6 +62,9 @@ fi
 
 STAMP="$VENV/.rlhf-setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -n "${RLHF_TORCH:-}" ]; then
+  want="$want-torch-$TORCH_BUILD"  # asking for a build checks the installed torch once
+fi
 # Extras get a stamp of their own, so the plain set-up (tests) and an extras set-up (bundle build)
 # do not invalidate each other.
 EXTRAS=$(echo "${RLHF_EXTRAS:-}" | tr -d ' ')
@@ -70,9 +86,20 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
-if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-  echo "setup: installing torch==$TORCH_VERSION (CPU build) first"
-  $PIP install -q "torch==$TORCH_VERSION"
+# the installed torch is kept when it is the pinned version and (RLHF_TORCH set) the asked-for build
+want_cuda=any
+if [ -n "${RLHF_TORCH:-}" ]; then
+  want_cuda=$([ "$TORCH_BUILD" = cuda ] && echo 1 || echo 0)
+fi
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION' or ('$want_cuda' != 'any' and (torch.version.cuda is not None) != ('$want_cuda' == '1')))" 2>/dev/null; then
+  if [ "$TORCH_BUILD" = cuda ]; then
+    echo "setup: installing torch==$TORCH_VERSION (CUDA build, several GB) first"
+    $PIP install -q "torch==$TORCH_VERSION,!=$TORCH_VERSION+cpu"
+  else
+    echo "setup: installing torch==$TORCH_VERSION (CPU build) first"
+    $PIP install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+      || $PIP install -q "torch==$TORCH_VERSION+cpu" --extra-index-url "$TORCH_CPU_INDEX"
+  fi
 fi
 echo "setup: installing the workbench and its test tools${EXTRAS:+ (extras: $EXTRAS)}"
 $PIP install -q -e ".[test${EXTRAS:+,$EXTRAS}]"

@@ -5,7 +5,8 @@ become spin-box limits, ``choices`` become a combo box, booleans a check box. De
 typed as text and shown in their shortest exact form (``5e-07``, ``0.2``), so any value round-trips.
 Some fields have pickers, typing your own value still possible: ``env_id`` (the registered
 environments the workbench supports, searchable), ``prompt_set`` (the built-in sets, with a preview),
-``prompt_ids`` (the project's prompts, chosen from a list). ``config()`` validates and returns the
+``prompt_ids`` (the project's prompts, chosen from a list), model settings (the bundled model, the
+project's artefacts and the model folders the person added, :class:`ArtefactBox`). ``config()`` validates and returns the
 dataclass, or raises ``ConfigError`` listing every problem; the dialog shows those problems and keeps
 the form open.
 
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QFont, QGuiApplication, QPalette, QValidator
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QCheckBox,
     QComboBox,
     QCompleter,
@@ -34,6 +38,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -48,6 +53,7 @@ from PySide6.QtWidgets import (
 
 from app.plain import plain_label, tip
 from rlhf_core import config as cfg
+from rlhf_core.kinds import TEXT_POLICY
 
 _INT_LIMIT = 2_147_483_647
 #: the job the New Run dialog shows when nothing else is asked for and the project suggests none
@@ -295,30 +301,65 @@ def artefact_label(artefact) -> str:
 class ArtefactBox(QComboBox):
     """A setting that takes a model: the project's artefacts of its kinds by name (newest first, stored as
     ``checkpoint:ID`` so a rename does not change what a run used), the default (empty), a folder chosen with
-    "Folder…", or any reference typed (``run:7``, a name, a path)."""
+    "…", or any reference typed (``run:7``, a name, a path).
 
-    def __init__(self, value: str, kinds: tuple, default_text: str, parent=None):
+    A text model setting also lists the model folders the person added (any family transformers loads as
+    a causal LM): "…" checks a chosen folder at once (``check_model_folder``; a problem is shown in one
+    sentence under the box and the folder is not added) and remembers it per user (``Settings``); the
+    arrow beside "…" forgets one."""
+
+    def __init__(self, value: str, kinds: tuple, default_text: str, parent=None, *, settings=None):
         super().__init__(parent)
         self.kinds = kinds
         self.default_text = default_text
+        self.remembers = TEXT_POLICY in kinds
+        self._settings = settings
+        self._project = None
         _narrow(self)
         self.setEditable(True)
         self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.lineEdit().setPlaceholderText(default_text)
         self.folder_button = QToolButton()
         self.folder_button.setText("…")
-        self.folder_button.setToolTip("Choose a model folder outside the project")
         self.folder_button.clicked.connect(self.choose_folder)
+        if self.remembers:
+            self.folder_button.setToolTip("Add a model folder: checked now, then listed in every model setting "
+                                          "(the arrow: forget one)")
+            self.folder_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+            self.folder_menu = QMenu(self.folder_button)
+            self.folder_menu.aboutToShow.connect(self._fill_folder_menu)
+            self.folder_button.setMenu(self.folder_menu)
+        else:
+            self.folder_button.setToolTip("Choose a model folder outside the project")
+        self.problem = plain_label()
+        self.problem.setObjectName("model_folder_problem")
+        self.problem.setWordWrap(True)
+        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.hide()
+        self.editTextChanged.connect(lambda _text: self.problem.hide())  # a new choice: the old problem is gone
         self.row = QWidget()
-        layout = QHBoxLayout(self.row)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self, 1)
-        layout.addWidget(self.folder_button)
+        outer = QVBoxLayout(self.row)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        line = QHBoxLayout()
+        line.addWidget(self, 1)
+        line.addWidget(self.folder_button)
+        outer.addLayout(line)
+        outer.addWidget(self.problem)
         self._value = str(value)
         self.set_project(None)
 
+    @property
+    def settings(self):
+        if self._settings is None:
+            from app.settings import Settings
+
+            self._settings = Settings()
+        return self._settings
+
     def set_project(self, project) -> None:
         current = self.text() if self.count() else self._value
+        self._project = project
         self.blockSignals(True)
         self.clear()
         self.addItem(self.default_text, "")
@@ -328,6 +369,12 @@ class ArtefactBox(QComboBox):
             for artefact in list_artefacts(project, self.kinds):
                 self.addItem(artefact_label(artefact), artefact.reference)
                 self.setItemData(self.count() - 1, str(artefact.path), Qt.ItemDataRole.ToolTipRole)
+        folders = self.settings.model_folders() if self.remembers else []
+        if folders:
+            self.insertSeparator(self.count())
+        for folder in folders:
+            self.addItem(model_folder_label(folder), folder)
+            self.setItemData(self.count() - 1, folder, Qt.ItemDataRole.ToolTipRole)
         self.blockSignals(False)
         self.setText(current)
 
@@ -352,8 +399,67 @@ class ArtefactBox(QComboBox):
         from PySide6.QtWidgets import QFileDialog
 
         folder = QFileDialog.getExistingDirectory(self, "Model folder")
-        if folder:
+        if not folder:
+            return
+        if self.remembers:
+            self.add_folder(folder)
+        else:
             self.setText(folder)
+
+    def add_folder(self, folder: str) -> bool:
+        """Check ``folder`` and, when it holds a usable causal LM, remember and choose it; otherwise show the
+        problem in one sentence and change nothing. True when added."""
+        from rlhf_core.text.model import ModelError, check_model_folder  # start-up: imports transformers
+
+        path = os.path.abspath(os.path.expanduser(str(folder)))
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            check_model_folder(path)
+            problem = None
+        except ModelError as exc:
+            problem = str(exc)
+        except OSError as exc:
+            problem = f"{path} could not be read ({exc.strerror or exc})."
+        finally:
+            QApplication.restoreOverrideCursor()
+        self.problem.setText(problem or "")
+        self.problem.setVisible(problem is not None)
+        if problem is not None:
+            return False
+        self.settings.add_model_folder(path)
+        self.set_project(self._project)
+        self.setText(path)
+        return True
+
+    def forget_folder(self, folder: str) -> None:
+        """Drop ``folder`` from the remembered list (the folder itself is left alone)."""
+        chosen = self.text() == folder
+        self.settings.forget_model_folder(folder)
+        self.set_project(self._project)
+        if chosen:
+            self.setText("")
+
+    def _fill_folder_menu(self) -> None:
+        self.folder_menu.clear()
+        self.folder_menu.addAction("Add folder…", self.choose_folder)
+        folders = self.settings.model_folders()
+        if folders:
+            self.folder_menu.addSeparator()
+        for folder in folders:
+            action = self.folder_menu.addAction(f"Forget {_one_line(folder, 80)}")
+            action.triggered.connect(lambda _checked=False, f=folder: self.forget_folder(f))
+
+
+def model_folder_label(folder: str) -> str:
+    """``tiny-gpt2 — your folder · gpt2``: what a picker shows of a model folder the person added."""
+    path = Path(folder)
+    try:
+        family = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        family = None
+    if not path.is_dir():
+        return _one_line(f"{path.name} — your folder · missing", 120)
+    return _one_line(f"{path.name} — your folder" + (f" · {family}" if isinstance(family, str) else ""), 120)
 
 
 class ArtefactIdBox(QComboBox):
@@ -533,6 +639,8 @@ class ConfigForm(QWidget):
                           int(min(info.max, _INT_LIMIT)) if info.max is not None else _INT_LIMIT)
             spin.setValue(int(value))
             spin.setGroupSeparatorShown(True)
+            if info.name == "lora_rank" and info.min == -1:
+                spin.setSpecialValueText("auto")  # -1: LoRA only for models above 500M parameters
             return spin
         if info.type is float:
             return FloatEdit(float(value), info.min, info.max)

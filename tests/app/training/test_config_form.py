@@ -202,3 +202,15 @@ def test_dialog_shows_problems_and_stays_open(window, qtbot):
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
     assert dialog.result_config is None and not dialog.errors.isHidden()
     assert dialog.errors.text() == "Please fix:\nlearning_rate: must be greater than 0.0, got 0.0"
+
+
+def test_lora_rank_auto_shows_as_auto_and_round_trips(qtbot):
+    from rlhf_core.config import to_dict
+    from rlhf_core.trainers.text.sft import SFTConfig
+
+    form = ConfigForm(SFTConfig)
+    qtbot.addWidget(form)
+    spin = form.editors["lora_rank"]
+    assert spin.text() == "auto" and form.config().lora_rank == -1
+    spin.setValue(8)
+    assert spin.text() == "8" and to_dict(form.config())["lora_rank"] == 8

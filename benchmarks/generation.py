@@ -60,8 +60,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="A 2-layer, 64-wide random Llama (quick check).")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (auto: a GPU when there is one).")
+    parser.add_argument("--precision", default="float32", help="Weights' dtype for both: float32, bf16 or fp16.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from rlhf_core import devices
+
+    device = devices.resolve_device(args.device)
+    precision = devices.resolve_precision(args.precision, device)
+    if args.tiny:
+        import tempfile
+
+        from bench_models import pick_model
+
+        args.model = str(pick_model(True, "", Path(tempfile.mkdtemp(prefix="gen-bench-")))[0])
 
     conversion = None
     if not args.model and not is_converted(default_model_dir()):
@@ -69,7 +82,8 @@ def main() -> None:
         ensure_default_model(NullContext())
         conversion = {"seconds": round(time.monotonic() - t0, 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    lm = load_model(args.model or None)
+    lm = load_model(args.model or None, device=device,
+                    dtype={"float32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision])
     tok = lm.tokenizer
     prompts = [PromptTemplate().render(tok, p) for p in pick_prompts(args.batch_size)]
     seeds = [args.seed * 1000 + i for i in range(len(prompts))]
@@ -116,6 +130,7 @@ def main() -> None:
         "settings": base,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
+        **devices.device_record(device, precision),
         "load_seconds": round(lm.load_seconds, 2),
         "conversion": conversion,
         "scenarios": scenarios,

@@ -103,7 +103,13 @@ def run_both(folder: Path, pairs: list[TextPair], args, out_dir: Path) -> dict:
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
+    from rlhf_core import devices
+
+    device = devices.resolve_device(args.device)
+    precision = devices.resolve_precision(args.precision, device)
     ours_model, tok, _ = load_base_reward_model(str(folder), max_length=args.max_length, seed=args.seed)
+    ours_model.place(device, precision)
+    scaler = devices.grad_scaler(device, precision)
     set_gradient_checkpointing(ours_model, args.gradient_checkpointing == "on")
     ours_model.train()
     optimiser = make_optimizer(ours_model.parameters(), args.lr)
@@ -132,7 +138,7 @@ def run_both(folder: Path, pairs: list[TextPair], args, out_dir: Path) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             self.end.append(time.perf_counter())
             t0 = time.perf_counter()
-            metrics = train_step(ours_model, optimiser, pairs, tok)
+            metrics = train_step(ours_model, optimiser, pairs, tok, scaler=scaler)
             ours_times.append(time.perf_counter() - t0)
             ours_losses.append(metrics["reward_model/loss"])
             self.resume.append(time.perf_counter())
@@ -141,7 +147,8 @@ def run_both(folder: Path, pairs: list[TextPair], args, out_dir: Path) -> dict:
              "chosen": [{"role": "assistant", "content": p.left}],
              "rejected": [{"role": "assistant", "content": p.right}]} for p in pairs]
     config = RewardConfig(
-        output_dir=str(out_dir), use_cpu=True, bf16=False, report_to="none", disable_tqdm=True,
+        output_dir=str(out_dir), use_cpu=device.type == "cpu", bf16=precision == "bf16",
+        fp16=precision == "fp16", report_to="none", disable_tqdm=True,
         max_length=args.max_length, per_device_train_batch_size=len(pairs), max_steps=1 + args.steps,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         optim="adamw_torch_fused", gradient_checkpointing=args.gradient_checkpointing == "on",
@@ -174,6 +181,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--gradient-checkpointing", choices=("on", "off"), default="off")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for both (auto: a GPU if any).")
+    parser.add_argument("--precision", default="float32", help="float32, bf16 or fp16, for both.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -209,6 +218,8 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "model": model_name,
         "threads": args.threads,
+        "device": args.device,
+        "precision": args.precision,
         "pairs": args.pairs,
         "max_length": args.max_length,
         "tokens_min_max": [min(lengths), max(lengths)],

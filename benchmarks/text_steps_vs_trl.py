@@ -92,6 +92,15 @@ class StepClock:
         return _Clock()
 
 
+def _trl_device(args) -> dict:
+    """TRL's settings for the same device and precision as ours (bf16/fp16 = mixed precision there too)."""
+    from rlhf_core import devices
+
+    device = devices.resolve_device(args.device)
+    precision = devices.resolve_precision(args.precision, device)
+    return {"use_cpu": device.type == "cpu", "bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
 def _trl_times(clock) -> list[float]:
     return [clock.end[0] - clock.begin[0]] + [b - a for a, b in zip(clock.end, clock.end[1:])]
 
@@ -104,7 +113,7 @@ def grpo_ours(folder: Path, args) -> dict:
         model=str(folder), steps=1 + args.steps, prompts_per_step=args.prompts, group_size=args.group_size,
         max_new_tokens=args.max_new_tokens, temperature=0.7, learning_rate=1e-6, beta=0.04, heldout_tasks=0,
         train_tasks=64, gradient_checkpointing=args.gradient_checkpointing == "on", threads=args.threads,
-        save=False, seed=args.seed))
+        save=False, seed=args.seed, device=args.device, precision=args.precision))
     ctx = RecordingContext()
     train_grpo(config, ctx)
     times = [1.0 / v for v in ctx.series("time/steps_per_second")[1]]
@@ -136,7 +145,7 @@ def grpo_trl(folder: Path, args, out_dir: Path) -> dict:
 
     n = args.prompts * args.group_size
     config = GRPOConfig(
-        output_dir=str(out_dir), use_cpu=True, bf16=False, report_to="none", disable_tqdm=True,
+        output_dir=str(out_dir), **_trl_device(args), report_to="none", disable_tqdm=True,
         per_device_train_batch_size=n, num_generations=args.group_size, max_completion_length=args.max_new_tokens,
         temperature=0.7, beta=0.04, epsilon=0.2, loss_type="dapo", use_bias_correction_kl=False,
         learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch_fused",
@@ -159,7 +168,11 @@ def dpo_ours(folder: Path, args) -> dict:
     from rlhf_core.text.rl_common import make_optimizer
     from rlhf_core.text.rl_common import load_policy
 
-    setup = load_policy(str(folder), gradient_checkpointing=args.gradient_checkpointing == "on", need_reference=True)
+    from rlhf_core import devices
+
+    device = devices.resolve_device(args.device)
+    setup = load_policy(str(folder), gradient_checkpointing=args.gradient_checkpointing == "on", need_reference=True,
+                        device=device, precision=devices.resolve_precision(args.precision, device))
     tok = setup.tokenizer
     pairs = [PreferencePair(*PAIRS[i % len(PAIRS)]) for i in range(args.pairs)]
     optimizer = make_optimizer(setup.trainable_parameters(), 1e-6)
@@ -188,7 +201,7 @@ def dpo_trl(folder: Path, args, out_dir: Path) -> dict:
     rows = [{"prompt": render_chat_prompt(tok, p), "chosen": c, "rejected": r}
             for p, c, r in (PAIRS[i % len(PAIRS)] for i in range(args.pairs))]
     config = DPOConfig(
-        output_dir=str(out_dir), use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, beta=0.1,
+        output_dir=str(out_dir), **_trl_device(args), report_to="none", disable_tqdm=True, beta=0.1,
         max_length=512, per_device_train_batch_size=args.pairs, max_steps=1 + args.steps, learning_rate=1e-6,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch_fused", max_grad_norm=1.0,
         gradient_checkpointing=args.gradient_checkpointing == "on", save_strategy="no", logging_steps=1,
@@ -218,6 +231,8 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", choices=("on", "off"), default="off",
                         help="For both (off: our GRPO runs each prompt once per group; on: the plain forward).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for both (auto: a GPU if any).")
+    parser.add_argument("--precision", default="float32", help="float32, bf16 or fp16, for both.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -227,7 +242,8 @@ def main() -> None:
     folder, model_name = pick_model(args.tiny, args.model, tmp)
     load = [os.getloadavg()[0]]
     result: dict = {"benchmark": "text_steps_vs_trl", "model": model_name, "threads": args.threads,
-                    "steps": args.steps, "gradient_checkpointing": args.gradient_checkpointing}
+                    "steps": args.steps, "gradient_checkpointing": args.gradient_checkpointing,
+                    "device": args.device, "precision": args.precision}
     if "grpo" in which:
         ours = grpo_ours(folder, args)
         trl = grpo_trl(folder, args, tmp / "trl-grpo")

@@ -232,3 +232,12 @@ def torch_build() -> dict:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available else [],
         "threads": torch.get_num_threads(),
     }
+
+
+def for_switch(field, prefix: str):
+    """:func:`device_param` / :func:`precision_param` of a config with a form switch (``FORM_SWITCH``): the
+    help starts with ``prefix`` (``"text: "``) so that the app shows the setting only where it applies."""
+    import dataclasses
+
+    meta = {**field.metadata, "help": prefix + field.metadata["help"]}
+    return dataclasses.field(default=field.default, metadata=meta)

@@ -20,10 +20,14 @@ With people as labellers a round stops after queueing its pairs (result ``status
 stored as a completed run); :func:`continue_round` finishes it as the SAME run once the pairs are labelled
 (the same call also finishes a round that failed or was cancelled, from its first unfinished step). What a
 round has done is kept in ``round.json`` in its run folder, written after every step.
+
+A text round's ``device`` and ``precision`` go to every step that runs a language model (and the round's own
+scoring with the new reward model); a device that cannot be used stops the round before anything is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,7 +38,7 @@ from itertools import combinations
 from typing import Any
 
 from rlhf_core import config as cfg
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import ChildContext, JobCancelled, JobContext, JobOutcome, execute_job, get_job
 from rlhf_core.labelers.synthetic import TEACHERS
@@ -97,6 +101,8 @@ class RoundConfig:
     max_length: int = param(512, "text: longest prompt + response in tokens for the reward model and DPO.", min=8)
     heldout_fraction: float = param(0.1, "Labels held out to measure the reward model's accuracy.",
                                     min=0.0, max=0.5)
+    device: str = devices.for_switch(devices.device_param(), "text: ")
+    precision: str = devices.for_switch(devices.precision_param(), "text: ")
     # control
     env_id: str = param("CartPole-v1", "control: Gymnasium environment id.")
     episodes: int = param(8, "control: episodes rolled out from the policy.", min=1, max=10_000)
@@ -114,7 +120,7 @@ class RoundConfig:
                                   "teaches it to end episodes early); off where ending early is the goal.")
 
     def check(self) -> list[str]:
-        problems = []
+        problems = [p for p in [devices.spec_problem(self.device)] if p]
         if self.track == "control" and self.labeller == "ai":
             problems.append("labeller: the AI labeller judges text; a control round uses oracle or human")
         if self.track == "text" and not self.prompt_set.strip():
@@ -286,11 +292,14 @@ class _Round:
         return run["result"] if run is not None and run["status"] == "completed" else None
 
     def step(self, step: str, job: str, settings: dict[str, Any], lo: float, hi: float) -> dict:
-        """Run ``job`` as a child run of the round (skipped when done before); its result."""
+        """Run ``job`` as a child run of the round (skipped when done before); its result. A job with a
+        ``device`` setting gets the round's ``device`` and ``precision``."""
         earlier = self.done(step)
         if earlier is not None:
             return earlier
         spec = get_job(job)
+        if {"device", "precision"} <= {f.name for f in dataclasses.fields(spec.config_class())}:
+            settings = {"device": self.config.device, "precision": self.config.precision, **settings}
         config = cfg.from_dict(spec.config_class(), settings)
         child = self.project.create_run(job, cfg.to_dict(config), parent_run_id=self.run_id)
         self.state["runs"][step] = child
@@ -329,6 +338,10 @@ class _Round:
         self.previous_state = previous_state
 
     def run(self) -> dict:
+        self.device, self.precision = None, "float32"
+        if self.config.track == "text":  # DeviceError (a sentence) before anything is written
+            self.device = devices.resolve_device(self.config.device)
+            self.precision = devices.resolve_precision(self.config.precision, self.device)
         state = read_state(self.project, self.run_id)
         if state is None:
             self.start()
@@ -454,7 +467,7 @@ class _Round:
                    for pid in {item["prompt_id"] for item in items.values()}}
         order = list(items)
         asked = {i: prompts[items[i]["prompt_id"]]["text"] for i in order}
-        model, tokenizer = load_text_reward_model(reward_folder)
+        model, tokenizer = load_text_reward_model(reward_folder, device=self.device, precision=self.precision)
         scores = score_responses(model, tokenizer, [asked[i] for i in order], [items[i]["text"] or "" for i in order],
                                  batch_size=c.batch_size).tolist() if order else []
         score = dict(zip(order, scores))

@@ -42,6 +42,10 @@ responses judged alike, its Wilson interval, Cohen's kappa):
   after a pre-filled ``Answer:`` (as the AI labeller reads A/B). P(refusal) is the mean of P(Yes) to the
   first and P(No) to the second (each renormalised over Yes and No), which cancels a constant leaning
   towards "Yes"; a refusal when P(refusal) > 0.5.
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the policy and the judges only run forward, on the device
+in :func:`~rlhf_core.devices.frozen_dtype` (half on a GPU) under autocast; a device that cannot be used stops the
+run before anything is written, and the result records where it ran.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.analysis.agreement import cohen_kappa
 from rlhf_core.analysis.intervals import wilson_interval
 from rlhf_core.config import param
@@ -289,8 +293,13 @@ class RefusalEvalConfig:
                              "or a folder; '' = the bundled SmolLM2-135M-Instruct).")
     refusal_text: str = param(CANNED_REFUSAL, "second_judge reward_model: the canned refusal each response is "
                               "compared with.", advanced=True)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
+        problem = devices.spec_problem(self.device)
+        if problem:
+            return [problem]
         if self.second_judge == "reward_model" and not self.refusal_text.strip():
             return ["refusal_text: the reward model judge compares each response with a canned refusal; write one"]
         if self.prompt_set.strip() and not builtin_set_path(self.prompt_set.strip()).is_file():
@@ -324,27 +333,40 @@ def _prompts(config: RefusalEvalConfig, ctx: JobContext) -> list[dict]:
     return rows
 
 
-def _second_judge(config: RefusalEvalConfig, ctx: JobContext):
-    """The second judge's verdict function on (prompts, responses) and what to report of it; None without one."""
+def _dtype(device, precision: str) -> str:
+    """The dtype name of a model that only runs forward (half on a GPU, float32 on the CPU)."""
+    return str(devices.frozen_dtype(device, precision)).removeprefix("torch.")
+
+
+def _second_judge(config: RefusalEvalConfig, ctx: JobContext, device=None, precision: str = "float32"):
+    """The second judge's verdict function on (prompts, responses) and what to report of it; None without one.
+    The judge runs on ``device`` under ``precision`` (resolved settings; None: float32 on the CPU)."""
     if config.second_judge == "reward_model":
         from rlhf_core.text.reward_model import load_text_reward_model, resolve_reward_model  # start-up: torch
 
         folder, short = resolve_reward_model(config.reward_model, ctx.project() if ctx.project_path else None)
         ctx.progress(0.0, message=f"Loading the reward model {short}")
-        model, tokenizer = load_text_reward_model(folder)
+        model, tokenizer = load_text_reward_model(folder, device=device, precision=precision)
         about = {"method": "reward_model", "model": str(folder), "name": short, "refusal_text": config.refusal_text}
         return (lambda prompts, texts: reward_model_refusals(model, tokenizer, prompts, texts, config.refusal_text,
                                                              batch_size=config.batch_size)), about
     if config.second_judge == "judge":
         ctx.progress(0.0, message="Loading the judge model")
-        lm = load_model(config.judge_model or None, ctx=ctx)
+        lm = load_model(config.judge_model or None, ctx=ctx, device=device,
+                        dtype=_dtype(device or "cpu", precision))
+        import torch  # start-up: imports torch
+
         from rlhf_core.text.generation import single_token_id  # start-up: imports torch
 
         for answer in JUDGE_ANSWERS:  # fails before any generation when the tokenizer splits them
             single_token_id(lm.tokenizer, answer)
         about = {"method": "judge", "model": lm.model_id, "questions": list(JUDGE_QUESTIONS)}
-        return (lambda prompts, texts: judge_refusals(lm.model, lm.tokenizer, prompts, texts,
-                                                      batch_size=config.batch_size)), about
+
+        def judge(prompts, texts):
+            with torch.inference_mode(), devices.autocast(device or "cpu", precision):
+                return judge_refusals(lm.model, lm.tokenizer, prompts, texts, batch_size=config.batch_size)
+
+        return judge, about
     return None
 
 
@@ -358,14 +380,17 @@ def evaluate_refusals(config: RefusalEvalConfig, ctx: JobContext) -> dict:
     from rlhf_core.text.generation import SamplingSettings, generate_batch  # start-up: imports torch
     from rlhf_core.text.rl_common import render_chat_prompt  # start-up: imports torch
 
+    device = devices.resolve_device(config.device)  # DeviceError (a sentence) before anything is written
+    precision = devices.resolve_precision(config.precision, device)
+    devices.reset_peak_memory(device)
     started = time.monotonic()
     prompts = _prompts(config, ctx)
     if not prompts:
         raise ValueError("no prompt is labelled refuse or comply: choose a prompt set (the starter set has 26) "
                          "or tag the project's prompts 'refuse' / 'comply'")
-    second = _second_judge(config, ctx)
+    second = _second_judge(config, ctx, device, precision)
     ctx.progress(0.0, message="Loading the policy")
-    lm = load_model(config.model or None, ctx=ctx)
+    lm = load_model(config.model or None, ctx=ctx, device=device, dtype=_dtype(device, precision))
     settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                 top_p=config.top_p if config.temperature > 0 else 1.0, top_k=0,
                                 repetition_penalty=config.repetition_penalty)
@@ -380,9 +405,10 @@ def evaluate_refusals(config: RefusalEvalConfig, ctx: JobContext) -> dict:
         ctx.raise_if_cancelled()
         batch = prompts[start:start + config.batch_size]
         seeds = [random.Random(f"{config.seed}\x1f{p['text']}").getrandbits(63) for p in batch]
-        completions, _ = generate_batch(lm.model, lm.tokenizer, [render_chat_prompt(lm.tokenizer, p["text"])
-                                                                 for p in batch], settings, seeds,
-                                        eos_token_ids=lm.eos_token_ids, on_step=ctx.raise_if_cancelled)
+        with devices.autocast(device, precision):
+            completions, _ = generate_batch(lm.model, lm.tokenizer, [render_chat_prompt(lm.tokenizer, p["text"])
+                                                                     for p in batch], settings, seeds,
+                                            eos_token_ids=lm.eos_token_ids, on_step=ctx.raise_if_cancelled)
         verdicts = second[0]([p["text"] for p in batch], [c.text for c in completions]) if second else \
             [None] * len(batch)
         for p, c, v in zip(batch, completions, verdicts):
@@ -425,4 +451,5 @@ def evaluate_refusals(config: RefusalEvalConfig, ctx: JobContext) -> dict:
         result["second_judge"] = {**second[1], **refusal_rates(labels, judged),
                                   "agreement": agreement_of(refused, judged)}
     result["wall_seconds"] = round(time.monotonic() - started, 2)
+    result.update(devices.device_record(device, precision))
     return result

@@ -22,6 +22,9 @@ Wilson 95 % intervals), the stage runs and their seconds, the revisions and the 
 ``--project`` the stages run in a temporary project that is removed at the end. SFT learns from every
 correction of the project, so in a project with earlier corrections (a person's or an earlier run's)
 those count too.
+
+``device`` and ``precision`` go to every stage (each a text job with the same settings); a device that cannot be
+used stops the demo before anything is written.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core import config as cfg
+from rlhf_core import devices
 from rlhf_core.analysis.refusal import COMPLY, LABELS, REFUSE, labelled_prompts
 from rlhf_core.config import param
 from rlhf_core.jobs import ChildContext, JobCancelled, JobContext, execute_job, get_job
@@ -86,8 +90,13 @@ class CAIDemoConfig:
     ppo_beta: float = param(0.05, "ppo: KL coefficient towards the SFT policy.", min=0.0)
     seed: int = param(0, "Seed of the split, the sampling and the training.", min=0)
     threads: int = param(1, "torch threads of every stage.", min=1, max=256)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def check(self) -> list[str]:
+        problem = devices.spec_problem(self.device)
+        if problem:
+            return [problem]
         if not builtin_set_path(self.prompt_set.strip()).is_file():
             return [f"prompt_set: there is no built-in prompt set {self.prompt_set.strip()!r}"]
         return []
@@ -128,6 +137,7 @@ class _Demo:
         """Run ``job`` as a child run of the demo; its result (a failed stage fails the demo, in words)."""
         self.ctx.raise_if_cancelled()
         spec = get_job(job)
+        settings = {"device": self.config.device, "precision": self.config.precision, **settings}
         config = cfg.from_dict(spec.config_class(), settings)
         child = self.project.create_run(job, cfg.to_dict(config), parent_run_id=self.run_id)
         self.runs[name] = child
@@ -153,6 +163,8 @@ class _Demo:
 
     def run(self) -> dict:
         c = self.config
+        device = devices.resolve_device(c.device)  # DeviceError (a sentence) before anything is written
+        precision = devices.resolve_precision(c.precision, device)
         started = time.monotonic()
         set_ids = add_builtin_prompts(self.project, c.prompt_set.strip())
         train, held = split_prompts(labelled_prompts(self.project, set_ids), c.eval_fraction, c.seed)
@@ -188,6 +200,7 @@ class _Demo:
             "train_prompts": len(train_ids), "eval_prompts": len(eval_ids), "revisions": revised["revisions"],
             "not_stored": revised.get("not_stored", 0), "sft_examples": sft.get("examples"), "policy": policy,
             "critic_model": revised.get("critic_model"), "rl_stage": c.rl_stage,
+            **devices.device_record(device, precision),
         }
         if c.rl_stage != "none":
             result.update(self.rl_stage(policy, train_ids, eval_ids))

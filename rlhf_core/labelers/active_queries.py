@@ -12,6 +12,9 @@ heads on a text reward model's frozen backbone, each fitted to its own bootstrap
 labels (:mod:`rlhf_core.rewards.text_heads`). Each queued entry's ``reason`` holds every member's
 P(left better), their variance and mean: the labelling views show it as "why this pair". Which item
 goes left is random (the pool is shuffled), so a labeller's side bias does not follow item order.
+
+Responses: the text reward model runs forward only, on ``device`` under ``precision`` (:mod:`rlhf_core.devices`;
+half weights on a GPU); a device that cannot be used stops the job before anything is written.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.envs.storage import clip_observations
 from rlhf_core.jobs import JobContext
@@ -70,8 +73,12 @@ class ActiveQueriesConfig:
     priority: float = param(1.0, "Queue priority of the new pairs: the labelling views show higher first (random "
                             "pairs from rollouts have 0, the online job's 10 and more).", advanced=True)
     seed: int = param(0, "Random seed (candidates, sides, bootstraps).", min=0)
+    device: str = devices.for_switch(devices.device_param(), "responses: ")
+    precision: str = devices.for_switch(devices.precision_param(), "responses: ")
 
     def check(self) -> list[str]:
+        if self.pool == "responses" and devices.spec_problem(self.device):
+            return [devices.spec_problem(self.device)]
         if self.pool == "responses" and self.prompt_set.strip() and not builtin_set_path(self.prompt_set.strip()).is_file():
             return [f"prompt_set: there is no built-in prompt set {self.prompt_set.strip()!r}"]
         if self.pool == "responses" and not (self.prompt_set.strip() or self.prompt_ids or self.from_run):
@@ -82,6 +89,11 @@ class ActiveQueriesConfig:
 
 
 def queue_active_pairs(config: ActiveQueriesConfig, ctx: JobContext) -> dict:
+    where = None
+    if config.pool == "responses":  # DeviceError (a sentence) before anything is written
+        device = devices.resolve_device(config.device)
+        where = device, devices.resolve_precision(config.precision, device)
+        devices.reset_peak_memory(device)
     project = ctx.project()
     rng = np.random.default_rng(config.seed)
     t0 = time.perf_counter()
@@ -89,7 +101,7 @@ def queue_active_pairs(config: ActiveQueriesConfig, ctx: JobContext) -> dict:
     if config.pool == "clips":
         picked, info = _select_clips(project, config, ctx, rng, known)
     else:
-        picked, info = _select_responses(project, config, ctx, rng, known)
+        picked, info = _select_responses(project, config, ctx, rng, known, *where)
     seconds = time.perf_counter() - t0
     ctx.raise_if_cancelled()
     queued = []
@@ -102,7 +114,8 @@ def queue_active_pairs(config: ActiveQueriesConfig, ctx: JobContext) -> dict:
     return {"queued": len(queued), "queue_ids": queued, "pool": config.pool, "pool_items": info["pool_items"],
             "candidates": info["candidates"], "selection": config.selection, "members": info["members"],
             "mean_disagreement": float(np.mean(scores)) if scores else None,
-            "selection_seconds": round(seconds, 3), **info["result"]}
+            "selection_seconds": round(seconds, 3), **info["result"],
+            **(devices.device_record(*where) if where else {})}
 
 
 def _known_pairs(project) -> set[frozenset]:
@@ -183,7 +196,7 @@ def _prompt_ids(project, config: ActiveQueriesConfig) -> list[int] | None:
     return ids if (name or ids) else None
 
 
-def _select_responses(project, config, ctx, rng, known):
+def _select_responses(project, config, ctx, rng, known, device, precision: str):
     by_prompt = responses_by_prompt(project, _prompt_ids(project, config))
     items = {i["id"]: i for i in project.items("response")}
     if config.from_run:
@@ -210,7 +223,7 @@ def _select_responses(project, config, ctx, rng, known):
 
     folder, short = resolve_reward_model(config.reward_model, project)
     ctx.log(f"features from the backbone of the text reward model {short}")
-    model, tokenizer = load_text_reward_model(folder)
+    model, tokenizer = load_text_reward_model(folder, device=device, precision=precision)
     # one feature per distinct (prompt, response): the pool's candidates and the labelled pairs
     keys: dict[tuple[str, str], int] = {}
 
@@ -227,8 +240,9 @@ def _select_responses(project, config, ctx, rng, known):
         with ctx.stage(0.0, 0.8):
             ctx.progress(done, total, f"features of {done}/{total} responses")
 
-    features = response_features(model, tokenizer, [p for p, _ in ordered], [t for _, t in ordered],
-                                 on_batch=progress)
+    with torch.no_grad(), model.autocast():
+        features = response_features(model, tokenizer, [p for p, _ in ordered], [t for _, t in ordered],
+                                     on_batch=progress)
     ctx.raise_if_cancelled()
     with ctx.stage(0.8, 0.95):
         ctx.progress(0.0, message=f"fitting {config.heads} heads on {len(label_rows)} labels")

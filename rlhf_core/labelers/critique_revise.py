@@ -28,6 +28,10 @@ is not stored (the chain goes on from the text it had). A person reviews them
 revisions" tab): accept, edit or reject. Model text is untrusted: it
 is stored and shown as plain text. Sampling is greedy (``temperature`` 0) or seeded per prompt and step, so the same
 settings give the same chains.
+
+``device`` and ``precision`` (:mod:`rlhf_core.devices`): the policy and the critic only sample, so they are loaded
+on the device in :func:`~rlhf_core.devices.frozen_dtype` (half on a GPU) and sampled under autocast; a device that
+cannot be used stops the run before anything is written, and the result records where it ran.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf_core import kinds
+from rlhf_core import devices, kinds
 from rlhf_core.config import param
 from rlhf_core.jobs import JobContext
 from rlhf_core.labelers.ai_feedback import resolve_constitution
@@ -333,6 +337,8 @@ class CritiqueReviseConfig:
                                       advanced=True)
     seed: int = param(0, "Seed of the sampling and of the principle drawn per response and round.", min=0)
     batch_size: int = param(8, "Prompts processed together.", min=1, max=1024)
+    device: str = devices.device_param()
+    precision: str = devices.precision_param()
 
     def selection(self) -> GenerateConfig:
         """The prompt choice as the generate job's settings (its checks and selection are reused)."""
@@ -340,7 +346,7 @@ class CritiqueReviseConfig:
                               max_prompts=self.max_prompts)
 
     def check(self) -> list[str]:
-        return self.selection().check()
+        return [p for p in [devices.spec_problem(self.device)] if p] + self.selection().check()
 
 
 @dataclass
@@ -368,6 +374,9 @@ def critique_and_revise(config: CritiqueReviseConfig, ctx: JobContext) -> dict:
 
     if ctx.project_path is None:
         raise ValueError("critique_revise stores its revisions in a project: run it with a project")
+    device = devices.resolve_device(config.device)  # DeviceError (a sentence) before anything is written
+    precision = devices.resolve_precision(config.precision, device)
+    devices.reset_peak_memory(device)
     started = time.monotonic()
     project = ctx.project()
     principles, constitution_file = resolve_constitution(config.constitution, project.folder)
@@ -380,8 +389,10 @@ def critique_and_revise(config: CritiqueReviseConfig, ctx: JobContext) -> dict:
     ctx.raise_if_cancelled()
 
     ctx.progress(0.0, message="Loading the policy")
-    policy = load_model(config.model or None, ctx=ctx)
-    critic = policy if not config.critic_model.strip() else load_model(config.critic_model, ctx=ctx)
+    dtype = str(devices.frozen_dtype(device, precision)).removeprefix("torch.")  # half weights on a GPU
+    policy = load_model(config.model or None, ctx=ctx, device=device, dtype=dtype)
+    critic = policy if not config.critic_model.strip() else load_model(config.critic_model, ctx=ctx, device=device,
+                                                                      dtype=dtype)
     labeller_name = f"ai:critic:{_short(critic.model_id)}"
     labeller = project.ensure_labeller(labeller_name, "ai", {"method": METHOD, "model": critic.model_id})
     ctx.log(f"{len(prompts)} prompts x {config.rounds} round(s); policy {policy.model_id}, critic {critic.model_id}")
@@ -394,8 +405,9 @@ def critique_and_revise(config: CritiqueReviseConfig, ctx: JobContext) -> dict:
     answer, critique_sampling = sampling(config.max_new_tokens), sampling(config.critique_max_new_tokens)
 
     def sample(lm, texts: list[str], settings: SamplingSettings, seeds: list[int]):
-        completions, _ = generate_batch(lm.model, lm.tokenizer, texts, settings, seeds,
-                                        eos_token_ids=lm.eos_token_ids, on_step=ctx.raise_if_cancelled)
+        with devices.autocast(device, precision):
+            completions, _ = generate_batch(lm.model, lm.tokenizer, texts, settings, seeds,
+                                            eos_token_ids=lm.eos_token_ids, on_step=ctx.raise_if_cancelled)
         return completions
 
     originals: list[int] = []
@@ -474,6 +486,7 @@ def critique_and_revise(config: CritiqueReviseConfig, ctx: JobContext) -> dict:
         "constitution": {"file": str(constitution_file), "principles": principles},
         "templates": {"critique": str(critique_file), "revision": str(revision_file)},
         "item_ids": originals, "revision_ids": revision_ids, "wall_seconds": round(time.monotonic() - started, 2),
+        **devices.device_record(device, precision),
     }
     if total == 0:
         result["note"] = "No prompts were selected: choose a prompt set (and category) or prompt ids."

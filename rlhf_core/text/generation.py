@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from rlhf_core.text.model import eos_token_ids
+from rlhf_core.text.model import check_positions, eos_token_ids
 
 
 def model_device(model: Any) -> torch.device:
@@ -111,6 +111,9 @@ def generate_batch(
     input_ids, attention = enc["input_ids"].to(device), enc["attention_mask"].long().to(device)
     batch, _ = input_ids.shape
     prompt_lengths = attention.sum(-1).tolist()
+    longest = max(prompt_lengths)
+    check_positions(model, longest + settings.max_new_tokens,
+                    f"A prompt of {longest} tokens plus {settings.max_new_tokens} new tokens (max_new_tokens)")
     gens = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
     out_tokens: list[list[int]] = [[] for _ in range(batch)]
     finish = ["length"] * batch
@@ -243,6 +246,7 @@ def next_token_probs(model: Any, tokenizer: Any, texts: Sequence[str], token_ids
     device = model_device(model)
     for i in range(0, len(texts), batch_size):
         enc = left_padded(tokenizer, texts[i:i + batch_size])
+        check_positions(model, int(enc["attention_mask"].sum(-1).max()), "A text read by the model")
         attention = enc["attention_mask"].long().to(device)
         position = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
         logits = model(input_ids=enc["input_ids"].to(device), attention_mask=attention, position_ids=position,

@@ -81,6 +81,42 @@ class NetworkDisabledError(ModelError):
     """A hub id was given but this process may not use the network."""
 
 
+class PositionLimitError(ValueError):
+    """A sequence longer than the model's position limit; ``str(error)`` is a sentence for a person."""
+
+
+# ------------------------------------------------------------------------------- position limit
+def max_positions(model_or_config: Any) -> int | None:
+    """The longest sequence (prompt + completion, in tokens) a model reads: ``n_positions`` (GPT-2's learned
+    positions, a hard limit: one more is an IndexError, or a device assert on a GPU), else
+    ``max_position_embeddings``; None when its config names neither."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_positions(model_or_config: Any, tokens: int, what: str) -> None:
+    """Refuse (:class:`PositionLimitError`) ``tokens`` positions when the model reads fewer; ``what`` names
+    them, e.g. "A prompt of 70 tokens plus 20 new tokens"."""
+    limit = max_positions(model_or_config)
+    if limit is not None and tokens > limit:
+        raise PositionLimitError(
+            f"{what} is {tokens} tokens, but this model reads at most {limit} (its position limit, n_positions or "
+            "max_position_embeddings in config.json): use shorter prompts, fewer new tokens or a shorter max_length.")
+
+
+def fit_max_length(model_or_config: Any, max_length: int) -> tuple[int, str | None]:
+    """``max_length`` cut to the model's position limit, and the sentence saying so (None when it fits)."""
+    limit = max_positions(model_or_config)
+    if limit is None or max_length <= limit:
+        return max_length, None
+    return limit, (f"max_length {max_length} is more than the {limit} positions this model reads: sequences are cut "
+                   f"to {limit} tokens.")
+
+
 # ------------------------------------------------------------------------------- results
 @dataclasses.dataclass
 class LoadedModel:
@@ -713,6 +749,7 @@ def make_tiny_model(
     intermediate: int = 128,
     init_std: float = 0.3,
     seed: int = 0,
+    positions: int = 2048,
 ) -> Path:
     """Save a tiny random-initialised causal LM with the REAL SmolLM2 tokenizer (for tests and demos).
 
@@ -723,7 +760,8 @@ def make_tiny_model(
     ``tokenizer_source``; only the network is tiny (about 3.3M parameters, almost all of them the
     49,152 x ``hidden`` embedding). ``init_std`` is larger than the usual 0.02 so that its outputs
     vary: with 0.02 and tied embeddings every prompt continued greedily with the same newline token,
-    which would make tests of batching prove nothing.
+    which would make tests of batching prove nothing. ``positions``: the position limit (``n_positions`` /
+    ``max_position_embeddings``).
     """
     import copy
 
@@ -739,7 +777,7 @@ def make_tiny_model(
     special = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=pad)
     if family == "gpt2":
         config = GPT2Config(vocab_size=len(tok), n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate,
-                            n_positions=2048, initializer_range=init_std, tie_word_embeddings=True, **special)
+                            n_positions=positions, initializer_range=init_std, tie_word_embeddings=True, **special)
         model_class = GPT2LMHeadModel
     else:
         config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else \
@@ -747,7 +785,7 @@ def make_tiny_model(
         config = config_class(
             vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-            max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=init_std, **special,
+            max_position_embeddings=positions, tie_word_embeddings=True, initializer_range=init_std, **special,
         )
     config.architectures = [model_class.__name__]
     torch.manual_seed(seed)

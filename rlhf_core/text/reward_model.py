@@ -57,6 +57,7 @@ from rlhf_core.text.model import (
     check_model_folder,
     check_safetensors_file,
     ensure_default_model,
+    fit_max_length,
     load_pretrained,
     quiet_transformers,
     read_model_config,
@@ -96,7 +97,7 @@ class TextRewardModel(nn.Module):
             raise ValueError(f"the reward head maps {tuple(head.weight.shape)}, not a width-{hidden} state to 1 number")
         self.head = head
         self.tokenizer = tokenizer
-        self.max_length = int(max_length)
+        self.max_length = fit_max_length(backbone, int(max_length))[0]  # never beyond the position limit
         #: the autocast precision of its forward passes (:meth:`place`); float32 = plain float32
         self.precision = "float32"
         embedding = backbone.get_input_embeddings()
@@ -323,7 +324,7 @@ def load_base_reward_model(model_path: str = "", *, max_length: int = 512, seed:
     folder, model_id = _resolve_base_folder(model_path, ctx)
     if (folder / META_FILE).is_file():
         model, tokenizer = load_text_reward_model(folder)
-        model.max_length = int(max_length)
+        model.max_length = fit_max_length(model.backbone, int(max_length))[0]
         return model, tokenizer, model_id
     check_model_folder(folder)  # a causal LM with complete safetensors weights
     backbone, tokenizer = _load_backbone(folder)

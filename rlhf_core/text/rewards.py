@@ -182,16 +182,20 @@ class RewardModelReward:
 
     name = "model"
 
-    def __init__(self, folder: str, batch_size: int = 16, model: Any = None, tokenizer: Any = None):
+    def __init__(self, folder: str, batch_size: int = 16, model: Any = None, tokenizer: Any = None, *,
+                 device: Any = None, precision: str = "float32"):
         self.folder = str(folder)
         self.batch_size = int(batch_size)
         self._model, self._tokenizer = model, tokenizer
+        self.device, self.precision = device, precision  # resolved; None: float32 on the CPU
 
     def load(self) -> None:
         if self._model is None:
             from rlhf_core.text.reward_model import load_text_reward_model  # start-up: imports torch
 
-            self._model, self._tokenizer = load_text_reward_model(self.folder)
+            # frozen on the run's device: half weights on a GPU, autocast under ``precision``
+            self._model, self._tokenizer = load_text_reward_model(self.folder, device=self.device,
+                                                                  precision=self.precision)
             for p in self._model.parameters():
                 p.requires_grad_(False)
 
@@ -313,11 +317,13 @@ def _canonical(name: str) -> str:
 
 
 def parse_reward_spec(spec: str, *, reward_model_path: str = "", reward_model: Any = None,
-                      reward_tokenizer: Any = None, length_free_tokens: int = 0) -> CombinedReward:
+                      reward_tokenizer: Any = None, length_free_tokens: int = 0, device: Any = None,
+                      precision: str = "float32") -> CombinedReward:
     """A :class:`CombinedReward` from a spec string such as ``"format:0.5,correctness:1.0,length:0.001"``.
 
     ``model`` needs ``reward_model_path`` (a folder from the ``text_reward_model`` job) or an
-    already loaded ``reward_model`` + ``reward_tokenizer``; the model is loaded on first use.
+    already loaded ``reward_model`` + ``reward_tokenizer``; the model is loaded on first use, frozen on
+    ``device`` under ``precision`` (the run's resolved settings; None: float32 on the CPU).
     """
     parts: list[tuple[RewardComponent, float]] = []
     for name, weight in parse_spec_items(spec):
@@ -334,6 +340,7 @@ def parse_reward_spec(spec: str, *, reward_model_path: str = "", reward_model: A
         else:  # model
             if reward_model is None and not str(reward_model_path).strip():
                 raise ValueError("the 'model' reward needs a text reward model folder (reward_model setting)")
-            comp = RewardModelReward(reward_model_path, model=reward_model, tokenizer=reward_tokenizer)
+            comp = RewardModelReward(reward_model_path, model=reward_model, tokenizer=reward_tokenizer,
+                                     device=device, precision=precision)
         parts.append((comp, weight))
     return CombinedReward(parts)

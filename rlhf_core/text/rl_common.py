@@ -47,7 +47,8 @@ from rlhf_core.config import to_dict
 from rlhf_core.store.model_card import ModelCard, final_metrics, text_policy_card
 from rlhf_core.text.generation import Completion, SamplingSettings, generate_batch
 from rlhf_core.text.lora import apply_lora
-from rlhf_core.text.model import base_model_hub_id, eos_token_ids as find_eos, load_model
+from rlhf_core.text.model import (base_model_hub_id, check_positions, eos_token_ids as find_eos, load_model,
+                                  max_positions)
 from rlhf_core.text.prompts import plain_render
 
 # ------------------------------------------------------------------------------- batches
@@ -148,6 +149,7 @@ def completion_logprobs(model: Any, batch: TokenBatch, *, with_entropy: bool = F
     position (0 on padding). ``temperature`` divides the logits first (use the sampling temperature
     so that importance ratios are taken against the distribution that produced the samples).
     """
+    check_batch_positions(model, batch)
     width = batch.completion_ids.shape[1]
     # only the last C + 1 columns' logits are computed (the LM head over the prompt would be wasted:
     # 49k-wide logits for every prompt token cost time and ~0.5 GB per batch of 8 x 300 tokens)
@@ -163,6 +165,14 @@ def completion_logprobs(model: Any, batch: TokenBatch, *, with_entropy: bool = F
     if with_entropy:
         entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.completion_mask
     return logp, entropy
+
+
+def check_batch_positions(model: Any, batch: TokenBatch) -> None:
+    """Refuse in words (:class:`~rlhf_core.text.model.PositionLimitError`) a batch whose longest row is beyond
+    the model's position limit (GPT-2's ``n_positions``). Free when the batch is narrower than the limit."""
+    limit = max_positions(model)
+    if limit is not None and batch.input_ids.shape[1] > limit:
+        check_positions(model, int(batch.attention_mask.sum(-1).max()), "A training sequence (prompt + completion)")
 
 
 def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -483,6 +493,7 @@ def grouped_logprobs(model: Any, batch, group_size: int, *, with_entropy: bool =
     """
     from transformers import DynamicCache
 
+    check_batch_positions(model, batch)
     n = len(batch)
     if group_size < 1 or n % group_size:
         raise ValueError(f"{n} rows do not split into groups of {group_size}")

@@ -116,11 +116,16 @@ def test_an_ai_labeller_with_grpo_and_a_teacher_with_ppo(tmp_path, tiny_model):
     from rlhf_core.store import Project
 
     for name, settings, steps in (
-            ("ai", {"labeller": "ai", "judge_model": str(tiny_model), "algorithm": "grpo"}, {"ai_labels", "grpo"}),
+            ("ai", {"labeller": "ai", "judge_model": str(tiny_model), "algorithm": "grpo", "device": "cpu",
+                    "precision": "float32"}, {"ai_labels", "grpo"}),
             ("ppo", {"teacher": "noisy", "algorithm": "ppo"}, {"label_pairs", "ppo_text"})):
         with Project.create(tmp_path / f"{name}.rlhf") as project:
             out = _round(project, cfg.from_dict(RoundConfig, {**TINY_TEXT, "model": str(tiny_model), **settings}))
-            assert set(_children(project, out.run_id)) == {"generate", "text_reward_model"} | steps
+            children = _children(project, out.run_id)
+            assert set(children) == {"generate", "text_reward_model"} | steps
+            if name == "ai":  # every step that runs a language model gets the round's device and precision
+                for kind in ("generate", "ai_labels", "text_reward_model", "grpo"):
+                    assert (children[kind]["config"]["device"], children[kind]["result"]["device"]) == ("cpu", "cpu")
             assert artefacts.resolve(project, out.result["policy"], (kinds.TEXT_POLICY,)).run_kind in steps
             assert isinstance(out.result["policy_reward"], float)  # the trainer's last reward/mean
             sources = {c["source"] for c in project.comparisons()}

@@ -47,7 +47,7 @@ from rlhf_core.store import SOURCES
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import random_state, resume_training, trainable_state
 from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
-from rlhf_core.text.model import eos_token_ids as find_eos
+from rlhf_core.text.model import eos_token_ids as find_eos, fit_max_length
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
     backward,
@@ -254,8 +254,11 @@ def train_dpo(config: DPOConfig, ctx: JobContext) -> dict:
     optimizer = make_optimizer(params, config.learning_rate)
     scaler = setup.grad_scaler()
     shared = config.shared_prompt_forward and not config.gradient_checkpointing
+    max_length, cut = fit_max_length(model, config.max_length)  # GPT-2's n_positions is a hard limit
+    if cut:
+        ctx.log(cut)
     common = dict(beta=config.beta, label_smoothing=config.label_smoothing, eos_token_id=eos_id, pad_id=pad_id,
-                  max_length=config.max_length, shared_prompt=shared)
+                  max_length=max_length, shared_prompt=shared)
     evals: list[dict] = []
 
     def evaluate(step: int) -> None:

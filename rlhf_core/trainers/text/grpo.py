@@ -253,11 +253,11 @@ def train_grpo(config: GRPOConfig, ctx: JobContext, *, reward=None) -> dict:
     if reward is None:
         folder = resolve_reward_model(config.reward_model, ctx.project() if ctx.project_path else None)[0] \
             if config.reward_model.strip() else ""
-        reward = parse_reward_spec(config.reward, reward_model_path=str(folder))
+        reward = parse_reward_spec(config.reward, reward_model_path=str(folder), device=device, precision=precision)
     gold_scorer = None
     if config.gold_reward_model.strip():
         gold_folder = resolve_reward_model(config.gold_reward_model, ctx.project() if ctx.project_path else None)[0]
-        gold_scorer = RewardModelReward(str(gold_folder))
+        gold_scorer = RewardModelReward(str(gold_folder), device=device, precision=precision)
         gold_scorer.load()
     if config.prompt_source == "tasks":
         train_prompts, held_prompts = task_prompts(config.task_level, config.train_tasks, config.heldout_tasks,

@@ -46,6 +46,7 @@ from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.store import SOURCES, artefacts
 from rlhf_core.store.model_card import final_metrics
 from rlhf_core.analysis import length_bias
+from rlhf_core.text.model import fit_max_length
 from rlhf_core.text.pairs import TextPair, split_for_gold, split_pairs, text_pairs
 from rlhf_core.text.reward_model import (
     CHECKPOINT_KIND,
@@ -253,6 +254,8 @@ def _start_model(config: TextRewardModelConfig, phase: _Phase, ctx: JobContext, 
     on ``device`` (refused in words when a GPU's free memory is too small for it)."""
     model, tokenizer, model_id = load_base_reward_model(config.model, max_length=config.max_length,
                                                         seed=phase.seed, ctx=ctx)
+    if model.max_length < config.max_length:  # cut to the position limit (GPT-2's n_positions)
+        ctx.log(fit_max_length(model.backbone, config.max_length)[1])
     ctx.raise_if_cancelled()
     devices.check_fits(device, reward_model_memory_mb(model, config, precision), "Training this reward model")
     model.place(device, precision)

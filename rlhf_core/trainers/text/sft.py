@@ -46,7 +46,7 @@ from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.resume import resume_training, trainable_state
 from rlhf_core.labelers.text_labels import CORRECTION_SOURCE
 from rlhf_core.text.lora import AUTO as AUTO_LORA, LORA_RANK_HELP
-from rlhf_core.text.model import eos_token_ids
+from rlhf_core.text.model import eos_token_ids, fit_max_length
 from rlhf_core.text.pairs import split_pairs, text_pairs
 from rlhf_core.text.rl_common import (
     backward,
@@ -226,7 +226,10 @@ def train_sft(config: SFTConfig, ctx: JobContext) -> dict:
                         gradient_checkpointing=config.gradient_checkpointing, need_reference=False, ctx=ctx,
                         device=device, precision=precision, batch_shape=(config.batch_size, config.max_length))
     model = setup.model
-    encoder = _Encoder(setup.tokenizer, model, config.max_length, device)
+    max_length, cut = fit_max_length(model, config.max_length)  # GPT-2's n_positions is a hard limit
+    if cut:
+        ctx.log(cut)
+    encoder = _Encoder(setup.tokenizer, model, max_length, device)
     params = setup.trainable_parameters()
     scaler = setup.grad_scaler()
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)

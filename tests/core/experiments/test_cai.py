@@ -33,7 +33,7 @@ def test_demo_cai_end_to_end_from_the_command_line(tiny_model, tmp_path, capsys)
     started = time.monotonic()
     code = main(["demo", "cai", "--project", str(folder), "--model", str(tiny_model), "--max-train-prompts", "3",
                  "--max-eval-per-label", "2", "--max-new-tokens", "6", "--critique-max-new-tokens", "4",
-                 "--sft-epochs", "1", "--rl-stage", "dpo"])
+                 "--sft-epochs", "1", "--rl-stage", "dpo", "--device", "cpu"])
     seconds = time.monotonic() - started
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -51,6 +51,9 @@ def test_demo_cai_end_to_end_from_the_command_line(tiny_model, tmp_path, capsys)
                           "refusal_after_dpo"]
         assert [r["id"] for r in children] == [out["runs"][s] for s in stages]
         assert all(r["status"] == "completed" for r in children) and demo["status"] == "completed"
+        # every stage runs on the demo's device
+        assert {(r["config"]["device"], r["result"]["device"]) for r in children} == {("cpu", "cpu")}
+        assert out["device"] == "cpu"
         revise, sft, dpo = (project.get_run(out["runs"][k]) for k in ("critique_revise", "sft", "dpo"))
         # each stage picks up the one before: SFT on the revisions, the evaluation after on SFT's checkpoint
         assert sft["config"]["data"] == "corrections" and sft["result"]["examples"] == revise["result"]["revisions"]

@@ -49,9 +49,12 @@ class PairSet:
 
 
 def stack_observations(observations: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One table of every trajectory's observations (a row each, flattened) and each one's first row.
+    Images (uint8 ``[T+1, C, H, W]``, :mod:`rlhf_core.envs.pixels`) stay uint8: a quarter of float32."""
     lengths = [len(o) for o in observations]
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    flat = np.concatenate([o.reshape(len(o), -1) for o in observations]).astype(np.float32)
+    images = all(o.dtype == np.uint8 and o.ndim == 4 for o in observations)
+    flat = np.concatenate([o.reshape(len(o), -1) for o in observations]).astype(np.uint8 if images else np.float32)
     return flat, offsets
 
 

@@ -76,8 +76,12 @@ class CNNReward(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, 64), nn.LeakyReLU(), nn.Linear(64, 1))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-step rewards of images ``[..., C, H, W]`` or of flattened ones ``[..., C*H*W]`` (0..255)."""
+        shape = tuple(self.spec.image_shape)
+        if tuple(obs.shape[-3:]) != shape:  # flattened rows, as the pair tables hold them
+            obs = obs.reshape(*obs.shape[:-1], *shape)
         lead = obs.shape[:-3]
-        x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0
+        x = obs.reshape(-1, *shape).float() / 255.0
         return self.head(self.conv(x)).reshape(lead)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rlhf_core import devices
 from rlhf_core.jobs import JobContext, NullContext
 from rlhf_core.rewards.bradley_terry import bradley_terry_loss, pair_accuracy
 from rlhf_core.rewards.datasets import PairSet
@@ -36,6 +37,8 @@ class FitSettings:
     eval_every: int = 50
     patience: int = 6
     seed: int = 0
+    image_shape: tuple = ()  # (C, H, W): a CNN over pixel observations (rows of C*H*W); (): an MLP
+    device: str = "cpu"  # where a CNN trains (rlhf_core.devices spellings); MLPs always train on the CPU
 
 
 @dataclass
@@ -57,18 +60,35 @@ class _Tensors:
         self.i1, self.m1 = torch.from_numpy(i1), torch.from_numpy(m1)
         self.i2, self.m2 = torch.from_numpy(i2), torch.from_numpy(m2)
         self.target = torch.from_numpy(pairs.target)
+        self.distinct_steps = False  # True: score each distinct real step once (no padding), for CNNs
+        self.device = None  # a CNN on a GPU: its images go there, its scores come back to the CPU
 
     def returns(self, net, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.distinct_steps:
+            return self._distinct_returns(net, rows)
         r1 = (net(self.obs[self.i1[rows]]) * self.m1[rows]).sum(-1)
         r2 = (net(self.obs[self.i2[rows]]) * self.m2[rows]).sum(-1)
         return r1, r2
+
+    def _distinct_returns(self, net, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same sums, the network run once per distinct state of the batch: a CNN's cost is per
+        image, and padding plus overlapping snippets would otherwise be scored again."""
+        idx = torch.cat([self.i1[rows], self.i2[rows]])
+        real = torch.cat([self.m1[rows], self.m2[rows]]) > 0
+        states, where = torch.unique(idx[real], return_inverse=True)
+        segment = torch.arange(len(idx)).unsqueeze(1).expand_as(idx)[real]
+        images = self.obs[states]
+        scores = net(images) if self.device is None else net(images.to(self.device)).cpu()
+        r = torch.zeros(len(idx), dtype=scores.dtype).index_add(0, segment, scores[where])
+        return r[: len(rows)], r[len(rows):]
 
 
 def fit_reward_ensemble(pairs: PairSet, settings: FitSettings, ctx: JobContext | None = None,
                         step_offset: int = 0, batched: bool = True, *,
                         save: Callable[[FitState], None] | None = None, save_steps: int = 0,
                         resume: FitState | None = None) -> tuple[RewardEnsemble, dict]:
-    """Fit the ensemble; returns it (eval mode) and per-member statistics.
+    """Fit the ensemble; returns it (eval mode) and per-member statistics. ``settings.image_shape`` makes
+    it an ensemble of CNNs over pixel observations (:mod:`rlhf_core.envs.pixels`), fitted member by member.
 
     ``batched`` (default) trains all members at once as one stacked network (one batched matmul per
     layer, one fused Adam step): the same losses, bootstraps, minibatches, early stopping and
@@ -90,8 +110,23 @@ def fit_reward_ensemble(pairs: PairSet, settings: FitSettings, ctx: JobContext |
     n_held = int(round(n * settings.heldout_fraction)) if n >= 10 else 0
     held = torch.from_numpy(perm[:n_held])
     train = perm[n_held:]
-    spec = RewardNetSpec(obs_dim=pairs.obs.shape[1], hidden=settings.hidden, layers=settings.layers)
+    if settings.image_shape:
+        image_shape = tuple(int(v) for v in settings.image_shape)
+        if len(image_shape) != 3 or int(np.prod(image_shape)) != pairs.obs.shape[1]:
+            raise ValueError(f"the pairs' observations have {pairs.obs.shape[1]} numbers, not images of shape "
+                             f"{image_shape} (C, H, W)")
+        spec = RewardNetSpec(obs_dim=pairs.obs.shape[1], kind="cnn", image_shape=image_shape)
+    else:
+        spec = RewardNetSpec(obs_dim=pairs.obs.shape[1], hidden=settings.hidden, layers=settings.layers)
+    if spec.kind == "mlp":
+        data.obs = data.obs.float()  # images kept as uint8 go to an MLP as numbers
+    else:
+        data.distinct_steps = True
     ensemble = RewardEnsemble(spec, settings.members)
+    device = devices.resolve_device(settings.device) if spec.kind == "cnn" else torch.device("cpu")
+    if device.type != "cpu":
+        data.device = device
+        ensemble.to(device)
     stats: dict = {"pairs": n, "heldout_pairs": n_held, "members": []}
     if batched and spec.kind == "mlp":
         _fit_batched(ensemble, data, train, held, rng, settings, ctx, step_offset, stats, save, save_steps, resume)
@@ -100,6 +135,9 @@ def fit_reward_ensemble(pairs: PairSet, settings: FitSettings, ctx: JobContext |
     else:
         _fit_sequential(ensemble, data, train, held, rng, settings, ctx, step_offset, stats)
     ensemble.eval()
+    if data.device is not None:  # the saved and returned ensemble lives on the CPU like every other
+        ensemble.to("cpu")
+        data.device = None
     if n_held:
         with torch.no_grad():
             h1, h2 = data.returns(ensemble.predict, held)
@@ -295,6 +333,19 @@ def _fit_batched(ensemble, data, train, held, rng, settings, ctx, step_offset, s
         net.write_member(k, best_state[k])
         stats["members"].append({"steps": done_steps[k], "heldout_loss": None if math.isinf(best[k]) else best[k],
                                  "heldout_accuracy": last[k].get(f"reward_model/m{k}_heldout_accuracy")})
+
+
+@torch.no_grad()
+def pair_set_accuracy(ensemble: RewardEnsemble, pairs: PairSet) -> float:
+    """The ensemble's accuracy on ``pairs`` (e.g. snippets of held-out trajectories): the fraction of
+    non-tie pairs whose predicted order matches the label; nan if all are ties."""
+    data = _Tensors(pairs)
+    if ensemble.spec.kind == "mlp":
+        data.obs = data.obs.float()
+    else:
+        data.distinct_steps = True
+    r1, r2 = data.returns(ensemble.predict, torch.arange(len(pairs)))
+    return pair_accuracy(r1, r2, data.target)
 
 
 @torch.no_grad()

@@ -185,6 +185,7 @@ class MainWindow(QMainWindow):
         self.project_page.demo_requested.connect(self.open_demo_project)
         self.project_page.step_requested.connect(self.go_to_step)
         self.extrapolation_page.run_requested.connect(self.new_run_dialog)
+        self.extrapolation_page.demo_requested.connect(lambda job, config: self.new_run_dialog(job, initial=config))
         self.runs_page.new_run_requested.connect(lambda: self.new_run_dialog())
         self.runs_page.cancel_requested.connect(self.cancel_run)
         self.runs_page.resume_requested.connect(self.resume_run)
@@ -540,11 +541,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{name} — {APP_TITLE}" if self.project else APP_TITLE)
 
     # --- runs ------------------------------------------------------------------------------------
-    def new_run_dialog(self, job_name: str | None = None, *, show_runs: bool = True) -> None:
+    def new_run_dialog(self, job_name: str | None = None, *, show_runs: bool = True, initial=None) -> None:
+        """The New Run dialog on ``job_name`` (its form filled from ``initial``, a config of that job)."""
         if self.project is None:
             self.show_error("No project open", "Open or create a project first: runs are stored in it.")
             return
-        dialog = RunDialog(list_jobs(), job_name, self)
+        dialog = RunDialog(list_jobs(), job_name, self, initial=initial)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.start_run(dialog.spec.name, dialog.result_config, show_runs=show_runs)
 

@@ -1,15 +1,17 @@
 """The reward-extrapolation demo over several seeds: median of each number (issue 4's targets).
 
     .venv/bin/python benchmarks/extrapolation.py --env Pendulum-v1 --seeds 0 1 2 [--method trex|drex]
-        [--workers 1] [--threads 1] [--engine local|ray [--address ADDR]] [--project P] [-- NAME=VALUE ...]
+        [--ranking true_return|checkpoint] [--workers 1] [--threads 1] [--engine local|ray [--address ADDR]]
+        [--project P] [-- NAME=VALUE ...]
 
 The seeds run as one sweep of the `extrapolation_demo` job (rlhf_core/sweeps.py: worker processes, or Ray
 tasks with --engine ray), by default one run at a time with one torch thread, so that each run's wall time
 is its own. The sweep and its member runs are kept in --project (default: a temporary project, removed).
 Prints a JSON object as its last line: the per-seed results (in seed order), their medians and the sweep's
 aggregate (IQM and mean with bootstrap 95 % intervals per number).
-Targets on Pendulum-v1: best demo <= -700, reward correlation >= 0.9 on unseen trajectories,
-policy return >= -300, <= 60 s wall per run.
+Targets on Pendulum-v1 (T-REX ranked by true return): best demo <= -700, reward correlation >= 0.9 on
+unseen trajectories, policy return >= -300, <= 60 s wall per run. D-REX (any env): noise-curve Spearman
+<= -0.9, policy beats the demonstrator's mean and BC, reward correlation >= 0.7 (medians).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from rlhf_core.store import Project  # noqa: E402
 from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, parse_grid, run_sweep  # noqa: E402
 
 KEYS = ("best_demo_return", "mean_demo_return", "policy_return", "reward_correlation", "reward_spearman",
-        "heldout_pair_accuracy", "wall_seconds", "bc_return")
+        "heldout_pair_accuracy", "wall_seconds", "bc_return", "demonstrator_mean_return", "noise_curve_spearman",
+        "demonstrator_step", "n_demos")
 
 
 def run_seeds(job: str, seeds: list[int], settings: dict, *, project: Path | None, workers: int, threads: int,
@@ -66,6 +69,8 @@ def main() -> None:
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--method", default="trex", choices=("trex", "drex"))
+    parser.add_argument("--ranking", default="true_return", choices=("true_return", "checkpoint"),
+                        help="trex: rank the demos by true return or by learner checkpoint.")
     parser.add_argument("--workers", type=int, default=1, help="Runs at once (default 1: each run's wall is its own).")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per run (default 1).")
     parser.add_argument("--engine", default="local", choices=("local", "ray"))
@@ -74,7 +79,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more demo settings as NAME=VALUE, after --")
     args = parser.parse_args()
     settings = {k: v[-1] for k, v in parse_grid(args.extra).items()}
-    settings.update(env_id=args.env, method=args.method)
+    settings.update(env_id=args.env, method=args.method, ranking=args.ranking)
     members, sweep = run_seeds("extrapolation_demo", args.seeds, settings, project=args.project,
                                workers=args.workers, threads=args.threads, engine=args.engine, address=args.address,
                                title="extrapolation")
@@ -86,12 +91,20 @@ def main() -> None:
     median = {k: statistics.median(r[k] for r in runs) for k in complete}
     aggregate = {k: summarise([r[k] for r in runs]).as_dict() for k in complete}
     targets = {}
-    if args.env == "Pendulum-v1" and {"best_demo_return", "reward_correlation", "policy_return"} <= set(median):
+    if args.method == "drex" and {"noise_curve_spearman", "bc_return", "demonstrator_mean_return"} <= set(median):
+        targets = {"noise_curve_spearman_at_most_-0.9": median["noise_curve_spearman"] <= -0.9,
+                   "policy_beats_demonstrator": median["policy_return"] > median["demonstrator_mean_return"],
+                   "policy_beats_bc": median["policy_return"] > median["bc_return"],
+                   "reward_correlation_at_least_0.7": median["reward_correlation"] >= 0.7,
+                   "every_seed_beats_demonstrator_and_bc": all(
+                       r["policy_return"] > max(r["demonstrator_mean_return"], r["bc_return"]) for r in runs)}
+    elif args.env == "Pendulum-v1" and {"best_demo_return", "reward_correlation", "policy_return"} <= set(median):
         targets = {"best_demo_at_most_-700": median["best_demo_return"] <= -700,
                    "reward_correlation_at_least_0.9": median["reward_correlation"] >= 0.9,
                    "policy_at_least_-300": median["policy_return"] >= -300,
                    "wall_at_most_60s": median["wall_seconds"] <= 60}
-    print(json.dumps({"benchmark": "extrapolation", "env": args.env, "method": args.method, "seeds": args.seeds,
+    print(json.dumps({"benchmark": "extrapolation", "env": args.env, "method": args.method, "ranking": args.ranking,
+                      "seeds": args.seeds,
                       "engine": args.engine, "machine": f"{platform.machine()} {os.cpu_count()} cores, Python "
                       f"{platform.python_version()}", "median": median, "aggregate": aggregate,
                       "targets_met": targets, "runs": runs, "sweep_members": sweep["members"]}))

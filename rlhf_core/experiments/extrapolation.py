@@ -2,16 +2,19 @@
 better than any demonstration (T-REX, Brown et al. 2019; D-REX variant, Brown et al. 2019).
 
 Stages, each reporting live:
-1. Demonstrations. ``trex``: train PPO on the true reward briefly and roll out its early
-   checkpoints (learning from a learner); only trajectories whose true return is at most
-   ``max_demo_return`` are kept, ranked by true return (as a person ranking them would).
-   ``drex``: behavioural cloning on those demos, then BC rollouts at the D-REX noise levels,
-   ranked automatically by noise (less noise = better).
+1. Demonstrations from a PPO learner on the true reward (learning from a learner). ``trex``: a few
+   episodes of each early checkpoint. With ``ranking="true_return"`` only those whose true return is
+   at most ``max_demo_return`` are kept and ranked by it (as a person who sees the return would);
+   with ``ranking="checkpoint"`` every checkpoint up to ``learner_steps`` is kept and ranked by the
+   step it came from (later = better), and no true return is read on the way to the reward.
+   ``drex``: ONE suboptimal demonstrator (the first checkpoint whose mean return reaches
+   ``drex_demonstrator_return``), ``drex_demo_episodes`` episodes of it, behavioural cloning on
+   those, then BC rollouts at the D-REX noise levels, ranked by noise (less noise = better).
 2. Reward model: an ensemble fitted with the Bradley-Terry loss on snippet pairs.
 3. PPO on the learned reward (true reward never seen).
 4. Evaluation on the TRUE return, and the extrapolation check: predicted vs true return on
-   trajectories the reward model never saw (policy checkpoints, the learner's better
-   trajectories, random play), with Pearson and Spearman correlation.
+   trajectories the reward model never saw (policy checkpoints, other learner trajectories,
+   random play), with Pearson and Spearman correlation.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhf_core import kinds
-from rlhf_core.analysis.extrapolation import extrapolation_report
+from rlhf_core.analysis.extrapolation import extrapolation_report, spearman
 from rlhf_core.config import param
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec, EpsilonGreedy, RandomPolicy
@@ -39,8 +42,14 @@ from rlhf_core.sources.rollouts import DREX_CONTINUOUS, DREX_DISCRETE
 @dataclass
 class ExtrapolationDemoConfig:
     env_id: str = param("Pendulum-v1", "Gymnasium environment id.")
-    method: str = param("trex", "trex: demos ranked by a person (true return); drex: BC + noise ranks.",
-                        choices=("trex", "drex"))
+    method: str = param("trex", "trex: learner demos, ranked (see ranking); drex: one demonstrator, BC + "
+                        "noise ranks.", choices=("trex", "drex"))
+    ranking: str = param("true_return", "trex: how the demos are ranked. true_return: by their true return (demos "
+                         "above max_demo_return dropped); checkpoint: by the learner step they came from (later = "
+                         "better), every checkpoint up to learner_steps, no true return read.",
+                         choices=("true_return", "checkpoint"))
+    checkpoint_min_gap: int = param(0, "ranking checkpoint: pair only demos of checkpoints at least this many "
+                                    "learner steps apart (0: any two checkpoints).", min=0)
     learner_steps: int = param(20_000, "PPO steps on the true reward that produce the demonstrations.", min=1_000)
     checkpoint_every: int = param(2_000, "Learner checkpoint interval (steps).", min=100)
     episodes_per_checkpoint: int = param(3, "Demonstrations rolled out from each learner checkpoint.", min=1)
@@ -62,7 +71,18 @@ class ExtrapolationDemoConfig:
     stop_learner_when_good: bool = param(True, "Stop the learner at the first checkpoint whose demonstrations "
                                          "all beat max_demo_return (later ones would be discarded anyway).")
     eval_episodes: int = param(10, "Episodes to evaluate the final policy on the true return.", min=1)
-    drex_rollouts_per_level: int = param(2, "D-REX: BC rollouts per noise level.", min=1)
+    drex_demonstrator_return: float = param(-900.0, "D-REX: the demonstrator is the first learner checkpoint whose "
+                                            "mean return reaches this (the learner stops there; none does: "
+                                            "its last checkpoint).")
+    drex_judge_episodes: int = param(10, "D-REX: episodes that judge each learner checkpoint against "
+                                     "drex_demonstrator_return, from the same start states every time (3 let "
+                                     "a near-random Pendulum checkpoint pass by luck).", min=1)
+    drex_demo_episodes: int = param(5, "D-REX: episodes of the demonstrator given as demonstrations.", min=1)
+    bc_steps: int = param(2_000, "D-REX: behavioural-cloning optimisation steps (minibatch 256).", min=10)
+    drex_rank_demos: bool = param(False, "D-REX: also pair the demonstrations themselves, ranked above every BC "
+                                  "rollout (as if their noise were -0.3).")
+    drex_rollouts_per_level: int = param(10, "D-REX: BC rollouts per noise level (the same start states at "
+                                         "every level; 5 gave Pendulum rewards that did not extrapolate).", min=1)
     seed: int = param(0, "Random seed.", min=0)
     store_trajectories: bool = param(True, "Store the demonstrations in the project (no video).")
     video_of_policy: bool = param(True, "Store one rendered episode of the final policy.")
@@ -87,6 +107,8 @@ DEMO_PRESETS: dict[str, dict] = {
         "ppo_steps": 32_000,
         "learner_ppo": {"n_envs": 16, "n_steps": 256},
         "reward_hidden": 32,
+        # D-REX: the learner runs until a checkpoint averages -900 (tuning seeds 10-12: at 14k-18k steps)
+        "drex": {"learner_steps": 40_000},
     },
     # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
     # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
@@ -105,15 +127,22 @@ DEMO_PRESETS: dict[str, dict] = {
                         "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
                         "vf_coef": 0.5,
                         "policy_kwargs": {"log_std_init": -0.5, "net_arch": {"pi": [64, 64], "vf": [64, 64]}}},
+        # D-REX: a demonstrator that runs forwards but slowly (T-REX's learner reached ~380 by 164k steps)
+        "drex": {"drex_demonstrator_return": 300.0, "learner_steps": 300_000},
     },
 }
 
 
 def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoConfig, dict, dict, dict]:
-    """(config with the env's presets applied, what was applied, PPO overrides, learner PPO overrides)."""
+    """(config with the env's presets applied, what was applied, PPO overrides, learner PPO overrides).
+
+    A preset's ``drex`` (method drex) or ``checkpoint_ranking`` (trex ranked by checkpoint) entries
+    override its general ones for that variant."""
     import dataclasses
 
     preset = DEMO_PRESETS.get(config.env_id, {}) if config.use_presets else {}
+    variant = "drex" if config.method == "drex" else "checkpoint_ranking" if config.ranking == "checkpoint" else ""
+    preset = {**preset, **preset.get(variant, {})}
     defaults = {f.name: f.default for f in dataclasses.fields(ExtrapolationDemoConfig)}
     changes = {k: v for k, v in preset.items()
                if k in defaults and k != "env_id" and getattr(config, k) == defaults[k]}
@@ -130,8 +159,19 @@ def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoC
     return config, applied, ppos[0], ppos[1]
 
 
+@dataclass
+class LearnerDemos:
+    """What the learner left: every checkpoint's episodes and, for D-REX, the demonstrator's."""
+    trajectories: list
+    demonstrator: list
+    demonstrator_step: int | None = None
+
+
 def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, keep_files: bool = True,
-                   overrides: dict | None = None) -> list:
+                   overrides: dict | None = None) -> LearnerDemos:
+    """Train PPO on the true reward and roll out each checkpoint. The learner stops early only where
+    the method reads true returns anyway: trex ranked by true return (``stop_learner_when_good``)
+    and drex (at its demonstrator)."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -141,17 +181,24 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, kee
     env = make_env(config.env_id, render=False)
     trajs: list = []
     stopped_at: list[int] = []
+    demonstrator: list = []
+    drex = config.method == "drex"
+    stop_when_good = config.stop_learner_when_good and not drex and config.ranking == "true_return"
 
-    def demos_from(model, step: int, i: int) -> list:
-        policy = FastActor(model)  # the learner's own (deterministic) behaviour at that checkpoint
+    def demos_from(policy, step: int, episodes: int, seed0: int, kind: str = "checkpoint") -> list:
         out = []
-        for e in range(config.episodes_per_checkpoint):
+        for e in range(episodes):
             ctx.raise_if_cancelled()
-            t = rollout(env, policy, seed=config.seed + 1000 * i + e, render=False,
-                        source={"kind": "checkpoint", "step": step})
+            t = rollout(env, policy, seed=seed0 + e, render=False, source={"kind": kind, "step": step})
             out.append(t)
-            ctx.metrics(len(trajs) + len(out), {"demos/true_return": t.true_return})
+            if kind == "checkpoint":
+                ctx.metrics(len(trajs) + len(out), {"demos/true_return": t.true_return})
         return out
+
+    def take_demonstrator(policy, step: int) -> None:
+        demonstrator.extend(demos_from(policy, step, config.drex_demo_episodes, config.seed + 40_000,
+                                       kind="demonstrator"))
+        stopped_at.append(step)
 
     class Save(BaseCallback):
         next_at = 0
@@ -163,73 +210,125 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, kee
             if self.num_timesteps >= self.next_at:
                 if keep_files:
                     self.model.save(str(folder / f"learner_{self.num_timesteps:08d}.zip"))
-                new = demos_from(self.model, self.num_timesteps, self.index)
+                # the learner's own (deterministic) behaviour at this checkpoint
+                actor = FastActor(self.model)
+                if drex:  # every checkpoint judged from the same start states
+                    new = demos_from(actor, self.num_timesteps, config.drex_judge_episodes,
+                                     config.seed + 30_000)
+                else:
+                    new = demos_from(actor, self.num_timesteps, config.episodes_per_checkpoint,
+                                     config.seed + 1000 * self.index)
                 trajs.extend(new)
                 self.index += 1
                 self.next_at = self.num_timesteps + config.checkpoint_every
                 ctx.progress(min(self.num_timesteps / config.learner_steps, 1.0),
                              message=f"learner: {self.num_timesteps:,} steps, demos {len(trajs)}")
+                if drex and np.mean([t.true_return for t in new]) >= config.drex_demonstrator_return:
+                    take_demonstrator(actor, self.num_timesteps)
+                    return False
                 # every later checkpoint would be too good to be a demonstration: stop learning
-                if config.stop_learner_when_good and new and min(t.true_return for t in new) > config.max_demo_return:
+                if stop_when_good and new and min(t.true_return for t in new) > config.max_demo_return:
                     stopped_at.append(self.num_timesteps)
                     return False
             return True
 
     try:
         model.learn(total_timesteps=config.learner_steps, callback=Save())
+        if ctx.cancelled:
+            raise JobCancelled("cancelled")
+        if drex and not demonstrator:
+            ctx.log(f"no learner checkpoint reached a mean return of {config.drex_demonstrator_return:g}: "
+                    f"the demonstrator is the learner at {model.num_timesteps:,} steps")
+            take_demonstrator(FastActor(model), int(model.num_timesteps))
     finally:
         venv.close()
         close_env(env)
-    if ctx.cancelled:
-        raise JobCancelled("cancelled")
-    if stopped_at:
+    if stopped_at and drex:
+        ctx.log(f"D-REX demonstrator: the learner at {stopped_at[0]:,} steps")
+    elif stopped_at:
         ctx.log(f"learner stopped at {stopped_at[0]:,} steps: its checkpoints are no longer mediocre "
                 f"(every episode above {config.max_demo_return:g})")
-    return trajs
+    return LearnerDemos(trajs, demonstrator, stopped_at[0] if drex and stopped_at else None)
 
 
-def _drex_rollouts(config, demos, ctx, project):
-    """BC on the demos, then rollouts at each D-REX noise level; returns (trajectories, eps, bc return)."""
+def checkpoint_ranks(demos: list) -> list[float]:
+    """Learning from a learner without ground truth: a demo's rank is the learner step it came from."""
+    return [float(t.source["step"]) for t in demos]
+
+
+def ranked_pairs(config: ExtrapolationDemoConfig, demos: list):
+    """T-REX snippet pairs of the learner's demos ranked as ``config.ranking`` says.
+
+    With ``checkpoint`` only each demo's observations and source step are read (never its rewards)."""
+    observations = [t.observations for t in demos]
+    if config.ranking == "checkpoint" and config.checkpoint_min_gap:
+        steps = checkpoint_ranks(demos)
+        if max(steps) - min(steps) < config.checkpoint_min_gap:
+            raise ValueError(f"no two learner checkpoints are checkpoint_min_gap ({config.checkpoint_min_gap:,}) "
+                             "steps apart: lower it or raise learner_steps")
+        # drex_pairs pairs keys at least min_gap apart, the lower key better: the key is -step
+        return observations, drex_pairs(observations, [-s for s in steps], config.snippet_pairs,
+                                        min_gap=config.checkpoint_min_gap, min_len=config.snippet_min,
+                                        max_len=config.snippet_max, seed=config.seed)
+    ranks = checkpoint_ranks(demos) if config.ranking == "checkpoint" else [t.true_return for t in demos]
+    return observations, trex_pairs(observations, ranks, config.snippet_pairs, min_len=config.snippet_min,
+                                    max_len=config.snippet_max, seed=config.seed)
+
+
+def train_bc(config: ExtrapolationDemoConfig, demos: list, info, ctx: JobContext) -> BCPolicy:
+    """Behavioural cloning on the demos' (observation, action) pairs (rewards are not read)."""
     import torch
     import torch.nn.functional as F
 
-    env = make_env(config.env_id, render=False)
-    try:
-        info = env_info(env)
-        x = torch.from_numpy(np.concatenate([t.observations[:-1].reshape(t.length, -1) for t in demos]).astype(np.float32))
-        y = torch.from_numpy(np.concatenate([np.asarray(t.actions, np.float32).reshape(t.length, -1) for t in demos]))
-        spec = BCSpec(obs_dim=x.shape[1], discrete=info.discrete, n_out=info.n_actions if info.discrete else info.action_dim,
-                      hidden=64, action_low=info.action_low, action_high=info.action_high)
-        torch.manual_seed(config.seed)
-        net = BCNet(spec)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        for epoch in range(300):
+    x = torch.from_numpy(np.concatenate([t.observations[:-1].reshape(len(t.actions), -1)
+                                         for t in demos]).astype(np.float32))
+    y = torch.from_numpy(np.concatenate([np.asarray(t.actions, np.float32).reshape(len(t.actions), -1)
+                                         for t in demos]))
+    spec = BCSpec(obs_dim=x.shape[1], discrete=info.discrete, n_out=info.n_actions if info.discrete else info.action_dim,
+                  hidden=64, action_low=info.action_low, action_high=info.action_high)
+    torch.manual_seed(config.seed)
+    net = BCNet(spec)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(config.bc_steps):
+        idx = torch.randint(len(x), (256,))
+        out = net(x[idx])
+        loss = F.cross_entropy(out, y[idx].long().view(-1)) if spec.discrete else F.mse_loss(out, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
             ctx.raise_if_cancelled()
-            idx = torch.randint(len(x), (256,))
-            out = net(x[idx])
-            loss = F.cross_entropy(out, y[idx].long().view(-1)) if spec.discrete else F.mse_loss(out, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if epoch % 20 == 0:
-                ctx.metrics(epoch, {"bc/loss": float(loss.detach())})
-        bc = BCPolicy(net)
-        levels = DREX_DISCRETE if info.discrete else DREX_CONTINUOUS
-        trajs, eps = [], []
-        for li, e in enumerate(levels):
-            for k in range(config.drex_rollouts_per_level):
-                ctx.raise_if_cancelled()
-                seed = config.seed + 20_000 + 100 * li + k
-                pol = EpsilonGreedy(bc, env.action_space, e, seed=seed) if e > 0 else bc
-                t = rollout(env, pol, seed=seed, render=False, source={"kind": "bc", "epsilon": e})
-                trajs.append(t)
-                eps.append(e)
-                ctx.metrics(li, {"drex/true_return": t.true_return, "drex/epsilon": e})
-            ctx.progress(li + 1, len(levels), f"D-REX noise level {e:.2f}")
-        bc_returns = [rollout(env, bc, seed=config.seed + 30_000 + i, render=False).true_return for i in range(3)]
-    finally:
-        close_env(env)
-    return trajs, eps, float(np.mean(bc_returns))
+            ctx.metrics(step, {"bc/loss": float(loss.detach())})
+    return BCPolicy(net)
+
+
+def noise_rollouts(config: ExtrapolationDemoConfig, policy, env, ctx: JobContext) -> tuple[list, list[float]]:
+    """Rollouts of ``policy`` at each D-REX noise level; rollout k starts from the same state at every
+    level (common start states: the curve then shows the noise, not the luck of the start)."""
+    levels = DREX_DISCRETE if env_info(env).discrete else DREX_CONTINUOUS
+    trajs, eps = [], []
+    for li, e in enumerate(levels):
+        for k in range(config.drex_rollouts_per_level):
+            ctx.raise_if_cancelled()
+            start = config.seed + 20_000 + k
+            pol = EpsilonGreedy(policy, env.action_space, e, seed=start + 100 * li) if e > 0 else policy
+            t = rollout(env, pol, seed=start, render=False, source={"kind": "bc", "epsilon": e})
+            trajs.append(t)
+            eps.append(float(e))
+            ctx.metrics(li, {"drex/true_return": t.true_return, "drex/epsilon": e})
+        ctx.progress(li + 1, len(levels), f"D-REX noise level {e:.2f}")
+    return trajs, eps
+
+
+def noise_curve(trajs: list, eps: list[float]) -> tuple[list[dict], float]:
+    """The noise-degradation curve (true return by ε; a measurement, never used for the reward) and
+    the Spearman correlation of ε with its mean return (D-REX needs it near -1)."""
+    curve = []
+    for e in sorted(set(eps)):
+        r = np.asarray([t.true_return for t, e2 in zip(trajs, eps) if e2 == e])
+        curve.append({"epsilon": float(e), "mean_return": float(r.mean()), "std_return": float(r.std()), "n": len(r)})
+    rho = spearman([c["epsilon"] for c in curve], [c["mean_return"] for c in curve])
+    return curve, rho
 
 
 def run_extrapolation_demo(config: ExtrapolationDemoConfig, ctx: JobContext) -> dict:
@@ -261,13 +360,21 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
 
     # ------------------------------------------------------------------ 1. demonstrations
     with ctx.stage(*spans["demonstrations"]):
-        learner_trajs = _learner_demos(config, ctx, folder, keep_files=project is not None, overrides=learner_over)
-    demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]
-    better_than_cap = [t for t in learner_trajs if t.true_return > config.max_demo_return]
-    if len(demos) < 4:
-        raise ValueError(f"only {len(demos)} learner trajectories have a true return <= {config.max_demo_return}; "
-                         "lower learner_steps or raise max_demo_return")
-    demo_returns = np.asarray([t.true_return for t in demos])
+        learned = _learner_demos(config, ctx, folder, keep_files=project is not None, overrides=learner_over)
+    learner_trajs = learned.trajectories
+    if config.method == "drex":
+        demos, unseen_learner = learned.demonstrator, learner_trajs
+    elif config.ranking == "checkpoint":  # every checkpoint; no true return read to choose them
+        demos, unseen_learner = learner_trajs, []
+        if len({t.source["step"] for t in demos}) < 2:
+            raise ValueError("ranking by checkpoint needs demonstrations from at least two learner checkpoints: "
+                             "raise learner_steps or lower checkpoint_every")
+    else:
+        demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]
+        unseen_learner = [t for t in learner_trajs if t.true_return > config.max_demo_return]
+        if len(demos) < 4:
+            raise ValueError(f"only {len(demos)} learner trajectories have a true return <= {config.max_demo_return}; "
+                             "lower learner_steps or raise max_demo_return")
     times["demonstrations"] = time.perf_counter() - t_start
     if project is not None and config.store_trajectories:
         for t in demos:
@@ -275,22 +382,33 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
 
     # ------------------------------------------------------------------ 2. reward model
     t0 = time.perf_counter()
-    bc_return = None
+    bc = None
+    curve: list[dict] = []
+    curve_rho = float("nan")
     reward_lo, reward_hi = spans["reward_model"]
     fit_lo = reward_lo
     if config.method == "trex":
-        train_obs = [t.observations for t in demos]
-        pairs = trex_pairs(train_obs, list(demo_returns), config.snippet_pairs, min_len=config.snippet_min,
-                           max_len=config.snippet_max, seed=config.seed)
+        train_obs, pairs = ranked_pairs(config, demos)
     else:
         fit_lo = (reward_lo + reward_hi) / 2  # BC and the noise rollouts: the first half of this stage
         with ctx.stage(reward_lo, fit_lo):
-            noisy, eps, bc_return = _drex_rollouts(config, demos, ctx, project)
-        ctx.sample(kinds.SAMPLE_NOISE_CURVE, {"epsilon": [float(e) for e in sorted(set(eps))],
-                                   "mean_true_return": [float(np.mean([t.true_return for t, e2 in zip(noisy, eps) if e2 == e]))
-                                                        for e in sorted(set(eps))]})
+            env = make_env(config.env_id, render=False)
+            try:
+                bc = train_bc(config, demos, env_info(env), ctx)
+                noisy, eps = noise_rollouts(config, bc, env, ctx)
+            finally:
+                close_env(env)
+        curve, curve_rho = noise_curve(noisy, eps)
+        ctx.sample(kinds.SAMPLE_NOISE_CURVE, {"epsilon": [c["epsilon"] for c in curve],
+                                              "mean_true_return": [c["mean_return"] for c in curve],
+                                              "std_true_return": [c["std_return"] for c in curve],
+                                              "n": [c["n"] for c in curve]})
         train_obs = [t.observations for t in noisy]
-        pairs = drex_pairs(train_obs, eps, config.snippet_pairs, min_len=config.snippet_min,
+        pair_eps = list(eps)
+        if config.drex_rank_demos:  # above BC without noise by drex_pairs' gap
+            train_obs = [t.observations for t in demos] + train_obs
+            pair_eps = [-0.3] * len(demos) + pair_eps
+        pairs = drex_pairs(train_obs, pair_eps, config.snippet_pairs, min_len=config.snippet_min,
                            max_len=config.snippet_max, seed=config.seed)
     with ctx.stage(fit_lo, reward_hi):
         ensemble, fit = fit_reward_ensemble(pairs, FitSettings(members=config.members, hidden=config.reward_hidden,
@@ -320,13 +438,14 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
     ctx.progress(spans["evaluation"][0], message="evaluating the policy on the true return")
     policy_trajs = evaluate(config.env_id, FastActor(model), config.eval_episodes, config.seed + 50_000)
     policy_returns = np.asarray([t.true_return for t in policy_trajs])
-    unseen = list(policy_trajs) + better_than_cap
+    unseen = list(policy_trajs) + unseen_learner
     for i, (_, actor) in enumerate(snapshots):
         unseen += evaluate(config.env_id, actor, 2, config.seed + 60_000 + 10 * i)
     env = make_env(config.env_id, render=False)
     unseen += [rollout(env, RandomPolicy(env.action_space, seed=config.seed + 70_000 + i), seed=config.seed + 70_000 + i,
                        render=False) for i in range(3)]
     close_env(env)
+    demo_returns = np.asarray([t.true_return for t in demos])  # evaluation: true returns may be read now
     pred_demo = predicted_returns(ensemble, [t.observations for t in demos])
     true_unseen = np.asarray([t.true_return for t in unseen])
     pred_unseen = predicted_returns(ensemble, [t.observations for t in unseen])
@@ -338,6 +457,8 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
         shown = evaluate(config.env_id, FastActor(model), 1, config.seed + 80_000, render=True)[0]
         shown.source = {"kind": "policy", "method": config.method}
         save_trajectory(project, shown, run_id=ctx.run_id)
+    bc_returns = ([t.true_return for t in evaluate(config.env_id, bc, config.eval_episodes, config.seed + 50_000)]
+                  if bc is not None else [])  # the same start states as the policy's evaluation
     times["evaluation"] = time.perf_counter() - t0
     result = {
         "env_id": config.env_id, "method": config.method, "seed": config.seed,
@@ -353,8 +474,13 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
         "presets": applied,
         "wall_seconds": round(time.perf_counter() - t_start, 2),
     }
-    if bc_return is not None:
-        result["bc_return"] = bc_return
+    if config.method == "trex":
+        result["ranking"] = config.ranking
+    if bc is not None:
+        result.update(bc_return=float(np.mean(bc_returns)), demonstrator_mean_return=float(demo_returns.mean()),
+                      demonstrator_step=learned.demonstrator_step, noise_curve=curve, noise_curve_spearman=curve_rho,
+                      beats_demonstrator=bool(policy_returns.mean() > demo_returns.mean()),
+                      beats_bc=bool(policy_returns.mean() > float(np.mean(bc_returns))))
     ctx.metrics(0, {"demo/policy_return": result["policy_return"], "demo/best_demo_return": result["best_demo_return"]})
     ctx.progress(1.0, message="done")
     return result

@@ -10,7 +10,7 @@ from rlhf_core.jobs import RecordingContext, execute_job, get_job
 # CartPole: its tuned PPO collects 256 steps per update, so tiny budgets are honoured
 TINY = dict(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512, episodes_per_checkpoint=2,
             max_demo_return=1000.0, snippet_pairs=200, members=1, reward_steps=40, snippet_min=5, snippet_max=10,
-            ppo_steps=1024, eval_episodes=1, video_of_policy=False)
+            ppo_steps=1024, eval_episodes=1, video_of_policy=False, bc_steps=200, drex_rollouts_per_level=2)
 
 
 def test_stage_spans_cover_the_bar_in_order():

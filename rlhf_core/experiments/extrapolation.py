@@ -6,7 +6,8 @@ Stages, each reporting live:
    episodes of each early checkpoint. With ``ranking="true_return"`` only those whose true return is
    at most ``max_demo_return`` are kept and ranked by it (as a person who sees the return would);
    with ``ranking="checkpoint"`` every checkpoint up to ``learner_steps`` is kept and ranked by the
-   step it came from (later = better), and no true return is read on the way to the reward.
+   learner steps its policy was trained on (later = better; only policies ``checkpoint_gap`` apart
+   are paired), and no true return is read on the way to the reward.
    ``drex``: ONE suboptimal demonstrator (the first checkpoint whose mean return reaches
    ``drex_demonstrator_return``), ``drex_demo_episodes`` episodes of it, behavioural cloning on
    those, then BC rollouts at the D-REX noise levels, ranked by noise (less noise = better).
@@ -45,11 +46,15 @@ class ExtrapolationDemoConfig:
     method: str = param("trex", "trex: learner demos, ranked (see ranking); drex: one demonstrator, BC + "
                         "noise ranks.", choices=("trex", "drex"))
     ranking: str = param("true_return", "trex: how the demos are ranked. true_return: by their true return (demos "
-                         "above max_demo_return dropped); checkpoint: by the learner step they came from (later = "
-                         "better), every checkpoint up to learner_steps, no true return read.",
+                         "above max_demo_return dropped); checkpoint: by the learner steps their policy was trained on "
+                         "(later = better; one checkpoint per policy), every checkpoint up to learner_steps, no "
+                         "true return read.",
                          choices=("true_return", "checkpoint"))
-    checkpoint_min_gap: int = param(0, "ranking checkpoint: pair only demos of checkpoints at least this many "
-                                    "learner steps apart (0: any two checkpoints).", min=0)
+    checkpoint_gap: float = param(0.5, "ranking checkpoint: pair only demos whose policies' learner steps differ "
+                                  "by at least this fraction of learner_steps (0: any two policies). A "
+                                  "learner's first updates are often no better than its untrained policy; "
+                                  "a wide gap pairs only clearly earlier with clearly later policies.",
+                                  min=0.0, max=1.0)
     learner_steps: int = param(20_000, "PPO steps on the true reward that produce the demonstrations.", min=1_000)
     checkpoint_every: int = param(2_000, "Learner checkpoint interval (steps).", min=100)
     episodes_per_checkpoint: int = param(3, "Demonstrations rolled out from each learner checkpoint.", min=1)
@@ -109,6 +114,8 @@ DEMO_PRESETS: dict[str, dict] = {
         "reward_hidden": 32,
         # D-REX: the learner runs until a checkpoint averages -900 (tuning seeds 10-12: at 14k-18k steps)
         "drex": {"learner_steps": 40_000},
+        # ranked by checkpoint: one checkpoint per policy (5 in 20k steps), so more episodes of each
+        "checkpoint_ranking": {"episodes_per_checkpoint": 10},
     },
     # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
     # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
@@ -184,47 +191,61 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, kee
     demonstrator: list = []
     drex = config.method == "drex"
     stop_when_good = config.stop_learner_when_good and not drex and config.ranking == "true_return"
+    # ranked by checkpoint: a checkpoint only once the policy changed (PPO updates once per rollout:
+    # two checkpoints of one policy would be ranked apart for nothing)
+    by_checkpoint = not drex and config.ranking == "checkpoint"
+    taken: list[int] = []  # policy_step of each checkpoint taken
 
-    def demos_from(policy, step: int, episodes: int, seed0: int, kind: str = "checkpoint") -> list:
+    def demos_from(policy, step: int, episodes: int, seed0: int, kind: str = "checkpoint",
+                   policy_step: int | None = None) -> list:
+        # step: when it was rolled out; policy_step: the learner steps its policy was trained on (PPO
+        # updates once per rollout, so checkpoints within one rollout share a policy)
+        source = {"kind": kind, "step": step, "policy_step": step if policy_step is None else policy_step}
         out = []
         for e in range(episodes):
             ctx.raise_if_cancelled()
-            t = rollout(env, policy, seed=seed0 + e, render=False, source={"kind": kind, "step": step})
+            t = rollout(env, policy, seed=seed0 + e, render=False, source=dict(source))
             out.append(t)
             if kind == "checkpoint":
                 ctx.metrics(len(trajs) + len(out), {"demos/true_return": t.true_return})
         return out
 
-    def take_demonstrator(policy, step: int) -> None:
+    def take_demonstrator(policy, step: int, policy_step: int | None = None) -> None:
         demonstrator.extend(demos_from(policy, step, config.drex_demo_episodes, config.seed + 40_000,
-                                       kind="demonstrator"))
+                                       kind="demonstrator", policy_step=policy_step))
         stopped_at.append(step)
 
     class Save(BaseCallback):
         next_at = 0
         index = 0
+        policy_step = 0
+
+        def _on_rollout_start(self) -> None:
+            self.policy_step = self.num_timesteps  # the policy was just updated on this many steps
 
         def _on_step(self) -> bool:
             if ctx.cancelled:
                 return False
-            if self.num_timesteps >= self.next_at:
+            if self.num_timesteps >= self.next_at and not (by_checkpoint and taken
+                                                           and taken[-1] == self.policy_step):
+                taken.append(self.policy_step)
                 if keep_files:
                     self.model.save(str(folder / f"learner_{self.num_timesteps:08d}.zip"))
                 # the learner's own (deterministic) behaviour at this checkpoint
                 actor = FastActor(self.model)
                 if drex:  # every checkpoint judged from the same start states
                     new = demos_from(actor, self.num_timesteps, config.drex_judge_episodes,
-                                     config.seed + 30_000)
+                                     config.seed + 30_000, policy_step=self.policy_step)
                 else:
                     new = demos_from(actor, self.num_timesteps, config.episodes_per_checkpoint,
-                                     config.seed + 1000 * self.index)
+                                     config.seed + 1000 * self.index, policy_step=self.policy_step)
                 trajs.extend(new)
                 self.index += 1
                 self.next_at = self.num_timesteps + config.checkpoint_every
                 ctx.progress(min(self.num_timesteps / config.learner_steps, 1.0),
                              message=f"learner: {self.num_timesteps:,} steps, demos {len(trajs)}")
                 if drex and np.mean([t.true_return for t in new]) >= config.drex_demonstrator_return:
-                    take_demonstrator(actor, self.num_timesteps)
+                    take_demonstrator(actor, self.num_timesteps, self.policy_step)
                     return False
                 # every later checkpoint would be too good to be a demonstration: stop learning
                 if stop_when_good and new and min(t.true_return for t in new) > config.max_demo_return:
@@ -252,8 +273,9 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, kee
 
 
 def checkpoint_ranks(demos: list) -> list[float]:
-    """Learning from a learner without ground truth: a demo's rank is the learner step it came from."""
-    return [float(t.source["step"]) for t in demos]
+    """Learning from a learner without ground truth: a demo's rank is the learner steps its policy was
+    trained on (checkpoints of one PPO rollout share a policy: equal ranks, never paired)."""
+    return [float(t.source.get("policy_step", t.source["step"])) for t in demos]
 
 
 def ranked_pairs(config: ExtrapolationDemoConfig, demos: list):
@@ -261,18 +283,16 @@ def ranked_pairs(config: ExtrapolationDemoConfig, demos: list):
 
     With ``checkpoint`` only each demo's observations and source step are read (never its rewards)."""
     observations = [t.observations for t in demos]
-    if config.ranking == "checkpoint" and config.checkpoint_min_gap:
-        steps = checkpoint_ranks(demos)
-        if max(steps) - min(steps) < config.checkpoint_min_gap:
-            raise ValueError(f"no two learner checkpoints are checkpoint_min_gap ({config.checkpoint_min_gap:,}) "
-                             "steps apart: lower it or raise learner_steps")
-        # drex_pairs pairs keys at least min_gap apart, the lower key better: the key is -step
-        return observations, drex_pairs(observations, [-s for s in steps], config.snippet_pairs,
-                                        min_gap=config.checkpoint_min_gap, min_len=config.snippet_min,
-                                        max_len=config.snippet_max, seed=config.seed)
-    ranks = checkpoint_ranks(demos) if config.ranking == "checkpoint" else [t.true_return for t in demos]
-    return observations, trex_pairs(observations, ranks, config.snippet_pairs, min_len=config.snippet_min,
-                                    max_len=config.snippet_max, seed=config.seed)
+    if config.ranking != "checkpoint":
+        return observations, trex_pairs(observations, [t.true_return for t in demos], config.snippet_pairs,
+                                        min_len=config.snippet_min, max_len=config.snippet_max, seed=config.seed)
+    steps = checkpoint_ranks(demos)
+    gap = config.checkpoint_gap * config.learner_steps
+    if max(steps) - min(steps) < max(gap, 1e-9):
+        raise ValueError(f"no two learner policies are checkpoint_gap ({config.checkpoint_gap:g} x "
+                         f"{config.learner_steps:,} steps) apart: lower checkpoint_gap or raise learner_steps")
+    return observations, trex_pairs(observations, steps, config.snippet_pairs, min_len=config.snippet_min,
+                                    max_len=config.snippet_max, seed=config.seed, min_gap=gap)
 
 
 def train_bc(config: ExtrapolationDemoConfig, demos: list, info, ctx: JobContext) -> BCPolicy:
@@ -366,8 +386,8 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
         demos, unseen_learner = learned.demonstrator, learner_trajs
     elif config.ranking == "checkpoint":  # every checkpoint; no true return read to choose them
         demos, unseen_learner = learner_trajs, []
-        if len({t.source["step"] for t in demos}) < 2:
-            raise ValueError("ranking by checkpoint needs demonstrations from at least two learner checkpoints: "
+        if len(set(checkpoint_ranks(demos))) < 2:
+            raise ValueError("ranking by checkpoint needs demonstrations from at least two learner policies: "
                              "raise learner_steps or lower checkpoint_every")
     else:
         demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]

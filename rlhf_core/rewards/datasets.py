@@ -59,8 +59,9 @@ def stack_observations(observations: list[np.ndarray]) -> tuple[np.ndarray, np.n
 
 
 def trex_pairs(observations: list[np.ndarray], ranks: list[float], n_pairs: int, *,
-               min_len: int = 20, max_len: int = 50, seed: int = 0) -> PairSet:
-    """Snippet pairs from trajectories with ``ranks`` (higher = better; equal ranks never pair).
+               min_len: int = 20, max_len: int = 50, seed: int = 0, min_gap: float = 0.0) -> PairSet:
+    """Snippet pairs from trajectories with ``ranks`` (higher = better; equal ranks, or ranks less
+    than ``min_gap`` apart, never pair).
 
     ``observations[i]`` has T_i + 1 rows. Snippet lengths are uniform in [min_len, max_len]
     (capped by the shorter trajectory); the better snippet starts no earlier than the worse one.
@@ -69,6 +70,8 @@ def trex_pairs(observations: list[np.ndarray], ranks: list[float], n_pairs: int,
         raise ValueError("one rank per trajectory")
     if len(set(ranks)) < 2:
         raise ValueError("T-REX needs trajectories of at least two different ranks")
+    if max(ranks) - min(ranks) < min_gap:
+        raise ValueError(f"no two ranks are {min_gap:g} apart")
     rng = np.random.default_rng(seed)
     flat, offsets = stack_observations(observations)
     steps = [len(o) - 1 for o in observations]
@@ -80,7 +83,7 @@ def trex_pairs(observations: list[np.ndarray], ranks: list[float], n_pairs: int,
         if tries > n_pairs * 100:
             raise ValueError("could not sample snippet pairs: trajectories too short for min_len")
         i, j = rng.choice(len(observations), size=2, replace=False)
-        if ranks_arr[i] == ranks_arr[j]:
+        if ranks_arr[i] == ranks_arr[j] or abs(ranks_arr[i] - ranks_arr[j]) < min_gap:
             continue
         worse, better = (i, j) if ranks_arr[i] < ranks_arr[j] else (j, i)
         cap = min(steps[worse], steps[better], max_len)

@@ -10,8 +10,8 @@ import pytest
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import RandomPolicy
 from rlhf_core.envs.rollout import Trajectory, rollout
-from rlhf_core.experiments.extrapolation import (ExtrapolationDemoConfig, _learner_demos, noise_curve,
-                                                 noise_rollouts, ranked_pairs, train_bc)
+from rlhf_core.experiments.extrapolation import (ExtrapolationDemoConfig, _learner_demos, checkpoint_ranks,
+                                                 noise_curve, noise_rollouts, ranked_pairs, train_bc)
 from rlhf_core.jobs import RecordingContext
 from rlhf_core.rewards.datasets import drex_pairs
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns
@@ -88,18 +88,18 @@ def _checkpoint_demos():
         close_env(env)
 
 
-@pytest.mark.parametrize("gap", [0, 2000])
+@pytest.mark.parametrize("gap", [0.0, 0.1])
 def test_checkpoint_ranking_reads_no_true_return(gap):
     demos = _checkpoint_demos()
-    config = ExtrapolationDemoConfig(ranking="checkpoint", checkpoint_min_gap=gap, snippet_pairs=120, snippet_min=5,
-                                     snippet_max=10, seed=1)
+    config = ExtrapolationDemoConfig(ranking="checkpoint", checkpoint_gap=gap, learner_steps=20_000, snippet_pairs=120,
+                                     snippet_min=5, snippet_max=10, seed=1)
     blind = [BlindTrajectory(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)}) for t in demos]
     with pytest.raises(AssertionError, match="true reward was read"):
         ranked_pairs(dataclasses.replace(config, ranking="true_return"), blind)
     _, pairs = ranked_pairs(config, blind)  # would raise on any read of a reward
     step = [t.source["step"] for t in demos]
     for a, b, p in zip(pairs.first, pairs.second, pairs.target):
-        assert abs(step[a.traj] - step[b.traj]) >= max(gap, 1)  # one checkpoint's episodes are never paired
+        assert abs(step[a.traj] - step[b.traj]) >= max(gap * 20_000, 1)  # one checkpoint's episodes never pair
         assert p == (1.0 if step[a.traj] > step[b.traj] else 0.0)  # the later checkpoint is better
 
     # zeroing the stored true rewards changes neither the pairs nor the learned reward
@@ -115,8 +115,8 @@ def test_checkpoint_ranking_reads_no_true_return(gap):
 
 
 def test_checkpoint_gap_wider_than_the_learner_is_one_sentence():
-    config = ExtrapolationDemoConfig(ranking="checkpoint", checkpoint_min_gap=5000, snippet_pairs=10)
-    with pytest.raises(ValueError, match="no two learner checkpoints are checkpoint_min_gap"):
+    config = ExtrapolationDemoConfig(ranking="checkpoint", checkpoint_gap=0.25, learner_steps=20_000, snippet_pairs=10)
+    with pytest.raises(ValueError, match="no two learner policies are checkpoint_gap"):
         ranked_pairs(config, _checkpoint_demos())
 
 
@@ -130,6 +130,21 @@ def test_checkpoint_ranking_runs_the_learner_without_stopping_on_returns():
                              keep_files=False)
     assert len(by_return.trajectories) == 1
     assert len({t.source["step"] for t in by_step.trajectories}) >= 3 and by_step.demonstrator == []
+
+
+def test_checkpoints_carry_the_steps_their_policy_was_trained_on():
+    # CartPole's PPO updates every 8 envs x 32 steps = 256: checkpoints every 100 steps share policies
+    config = ExtrapolationDemoConfig(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=100,
+                                     episodes_per_checkpoint=1, max_demo_return=1e9, ppo_batch_size=64)
+    every = _learner_demos(config, RecordingContext(), None, keep_files=False).trajectories
+    steps = [t.source["step"] for t in every]
+    assert steps == sorted(steps) and len(steps) >= 8
+    assert [t.source["policy_step"] for t in every] == [(s - 1) // 256 * 256 for s in steps]
+    # ranked by checkpoint: one checkpoint per policy, its rank the policy's training steps
+    once = _learner_demos(dataclasses.replace(config, ranking="checkpoint"), RecordingContext(), None,
+                          keep_files=False).trajectories
+    assert [t.source["policy_step"] for t in once] == [0, 256, 512, 768]
+    assert checkpoint_ranks(once) == [0.0, 256.0, 512.0, 768.0]
 
 
 TINY = dict(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512, episodes_per_checkpoint=2,

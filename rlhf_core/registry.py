@@ -146,8 +146,10 @@ register_job(
         group="demo",
         summary="T-REX / D-REX end to end: beat the demonstrations?",
         title="Reward extrapolation demo (T-REX / D-REX)",
-        description="Mediocre ranked demonstrations from an early learner -> a learned reward -> PPO on it -> "
-        "a policy evaluated on the true return, with the extrapolation check on unseen trajectories.",
+        description="Mediocre demonstrations from an early learner, ranked by their true return or only by the "
+        "checkpoint they came from (T-REX), or one demonstrator cloned and ranked by injected noise (D-REX) -> a "
+        "learned reward -> PPO on it -> a policy evaluated on the true return, with the extrapolation check on "
+        "unseen trajectories.",
         target="rlhf_core.experiments.extrapolation:run_extrapolation_demo",
         config="rlhf_core.experiments.extrapolation:ExtrapolationDemoConfig",
     )

@@ -4,7 +4,8 @@ better than any demonstration (T-REX, Brown et al. 2019; D-REX variant, Brown et
 Stages, each reporting live:
 1. Demonstrations from a PPO learner on the true reward (learning from a learner). ``trex``: a few
    episodes of each early checkpoint. With ``ranking="true_return"`` only those whose true return is
-   at most ``max_demo_return`` are kept and ranked by it (as a person who sees the return would);
+   at most ``max_demo_return`` (and at least ``min_demo_return``) are kept and ranked by it (as a
+   person who sees the return would);
    with ``ranking="checkpoint"`` every checkpoint up to ``learner_steps`` is kept and ranked by the
    learner steps its policy was trained on (later = better; only policies ``checkpoint_gap`` apart
    are paired), and no true return is read on the way to the reward.
@@ -40,6 +41,10 @@ from rlhf_core.trainers.control.ppo_learned import FastActor, evaluate, train_pp
 from rlhf_core.sources.rollouts import DREX_CONTINUOUS, DREX_DISCRETE
 
 
+#: ``min_demo_return``'s default: keeps every demonstration
+MIN_DEMO_OFF = -1e9
+
+
 @dataclass
 class ExtrapolationDemoConfig:
     env_id: str = param("Pendulum-v1", "Gymnasium environment id.")
@@ -60,6 +65,9 @@ class ExtrapolationDemoConfig:
     episodes_per_checkpoint: int = param(3, "Demonstrations rolled out from each learner checkpoint.", min=1)
     max_demo_return: float = param(-700.0, "Keep only demonstrations whose true return is at most this "
                                    "(so every demonstration is mediocre).")
+    min_demo_return: float = param(MIN_DEMO_OFF, "ranking true_return: keep only demonstrations whose true return "
+                                   "is at least this, e.g. to drop a learner's standing-still start (default "
+                                   "-1e9: off; a person ranking by return sees it too).")
     snippet_pairs: int = param(3_000, "T-REX snippet pairs.", min=10)
     snippet_min: int = param(20, "Shortest snippet (steps).", min=1)
     snippet_max: int = param(50, "Longest snippet (steps).", min=1)
@@ -272,6 +280,22 @@ def _learner_demos(config: ExtrapolationDemoConfig, ctx: JobContext, folder, kee
     return LearnerDemos(trajs, demonstrator, stopped_at[0] if drex and stopped_at else None)
 
 
+def select_demos(config: ExtrapolationDemoConfig, trajs: list) -> tuple[list, list]:
+    """(demos, unseen): ranked by true return, the learner trajectories with a true return in
+    [min_demo_return, max_demo_return] are the demos; the rest are never shown to the reward."""
+    capped = [t for t in trajs if t.true_return <= config.max_demo_return]
+    if len(capped) < 4:
+        raise ValueError(f"only {len(capped)} learner trajectories have a true return <= {config.max_demo_return}; "
+                         "lower learner_steps or raise max_demo_return")
+    demos = [t for t in capped if t.true_return >= config.min_demo_return]
+    if len(demos) < 2:
+        raise ValueError(f"only {len(demos)} learner trajectories have a true return between "
+                         f"{config.min_demo_return:g} and {config.max_demo_return:g}; lower min_demo_return, "
+                         "raise max_demo_return or raise learner_steps")
+    kept = {id(t) for t in demos}
+    return demos, [t for t in trajs if id(t) not in kept]
+
+
 def checkpoint_ranks(demos: list) -> list[float]:
     """Learning from a learner without ground truth: a demo's rank is the learner steps its policy was
     trained on (checkpoints of one PPO rollout share a policy: equal ranks, never paired)."""
@@ -390,11 +414,7 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
             raise ValueError("ranking by checkpoint needs demonstrations from at least two learner policies: "
                              "raise learner_steps or lower checkpoint_every")
     else:
-        demos = [t for t in learner_trajs if t.true_return <= config.max_demo_return]
-        unseen_learner = [t for t in learner_trajs if t.true_return > config.max_demo_return]
-        if len(demos) < 4:
-            raise ValueError(f"only {len(demos)} learner trajectories have a true return <= {config.max_demo_return}; "
-                             "lower learner_steps or raise max_demo_return")
+        demos, unseen_learner = select_demos(config, learner_trajs)
     times["demonstrations"] = time.perf_counter() - t_start
     if project is not None and config.store_trajectories:
         for t in demos:

@@ -11,7 +11,8 @@ from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import RandomPolicy
 from rlhf_core.envs.rollout import Trajectory, rollout
 from rlhf_core.experiments.extrapolation import (ExtrapolationDemoConfig, _learner_demos, checkpoint_ranks,
-                                                 noise_curve, noise_rollouts, ranked_pairs, train_bc)
+                                                 noise_curve, noise_rollouts, ranked_pairs, select_demos,
+                                                 train_bc)
 from rlhf_core.jobs import RecordingContext
 from rlhf_core.rewards.datasets import drex_pairs
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns
@@ -118,6 +119,21 @@ def test_checkpoint_gap_wider_than_the_learner_is_one_sentence():
     config = ExtrapolationDemoConfig(ranking="checkpoint", checkpoint_gap=0.25, learner_steps=20_000, snippet_pairs=10)
     with pytest.raises(ValueError, match="no two learner policies are checkpoint_gap"):
         ranked_pairs(config, _checkpoint_demos())
+
+
+def test_min_demo_return_keeps_demos_within_bounds_and_refuses_too_few():
+    trajs = _checkpoint_demos()
+    returns = sorted(t.true_return for t in trajs)
+    lo, hi = returns[1], returns[4]
+    config = ExtrapolationDemoConfig(max_demo_return=hi, min_demo_return=lo)
+    demos, unseen = select_demos(config, trajs)
+    assert len(demos) == 4 and all(lo <= t.true_return <= hi for t in demos)
+    assert len(unseen) == 2 and all(not lo <= t.true_return <= hi for t in unseen)  # the rest: never seen
+    # off by default: every demo up to the cap is kept
+    assert len(select_demos(ExtrapolationDemoConfig(max_demo_return=hi), trajs)[0]) == 5
+    with pytest.raises(ValueError, match=r"^only 1 learner trajectories have a true return between .*; lower "
+                                         r"min_demo_return"):
+        select_demos(dataclasses.replace(config, min_demo_return=hi), trajs)
 
 
 def test_checkpoint_ranking_runs_the_learner_without_stopping_on_returns():

@@ -128,11 +128,10 @@ def _tiny_folder() -> str:
     """A tiny random Llama with the real tokenizer, for the CPU dry run of the demo."""
     import tempfile
 
-    from rlhf_core.jobs import NullContext
-    from rlhf_core.text.model import ensure_default_model, make_tiny_model
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_models import pick_model
 
-    folder = Path(tempfile.mkdtemp(prefix="gpu-check-tiny-")) / "tiny"
-    return str(make_tiny_model(folder, tokenizer_source=ensure_default_model(NullContext())))
+    return str(pick_model(True, "", Path(tempfile.mkdtemp(prefix="gpu-check-tiny-")))[0])
 
 
 def _summary(results: dict, on_gpu: bool) -> dict:

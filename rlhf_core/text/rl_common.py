@@ -35,8 +35,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import resource
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -262,8 +260,7 @@ def frozen_copy(model: Any, dtype: torch.dtype | None = None) -> Any:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (what the trainers report as peak memory)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    return devices.peak_memory_mb("cpu")
 
 
 def set_threads(threads: int) -> None:

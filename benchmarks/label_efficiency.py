@@ -11,8 +11,11 @@ settings, same run.
 
 The preference-RL runs are one sweep (rlhf_core/sweeps.py): `preference_rl` over the seeds x
 selection=random,disagreement, by default one run at a time with one torch thread; the two baselines are
-computed here once per seed. Prints a JSON object as its last line: per selection rule the numbers of each
-seed and, over seeds, the final normalised return as IQM and mean with bootstrap 95 % intervals.
+computed here once per seed (``--workers`` at a time). The env's preference_rl preset (PRESETS in
+preference_rl.py) applies as in the job: --rounds / --steps-per-round default to it (else 10 / 8192), and
+true-reward PPO runs with the same PPO settings as the preference-RL runs. Prints a JSON object as its
+last line: per selection rule the numbers of each seed and, over seeds, the final normalised return as
+IQM and mean with bootstrap 95 % intervals; ``presets`` lists the preset values applied.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,21 +38,25 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rlhf_core.analysis.aggregate import summarise  # noqa: E402
+from rlhf_core.config import from_dict  # noqa: E402
 from rlhf_core.jobs import CliContext, execute_job  # noqa: E402
 from rlhf_core.store import Project  # noqa: E402
-from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, parse_grid, run_sweep  # noqa: E402
+from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, SweepError, parse_grid, plan_sweep, run_sweep  # noqa: E402
+from rlhf_core.trainers.control.preference_rl import PreferenceRLConfig, resolve_presets  # noqa: E402
 
 SELECTIONS = ("random", "disagreement")
 
 
-def true_reward_ppo(env_id: str, steps: int, seed: int) -> float:
+def true_reward_ppo(env_id: str, steps: int, seed: int, ppo_overrides: dict | None = None) -> float:
+    """PPO on the true reward; ``ppo_overrides``: those of the preference-RL runs (resolve_presets)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from rlhf_core.sources.learner import ppo_kwargs
 
-    n_envs, kwargs = ppo_kwargs(env_id)
+    torch.set_num_threads(1)
+    n_envs, kwargs = ppo_kwargs(env_id, **(ppo_overrides or {}))
     model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **kwargs)
     model.learn(steps)
     mean, _ = evaluate_policy(model, make_vec_env(env_id, n_envs=1, seed=seed + 90_000), n_eval_episodes=5)
@@ -64,6 +73,11 @@ def random_return(env_id: str, seed: int) -> float:
          for i in range(5)]
     env.close()
     return float(np.mean(r))
+
+
+def baselines(env_id: str, steps: int, seed: int, ppo_overrides: dict) -> tuple[float, float]:
+    """(true-reward PPO's return, a random policy's return) for one seed."""
+    return true_reward_ppo(env_id, steps, seed, ppo_overrides), random_return(env_id, seed)
 
 
 def sweep_members(settings: dict, seeds: list[int], args) -> list[dict]:
@@ -95,8 +109,8 @@ def sweep_members(settings: dict, seeds: list[int], args) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="Pendulum-v1")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps-per-round", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=None, help="default: the env's preset, else 10")
+    parser.add_argument("--steps-per-round", type=int, default=None, help="default: the env's preset, else 8192")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # the earlier flag: --seeds S
     parser.add_argument("--workers", type=int, default=1, help="Runs at once (default 1).")
@@ -109,15 +123,31 @@ def main() -> None:
     seeds = [args.seed] if args.seed is not None else args.seeds
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    steps = args.rounds * args.steps_per_round
     settings = {k: v[-1] for k, v in parse_grid(args.extra).items()}
-    settings.update(env_id=args.env, rounds=args.rounds, steps_per_round=args.steps_per_round)
+    settings["env_id"] = args.env
+    for name in ("rounds", "steps_per_round"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    # the settings each run resolves (checked and typed as the sweep does): its rounds, steps and PPO
+    try:
+        planned = plan_sweep("preference_rl", seeds, settings=settings).members[0]
+    except SweepError as exc:
+        raise SystemExit(str(exc)) from None
+    resolved, applied, ppo_over = resolve_presets(from_dict(PreferenceRLConfig, {**planned.settings, "seed": seeds[0]}))
+    steps = resolved.rounds * resolved.steps_per_round
     members = sweep_members(settings, seeds, args)
     out = {"benchmark": "label_efficiency", "env": args.env, "seeds": seeds, "ppo_steps": steps, "engine": args.engine,
-           "true_reward_ppo_return": {}, "random_policy_return": {}, "runs": {s: {"seeds": {}} for s in SELECTIONS}}
+           "presets": applied, "true_reward_ppo_return": {}, "random_policy_return": {},
+           "runs": {s: {"seeds": {}} for s in SELECTIONS}}
+    jobs = [(args.env, steps, s, ppo_over) for s in seeds]
+    if min(args.workers, len(seeds)) > 1:  # the baselines of several seeds at once, one torch thread each
+        with ProcessPoolExecutor(min(args.workers, len(seeds)), mp_context=get_context("spawn")) as pool:
+            done = dict(zip(seeds, pool.map(baselines, *zip(*jobs))))
+    else:
+        done = {job[2]: baselines(*job) for job in jobs}
     for seed in seeds:
-        r_true = out["true_reward_ppo_return"][seed] = true_reward_ppo(args.env, steps, seed)
-        r_rand = out["random_policy_return"][seed] = random_return(args.env, seed)
+        r_true, r_rand = done[seed]
+        out["true_reward_ppo_return"][seed], out["random_policy_return"][seed] = r_true, r_rand
         for member in (m for m in members if m["config"]["seed"] == seed):
             res = member["result"]
             curve = res["curve"]

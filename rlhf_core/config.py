@@ -293,6 +293,32 @@ def replace(config: T, **changes: Any) -> T:
     return new
 
 
+def apply_presets(config: T, preset: Mapping[str, Any], ppo_keys: Sequence[str] = ("ppo",),
+                  batch_field: str = "ppo_batch_size") -> tuple[T, dict[str, Any], dict[str, dict]]:
+    """(config with an env's ``preset`` applied, what was applied, ``{ppo key: PPO overrides}``).
+
+    Every field still at its declared default takes the preset's value, so a setting the user gives
+    always wins (giving exactly the default cannot be told apart from giving nothing). Each of
+    ``ppo_keys`` names PPO keyword overrides in the preset; its ``batch_size`` is the config's
+    ``batch_field`` when that was given (not the default) or the preset has none."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(config)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    changes = {k: v for k, v in preset.items()
+               if k in defaults and k != "env_id" and getattr(config, k) == defaults[k]}
+    config = dataclasses.replace(config, **changes)
+    applied = dict(changes)
+    ppo: dict[str, dict] = {}
+    for key in ppo_keys:
+        over = dict(preset.get(key, {}))
+        if getattr(config, batch_field) != defaults[batch_field] or "batch_size" not in over:
+            over["batch_size"] = getattr(config, batch_field)
+        if key in preset:
+            applied[key] = dict(over)
+        ppo[key] = over
+    return config, applied, ppo
+
+
 # ---------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """Add one ``--flag`` per config field, with its help text and default."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from rlhf_core import kinds
 from rlhf_core.analysis.extrapolation import extrapolation_report, spearman
-from rlhf_core.config import param
+from rlhf_core.config import apply_presets, param
 from rlhf_core.envs.make import close_env, env_info, make_env
 from rlhf_core.envs.policies import BCNet, BCPolicy, BCSpec, EpsilonGreedy, RandomPolicy
 from rlhf_core.envs.rollout import rollout
@@ -36,7 +36,7 @@ from rlhf_core.envs.storage import save_trajectory
 from rlhf_core.jobs import JobCancelled, JobContext
 from rlhf_core.rewards.datasets import drex_pairs, stack_observations, trex_pairs
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, predicted_returns, reward_stats
-from rlhf_core.sources.learner import make_ppo, ppo_kwargs
+from rlhf_core.sources.learner import FAST_MUJOCO_PPO, make_ppo, ppo_kwargs
 from rlhf_core.trainers.control.ppo_learned import FastActor, evaluate, train_ppo_on_reward
 from rlhf_core.sources.rollouts import DREX_CONTINUOUS, DREX_DISCRETE
 
@@ -74,6 +74,7 @@ class ExtrapolationDemoConfig:
     members: int = param(3, "Reward ensemble size.", min=1, max=16)
     reward_steps: int = param(500, "Optimisation steps per ensemble member.", min=10)
     reward_hidden: int = param(64, "Hidden units of the reward MLP.", min=4)
+    reward_layers: int = param(2, "Hidden layers of the reward MLP (0: a reward linear in the state).", min=0, max=4)
     ppo_steps: int = param(40_000, "PPO steps on the learned reward.", min=1_000)
     ppo_batch_size: int = param(64, "PPO minibatch size for both PPO runs (left at 64, an env preset of this "
                                 "demo may choose another: Pendulum's PPO on the learned reward uses 128 "
@@ -128,20 +129,14 @@ DEMO_PRESETS: dict[str, dict] = {
     # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
     # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
     # rl-zoo's HalfCheetah preset (lr 2e-5, 256-unit nets, 20 epochs, 1M steps) is far too slow for
-    # the budget here. Reward MLP 64 wide: T-REX used 2 x 256 on MuJoCo, ~15x the arithmetic per
-    # state on this CPU. A shorter learner gives demos that barely move and a reward that PPO
-    # exploits by running backwards. Results per seed: docs/experiments/extrapolation.md.
+    # the budget here. The reward is linear in the state: MLP rewards (64 wide, and T-REX's 2 x 256)
+    # rank the demos well but score running backwards above them, and PPO runs backwards.
+    # Results per seed: docs/experiments/extrapolation.md.
     "HalfCheetah-v5": {
         "learner_steps": 200_000, "checkpoint_every": 16_384, "episodes_per_checkpoint": 2,
-        "max_demo_return": 500.0, "snippet_min": 50, "snippet_max": 100, "reward_hidden": 64,
+        "max_demo_return": 500.0, "snippet_min": 50, "snippet_max": 100, "reward_layers": 0,
         "reward_steps": 600, "ppo_steps": 700_000, "eval_episodes": 5,
-        "ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
-                "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
-                "vf_coef": 0.5, "policy_kwargs": {"log_std_init": -0.5, "net_arch": {"pi": [64, 64], "vf": [64, 64]}}},
-        "learner_ppo": {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
-                        "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
-                        "vf_coef": 0.5,
-                        "policy_kwargs": {"log_std_init": -0.5, "net_arch": {"pi": [64, 64], "vf": [64, 64]}}},
+        "ppo": FAST_MUJOCO_PPO, "learner_ppo": FAST_MUJOCO_PPO,
         # D-REX: a demonstrator that runs forwards but slowly (T-REX's learner reached ~380 by 164k steps)
         "drex": {"drex_demonstrator_return": 300.0, "learner_steps": 300_000},
     },
@@ -153,25 +148,11 @@ def resolve_presets(config: ExtrapolationDemoConfig) -> tuple[ExtrapolationDemoC
 
     A preset's ``drex`` (method drex) or ``checkpoint_ranking`` (trex ranked by checkpoint) entries
     override its general ones for that variant."""
-    import dataclasses
-
     preset = DEMO_PRESETS.get(config.env_id, {}) if config.use_presets else {}
     variant = "drex" if config.method == "drex" else "checkpoint_ranking" if config.ranking == "checkpoint" else ""
     preset = {**preset, **preset.get(variant, {})}
-    defaults = {f.name: f.default for f in dataclasses.fields(ExtrapolationDemoConfig)}
-    changes = {k: v for k, v in preset.items()
-               if k in defaults and k != "env_id" and getattr(config, k) == defaults[k]}
-    config = dataclasses.replace(config, **changes)
-    applied = dict(changes)
-    ppos = []
-    for key in ("ppo", "learner_ppo"):
-        over = dict(preset.get(key, {}))
-        if config.ppo_batch_size != defaults["ppo_batch_size"] or "batch_size" not in over:
-            over["batch_size"] = config.ppo_batch_size
-        if key in preset:
-            applied[key] = dict(over)
-        ppos.append(over)
-    return config, applied, ppos[0], ppos[1]
+    config, applied, ppo = apply_presets(config, preset, ppo_keys=("ppo", "learner_ppo"))
+    return config, applied, ppo["ppo"], ppo["learner_ppo"]
 
 
 @dataclass
@@ -452,7 +433,8 @@ def _run(config: ExtrapolationDemoConfig, ctx: JobContext, folder) -> dict:
                            max_len=config.snippet_max, seed=config.seed)
     with ctx.stage(fit_lo, reward_hi):
         ensemble, fit = fit_reward_ensemble(pairs, FitSettings(members=config.members, hidden=config.reward_hidden,
-                                                               steps=config.reward_steps, seed=config.seed), ctx)
+                                                               layers=config.reward_layers, steps=config.reward_steps,
+                                                               seed=config.seed), ctx)
     mean, std = reward_stats(ensemble, stack_observations(train_obs)[0])
     times["reward_model"] = time.perf_counter() - t0
     if project is not None:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from rlhf_core import kinds
-from rlhf_core.config import param, to_dict
+from rlhf_core.config import apply_presets, param, to_dict
 from rlhf_core.envs.make import close_env, make_env
 from rlhf_core.envs.policies import RandomPolicy, SB3Policy
 from rlhf_core.envs.rollout import rollout
@@ -59,7 +59,7 @@ from rlhf_core.rewards.query_selection import SELECTIONS, select_clip_pairs
 from rlhf_core.rewards.query_selection import reason as query_reason
 from rlhf_core.rewards.training import FitSettings, fit_reward_ensemble, reward_stats
 from rlhf_core.rewards.wrapper import LearnedRewardVecEnv
-from rlhf_core.sources.learner import MODEL_FILE, RolloutBoundary, load_ppo, make_ppo, ppo_kwargs
+from rlhf_core.sources.learner import FAST_MUJOCO_PPO, MODEL_FILE, RolloutBoundary, load_ppo, make_ppo, ppo_kwargs
 from rlhf_core.store.model_card import control_policy_card, final_metrics
 
 #: labeller = human: the job looks at its queue entries at most this often while PPO trains (seconds; one query)
@@ -98,7 +98,14 @@ class PreferenceRLConfig:
     episodes_per_round: int = param(4, "Policy episodes cut into clips each round.", min=1)
     members: int = param(3, "Reward ensemble size (each on its own bootstrap of the labels).", min=1, max=16)
     reward_steps: int = param(300, "Reward optimisation steps per member per refit.", min=10)
-    ppo_batch_size: int = param(64, "PPO minibatch size.", min=8)
+    reward_layers: int = param(2, "Hidden layers of the reward network (0: a reward linear in the state).",
+                               min=0, max=4)
+    reward_hidden: int = param(64, "Units in each hidden layer of the reward network.", min=4)
+    ppo_batch_size: int = param(64, "PPO minibatch size (left at 64, an environment's preset may choose another).",
+                                min=8)
+    use_presets: bool = param(True, "Give settings left at their defaults this environment's tuned values "
+                              "(PRESETS; HalfCheetah-v5: a linear reward, fast PPO, longer clips and rounds). "
+                              "Off: every setting is taken as it is.")
     seed: int = param(0, "Random seed.", min=0)
     save_steps: int = param(0, "Save a resumable state at the end of the first round after every N environment "
                             "steps (0: only when cancelled); a cancelled, failed or killed run resumes from the "
@@ -114,6 +121,26 @@ class PreferenceRLConfig:
                                     "they arrive); 0: never wait, fully asynchronous.", min=0.0)
     min_labels_to_start: int = param(10, "labeller = human: labels the first fit, before any RL, waits for however "
                                      "long it takes (at most as many as round 0 asks for).", min=1)
+
+
+#: Per-env settings: every field of :class:`PreferenceRLConfig` still at its declared default takes the
+#: env's value (``use_presets=False``: none). ``ppo``: PPO keyword overrides on top of the tuned presets
+#: of :mod:`rlhf_core.sources.learner`; an explicit ``ppo_batch_size`` replaces their ``batch_size``.
+#: The result JSON lists what was applied under ``presets``.
+PRESETS: dict[str, dict] = {
+    # The extrapolation demo's PPO: rl-zoo's HalfCheetah PPO (1 env, lr 2e-5, 256-unit nets, 20 epochs) is far
+    # too slow on a small CPU. A reward linear in the state extrapolates on HalfCheetah where MLP rewards score
+    # running backwards high (docs/experiments/extrapolation.md); 50-step clips show a gait.
+    "HalfCheetah-v5": {"reward_layers": 0, "ppo": FAST_MUJOCO_PPO, "clip_length": 50, "steps_per_round": 32_768,
+                       "rounds": 15},
+}
+
+
+def resolve_presets(config: PreferenceRLConfig) -> tuple[PreferenceRLConfig, dict, dict]:
+    """(config with the env's preset applied, what was applied, PPO keyword overrides for ``ppo_kwargs``)."""
+    preset = PRESETS.get(config.env_id, {}) if config.use_presets else {}
+    config, applied, ppo = apply_presets(config, preset)
+    return config, applied, ppo["ppo"]
 
 
 def _clips(trajs: list, length: int) -> list[tuple[int, int, int]]:
@@ -139,6 +166,9 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
+    config, applied, ppo_over = resolve_presets(config)
+    if applied:
+        ctx.log(f"{config.env_id} presets: " + ", ".join(f"{k}={v}" for k, v in applied.items()))
     rng = np.random.default_rng(config.seed)
     project = ctx.project() if ctx.project_path is not None else None
     if config.labeller == "human" and project is None:
@@ -235,7 +265,8 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         nonlocal fitted, refits
         ensemble, stats = fit_reward_ensemble(
             whole_pairs(clip_obs, pairs),
-            FitSettings(members=config.members, steps=config.reward_steps, seed=config.seed + len(pairs),
+            FitSettings(members=config.members, hidden=config.reward_hidden, layers=config.reward_layers,
+                        steps=config.reward_steps, seed=config.seed + len(pairs),
                         heldout_fraction=0.1 if len(pairs) >= 20 else 0.0), None)
         mean, std = reward_stats(ensemble, stack_observations(clip_obs)[0])
         fitted = len(pairs)
@@ -302,7 +333,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
             curve, n_labels, first_round = saved["curve"], float(saved["n_labels"]), int(saved["round"]) + 1
             ensemble, mean, std = refit(state.step, log=False)  # the same fit (same pairs and seed)
 
-        n_envs, kwargs = ppo_kwargs(config.env_id, batch_size=config.ppo_batch_size)
+        n_envs, kwargs = ppo_kwargs(config.env_id, **ppo_over)
         venv = make_vec_env(config.env_id, n_envs=n_envs, seed=config.seed)
         learned = LearnedRewardVecEnv(venv, ensemble, mean, std)
         vec = VecNormalize(learned, norm_obs=False, norm_reward=True, gamma=kwargs.get("gamma", 0.99))
@@ -399,7 +430,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         tmp.cleanup()
     result = {"labels": labels_total, "final_true_return": float(np.mean(returns)),
               "final_true_return_std": float(np.std(returns)), "curve": curve,
-              "wall_seconds": round(time.perf_counter() - t0, 2), "selection": config.selection}
+              "wall_seconds": round(time.perf_counter() - t0, 2), "selection": config.selection, "presets": applied}
     if human:
         result.update(refits=refits, waited_seconds=round(waited, 2))
     else:

@@ -90,6 +90,31 @@ def test_learned_reward_orders_unseen_trajectories_better_than_chance():
     assert spearman(test_true, pred) > 0.7
 
 
+def test_linear_reward_extrapolates_far_beyond_the_demos(tmp_path):
+    """reward_layers=0: one affine map per member; ranked demos drifting within +-0.9 give a reward
+    that still orders trajectories drifting five times further, on both sides."""
+    obs, true = toy_trajectories(n=12, seed=0)
+    pairs = trex_pairs(obs, true, 1000, min_len=10, max_len=30, seed=0)
+    ens, stats = fit_reward_ensemble(pairs, FitSettings(members=3, layers=0, steps=300, seed=0))
+    assert all(len(list(m.parameters())) == 2 for m in ens.members)  # weight and bias, no hidden layer
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    torch.testing.assert_close(ens.predict(a) + ens.predict(b), ens.predict(a + b) + ens.predict(torch.zeros(5, 3)))
+    far, far_true = [], []
+    rng = np.random.default_rng(7)
+    for i in range(10):
+        o = rng.normal(size=(61, 3)).astype(np.float32)
+        o[:, 0] += (i - 5) * 0.9  # -4.5 .. +3.6: beyond every demo on both sides
+        far.append(o)
+        far_true.append(float(o[1:, 0].sum()))
+    pred = predicted_returns(ens, far)
+    assert spearman(far_true, pred) > 0.95
+    assert pred.max() > predicted_returns(ens, obs).max()  # the best far trajectory beats the best demo
+    ens.save(tmp_path / "linear.safetensors")
+    again, _ = RewardEnsemble.load(tmp_path / "linear.safetensors")
+    assert again.spec.layers == 0
+    torch.testing.assert_close(again.predict(a), ens.predict(a))
+
+
 def test_whole_item_pairs_and_ties():
     obs, _ = toy_trajectories(n=4, T=8)
     pairs = whole_pairs(obs, [(0, 1, 1.0), (2, 3, 0.5)])
@@ -144,7 +169,7 @@ def test_extrapolation_demo_tiny_end_to_end(project, tmp_path, monkeypatch):
     cfg = ExtrapolationDemoConfig(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512,
                                   episodes_per_checkpoint=2, max_demo_return=1000.0, snippet_pairs=200, members=1,
                                   reward_steps=40, snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1,
-                                  video_of_policy=False)
+                                  video_of_policy=False, reward_layers=0)
     ctx = RecordingContext()
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -160,6 +185,8 @@ def test_extrapolation_demo_tiny_end_to_end(project, tmp_path, monkeypatch):
     assert r["best_demo_return"] >= r["mean_demo_return"]
     assert len(project.items("trajectory")) == r["n_demos"]
     assert [c["kind"] for c in project.checkpoints()] == ["reward_ensemble"]
+    saved, _ = RewardEnsemble.load(project.run_folder(out.run_id) / "reward_ensemble.safetensors")
+    assert saved.spec.layers == 0  # reward_layers reaches the fitted network
     sample = project.samples(out.run_id, "extrapolation")[0]["payload"]
     assert len(sample["true_demo"]) == r["n_demos"] and len(sample["true_unseen"]) == len(sample["pred_unseen"])
 

@@ -87,3 +87,65 @@ def test_human_labelling_can_be_cancelled_while_waiting(project):
     ctx.cancel()
     t.join(10)
     assert box["out"].status == "cancelled" and time.monotonic() - t0 < 2.0
+
+
+def test_a_run_with_reward_layers_0_fits_a_reward_linear_in_the_state_and_reports_its_presets(project):
+    from rlhf_core.rewards.networks import RewardEnsemble
+    from rlhf_core.trainers.control.preference_rl import PRESETS
+
+    PRESETS["CartPole-v1"] = {"reward_layers": 0, "clip_length": 9, "ppo": {"n_epochs": 2}}
+    try:
+        ctx = RecordingContext()
+        out = execute_job(get_job("preference_rl"), PreferenceRLConfig(**{**TINY, "rounds": 1}), ctx,
+                          project_path=project.folder)
+    finally:
+        del PRESETS["CartPole-v1"]
+    assert out.status == "completed", out.error
+    # TINY gives clip_length 5 (not the default): the preset's 9 does not apply
+    assert out.result["presets"] == {"reward_layers": 0, "ppo": {"n_epochs": 2, "batch_size": 64}}
+    assert sum("CartPole-v1 presets: reward_layers=0" in m for m in ctx.messages) == 1
+    assert "reward_ensemble" in [c["kind"] for c in project.checkpoints(out.run_id)]
+    ensemble, _ = RewardEnsemble.load(project.run_folder(out.run_id) / "reward_ensemble.safetensors")
+    assert ensemble.spec.layers == 0 and len(ensemble.members) == 2
+    # each member: one linear map of the observation to the reward, no hidden layer
+    assert all([type(m).__name__ for m in member.net] == ["Linear"] for member in ensemble.members)
+    assert tuple(ensemble.members[0].net[0].weight.shape) == (1, 4)
+
+
+def test_presets_apply_only_to_settings_left_at_their_defaults():
+    from rlhf_core.trainers.control.preference_rl import PRESETS, resolve_presets
+
+    PRESETS["Test-v0"] = {"rounds": 3, "clip_length": 7, "reward_layers": 1, "ppo": {"n_envs": 2, "batch_size": 128}}
+    try:
+        cfg, applied, ppo = resolve_presets(PreferenceRLConfig(env_id="Test-v0"))
+        assert (cfg.rounds, cfg.clip_length, cfg.reward_layers, cfg.reward_hidden) == (3, 7, 1, 64)
+        assert ppo == {"n_envs": 2, "batch_size": 128}
+        assert applied == {"rounds": 3, "clip_length": 7, "reward_layers": 1, "ppo": ppo}
+        # what the user set wins, field by field (ppo_batch_size replaces the preset's minibatch)
+        cfg, applied, ppo = resolve_presets(PreferenceRLConfig(env_id="Test-v0", rounds=5, ppo_batch_size=32))
+        assert (cfg.rounds, cfg.clip_length) == (5, 7) and "rounds" not in applied
+        assert ppo == {"n_envs": 2, "batch_size": 32}
+        # presets off, or an env without one: the settings as they are, PPO with the default minibatch
+        for plain in (PreferenceRLConfig(env_id="Test-v0", use_presets=False), PreferenceRLConfig()):
+            cfg, applied, ppo = resolve_presets(plain)
+            assert cfg == plain and applied == {} and ppo == {"batch_size": 64}
+    finally:
+        del PRESETS["Test-v0"]
+
+
+def test_the_halfcheetah_preset_resolves_to_fast_ppo_a_linear_reward_and_longer_rounds():
+    from rlhf_core.experiments.extrapolation import DEMO_PRESETS
+    from rlhf_core.sources.learner import ppo_kwargs
+    from rlhf_core.trainers.control.preference_rl import resolve_presets
+
+    cfg, applied, ppo = resolve_presets(PreferenceRLConfig(env_id="HalfCheetah-v5"))
+    assert (cfg.reward_layers, cfg.clip_length, cfg.steps_per_round, cfg.rounds) == (0, 50, 32_768, 15)
+    assert ppo == {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
+                   "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
+                   "vf_coef": 0.5, "policy_kwargs": {"log_std_init": -0.5,
+                                                     "net_arch": {"pi": [64, 64], "vf": [64, 64]}}}
+    assert ppo == DEMO_PRESETS["HalfCheetah-v5"]["ppo"] and applied["ppo"] == ppo  # the demo's PPO
+    n_envs, kwargs = ppo_kwargs("HalfCheetah-v5", **ppo)
+    assert n_envs == 16 and kwargs["learning_rate"] == 3e-4 and kwargs["n_epochs"] == 10
+    assert kwargs["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
+    assert "activation_fn" not in kwargs["policy_kwargs"]  # not rl-zoo's ReLU 256-unit nets

@@ -141,6 +141,9 @@ DEMO_PRESETS: dict[str, dict] = {
         "ppo": FAST_MUJOCO_PPO, "learner_ppo": FAST_MUJOCO_PPO,
         # D-REX: a demonstrator that runs forwards but slowly (T-REX's learner reached ~380 by 164k steps)
         "drex": {"drex_demonstrator_return": 300.0, "learner_steps": 300_000, "ppo_steps": 700_000},
+        # ranked by checkpoint: this learner improves almost steadily, so nearby policies are paired too
+        # (a gap of half the run paired standing still against running only, and PPO ran backwards)
+        "checkpoint_ranking": {"checkpoint_gap": 0.1},
     },
 }
 

@@ -106,8 +106,11 @@ def _running_members(scratch: Path) -> int:
 @needs_ray
 @pytest.mark.timeout(120)
 def test_cancel_stops_the_ray_tasks_and_the_stopped_runs_come_back_cancelled(project, local_ray):
+    # members that run for minutes (CartPole's 10,000 episodes took 8 s: under load both could finish
+    # before the poll below saw them running together)
     config = SweepConfig(job="rollouts", seeds=[0, 1, 2], engine="ray", workers=2,
-                         settings={**SETTINGS, "episodes": 10_000, "record_video": False})
+                         settings={**SETTINGS, "env_id": "Pendulum-v1", "max_steps": 200, "episodes": 10_000,
+                                   "record_video": False})
     ctx = RecordingContext()
     box: dict = {}
     thread = threading.Thread(target=lambda: box.setdefault("out", execute_job(

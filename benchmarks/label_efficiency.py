@@ -49,15 +49,14 @@ SELECTIONS = ("random", "disagreement")
 
 def true_reward_ppo(env_id: str, steps: int, seed: int, ppo_overrides: dict | None = None) -> float:
     """PPO on the true reward; ``ppo_overrides``: those of the preference-RL runs (resolve_presets)."""
-    from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from rlhf_core.sources.learner import ppo_kwargs
+    from rlhf_core.sources.learner import make_ppo, ppo_kwargs
 
     torch.set_num_threads(1)
     n_envs, kwargs = ppo_kwargs(env_id, **(ppo_overrides or {}))
-    model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **kwargs)
+    model = make_ppo(make_vec_env(env_id, n_envs=n_envs, seed=seed), seed, kwargs)  # logs nowhere: no SB3-* folder
     model.learn(steps)
     mean, _ = evaluate_policy(model, make_vec_env(env_id, n_envs=1, seed=seed + 90_000), n_eval_episodes=5)
     return float(mean)

@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import re
 import shutil
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -105,6 +106,10 @@ class ProjectSnapshot:
 def run_member(job: str, settings: dict, snapshot: ProjectSnapshot, threads: int) -> RunBundle:
     """One member, in a Ray worker: the job in a scratch project restored from ``snapshot``; returns its run.
     ``ray.cancel`` raises KeyboardInterrupt here: the job is cancelled at its next step and still returned."""
+    try:  # a driver started in the background (nohup, `&`) passes SIGINT ignored on: ray.cancel would not land
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the worker's main thread: Ray delivers the cancel its own way there
+        pass
     scratch = Path(tempfile.mkdtemp(prefix="rlhf-sweep-member-"))
     try:
         folder = scratch / "member.rlhf"

@@ -108,7 +108,7 @@ def run_member(job: str, settings: dict, snapshot: ProjectSnapshot, threads: int
     ``ray.cancel`` raises KeyboardInterrupt here: the job is cancelled at its next step and still returned."""
     try:  # a driver started in the background (nohup, `&`) passes SIGINT ignored on: ray.cancel would not land
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the worker's main thread: Ray delivers the cancel its own way there
+    except ValueError:  # only a process's main thread may set a handler; elsewhere it stays as inherited
         pass
     scratch = Path(tempfile.mkdtemp(prefix="rlhf-sweep-member-"))
     try:

@@ -129,11 +129,9 @@ DEMO_PRESETS: dict[str, dict] = {
     # Meant for a policy that beats the best demo in <= 15 min on 2 cores. PPO: common MuJoCo settings
     # (lr 3e-4, gamma 0.99, GAE 0.95, clip 0.2, 10 epochs) on 16 envs x 256 steps with 64-unit nets;
     # rl-zoo's HalfCheetah preset (lr 2e-5, 256-unit nets, 20 epochs, 1M steps) is far too slow for
-    # the budget here. The reward is linear in the state: MLP rewards (64 wide, and T-REX's 2 x 256)
-    # rank the demos well but score running backwards above them, and PPO runs backwards. Demos up
-    # to 1,000 from a 300k-step learner: with a cap of 500 a learner that jumps from standing still
-    # to ~600 between two checkpoints leaves only standing-still demos. PPO on the learned reward was
-    # still improving at 700k steps. Results per seed: docs/experiments/extrapolation.md.
+    # the budget here. The reward is linear in the state (MLP rewards score running backwards above
+    # every demo); demos up to 1,000 so that some of them run even when the learner jumps from standing
+    # still to running between two checkpoints. Why each value: docs/experiments/extrapolation.md.
     "HalfCheetah-v5": {
         "learner_steps": 300_000, "checkpoint_every": 16_384, "episodes_per_checkpoint": 2,
         "max_demo_return": 1000.0, "snippet_min": 50, "snippet_max": 100, "reward_layers": 0,
@@ -142,7 +140,6 @@ DEMO_PRESETS: dict[str, dict] = {
         # D-REX: a demonstrator that runs forwards but slowly (T-REX's learner reached ~380 by 164k steps)
         "drex": {"drex_demonstrator_return": 300.0, "learner_steps": 300_000, "ppo_steps": 700_000},
         # ranked by checkpoint: this learner improves almost steadily, so nearby policies are paired too
-        # (a gap of half the run paired standing still against running only, and PPO ran backwards)
         "checkpoint_ranking": {"checkpoint_gap": 0.1},
     },
 }

@@ -1,7 +1,7 @@
 """Reward networks over states (optionally state + action) and ensembles of them.
 
 - :class:`MLPReward`: T-REX's MuJoCo network is 2 x 256 ReLU over the state; smaller works for
-  classic control. Optional action input.
+  classic control; ``layers=0`` is a reward linear in the state, started at zero. Optional action input.
 - :class:`CNNReward`: a small convolutional net for pixel observations (Atari-style stacks).
 - :class:`RewardEnsemble`: N members, each trained on its own bootstrap of the pairs (Christiano
   et al.); the prediction is the members' mean, their spread is the disagreement used for
@@ -52,6 +52,11 @@ class MLPReward(nn.Module):
         layers.append(nn.Linear(dims[-1], 1))
         self.net = nn.Sequential(*layers)
         self.spec = spec
+        if spec.layers == 0:
+            # A linear reward has no symmetry to break: starting at zero, a weight moves only where the
+            # ranked pairs pull it, so a feature the pairs never vary adds nothing to unseen returns.
+            for t in self.net.parameters():
+                nn.init.zeros_(t)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
         x = obs if action is None or self.spec.action_dim == 0 else torch.cat([obs, action], dim=-1)

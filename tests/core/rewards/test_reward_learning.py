@@ -115,6 +115,29 @@ def test_linear_reward_extrapolates_far_beyond_the_demos(tmp_path):
     torch.testing.assert_close(again.predict(a), ens.predict(a))
 
 
+def test_a_linear_reward_gives_no_weight_to_a_feature_the_demos_never_vary():
+    """Starting at zero, a linear reward's weight on a feature that is the same in every demo stays
+    near zero (rounding alone moves it), so unseen trajectories that vary it wildly are still ranked by
+    what the demos ranked (a random start would keep a random weight there: the pairs give it no gradient)."""
+    obs, true = toy_trajectories(n=12, seed=0)
+    for o in obs:
+        o[:, 2] = 0.5  # e.g. a posture every demonstration holds
+    pairs = trex_pairs(obs, true, 1000, min_len=10, max_len=30, seed=0)
+    ens, _ = fit_reward_ensemble(pairs, FitSettings(members=3, layers=0, steps=300, seed=0))
+    for m in ens.members:
+        assert abs(float(m.net[0].weight[0, 2])) < 0.01  # nn.Linear's random start: up to 0.58
+        assert float(m.net[0].weight[0, 0]) > 0.1
+    rng = np.random.default_rng(3)
+    unseen, unseen_true = [], []
+    for i in range(10):
+        o = rng.normal(size=(61, 3)).astype(np.float32)
+        o[:, 0] += (i - 5) * 0.3
+        o[:, 2] = rng.uniform(-20, 20)  # never seen: a posture no demo holds
+        unseen.append(o)
+        unseen_true.append(float(o[1:, 0].sum()))
+    assert spearman(unseen_true, predicted_returns(ens, unseen)) > 0.9
+
+
 def test_whole_item_pairs_and_ties():
     obs, _ = toy_trajectories(n=4, T=8)
     pairs = whole_pairs(obs, [(0, 1, 1.0), (2, 3, 0.5)])

@@ -10,8 +10,9 @@ settings, same run.
         [--workers 1] [--engine local|ray [--address ADDR]] [--project P] [-- NAME=VALUE ...]
 
 The preference-RL runs are one sweep (rlhf_core/sweeps.py): `preference_rl` over the seeds x
-selection=random,disagreement, by default one run at a time with one torch thread; the two baselines are
-computed here once per seed (``--workers`` at a time). The env's preference_rl preset (PRESETS in
+selection=random,disagreement (``--selections``), by default one run at a time with one torch thread; the two
+baselines are computed here once per seed (``--workers`` at a time) or read from an earlier result
+(``--baselines-from``). The env's preference_rl preset (PRESETS in
 preference_rl.py) applies as in the job: --rounds / --steps-per-round default to it (else 10 / 8192), and
 true-reward PPO runs with the same PPO settings as the preference-RL runs. Prints a JSON object as its
 last line: per selection rule the numbers of each seed and, over seeds, the final normalised return as
@@ -44,7 +45,9 @@ from rlhf_core.store import Project  # noqa: E402
 from rlhf_core.sweeps import SWEEP_KIND, SweepConfig, SweepError, parse_grid, plan_sweep, run_sweep  # noqa: E402
 from rlhf_core.trainers.control.preference_rl import PreferenceRLConfig, resolve_presets  # noqa: E402
 
-SELECTIONS = ("random", "disagreement")
+from rlhf_core.rewards.query_selection import SELECTIONS as RULES  # noqa: E402
+
+SELECTIONS = ("random", "disagreement")  # the default comparison; --selections picks others of RULES
 
 
 def true_reward_ppo(env_id: str, steps: int, seed: int, ppo_overrides: dict | None = None) -> float:
@@ -79,13 +82,29 @@ def baselines(env_id: str, steps: int, seed: int, ppo_overrides: dict) -> tuple[
     return true_reward_ppo(env_id, steps, seed, ppo_overrides), random_return(env_id, seed)
 
 
+def earlier_baselines(path: Path, out: dict) -> dict[int, tuple[float, float]]:
+    """{seed: (true-reward PPO, random policy)} from an earlier result of the same env, steps and presets."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{path} holds no result (a JSON line)")
+    old = json.loads(lines[-1])
+    for key in ("env", "ppo_steps", "presets"):
+        if old.get(key) != out[key]:
+            raise SystemExit(f"{path} was measured with {key} {old.get(key)!r}, this run uses {out[key]!r}")
+    missing = [s for s in out["seeds"] if str(s) not in old["true_reward_ppo_return"]]
+    if missing:
+        raise SystemExit(f"{path} has no baselines for seed(s) {missing}")
+    out["baselines_from"] = str(path)
+    return {s: (old["true_reward_ppo_return"][str(s)], old["random_policy_return"][str(s)]) for s in out["seeds"]}
+
+
 def sweep_members(settings: dict, seeds: list[int], args) -> list[dict]:
     """The preference-RL runs of every seed and selection rule, as one sweep; their run rows."""
     folder = args.project or Path(tempfile.mkdtemp(prefix="bench-")) / "sweep.rlhf"
     try:
         if not (folder / "project.db").exists():
             Project.create(folder).close()
-        config = SweepConfig(job="preference_rl", seeds=seeds, grid={"selection": list(SELECTIONS)},
+        config = SweepConfig(job="preference_rl", seeds=seeds, grid={"selection": list(args.selections)},
                              settings=settings, workers=args.workers, threads=args.threads, engine=args.engine,
                              address=args.address)
         outcome = execute_job(run_sweep, config, CliContext(title="label efficiency"), project_path=folder,
@@ -117,6 +136,11 @@ def main() -> None:
     parser.add_argument("--engine", default="local", choices=("local", "ray"))
     parser.add_argument("--address", default="", help="--engine ray: the cluster (default: a local Ray).")
     parser.add_argument("--project", type=Path, default=None, help="Keep the sweep in this project.")
+    parser.add_argument("--selections", nargs="+", default=list(SELECTIONS), choices=RULES,
+                        help="Selection rules to compare (uncertainty: mean P(left) nearest 0.5, i.e. its largest entropy).")
+    parser.add_argument("--baselines-from", type=Path, default=None,
+                        help="Take the two baselines from this earlier result (its JSON line) instead of training "
+                             "true-reward PPO again; it must be of the same env, PPO steps and presets.")
     parser.add_argument("extra", nargs="*", help="more preference_rl settings as NAME=VALUE, after --")
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else args.seeds
@@ -137,9 +161,11 @@ def main() -> None:
     members = sweep_members(settings, seeds, args)
     out = {"benchmark": "label_efficiency", "env": args.env, "seeds": seeds, "ppo_steps": steps, "engine": args.engine,
            "presets": applied, "true_reward_ppo_return": {}, "random_policy_return": {},
-           "runs": {s: {"seeds": {}} for s in SELECTIONS}}
+           "runs": {s: {"seeds": {}} for s in args.selections}}
     jobs = [(args.env, steps, s, ppo_over) for s in seeds]
-    if min(args.workers, len(seeds)) > 1:  # the baselines of several seeds at once, one torch thread each
+    if args.baselines_from is not None:
+        done = earlier_baselines(args.baselines_from, out)
+    elif min(args.workers, len(seeds)) > 1:  # the baselines of several seeds at once, one torch thread each
         with ProcessPoolExecutor(min(args.workers, len(seeds)), mp_context=get_context("spawn")) as pool:
             done = dict(zip(seeds, pool.map(baselines, *zip(*jobs))))
     else:

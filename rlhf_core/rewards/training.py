@@ -32,6 +32,7 @@ class FitSettings:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
+    l1: float = 0.0  # sparse first layer: penalty on |weight| x its input's std over the pairs' states
     random_answer_prob: float = 0.0
     heldout_fraction: float = 0.1
     eval_every: int = 50
@@ -145,10 +146,21 @@ def fit_reward_ensemble(pairs: PairSet, settings: FitSettings, ctx: JobContext |
     return ensemble, stats
 
 
+def _l1_scale(data: _Tensors, settings: FitSettings) -> torch.Tensor | None:
+    """Each input's standard deviation over the pairs' states (the L1 penalty's per-weight scale, so that
+    a feature measured in small units is not penalised more), or None without an L1 penalty."""
+    if settings.l1 <= 0:
+        return None
+    if settings.image_shape:
+        raise ValueError("an L1 penalty applies to MLP rewards over state vectors, not to CNN rewards")
+    return data.obs.float().std(0).clamp_min(1e-6)
+
+
 def _fit_sequential(ensemble, data, train, held, rng, settings, ctx, step_offset, stats) -> None:
     """The reference: one member after another, each with its own Adam."""
     n_held = len(held)
     total = settings.members * settings.steps
+    scale = _l1_scale(data, settings)
     for k, net in enumerate(ensemble.members):
         boot = torch.from_numpy(rng.choice(train, size=len(train), replace=True))  # bootstrap of the pairs
         opt = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -160,6 +172,8 @@ def _fit_sequential(ensemble, data, train, held, rng, settings, ctx, step_offset
             rows = boot[torch.randint(len(boot), (min(settings.batch_size, len(boot)),), generator=gen)]
             r1, r2 = data.returns(net, rows)
             loss = bradley_terry_loss(r1, r2, data.target[rows], random_answer_prob=settings.random_answer_prob)
+            if scale is not None:
+                loss = loss + settings.l1 * (net.net[0].weight.abs() * scale).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -242,6 +256,7 @@ def _fit_batched(ensemble, data, train, held, rng, settings, ctx, step_offset, s
     active = list(range(members))
     batch = min(settings.batch_size, len(train))
     obs = data.obs
+    scale = _l1_scale(data, settings)
     # The cost is the MLP over states. When the table of all states is smaller than one minibatch's
     # snippet steps (Pendulum: 25 demos x 201 states vs 64 pairs x 2 x 50 steps), score every
     # state once per step and pick the snippets' rewards out of it; else score the snippet steps.
@@ -296,8 +311,9 @@ def _fit_batched(ensemble, data, train, held, rng, settings, ctx, step_offset, s
         per_member = bradley_terry_loss(r1.reshape(-1), r2.reshape(-1), target.reshape(-1),
                                         random_answer_prob=settings.random_answer_prob,
                                         reduction="none").reshape(members, batch).mean(1)
+        penalty = 0.0 if scale is None else settings.l1 * (net.weights[0].abs() * scale[:, None]).sum()
         opt.zero_grad(set_to_none=True)
-        per_member.sum().backward()  # members share no weights: each gets the gradient of its own loss
+        (per_member.sum() + penalty).backward()  # members share no weights: each gets the gradient of its own loss
         opt.step()
         if (step + 1) % settings.eval_every == 0 or step == settings.steps - 1:
             losses = per_member.detach().tolist()

@@ -101,6 +101,9 @@ class PreferenceRLConfig:
     reward_layers: int = param(2, "Hidden layers of the reward network (0: a reward linear in the state).",
                                min=0, max=4)
     reward_hidden: int = param(64, "Units in each hidden layer of the reward network.", min=4)
+    reward_l1: float = param(0.0, "L1 penalty on the reward network's input weights, each scaled by its state "
+                             "feature's spread: a sparse reward that uses as few state features as the labels "
+                             "need (0: off).", min=0.0)
     ppo_batch_size: int = param(64, "PPO minibatch size (left at 64, an environment's preset may choose another).",
                                 min=8)
     use_presets: bool = param(True, "Give settings left at their defaults this environment's tuned values "
@@ -131,7 +134,7 @@ PRESETS: dict[str, dict] = {
     # The extrapolation demo's PPO: rl-zoo's HalfCheetah PPO (1 env, lr 2e-5, 256-unit nets, 20 epochs) is far
     # too slow on a small CPU. A reward linear in the state extrapolates on HalfCheetah where MLP rewards score
     # running backwards high (docs/experiments/extrapolation.md); 50-step clips show a gait.
-    "HalfCheetah-v5": {"reward_layers": 0, "ppo": FAST_MUJOCO_PPO, "clip_length": 50, "steps_per_round": 32_768,
+    "HalfCheetah-v5": {"reward_layers": 0, "reward_l1": 1.0, "ppo": FAST_MUJOCO_PPO, "clip_length": 50, "steps_per_round": 32_768,
                        "rounds": 15},
 }
 
@@ -266,7 +269,7 @@ def train_preference_rl(config: PreferenceRLConfig, ctx: JobContext) -> dict:
         ensemble, stats = fit_reward_ensemble(
             whole_pairs(clip_obs, pairs),
             FitSettings(members=config.members, hidden=config.reward_hidden, layers=config.reward_layers,
-                        steps=config.reward_steps, seed=config.seed + len(pairs),
+                        l1=config.reward_l1, steps=config.reward_steps, seed=config.seed + len(pairs),
                         heldout_fraction=0.1 if len(pairs) >= 20 else 0.0), None)
         mean, std = reward_stats(ensemble, stack_observations(clip_obs)[0])
         fitted = len(pairs)

@@ -103,6 +103,8 @@ def fit_reward_ensemble(pairs: PairSet, settings: FitSettings, ctx: JobContext |
     ctx = ctx or NullContext()
     if len(pairs) < 2:
         raise ValueError("need at least two preference pairs to train a reward model")
+    if settings.l1 > 0 and settings.image_shape:
+        raise ValueError("an L1 penalty applies to rewards over state vectors, not to CNN rewards over images")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     data = _Tensors(pairs)
@@ -151,8 +153,6 @@ def _l1_scale(data: _Tensors, settings: FitSettings) -> torch.Tensor | None:
     a feature measured in small units is not penalised more), or None without an L1 penalty."""
     if settings.l1 <= 0:
         return None
-    if settings.image_shape:
-        raise ValueError("an L1 penalty applies to MLP rewards over state vectors, not to CNN rewards")
     return data.obs.float().std(0).clamp_min(1e-6)
 
 
@@ -172,10 +172,9 @@ def _fit_sequential(ensemble, data, train, held, rng, settings, ctx, step_offset
             rows = boot[torch.randint(len(boot), (min(settings.batch_size, len(boot)),), generator=gen)]
             r1, r2 = data.returns(net, rows)
             loss = bradley_terry_loss(r1, r2, data.target[rows], random_answer_prob=settings.random_answer_prob)
-            if scale is not None:
-                loss = loss + settings.l1 * (net.net[0].weight.abs() * scale).sum()
+            penalty = 0.0 if scale is None else settings.l1 * (net.net[0].weight.abs() * scale).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + penalty).backward()  # the logged loss is the Bradley-Terry loss alone, as in the batched fit
             opt.step()
             values = {f"reward_model/m{k}_loss": float(loss.detach())}
             if (step + 1) % settings.eval_every == 0 or step == settings.steps - 1:

@@ -192,11 +192,17 @@ def test_extrapolation_demo_tiny_end_to_end(project, tmp_path, monkeypatch):
     cfg = ExtrapolationDemoConfig(env_id="CartPole-v1", learner_steps=1024, checkpoint_every=512,
                                   episodes_per_checkpoint=2, max_demo_return=1000.0, snippet_pairs=200, members=1,
                                   reward_steps=40, snippet_min=5, snippet_max=10, ppo_steps=1024, eval_episodes=1,
-                                  video_of_policy=False, reward_layers=0)
+                                  video_of_policy=False, reward_layers=0, reward_l1=0.5)
     ctx = RecordingContext()
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    import rlhf_core.experiments.extrapolation as demo
+
+    fits = []  # the real fit, its settings noted
+    real_fit = demo.fit_reward_ensemble
+    monkeypatch.setattr(demo, "fit_reward_ensemble", lambda pairs, settings, *a, **k: (
+        fits.append(settings), real_fit(pairs, settings, *a, **k))[1])
     out = execute_job(get_job("extrapolation_demo"), cfg, ctx, project_path=project.folder)
     assert out.status == "completed", out.error
     assert not list(temp.glob("SB3-*"))  # both PPO runs log nowhere (SB3 would leave an empty folder per run)
@@ -210,6 +216,7 @@ def test_extrapolation_demo_tiny_end_to_end(project, tmp_path, monkeypatch):
     assert [c["kind"] for c in project.checkpoints()] == ["reward_ensemble"]
     saved, _ = RewardEnsemble.load(project.run_folder(out.run_id) / "reward_ensemble.safetensors")
     assert saved.spec.layers == 0  # reward_layers reaches the fitted network
+    assert [f.l1 for f in fits] == [0.5]  # and reward_l1 its fit
     sample = project.samples(out.run_id, "extrapolation")[0]["payload"]
     assert len(sample["true_demo"]) == r["n_demos"] and len(sample["true_unseen"]) == len(sample["pred_unseen"])
 

@@ -89,11 +89,16 @@ def test_human_labelling_can_be_cancelled_while_waiting(project):
     assert box["out"].status == "cancelled" and time.monotonic() - t0 < 2.0
 
 
-def test_a_run_with_reward_layers_0_fits_a_reward_linear_in_the_state_and_reports_its_presets(project):
+def test_a_run_with_reward_layers_0_fits_a_reward_linear_in_the_state_and_reports_its_presets(project, monkeypatch):
+    import rlhf_core.trainers.control.preference_rl as job
     from rlhf_core.rewards.networks import RewardEnsemble
     from rlhf_core.trainers.control.preference_rl import PRESETS
 
-    PRESETS["CartPole-v1"] = {"reward_layers": 0, "clip_length": 9, "ppo": {"n_epochs": 2}}
+    fits = []  # the real fit, its settings noted
+    real_fit = job.fit_reward_ensemble
+    monkeypatch.setattr(job, "fit_reward_ensemble", lambda pairs, settings, *a, **k: (
+        fits.append(settings), real_fit(pairs, settings, *a, **k))[1])
+    PRESETS["CartPole-v1"] = {"reward_layers": 0, "reward_l1": 0.5, "clip_length": 9, "ppo": {"n_epochs": 2}}
     try:
         ctx = RecordingContext()
         out = execute_job(get_job("preference_rl"), PreferenceRLConfig(**{**TINY, "rounds": 1}), ctx,
@@ -102,8 +107,9 @@ def test_a_run_with_reward_layers_0_fits_a_reward_linear_in_the_state_and_report
         del PRESETS["CartPole-v1"]
     assert out.status == "completed", out.error
     # TINY gives clip_length 5 (not the default): the preset's 9 does not apply
-    assert out.result["presets"] == {"reward_layers": 0, "ppo": {"n_epochs": 2, "batch_size": 64}}
-    assert sum("CartPole-v1 presets: reward_layers=0" in m for m in ctx.messages) == 1
+    assert out.result["presets"] == {"reward_layers": 0, "reward_l1": 0.5, "ppo": {"n_epochs": 2, "batch_size": 64}}
+    assert sum("CartPole-v1 presets: reward_layers=0, reward_l1=0.5" in m for m in ctx.messages) == 1
+    assert fits and all(f.l1 == 0.5 and f.layers == 0 for f in fits)  # every refit is sparse and linear
     assert "reward_ensemble" in [c["kind"] for c in project.checkpoints(out.run_id)]
     ensemble, _ = RewardEnsemble.load(project.run_folder(out.run_id) / "reward_ensemble.safetensors")
     assert ensemble.spec.layers == 0 and len(ensemble.members) == 2
@@ -140,6 +146,7 @@ def test_the_halfcheetah_preset_resolves_to_fast_ppo_a_linear_reward_and_longer_
 
     cfg, applied, ppo = resolve_presets(PreferenceRLConfig(env_id="HalfCheetah-v5"))
     assert (cfg.reward_layers, cfg.clip_length, cfg.steps_per_round, cfg.rounds) == (0, 50, 32_768, 15)
+    assert cfg.reward_l1 == DEMO_PRESETS["HalfCheetah-v5"]["reward_l1"] == 1.0  # the demo's sparse reward
     assert ppo == {"n_envs": 16, "n_steps": 256, "batch_size": 256, "learning_rate": 3e-4, "n_epochs": 10,
                    "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
                    "vf_coef": 0.5, "policy_kwargs": {"log_std_init": -0.5,

@@ -77,7 +77,7 @@ class ExtrapolationDemoConfig:
     reward_layers: int = param(2, "Hidden layers of the reward MLP (0: a reward linear in the state).", min=0, max=4)
     reward_l1: float = param(0.0, "L1 penalty on the reward's input weights, each scaled by its state feature's "
                              "spread: a sparse reward that uses as few state features as the ranking needs "
-                             "(0: off).", min=0.0)
+                             "(0: off).", min=0.0, label="Reward L1")
     ppo_steps: int = param(40_000, "PPO steps on the learned reward.", min=1_000)
     ppo_batch_size: int = param(64, "PPO minibatch size for both PPO runs (left at 64, an env preset of this "
                                 "demo may choose another: Pendulum's PPO on the learned reward uses 128 "

@@ -103,7 +103,7 @@ class PreferenceRLConfig:
     reward_hidden: int = param(64, "Units in each hidden layer of the reward network.", min=4)
     reward_l1: float = param(0.0, "L1 penalty on the reward network's input weights, each scaled by its state "
                              "feature's spread: a sparse reward that uses as few state features as the labels "
-                             "need (0: off).", min=0.0)
+                             "need (0: off).", min=0.0, label="Reward L1")
     ppo_batch_size: int = param(64, "PPO minibatch size (left at 64, an environment's preset may choose another).",
                                 min=8)
     use_presets: bool = param(True, "Give settings left at their defaults this environment's tuned values "

@@ -7,7 +7,8 @@ the labels needed to reach 90 % of true-reward PPO's return, normalised between 
 settings, same run.
 
     .venv/bin/python benchmarks/label_efficiency.py [--env Pendulum-v1] [--rounds 10] [--seeds 0 1 2]
-        [--workers 1] [--engine local|ray [--address ADDR]] [--project P] [-- NAME=VALUE ...]
+        [--workers 1] [--engine local|ray [--address ADDR]] [--project P] [--selections RULE ...]
+        [--baselines-from EARLIER_RESULT] [-- NAME=VALUE ...]
 
 The preference-RL runs are one sweep (rlhf_core/sweeps.py): `preference_rl` over the seeds x
 selection=random,disagreement (``--selections``), by default one run at a time with one torch thread; the two

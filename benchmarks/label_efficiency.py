@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--address", default="", help="--engine ray: the cluster (default: a local Ray).")
     parser.add_argument("--project", type=Path, default=None, help="Keep the sweep in this project.")
     parser.add_argument("--selections", nargs="+", default=list(SELECTIONS), choices=RULES,
-                        help="Selection rules to compare (uncertainty: mean P(left) nearest 0.5, i.e. its largest entropy).")
+                        help="Selection rules to compare (uncertainty: mean P(left) nearest 0.5, i.e. its "
+                             "largest entropy).")
     parser.add_argument("--baselines-from", type=Path, default=None,
                         help="Take the two baselines from this earlier result (its JSON line) instead of training "
                              "true-reward PPO again; it must be of the same env, PPO steps and presets.")

@@ -133,9 +133,9 @@ class PreferenceRLConfig:
 PRESETS: dict[str, dict] = {
     # The extrapolation demo's PPO: rl-zoo's HalfCheetah PPO (1 env, lr 2e-5, 256-unit nets, 20 epochs) is far
     # too slow on a small CPU. A reward linear in the state extrapolates on HalfCheetah where MLP rewards score
-    # running backwards high (docs/experiments/extrapolation.md); 50-step clips show a gait.
-    "HalfCheetah-v5": {"reward_layers": 0, "reward_l1": 1.0, "ppo": FAST_MUJOCO_PPO, "clip_length": 50, "steps_per_round": 32_768,
-                       "rounds": 15},
+    # running backwards high, sparse as in the demo (docs/experiments/extrapolation.md); 50-step clips show a gait.
+    "HalfCheetah-v5": {"reward_layers": 0, "reward_l1": 1.0, "ppo": FAST_MUJOCO_PPO, "clip_length": 50,
+                       "steps_per_round": 32_768, "rounds": 15},
 }
 
 

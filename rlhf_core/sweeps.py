@@ -192,18 +192,28 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
     running: dict[subprocess.Popen, tuple[Member, Path]] = {}
     scratch = Path(tempfile.mkdtemp(prefix="sweep-"))
     done = 0
-    ctx.log(f"{len(plan.members)} runs of {config.job}, {workers} at a time, {threads} torch thread(s) each")
+    total = len(plan.members)
+    pace = SweepPace()
+    last_report = 0.0
+    ctx.log(f"{total} runs of {config.job}, {workers} at a time, {threads} torch thread(s) each")
     try:
         while pending or running:
             while pending and len(running) < workers and not ctx.cancelled:
                 member = pending.pop(0)
-                folder = scratch / f"member-{len(plan.members) - len(pending)}"
-                running[_start(ctx, config.job, member, threads, folder)] = (member, folder)
+                folder = scratch / f"member-{total - len(pending)}"
+                proc = _start(ctx, config.job, member, threads, folder)
+                running[proc] = (member, folder)
+                pace.started(proc)
             for proc in [p for p in running if p.poll() is not None]:
                 member, folder = running.pop(proc)
                 _finish(ctx, member, proc, folder)
+                pace.finished(proc)
                 done += 1
-                ctx.progress(done, len(plan.members), f"{done}/{len(plan.members)} runs finished")
+                last_report = 0.0  # report the finished run now
+            now = time.monotonic()
+            if now - last_report >= 2.0:
+                last_report = now
+                ctx.progress(pace.fraction(done, total, list(running)), message=f"{done}/{total} runs finished")
             if ctx.cancelled:
                 for proc in running:
                     if proc.poll() is None:
@@ -218,6 +228,31 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     ctx.raise_if_cancelled()
     return aggregate(ctx.project(), ctx.run_id, config.metrics)
+
+
+class SweepPace:
+    """How far a sweep is, counting each running member by its time so far against the mean wall of
+    the finished ones (capped below one run). Members finish in bursts when several run at once; a
+    count of finished runs alone then makes the time left swing from far too long to far too short."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.starts: dict[Any, float] = {}
+        self.walls: list[float] = []
+
+    def started(self, key) -> None:
+        self.starts[key] = self.clock()
+
+    def finished(self, key) -> None:
+        self.walls.append(self.clock() - self.starts.pop(key))
+
+    def fraction(self, done: int, total: int, running: Sequence) -> float:
+        if not self.walls or not total:
+            return done / total if total else 0.0
+        mean = sum(self.walls) / len(self.walls)
+        now = self.clock()
+        partial = sum(min(0.95, (now - self.starts[k]) / mean) for k in running if k in self.starts)
+        return min(1.0, (done + partial) / total)
 
 
 def _run_on_ray(config: SweepConfig, plan: Plan, ctx: JobContext, workers: int, threads: int) -> None:

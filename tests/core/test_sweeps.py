@@ -87,3 +87,30 @@ def test_cancel_stops_the_running_members_and_starts_no_more(project):
     assert box["out"].status == "cancelled"
     members = [r for r in project.runs() if r["parent_run_id"] == box["out"].run_id]
     assert len(members) == 2 and all(r["status"] == "cancelled" for r in members)  # the other two never started
+
+
+def test_a_sweeps_time_left_counts_the_running_members_not_only_the_finished_ones():
+    """3 runs of 300 s, 2 at a time: the first two finish together at 300 s, and 18 s into the third
+    about 282 s are left. Counting finished runs alone, the clock measured 18 s for the last run and
+    said "about 19 s left"; counting the running run by its time so far says ~282 s."""
+    from rlhf_core.jobs import ProgressClock
+    from rlhf_core.sweeps import SweepPace
+
+    now = [0.0]
+    pace, clock = SweepPace(lambda: now[0]), ProgressClock(lambda: now[0])
+    pace.started("a"), pace.started("b")
+    done, running = 0, ["a", "b"]
+    for t in range(0, 320, 2):  # the sweep's loop reports every 2 s
+        now[0] = float(t)
+        if t == 300:
+            for k in ("a", "b"):
+                pace.finished(k)
+                running.remove(k)
+            done = 2
+            pace.started("c")
+            running.append("c")
+        clock.update(pace.fraction(done, 3, running))
+    assert pace.fraction(done, 3, running) == pytest.approx((2 + 18 / 300) / 3)
+    assert clock.timing().remaining == pytest.approx(282, rel=0.1)
+    now[0] = 900.0  # a member that runs far longer than the mean never counts as finished
+    assert pace.fraction(done, 3, running) == pytest.approx((2 + 0.95) / 3)

@@ -95,8 +95,12 @@ class FloatEdit(QLineEdit):
     decimals showed 0.000000). ``value()`` is the float, or the text when it is not a number yet (the
     config's validation then says so)."""
 
-    def __init__(self, value: float, low: float | None = None, high: float | None = None, parent=None):
+    def __init__(self, value: float, low: float | None = None, high: float | None = None, parent=None, *,
+                 off: tuple[float, str] | None = None):
         super().__init__(parent)
+        self.off = off  # (value, words): that value shows as an empty field with the words as placeholder
+        if off is not None:
+            self.setPlaceholderText(off[1])
         self.setValidator(FloatValidator(low, high, self))
         self.setValue(value)
 
@@ -105,10 +109,15 @@ class FloatEdit(QLineEdit):
         if isinstance(value, str) and not _NUMBER.fullmatch(text):
             self.setText(text)  # not a number (yet): kept as typed, and validation says what is wrong
             return
+        if self.off is not None and float(value) == self.off[0]:
+            self.setText("")
+            return
         self.setText(format_float(float(value)))
 
     def value(self) -> float | str:
         text = self.text().strip()
+        if not text and self.off is not None:
+            return self.off[0]
         return float(text) if _NUMBER.fullmatch(text) else text
 
 
@@ -642,6 +651,9 @@ class ConfigForm(QWidget):
             if info.name == "lora_rank" and info.min == -1:
                 spin.setSpecialValueText("auto")  # -1: LoRA only for models above 500M parameters
             return spin
+        if info.type is float and info.name == "min_demo_return":  # its default is the "off" sentinel (-1e9)
+            return FloatEdit(float(value), info.min, info.max,
+                             off=(float(info.default), "off (keep every demonstration)"))
         if info.type is float:
             return FloatEdit(float(value), info.min, info.max)
         if info.type is str and info.name == "env_id":

@@ -214,3 +214,18 @@ def test_lora_rank_auto_shows_as_auto_and_round_trips(qtbot):
     assert spin.text() == "auto" and form.config().lora_rank == -1
     spin.setValue(8)
     assert spin.text() == "8" and to_dict(form.config())["lora_rank"] == 8
+
+
+def test_min_demo_return_off_shows_as_words_and_round_trips(qtbot):
+    from rlhf_core.config import to_dict
+    from rlhf_core.experiments.extrapolation import MIN_DEMO_OFF, ExtrapolationDemoConfig
+
+    form = ConfigForm(ExtrapolationDemoConfig)
+    qtbot.addWidget(form)
+    edit = form.editors["min_demo_return"]
+    assert edit.text() == "" and edit.placeholderText() == "off (keep every demonstration)"  # not -1000000000.0
+    assert form.config().min_demo_return == MIN_DEMO_OFF
+    edit.setText("50")
+    assert to_dict(form.config())["min_demo_return"] == 50.0
+    edit.setValue(MIN_DEMO_OFF)
+    assert edit.text() == "" and form.config().min_demo_return == MIN_DEMO_OFF

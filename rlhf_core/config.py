@@ -81,13 +81,16 @@ def param(
     each: str | None = None,
     subset_of: Sequence[str] | None = None,
     artefact: Sequence[str] | None = None,
+    default_text: str | None = None,
 ) -> Any:
     """Declare a config field with its help text and constraints.
 
     ``each="id"``: a list field whose items are row ids (whole numbers from 1). ``subset_of``: a
     comma-separated text field whose every item must be one of these words. ``artefact``: the checkpoint
     kinds the field takes (a reference ``run:ID`` / ``checkpoint:ID`` / a name, or an id for int fields):
-    the app shows a picker of the project's artefacts of these kinds.
+    the app shows a picker of the project's artefacts of these kinds. ``default_text``: words the app shows
+    instead of the default when the default is a sentinel ("auto", "off"); for an int, the default must be
+    its ``min``.
     """
     meta = {
         "help": help,
@@ -100,6 +103,7 @@ def param(
         "each": each,
         "subset_of": tuple(subset_of) if subset_of is not None else None,
         "artefact": tuple(artefact) if artefact is not None else None,
+        "default_text": default_text,
     }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -121,6 +125,7 @@ class FieldInfo:
     each: str | None = None
     subset_of: tuple | None = None
     artefact: tuple | None = None
+    default_text: str | None = None
 
 
 def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
@@ -151,6 +156,7 @@ def fields(config_cls_or_obj: Any) -> list[FieldInfo]:
                 each=meta.get("each"),
                 subset_of=meta.get("subset_of"),
                 artefact=meta.get("artefact") or kinds.FIELD_KINDS.get(f.name),
+                default_text=meta.get("default_text"),
             )
         )
     return out

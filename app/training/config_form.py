@@ -648,12 +648,11 @@ class ConfigForm(QWidget):
                           int(min(info.max, _INT_LIMIT)) if info.max is not None else _INT_LIMIT)
             spin.setValue(int(value))
             spin.setGroupSeparatorShown(True)
-            if info.name == "lora_rank" and info.min == -1:
-                spin.setSpecialValueText("auto")  # -1: LoRA only for models above 500M parameters
+            if info.default_text and info.min is not None and info.default == info.min:
+                spin.setSpecialValueText(info.default_text)  # e.g. lora_rank -1: "auto"
             return spin
-        if info.type is float and info.name == "min_demo_return":  # its default is the "off" sentinel (-1e9)
-            return FloatEdit(float(value), info.min, info.max,
-                             off=(float(info.default), "off (keep every demonstration)"))
+        if info.type is float and info.default_text:  # a sentinel default, e.g. min_demo_return -1e9: "off"
+            return FloatEdit(float(value), info.min, info.max, off=(float(info.default), info.default_text))
         if info.type is float:
             return FloatEdit(float(value), info.min, info.max)
         if info.type is str and info.name == "env_id":

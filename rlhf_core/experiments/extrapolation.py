@@ -67,7 +67,8 @@ class ExtrapolationDemoConfig:
                                    "(so every demonstration is mediocre).")
     min_demo_return: float = param(MIN_DEMO_OFF, "ranking true_return: keep only demonstrations whose true return "
                                    "is at least this, e.g. to drop a learner's standing-still start (default "
-                                   "-1e9: off; a person ranking by return sees it too).")
+                                   "-1e9: off; a person ranking by return sees it too).",
+                                   default_text="off (keep every demonstration)")
     snippet_pairs: int = param(3_000, "T-REX snippet pairs.", min=10)
     snippet_min: int = param(20, "Shortest snippet (steps).", min=1)
     snippet_max: int = param(50, "Longest snippet (steps).", min=1)

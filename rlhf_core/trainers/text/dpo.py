@@ -88,7 +88,7 @@ class DPOConfig:
     heldout_fraction: float = param(0.1, "Pairs held out to measure accuracy.", min=0.0, max=0.5)
     eval_every: int = param(0, "Held-out evaluation every N steps (0: before and after training only).", min=0)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024, default_text="auto")
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, but the "
                                          "backward took 1.5x as long here (SmolLM2-135M, one thread).")

@@ -140,7 +140,7 @@ class GRPOConfig:
     kl_ratio_weight: bool = param(False, "Weight each token's KL term by its ratio pi/pi_old (TRL 1.16's default "
                                   "use_bias_correction_kl): the KL gradient becomes log(pi/pi_ref).", advanced=True)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024, default_text="auto")
     lora_alpha: int = param(0, "LoRA alpha (0: twice the rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, "
                                          "slower here (and no shared-prompt forward).")

@@ -480,7 +480,7 @@ class PPOTextConfig:
     max_new_tokens: int = param(32, "Longest completion in tokens.", min=1, max=4096)
     temperature: float = param(1.0, "Sampling temperature (log-probs use the same).", min=0.0,
                                min_inclusive=False, max=5.0)
-    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024, default_text="auto")
     lora_alpha: int = param(0, "LoRA alpha (0 = 2 x rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (less memory).")
     eval_every: int = param(1, "Score the gold reward every N steps (0: never).", min=0)

@@ -137,7 +137,7 @@ class SFTConfig:
     heldout_fraction: float = param(0.1, "Share of examples held out for sft/heldout_loss.", min=0.0, max=0.5)
     eval_every: int = param(0, "Held-out loss every N steps (0: after every epoch).", min=0)
     max_grad_norm: float = param(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
-    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024)
+    lora_rank: int = param(AUTO_LORA, LORA_RANK_HELP, min=-1, max=1024, default_text="auto")
     lora_alpha: int = param(0, "LoRA alpha (0 = 2 x rank).", min=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (less memory).")
     seed: int = param(0, "Random seed (held-out split, shuffling).", min=0)

@@ -213,7 +213,7 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
             now = time.monotonic()
             if now - last_report >= 2.0:
                 last_report = now
-                ctx.progress(pace.fraction(done, total, list(running)), message=f"{done}/{total} runs finished")
+                ctx.progress(pace.fraction(total), message=f"{done}/{total} runs finished")
             if ctx.cancelled:
                 for proc in running:
                     if proc.poll() is None:
@@ -231,8 +231,8 @@ def run_sweep(config: SweepConfig, ctx: JobContext) -> dict:
 
 
 class SweepPace:
-    """How far a sweep is, counting each running member by its time so far against the mean wall of
-    the finished ones (capped below one run). Members finish in bursts when several run at once; a
+    """How far a sweep is: the members started and not finished count by their time so far against the
+    mean wall of the finished ones (capped below one run). Members finish in bursts when several run at once; a
     count of finished runs alone then makes the time left swing from far too long to far too short."""
 
     def __init__(self, clock=time.monotonic):
@@ -246,12 +246,14 @@ class SweepPace:
     def finished(self, key) -> None:
         self.walls.append(self.clock() - self.starts.pop(key))
 
-    def fraction(self, done: int, total: int, running: Sequence) -> float:
-        if not self.walls or not total:
-            return done / total if total else 0.0
-        mean = sum(self.walls) / len(self.walls)
+    def fraction(self, total: int) -> float:
+        """Finished members plus the running ones' share, of ``total``."""
+        done = len(self.walls)
+        if not total or not done:
+            return 0.0
+        mean = sum(self.walls) / done
         now = self.clock()
-        partial = sum(min(0.95, (now - self.starts[k]) / mean) for k in running if k in self.starts)
+        partial = sum(min(0.95, (now - start) / mean) for start in self.starts.values())
         return min(1.0, (done + partial) / total)
 
 
